@@ -1,0 +1,23 @@
+"""The base classes a plugin author codes against, one per plugin kind."""
+
+from ciml.base.component import Component, Parameter, parse_bool
+from ciml.base.estimator import Estimator
+from ciml.base.metric_source import FetchedMetrics, MetricSource
+from ciml.base.normalizer import Normalizer
+from ciml.base.result_source import ResultSource
+from ciml.base.trigger import Trigger
+
+#: Plugin kinds: the name used on the command line, its base class and the
+#: registration hook that fills it.
+KINDS = {
+    "result_source": (ResultSource, "ciml_register_result_sources"),
+    "metric_source": (MetricSource, "ciml_register_metric_sources"),
+    "normalizer": (Normalizer, "ciml_register_normalizers"),
+    "estimator": (Estimator, "ciml_register_estimators"),
+    "trigger": (Trigger, "ciml_register_triggers"),
+}
+
+__all__ = [
+    "KINDS", "Component", "Estimator", "FetchedMetrics", "MetricSource",
+    "Normalizer", "Parameter", "ResultSource", "Trigger", "parse_bool",
+]

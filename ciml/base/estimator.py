@@ -1,0 +1,66 @@
+"""The estimator contract: a model that learns classes from a dataset's examples."""
+
+import abc
+
+import numpy as np
+
+from ciml.base.component import Component
+
+
+class Estimator(Component, abc.ABC):
+    """Base class of estimators (dnn, linear-svm, ...).
+
+    Estimators follow scikit-learn's shape so that they are easy to write
+    and to test with the conformance kit (:mod:`ciml.testing`):
+
+    * ``__init__`` only stores hyper-parameters (declared in
+      ``parameters``); it imports nothing heavy;
+    * :meth:`fit` learns and returns ``self``;
+    * :meth:`predict_proba` returns one probability per class;
+      :meth:`predict` the most likely class index;
+    * :meth:`save` writes everything needed to a directory and
+      :meth:`load` reads it back without running arbitrary code (no
+      pickle of code, Keras files in safe mode).
+
+    ``X`` arrays are a dataset's examples, shaped ``(example, time,
+    feature)`` or ``(example, aggregate, feature)``: a numpy array or a Zarr
+    array that may not fit in memory.  Flattening, or reading in chunks, is
+    the estimator's business (see :func:`ciml.dataset.iter_batches`).  ``y``
+    holds class indices into ``classes``.
+
+    Heavy libraries (TensorFlow) are imported inside methods, never at module
+    level: registering plugins must stay fast.
+    """
+
+    kind = "estimator"
+
+    @abc.abstractmethod
+    def fit(self, X, y, *, classes, validation=None, log_dir=None, seed=None):
+        """Learn from examples; returns ``self``.
+
+        :param X: examples, ``(n, time, feature)``; numpy or Zarr.
+        :param y: int class indices, ``(n,)``.
+        :param classes: the class names; ``len(classes)`` is the number of
+            outputs even if some class is absent from ``y``.
+        :param validation: optional ``(X, y)`` to monitor (early stopping,
+            curves); never used to fit weights.
+        :param log_dir: where to write TensorBoard logs, if supported.
+        :param seed: makes training reproducible on CPU.
+        """
+
+    @abc.abstractmethod
+    def predict_proba(self, X):
+        """Return float probabilities, shape ``(n, len(classes))``."""
+
+    def predict(self, X):
+        """Return the most likely class index for each example."""
+        return np.asarray(self.predict_proba(X)).argmax(axis=1)
+
+    @abc.abstractmethod
+    def save(self, path):
+        """Write the fitted model into the directory ``path`` (it exists)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, path):
+        """Return a fitted estimator read from the directory ``path``."""

@@ -1,0 +1,65 @@
+"""The result source contract: which runs exist for a job, and how they ended."""
+
+import abc
+
+from ciml.base.component import Component
+
+
+class ResultSource(Component, abc.ABC):
+    """Base class of result sources (subunit2sql, Zuul, ...).
+
+    A result source answers questions about a CI system's history: the runs
+    of a job (a *build name*), each with its status, its artifacts URL and
+    whatever metadata the system keeps (node provider, queue, project).  It
+    never writes the raw cache: it yields records and the pipeline decides
+    what to store, so that every source gets atomic writes, resumability
+    and the index for free.
+
+    Sources may hold connections: the pipeline uses them as context managers
+    (or calls :meth:`close`), and may call them from several threads only
+    through :meth:`list_runs` on one thread at a time.
+    """
+
+    kind = "result_source"
+
+    @abc.abstractmethod
+    def list_runs(self, build_name, *, since=None, until=None, filters=None,
+                  limit=None, balanced=False):
+        """Yield :class:`ciml.records.RunRecord` for the runs of a build name.
+
+        :param build_name: the job name.
+        :param since: only runs that started at or after this aware datetime.
+        :param until: only runs that started before this aware datetime.
+        :param filters: a dict of metadata key to required value.
+        :param limit: at most this many runs.
+        :param balanced: interleave failed and passed runs, so that a
+            limited selection is not all passes (the original ciml did).
+        :return: an iterator, oldest run first unless ``balanced``.  It
+            must stream: memory may not grow with the size of the history.
+        :raises ciml.errors.SourceError: the source cannot be queried.
+        """
+
+    @abc.abstractmethod
+    def get_run(self, run_id):
+        """Return the :class:`~ciml.records.RunRecord` for one run.
+
+        :param run_id: the run's id, or its build uuid; both are accepted
+            so that a user can paste either.
+        :raises ciml.errors.NotFoundError: no such run.
+        """
+
+    def test_results(self, run):
+        """Yield :class:`ciml.records.TestResult` for a run's tests.
+
+        Optional: sources that do not know individual tests yield nothing.
+        """
+        return iter(())
+
+    def close(self):
+        """Release connections.  Idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,1 @@
+"""The cliff commands of ``ciml``, one module per object; each is thin."""

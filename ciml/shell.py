@@ -1,0 +1,85 @@
+"""The ``ciml`` command: a cliff App whose commands come from entry points."""
+
+import argparse
+import logging
+import sys
+
+from cliff.app import App
+from cliff.commandmanager import CommandManager
+
+import ciml
+from ciml import paths
+
+# Third-party loggers that are chatty at INFO, which is cliff's default level.
+_QUIET_LOGGERS = ("stevedore", "urllib3", "matplotlib", "PIL", "tensorflow",
+                  "absl", "h5py", "numcodecs", "zarr", "asyncio", "paho")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: ciml's version and every installed plugin distribution."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest=dest, nargs=0,
+                         default=argparse.SUPPRESS,
+                         help="Show ciml's version and the plugin distributions, and exit.")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ciml.plugins import get_manager
+
+        print(f"ciml {ciml.__version__}")
+        dists = sorted({v for v in get_manager().plugins.values() if v[0]})
+        for dist, version in dists:
+            print(f"  plugins from {dist} {version}")
+        parser.exit()
+
+
+class CimlApp(App):
+    """ciml: learn from CI history, predict why new runs fail."""
+
+    CONSOLE_MESSAGE_FORMAT = "%(message)s"
+
+    def __init__(self):
+        super().__init__(
+            description=(
+                "ciml (CI machine learning) learns from a CI system's history "
+                "(resource usage of each job, joined with its results) and "
+                "predicts whether and why new runs failed."),
+            version=ciml.__version__,
+            command_manager=CommandManager("ciml.cli"),
+            deferred_help=True,
+        )
+
+    def build_option_parser(self, description, version, argparse_kwargs=None):
+        kwargs = dict(argparse_kwargs or {})
+        # 'resolve' lets ciml replace cliff's --version with one that also
+        # lists the plugin distributions.
+        kwargs.setdefault("conflict_handler", "resolve")
+        parser = super().build_option_parser(description, version, kwargs)
+        parser.add_argument("--version", action=_VersionAction)
+        parser.add_argument(
+            "--data-path", metavar="PATH", default=None,
+            help=("Folder holding the raw cache, datasets, experiments and "
+                  f"models (env {paths.ENV_VAR}; default: "
+                  "$XDG_DATA_HOME/ciml, i.e. ~/.local/share/ciml)."))
+        return parser
+
+    def configure_logging(self):
+        super().configure_logging()
+        if not self.options.debug:
+            for name in _QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+    @property
+    def data_path(self):
+        return paths.DataPath(self.options.data_path)
+
+
+def main(argv=None):
+    """Entry point of the ``ciml`` console script."""
+    if argv is None:
+        argv = sys.argv[1:]
+    return CimlApp().run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in estimators (the only place TensorFlow is imported)."""
