@@ -1,0 +1,192 @@
+"""Fixtures shared by every test: sample data, data paths, real services, the CLI."""
+
+import contextlib
+import io
+import logging
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+MARIADB_HOST = "127.0.0.1"
+MARIADB_PORT = 3306
+MOSQUITTO_HOST = "127.0.0.1"
+MOSQUITTO_PORT = 1883
+
+
+def in_ci():
+    """Whether a missing service or data set must fail rather than skip."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def skip_or_fail(reason):
+    """Skip locally; in CI a missing prerequisite is a failure, never a silent skip."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true, so this is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+# -- data ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The shared sample data (read-only): ``$CIML_SHARED_DATA`` or ``../shared/data``."""
+    env = os.environ.get("CIML_SHARED_DATA")
+    path = pathlib.Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "data"
+    if not path.is_dir():
+        skip_or_fail(f"shared sample data not found at {path} (set CIML_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def data_path(tmp_path):
+    """An empty :class:`ciml.paths.DataPath` of its own for one test."""
+    from ciml.paths import DataPath
+
+    return DataPath(tmp_path / "ciml-data")
+
+
+# -- real services -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mariadb_url():
+    """A ``mysql+pymysql://`` URL of a fresh database on the local MariaDB.
+
+    The database is created for the test session under a unique name and
+    dropped at the end, so concurrent sessions never see each other's rows.
+    """
+    import pymysql
+
+    try:
+        conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root",
+                               connect_timeout=5, autocommit=True)
+    except Exception as exc:
+        skip_or_fail(f"MariaDB not reachable on {MARIADB_HOST}:{MARIADB_PORT}: {exc}")
+    name = f"ciml_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    finally:
+        conn.close()
+    try:
+        yield f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/{name}"
+    finally:
+        # A new connection: the session may have lasted longer than the
+        # server's idle timeout.
+        conn = pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root",
+                               connect_timeout=5, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def mosquitto():
+    """``(host, port)`` of the local Mosquitto broker, checked with a TCP connect."""
+    try:
+        with socket.create_connection((MOSQUITTO_HOST, MOSQUITTO_PORT), timeout=3):
+            pass
+    except OSError as exc:
+        skip_or_fail(f"Mosquitto not reachable on {MOSQUITTO_HOST}:{MOSQUITTO_PORT}: {exc}")
+    return MOSQUITTO_HOST, MOSQUITTO_PORT
+
+
+# -- the CLI -------------------------------------------------------------------
+
+
+def _run_in_process(args, env=None, stdin=None):
+    from ciml import shell
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out, err = io.StringIO(), io.StringIO()
+    saved_env = {}
+    old_stdin = sys.stdin
+    try:
+        for key, value in (env or {}).items():
+            saved_env[key] = os.environ.get(key)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        # cliff binds its streams to sys.stdout/sys.stderr when the App is built.
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = shell.main([str(a) for a in args])
+            except SystemExit as exc:  # argparse: --help, --version, bad options
+                code = exc.code
+                rc = code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        sys.stdin = old_stdin
+        # cliff adds a console handler to the root logger on every run; drop it
+        # so later runs do not write into this run's closed buffers.
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _run_subprocess(args, env=None, stdin=None, timeout=300, cwd=None):
+    full_env = dict(os.environ)
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from ciml.shell import main; sys.exit(main())",
+         *[str(a) for a in args]],
+        input=stdin, capture_output=True, text=True, env=full_env, timeout=timeout,
+        cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture
+def run_ciml():
+    """Run ``ciml ARGS...`` in this process; returns ``(rc, stdout, stderr)``.
+
+    Keyword arguments: ``env`` (a dict; ``None`` values unset a variable)
+    and ``stdin`` (a string).  The plugin manager is the process-wide one,
+    so plugins a test registered are visible.
+    """
+    return _run_in_process
+
+
+@pytest.fixture
+def run_ciml_subprocess():
+    """Run ``ciml ARGS...`` in a fresh interpreter; returns ``(rc, stdout, stderr)``.
+
+    Keyword arguments: ``env``, ``stdin``, ``timeout``, ``cwd``.  Use it for
+    what must be checked from a clean ``sys.modules`` or real exit codes.
+    """
+    return _run_subprocess
+
+
+# -- isolation -----------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _reset_plugin_manager():
+    """Every test starts and ends with a freshly loaded plugin manager."""
+    yield
+    from ciml import plugins
+
+    plugins.reset_manager()
