@@ -107,7 +107,13 @@ class PluginManager:
         # Sorted so that registration, and so conflict messages, are stable.
         for ext in sorted(mgr.extensions, key=lambda e: e.name):
             dist, version = dists.get((ext.name, ext.entry_point.value), (None, None))
-            self.add_plugin(ext.plugin, ext.name, distribution=dist, version=version)
+            try:
+                self.add_plugin(ext.plugin, ext.name, distribution=dist, version=version)
+            except Exception as exc:
+                # A registration hook that raises (a class of the wrong kind)
+                # is reported like an import failure: the rest keeps working.
+                self.unregister(ext.name)
+                on_failure(mgr, ext.entry_point, exc)
 
     def add_plugin(self, plugin, name, distribution=None, version=None):
         """Register one plugin (module or object) and collect its components.

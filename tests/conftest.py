@@ -180,6 +180,54 @@ def run_ciml_subprocess():
     return _run_subprocess
 
 
+# -- throwaway distributions ---------------------------------------------------
+
+
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch):
+    """Make installed-looking distributions visible to this test only.
+
+    ``fake_distribution(name, entry_points, modules=None, version="1.0")``
+    writes ``<name>-<version>.dist-info`` (METADATA, entry_points.txt) and
+    the given modules (``{"pkg_mod": "source"}``) into a folder prepended to
+    ``sys.path``, so importlib.metadata and stevedore find them as they find
+    a pip-installed package.  ``entry_points`` maps a group to
+    ``{name: "module:attr"}``.  Returns that folder.
+    """
+    import importlib
+
+    import stevedore
+
+    root = tmp_path / "site"
+    root.mkdir(exist_ok=True)
+    monkeypatch.syspath_prepend(str(root))
+    # stevedore keeps the entry points of a namespace for the whole process.
+    monkeypatch.setattr(stevedore.ExtensionManager, "ENTRY_POINT_CACHE", {})
+    created_modules = []
+
+    def make(name, entry_points, modules=None, version="1.0"):
+        dist_info = root / f"{name.replace('-', '_')}-{version}.dist-info"
+        dist_info.mkdir()
+        (dist_info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        lines = []
+        for group, eps in entry_points.items():
+            lines.append(f"[{group}]")
+            lines.extend(f"{ep_name} = {target}" for ep_name, target in eps.items())
+            lines.append("")
+        (dist_info / "entry_points.txt").write_text("\n".join(lines))
+        for module, source in (modules or {}).items():
+            (root / f"{module}.py").write_text(source)
+            created_modules.append(module)
+        importlib.invalidate_caches()
+        return root
+
+    yield make
+    for module in created_modules:
+        sys.modules.pop(module, None)
+    importlib.invalidate_caches()
+
+
 # -- isolation -----------------------------------------------------------------
 
 
