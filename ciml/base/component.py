@@ -159,7 +159,9 @@ class Component:
 
     @classmethod
     def description(cls):
-        doc = inspect.getdoc(cls) or ""
+        # The class's own docstring only: an undocumented plugin must not
+        # show its base class's description as its own.
+        doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
     def __repr__(self):
