@@ -1,1 +1,288 @@
-"""Work in progress: filled in by its issue."""
+"""Built-in normalizers: filter, resample, fixed-length, aggregate and scale.
+
+They are registered through ``ciml_register_normalizers`` like any
+third-party normalizer.  ``build-dataset`` chains them in this order::
+
+    filter -> resample -> fixed-length | aggregate -> scale
+
+Columns are always matched by *name*: dstat 0.7.2 and 0.7.3 order their
+memory columns differently, so a position never identifies a feature.
+pandas is imported inside the methods, so that loading plugins stays cheap.
+"""
+
+import re
+
+import numpy as np
+
+from ciml import hookspecs
+from ciml.base import Normalizer, Parameter
+from ciml.errors import ConfigError, MetricsUnavailable
+
+#: The original ciml's fixed example length, in samples at 1 s.
+BASE_LENGTH = 5500
+
+
+def normalized_length(sample_interval=None, base_length=BASE_LENGTH):
+    """The fixed example length for a sample interval, as the original computed it.
+
+    ``base_length`` samples at 1 s, resampled to the interval: the number of
+    bins that span them (5500 at 1 s, 550 at 10s, 92 at 1min).
+    """
+    if not sample_interval:
+        return base_length
+    import pandas as pd
+
+    index = pd.date_range("2012-01-01", periods=base_length, freq="s")
+    try:
+        return int(pd.Series(np.ones(base_length), index=index)
+                   .resample(sample_interval).sum().shape[0])
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"bad sample interval {sample_interval!r}: {exc}") from None
+
+
+def check_interval(value):
+    """Validate a pandas offset alias (``10s``, ``1min``...) and return it."""
+    import pandas as pd
+
+    try:
+        pd.tseries.frequencies.to_offset(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a pandas interval: {value!r} ({exc})") from None
+    return str(value)
+
+
+def _fill_gaps(values):
+    """NaN (a gap, or a cell that was not a number) -> the previous value, else 0."""
+    if not np.isnan(values).any():
+        return values
+    import pandas as pd
+
+    return pd.DataFrame(values).ffill().fillna(0.0).to_numpy()
+
+
+class MissingColumns(MetricsUnavailable):
+    """A run lacks columns the dataset selected."""
+
+    def __init__(self, missing):
+        self.missing = list(missing)
+        shown = ", ".join(self.missing[:8]) + (" ..." if len(self.missing) > 8 else "")
+        super().__init__("missing-columns", f"missing selected column(s): {shown}")
+
+
+class FilterNormalizer(Normalizer):
+    """Keep the metric columns whose name matches a regular expression"""
+
+    name = "filter"
+    parameters = (
+        Parameter("regex", help="Regular expression searched in each column name "
+                  "(re.search); all numeric columns when not given"),
+        Parameter("columns", multiple=True,
+                  help="Exact column names to keep, in this order (set by "
+                  "build-dataset from the first usable run)"),
+    )
+
+    def select(self, columns):
+        """The names among ``columns`` this filter keeps, in their order."""
+        if self.columns:
+            return [c for c in self.columns if c in set(columns)]
+        if not self.regex:
+            return list(columns)
+        try:
+            pattern = re.compile(self.regex)
+        except re.error as exc:
+            raise ConfigError(f"bad features regex {self.regex!r}: {exc}") from None
+        return [c for c in columns if pattern.search(str(c))]
+
+    def transform(self, frame):
+        if self.columns:
+            missing = [c for c in self.columns if c not in frame.columns]
+            if missing:
+                raise MissingColumns(missing)
+            keep = list(self.columns)
+        else:
+            numeric = [c for c in frame.columns
+                       if np.issubdtype(frame[c].dtype, np.number)]
+            keep = self.select(numeric)
+        return frame[keep].astype("float64", copy=False)
+
+
+class ResampleNormalizer(Normalizer):
+    """Resample a time-indexed series to a fixed interval (the mean of each bin)"""
+
+    name = "resample"
+    parameters = (
+        Parameter("interval", type=check_interval, required=True,
+                  help="pandas interval: 10s, 1min, ..."),
+    )
+
+    def transform(self, frame):
+        # A bin with no sample (dstat skipped a beat) takes the previous bin's
+        # value: a hole must not become a NaN in a float32 example.
+        return frame.resample(self.interval).mean().ffill()
+
+
+class FixedLengthNormalizer(Normalizer):
+    """Cut or zero-pad a series to a fixed number of time steps"""
+
+    name = "fixed-length"
+    parameters = (
+        Parameter("length", type=int, default=BASE_LENGTH,
+                  help="Number of time steps (5500 at 1 s; build-dataset scales "
+                  "it to the sample interval)"),
+    )
+
+    def transform(self, frame):
+        import pandas as pd
+
+        values = _fill_gaps(frame.to_numpy(dtype="float64", copy=False))[:self.length]
+        if len(values) < self.length:
+            values = np.concatenate(
+                [values, np.zeros((self.length - len(values), values.shape[1]))])
+        return pd.DataFrame(values, columns=list(frame.columns))
+
+
+def _reducer(name):
+    func = getattr(np, name, None)
+    if not callable(func):
+        raise ConfigError(f"unknown aggregation function {name!r}: give numpy "
+                          "reductions by name (mean, std, max, min, median, ...)")
+    return func
+
+
+class AggregateNormalizer(Normalizer):
+    """Reduce a series to one row per numpy function (mean, std, max, ...)"""
+
+    name = "aggregate"
+    parameters = (
+        Parameter("functions", multiple=True, required=True,
+                  help="numpy reductions by name, e.g. mean std max min median"),
+    )
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        for name in self.functions:
+            _reducer(name)
+
+    def transform(self, frame):
+        import pandas as pd
+
+        values = _fill_gaps(frame.to_numpy(dtype="float64", copy=False))
+        if len(values) == 0:
+            raise MetricsUnavailable("empty", "no samples to aggregate")
+        rows = [np.asarray(_reducer(n)(values, axis=0), dtype="float64")
+                for n in self.functions]
+        return pd.DataFrame(np.vstack(rows), index=list(self.functions),
+                            columns=list(frame.columns))
+
+
+class ScaleNormalizer(Normalizer):
+    """Scale each feature with statistics of the training split (range or z-score)
+
+    ``range`` is the original ciml's ``(x - mean) / (max - min)``; ``zscore``
+    is ``(x - mean) / std``.  Statistics are kept per (time step or
+    aggregate, feature), as the original did for its unrolled features.
+    A feature constant in training (zero range or zero deviation, e.g. zero
+    padding past the longest training run) is mapped to 0: it carries no
+    information, and passing it through raw gave the original values up to
+    9e7 in dev and test.
+    """
+
+    name = "scale"
+    stateful = True
+    parameters = (
+        Parameter("method", default="range", choices=("range", "zscore"),
+                  help="range: (x - mean) / (max - min); zscore: (x - mean) / std"),
+    )
+
+    def _accumulate(self, values):
+        values = np.asarray(values, dtype="float64")
+        if values.ndim == 2:
+            values = values[None]
+        n = values.shape[0]
+        if n == 0:
+            return
+        batch_mean = values.mean(axis=0)
+        batch_m2 = ((values - batch_mean) ** 2).sum(axis=0)
+        if getattr(self, "n_samples_seen_", 0) == 0:
+            self._mean = batch_mean
+            self._m2 = batch_m2
+            self._min = values.min(axis=0)
+            self._max = values.max(axis=0)
+            self.n_samples_seen_ = n
+        else:
+            if batch_mean.shape != self._mean.shape:
+                raise ValueError(f"shape {batch_mean.shape} does not match the "
+                                 f"fitted shape {self._mean.shape}")
+            # Chan et al.'s pairwise update: stable for any batch sizes.
+            total = self.n_samples_seen_ + n
+            delta = batch_mean - self._mean
+            self._mean = self._mean + delta * (n / total)
+            self._m2 = self._m2 + batch_m2 + delta ** 2 * (self.n_samples_seen_ * n / total)
+            self._min = np.minimum(self._min, values.min(axis=0))
+            self._max = np.maximum(self._max, values.max(axis=0))
+            self.n_samples_seen_ = total
+        if self.method == "range":
+            scale = self._max - self._min
+        else:
+            scale = np.sqrt(self._m2 / self.n_samples_seen_)
+        self.mean_ = self._mean
+        self.scale_ = scale
+        self._arrays = None
+
+    def partial_fit(self, frame):
+        if not hasattr(self, "features_"):
+            self.features_ = [str(c) for c in frame.columns]
+        elif [str(c) for c in frame.columns] != self.features_:
+            frame = frame[self.features_]
+        self._accumulate(frame.to_numpy(dtype="float64", copy=False))
+        return self
+
+    def partial_fit_array(self, values, columns=None):
+        """Learn from a stacked batch ``(n, t, f)`` whose columns are ``columns``."""
+        if columns is not None and not hasattr(self, "features_"):
+            self.features_ = [str(c) for c in columns]
+        self._accumulate(values)
+        return self
+
+    def _params(self):
+        if getattr(self, "_arrays", None) is None:
+            if not hasattr(self, "mean_"):
+                raise RuntimeError("scale normalizer used before it was fitted")
+            mean = np.asarray(self.mean_, dtype="float64")
+            scale = np.asarray(self.scale_, dtype="float64")
+            constant = ~(scale > 0)
+            self._arrays = (mean, np.where(constant, 1.0, scale), constant)
+        return self._arrays
+
+    def transform_array(self, values):
+        """Scale an array ``(t, f)`` or ``(n, t, f)``; returns float32."""
+        mean, scale, constant = self._params()
+        out = (np.asarray(values, dtype="float64") - mean) / scale
+        out[..., constant] = 0.0
+        return out.astype("float32")
+
+    def transform(self, frame):
+        import pandas as pd
+
+        if hasattr(self, "features_"):
+            missing = [c for c in self.features_ if c not in frame.columns]
+            if missing:
+                raise MissingColumns(missing)
+            frame = frame[self.features_]
+        return pd.DataFrame(self.transform_array(frame.to_numpy()),
+                            index=frame.index, columns=frame.columns)
+
+    def set_state(self, state):
+        super().set_state(state)
+        self._arrays = None
+        return self
+
+
+BUILTINS = (FilterNormalizer, ResampleNormalizer, FixedLengthNormalizer,
+            AggregateNormalizer, ScaleNormalizer)
+
+
+@hookspecs.hookimpl
+def ciml_register_normalizers(register):
+    for cls in BUILTINS:
+        register(cls)

@@ -1,0 +1,575 @@
+"""The build-dataset stage: cached runs -> normalizer chain -> a Zarr dataset, streaming.
+
+Runs are read from the raw cache (parsed series, never CSV), pushed
+through the stateless head of the normalizer chain in worker processes,
+and written a chunk of examples at a time, so memory does not grow with
+the number of runs.  The stateful tail (scaling) is fitted on the
+training split while it streams by, then the training chunks are rescaled
+in place and dev/test are scaled as they are written.  Everything goes to
+a hidden folder beside the datasets and is moved into place only when
+complete.
+"""
+
+import collections
+import concurrent.futures
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+
+import numpy as np
+
+import ciml
+from ciml import fileutil
+from ciml.dataset import labels as labels_mod
+from ciml.dataset import store
+from ciml.errors import AlreadyExistsError, CimlError, ConfigError, MetricsUnavailable
+
+LOG = logging.getLogger(__name__)
+
+SPLITS = ("training", "dev", "test")
+
+
+# -- options -----------------------------------------------------------------
+
+
+def parse_slicer(slicer):
+    """``START:STOP[:STEP]`` (each part optional) -> :class:`slice`."""
+    if slicer in (None, "", ":"):
+        return slice(None)
+    if isinstance(slicer, slice):
+        return slicer
+    parts = str(slicer).split(":")
+    if len(parts) > 3:
+        raise ConfigError(f"bad slicer {slicer!r}: use START:STOP")
+    try:
+        values = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise ConfigError(f"bad slicer {slicer!r}: START and STOP must be integers") from None
+    if len(values) == 1:
+        # A bare number: the first N runs, not the single run N.
+        return slice(None, values[0])
+    return slice(*values)
+
+
+def check_tdt_split(tdt_split):
+    try:
+        values = tuple(int(v) for v in tdt_split)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad --tdt-split {tdt_split!r}: give three integers") from None
+    if len(values) != 3 or any(v < 0 for v in values) or sum(values) != 10:
+        raise ConfigError(
+            f"--tdt-split {' '.join(map(str, values))}: training, dev and test must be "
+            "three non-negative integers that sum to 10 (e.g. 6 2 2)")
+    if values[0] == 0:
+        raise ConfigError("--tdt-split: the training share must not be 0 "
+                          "(scaling is fitted on the training split)")
+    return values
+
+
+def split_runs(runs, tdt_split, split="random", seed=0):
+    """Assign runs (sorted by start, id) to training, dev and test.
+
+    The sizes follow the original: ``int(n * training / 10)`` training runs,
+    ``int(n * dev / 10)`` dev runs, the rest test.  ``random`` is a seeded
+    permutation; ``time`` trains on the oldest runs and tests on the newest.
+    """
+    n = len(runs)
+    n_train = int(n * tdt_split[0] / 10)
+    n_dev = int(n * tdt_split[1] / 10)
+    if tdt_split[2] == 0:
+        n_dev = n - n_train
+    if split == "random":
+        order = np.random.default_rng(seed).permutation(n)
+        parts = (np.sort(order[:n_train]), np.sort(order[n_train:n_train + n_dev]),
+                 np.sort(order[n_train + n_dev:]))
+    elif split == "time":
+        idx = np.arange(n)
+        parts = idx[:n_train], idx[n_train:n_train + n_dev], idx[n_train + n_dev:]
+    else:
+        raise ConfigError(f"bad --split {split!r}: choose random or time")
+    return {name: [runs[i] for i in part] for name, part in zip(SPLITS, parts)}
+
+
+# -- the chain ---------------------------------------------------------------
+
+
+def make_step(spec):
+    """A normalizer from ``{"name", "params", "state"}``."""
+    from ciml.plugins import get_manager
+
+    cls = get_manager().get("normalizer", spec["name"])
+    step = cls.from_options(spec.get("params") or {})
+    if spec.get("state"):
+        step.set_state(spec["state"])
+    return step
+
+
+def make_chain(specs):
+    return [make_step(spec) for spec in specs]
+
+
+def step_spec(step):
+    return {"name": step.name, "params": step.get_params(include_secrets=False),
+            "state": step.get_state()}
+
+
+def _as_spec(item):
+    if isinstance(item, str):
+        return {"name": item, "params": {}}
+    if isinstance(item, dict):
+        return {"name": item["name"], "params": dict(item.get("params") or {})}
+    return {"name": item.name, "params": item.get_params()}
+
+
+def default_chain(features_regex=None, sample_interval=None, aggregation_functions=None,
+                  scale="range", normalizers=None):
+    """The chain specs for the build options (columns are pinned later)."""
+    from ciml_plugins.normalizers.builtin import normalized_length
+
+    specs = [{"name": "filter", "params": {"regex": features_regex}}]
+    if sample_interval:
+        specs.append({"name": "resample", "params": {"interval": sample_interval}})
+    # Third-party steps work on the time-indexed series (a derivative, an FFT).
+    specs.extend(_as_spec(n) for n in normalizers or ())
+    if aggregation_functions:
+        specs.append({"name": "aggregate",
+                      "params": {"functions": list(aggregation_functions)}})
+    else:
+        specs.append({"name": "fixed-length",
+                      "params": {"length": normalized_length(sample_interval)}})
+    if scale and scale != "none":
+        specs.append({"name": "scale", "params": {"method": scale}})
+    return specs
+
+
+def split_chain(chain):
+    """(stateless head, tail from the first stateful step)."""
+    for i, step in enumerate(chain):
+        if step.stateful:
+            return chain[:i], chain[i:]
+    return chain, []
+
+
+def apply_head(head, frame):
+    """Run the stateless steps; returns (values float32, index labels, columns, length).
+
+    ``length`` is the number of time steps the series had just before it
+    lost its time axis (cut/pad or aggregation): the original's example size.
+    """
+    import pandas as pd
+
+    length = len(frame)
+    for step in head:
+        frame = step.transform(frame)
+        if isinstance(frame.index, pd.DatetimeIndex):
+            length = len(frame)
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise MetricsUnavailable("empty", "no samples or no columns after normalization")
+    return (frame.to_numpy(dtype="float32"), [str(i) for i in frame.index],
+            [str(c) for c in frame.columns], length)
+
+
+def apply_tail(tail, values, index, columns):
+    """Run the stateful tail on a batch ``(n, t, f)``; returns float32."""
+    import pandas as pd
+
+    for step in tail:
+        if hasattr(step, "transform_array"):
+            values = step.transform_array(values)
+        else:
+            values = np.stack([
+                step.transform(pd.DataFrame(v, index=index, columns=columns))
+                .to_numpy(dtype="float32") for v in values])
+    return np.asarray(values, dtype="float32")
+
+
+# -- per-run work (worker processes) ---------------------------------------
+
+_WORKER = {}
+
+
+def _init_worker(cache_root, head_specs):
+    from ciml.cache import RawCache
+    from ciml.paths import DataPath
+
+    _WORKER["cache"] = RawCache(DataPath(cache_root))
+    _WORKER["head"] = make_chain(head_specs)
+
+
+def _load(cache, head, run_id):
+    """(run_id, values, length, error) for one run; never raises for bad data."""
+    try:
+        frame = cache.frame(run_id)
+        values, _index, _columns, length = apply_head(head, frame)
+        return run_id, values, length, None
+    except MetricsUnavailable as exc:
+        return run_id, None, None, (exc.reason, str(exc))
+    except CimlError as exc:
+        return run_id, None, None, ("error", str(exc))
+    except Exception as exc:  # a bad series must not stop the build
+        return run_id, None, None, ("error", f"{type(exc).__name__}: {exc}")
+
+
+def _worker_load(run_id):
+    return _load(_WORKER["cache"], _WORKER["head"], run_id)
+
+
+class _Loader:
+    """Ordered, bounded streaming of per-run results: serial, threads or processes."""
+
+    def __init__(self, cache, cache_root, head_specs, workers, executor):
+        self.cache = cache
+        self.head = make_chain(head_specs)
+        self.workers = workers
+        self.kind = executor
+        self.pool = None
+        if executor == "process":
+            import multiprocessing
+
+            # forkserver: no inherited threads (zarr runs an event loop thread)
+            # or open SQLite handles in the workers.
+            ctx = multiprocessing.get_context("forkserver")
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker,
+                initargs=(str(cache_root), head_specs))
+        elif executor == "thread":
+            self.pool = concurrent.futures.ThreadPoolExecutor(workers)
+
+    def map(self, run_ids):
+        if self.pool is None:
+            for run_id in run_ids:
+                yield _load(self.cache, self.head, run_id)
+            return
+        window = collections.deque()
+        limit = 4 * self.workers
+        fn = _worker_load if self.kind == "process" else (
+            lambda rid: _load(self.cache, self.head, rid))
+        for run_id in run_ids:
+            window.append(self.pool.submit(fn, run_id))
+            if len(window) >= limit:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- the build ---------------------------------------------------------------
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_leftovers(datasets_dir, name):
+    """Remove temp folders of builds of ``name`` whose process is gone."""
+    if not datasets_dir.is_dir():
+        return
+    for entry in datasets_dir.iterdir():
+        for prefix in (f".tmp-{name}-", f".{name}.old-"):
+            if entry.name.startswith(prefix):
+                try:
+                    pid = int(entry.name[len(prefix):].split("-")[0])
+                except ValueError:
+                    continue
+                if not _pid_alive(pid):
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+def _progress(progress, total, desc):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", disable=None if progress in (
+        None, True) else True, leave=False)
+
+
+def fingerprint(attrs, ids):
+    """A stable digest of what the dataset contains (not when it was made)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: attrs[k] for k in ("config", "chain", "classes",
+                                                     "features")},
+                             sort_keys=True, default=str).encode())
+    for split in SPLITS:
+        digest.update(split.encode())
+        digest.update("\n".join(ids.get(split, ())).encode())
+    return digest.hexdigest()[:16]
+
+
+def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=None,
+                  sample_interval=None, aggregation_functions=None, class_label="status",
+                  tdt_split=(6, 2, 2), split="random", seed=0, force=False,
+                  normalizers=None, progress=None, visualize=False, scale="range",
+                  workers=None, executor=None, cache=None):
+    """Build the dataset ``name`` from the cached runs of ``build_name``; returns a summary.
+
+    ``normalizers``: extra normalizer steps (names, ``{"name", "params"}``
+    dicts or instances) run after resampling, before cut/pad or aggregation.
+    ``scale``: ``range`` (the original), ``zscore`` or ``none``.
+    ``executor``: ``process``, ``thread`` or ``serial`` (default: processes
+    when there are enough runs and cores).  ``cache``: a raw cache object
+    (default: :class:`ciml.cache.RawCache` of ``data_path``).
+    """
+    from ciml.paths import DataPath
+
+    started = time.monotonic()
+    if not isinstance(data_path, DataPath):
+        data_path = DataPath(data_path)
+    final = data_path.dataset(name)
+    tdt = check_tdt_split(tdt_split)
+    if split not in ("random", "time"):
+        raise ConfigError(f"bad --split {split!r}: choose random or time")
+    if store.is_dataset(final) and not force:
+        raise AlreadyExistsError(f"dataset {name!r} already exists; use --force to replace it")
+    if final.exists() and not force and any(final.iterdir()):
+        raise AlreadyExistsError(f"{final} exists (not a complete dataset); use --force "
+                                 "to replace it")
+    sl = parse_slicer(slicer)
+    head_specs_all = default_chain(features_regex, sample_interval, aggregation_functions,
+                                   scale, normalizers)
+    chain = make_chain(head_specs_all)  # validates names and parameters early
+
+    if cache is None:
+        from ciml.cache import RawCache
+
+        cache = RawCache(data_path)
+        cache_is_raw = True
+    else:
+        cache_is_raw = False
+    runs = sorted(cache.runs(build_name), key=lambda r: (_start_key(r), r.id))[sl]
+    if not runs:
+        raise CimlError(f"no cached runs for build name {build_name!r} "
+                        f"(slice {slicer or ':'}); run cache-data first")
+
+    skipped = []
+    labelled = []
+    for run in runs:
+        label = labels_mod.run_label(run, class_label)
+        if label is None:
+            skipped.append({"run_id": run.id, "split": None, "reason": "unlabelled",
+                            "message": f"run has no {class_label!r}"})
+        else:
+            labelled.append((run, label))
+    if not labelled:
+        raise CimlError(f"none of the {len(runs)} runs has a {class_label!r} label")
+    classes = labels_mod.class_names(class_label, [lb for _, lb in labelled])
+    code = {c: i for i, c in enumerate(classes)}
+    parts = split_runs(labelled, tdt, split, seed)
+    splits = tuple(s for s, share in zip(SPLITS, tdt) if share > 0)
+
+    # Pin the feature columns by name from the first training run that loads.
+    head, tail = split_chain(chain)
+    filter_step = head[0]
+    features = index_labels = None
+    probe_rejects = {}
+    for run, _ in parts["training"]:
+        try:
+            frame = cache.frame(run.id)
+            filtered = filter_step.transform(frame)
+            if filtered.shape[1] == 0:
+                raise MetricsUnavailable("missing-columns",
+                                         f"no column matches {features_regex!r}")
+            filter_step.columns = list(filtered.columns)
+            _values, index_labels, features, _ = apply_head(head, frame)
+            break
+        except (MetricsUnavailable, CimlError, ValueError, KeyError) as exc:
+            probe_rejects[run.id] = str(exc)
+            filter_step.columns = None
+            continue
+    if features is None:
+        raise CimlError(
+            f"no training run of {build_name!r} could be normalized; e.g. "
+            + "; ".join(f"{k}: {v}" for k, v in list(probe_rejects.items())[:3]))
+    head_specs = [step_spec(s) for s in head]
+    example_shape = (len(index_labels), len(features))
+    time_axis = not aggregation_functions
+
+    datasets_dir = data_path.datasets
+    datasets_dir.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(datasets_dir, name)
+    tmp = datasets_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    total = sum(len(parts[s]) for s in splits)
+    if executor is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        executor = "process" if cache_is_raw and cpus > 1 and total >= 64 else "serial"
+    if executor == "process" and not cache_is_raw:
+        executor = "thread"
+    workers = workers or (len(os.sched_getaffinity(0))
+                          if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+    loader = _Loader(cache, data_path.root, head_specs, workers, executor)
+    counts, ids_by_split = {}, {}
+    try:
+        writer = store.DatasetWriter(tmp, {s: len(parts[s]) for s in splits}, example_shape)
+        bar = _progress(progress, total, f"building {name}")
+        for split_name in splits:
+            members = parts[split_name]
+            labels_of = {run.id: label for run, label in members}
+            fitting = split_name == "training"
+            written = 0
+            ids_written = []
+            buf_x, buf_y, buf_ids, buf_len = [], [], [], []
+
+            def flush():
+                nonlocal written
+                if not buf_x:
+                    return
+                batch = np.stack(buf_x)
+                if tail:
+                    if fitting and hasattr(tail[0], "partial_fit_array"):
+                        tail[0].partial_fit_array(batch, features)
+                    elif fitting:
+                        _fit_frames(tail[0], batch, index_labels, features)
+                    else:
+                        batch = apply_tail(tail, batch, index_labels, features)
+                writer.write(split_name, written, batch, buf_y, buf_ids, buf_len)
+                written += len(batch)
+                ids_written.extend(buf_ids)
+                for buf in (buf_x, buf_y, buf_ids, buf_len):
+                    buf.clear()
+
+            for run_id, values, length, error in loader.map([r.id for r, _ in members]):
+                bar.update(1)
+                if error is None and values.shape != example_shape:
+                    error = ("shape", f"example shape {values.shape}, expected "
+                                      f"{example_shape}")
+                if error is not None:
+                    skipped.append({"run_id": run_id, "split": split_name,
+                                    "reason": error[0], "message": error[1]})
+                    continue
+                buf_x.append(values)
+                buf_y.append(code[labels_of[run_id]])
+                buf_ids.append(run_id)
+                buf_len.append(length)
+                if len(buf_x) >= writer.chunk:
+                    flush()
+            flush()
+            if fitting:
+                if written == 0:
+                    raise CimlError(f"no usable training run for {name!r}; "
+                                    f"{len(skipped)} run(s) skipped")
+                if tail:
+                    _finish_tail_fit(writer, tail, written, index_labels, features)
+            counts[split_name] = written
+            ids_by_split[split_name] = ids_written
+        bar.close()
+        loader.close()
+
+        chain_specs = head_specs + [step_spec(s) for s in tail]
+        config = {
+            "build_name": build_name, "slicer": slicer or ":",
+            "features_regex": features_regex, "sample_interval": sample_interval,
+            "aggregation_functions": list(aggregation_functions or []) or None,
+            "class_label": class_label, "tdt_split": list(tdt), "split": split,
+            "seed": seed, "scale": scale,
+            "normalizers": [_as_spec(n) for n in normalizers or ()],
+            "normalized_length": example_shape[0] if time_axis else None,
+        }
+        sources = sorted({str(getattr(r, "source", None) or "unknown") for r, _ in labelled})
+        balance = {s: _balance(classes, _codes_of(parts[s], ids_by_split[s], code))
+                   for s in splits}
+        attrs = {
+            "name": name, "config": config, "features": features, "classes": classes,
+            "axis": "time" if time_axis else "aggregate", "steps": index_labels,
+            "chain": chain_specs, "splits": list(splits), "counts": counts,
+            "class_balance": balance,
+            "skipped": skipped,
+            "provenance": {
+                "source": sources[0] if len(sources) == 1 else sources,
+                "query": {"build_name": build_name, "slicer": slicer or ":"},
+                "run_count": len(runs), "example_count": sum(counts.values()),
+                "ciml_version": ciml.__version__,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            },
+        }
+        attrs["fingerprint"] = fingerprint(attrs, ids_by_split)
+        writer.finish(counts, attrs)
+        if store.is_dataset(final) and not force:
+            raise AlreadyExistsError(f"dataset {name!r} appeared meanwhile; use --force")
+        fileutil.replace_dir(tmp, final)
+    except BaseException:
+        loader.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    summary = {
+        "name": name, "path": str(final), "splits": counts, "classes": classes,
+        "features": features, "example_shape": list(example_shape),
+        "class_balance": attrs["class_balance"], "config": config,
+        "runs_selected": len(runs), "skipped": skipped,
+        "fingerprint": attrs["fingerprint"],
+        "elapsed_s": round(time.monotonic() - started, 3),
+    }
+    if skipped:
+        LOG.warning("%d run(s) left out of %s: %s", len(skipped), name,
+                    ", ".join(f"{s['run_id']} ({s['reason']})" for s in skipped[:5])
+                    + (" ..." if len(skipped) > 5 else ""))
+    from ciml.plugins import get_manager
+
+    get_manager().call_lifecycle("ciml_dataset_built", name=name, path=final,
+                                 summary=summary)
+    if visualize:
+        from ciml.dataset.plot import plot_dataset
+
+        summary["plots"] = [str(p) for p in plot_dataset(data_path, name)]
+    return summary
+
+
+def _start_key(run):
+    start = getattr(run, "start", None)
+    if start is None:
+        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    if start.tzinfo is None:
+        return start.replace(tzinfo=dt.timezone.utc)
+    return start
+
+
+def _fit_frames(step, batch, index, columns):
+    import pandas as pd
+
+    for values in batch:
+        step.partial_fit(pd.DataFrame(values, index=index, columns=columns))
+
+
+def _finish_tail_fit(writer, tail, count, index, columns):
+    """Training statistics are complete: scale the training chunks in place.
+
+    Only the first tail step is fitted in the streaming pass; later stateful
+    steps are fitted here, one chunk at a time, on the output of the ones
+    before them.
+    """
+    for i in range(1, len(tail)):
+        if tail[i].stateful:
+            def fit_chunk(x, i=i):
+                part = apply_tail(tail[:i], x, index, columns)
+                if hasattr(tail[i], "partial_fit_array"):
+                    tail[i].partial_fit_array(part, columns)
+                else:
+                    _fit_frames(tail[i], part, index, columns)
+                return x
+            writer.map_chunks("training", count, fit_chunk)
+    writer.map_chunks("training", count, lambda x: apply_tail(tail, x, index, columns))
+
+
+def _codes_of(members, ids, code):
+    label = {run.id: lb for run, lb in members}
+    return [code[label[i]] for i in ids]
+
+
+def _balance(classes, codes):
+    counts = np.bincount(np.asarray(codes, dtype="int64"), minlength=len(classes))
+    return {c: int(n) for c, n in zip(classes, counts)}
