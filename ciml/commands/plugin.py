@@ -59,8 +59,7 @@ def _command_rows(app):
         for ep in eps:
             module = ep.value.split(":", 1)[0]
             try:
-                description = app.command_manager.find_command(
-                    ep.name.replace("_", " ").split())[0].load().__doc__ or ""
+                description = ep.load().__doc__ or ""
             except Exception as exc:
                 description = f"(failed to load: {exc})"
             rows.append(("command", ep.name.replace("_", " "), module, name,
@@ -100,7 +99,8 @@ class PluginShow(ShowOne):
             params.append(line)
         import inspect
 
-        doc = inspect.getdoc(info.cls) or ""
+        # The class's own docstring: an inherited one would describe the base.
+        doc = inspect.cleandoc(info.cls.__dict__.get("__doc__") or "")
         columns = ("kind", "name", "description", "details", "parameters", "module",
                    "plugin", "distribution", "version")
         data = (info.kind.replace("_", "-"), info.name, info.description,
