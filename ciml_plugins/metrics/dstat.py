@@ -1,1 +1,645 @@
-"""Work in progress: filled in by its issue."""
+"""The ``dstat`` metric source: fetch a run's dstat CSV log and parse it once.
+
+Where the file is
+-----------------
+devstack-based jobs write ``dstat --output`` to ``dstat-csv_log.txt``,
+collected gzipped or not under ``controller/logs/`` or ``logs/`` of the
+build's artifacts.  :class:`DstatMetricSource` tries its ``paths`` in order
+under the run's artifacts URL, which may be ``http(s)://``, ``file://`` or a
+plain local directory.  A 404 (or a missing file) moves on to the next
+path; a 5xx or a connection error is retried with exponential backoff.
+
+What the file looks like
+------------------------
+A few quoted preamble lines (``"Dstat 0.7.2 CSV output"``, author, host,
+command line and date; dstat 0.7.2 adds a blank line), then two header
+lines: the *groups* (``"total cpu usage",,,,`` — a title over its first
+column, empty cells for the rest) and the *columns* (``"time","usr",...``),
+then one data row per second.  The header is found by content (the line
+starting with ``"time"`` or ``"epoch"`` and the non-blank line above it),
+never by a fixed line count, because the preamble differs between versions.
+Column order differs too (0.7.2 has ``used buff cach free``, 0.7.3 ``used
+free buff cach``), so columns must always be used by name.
+
+Column names
+------------
+Every metric column is named ``<group>_<column>``, lowercase; these names
+are stable (``--features-regex`` matches them) and unique even where dstat
+repeats a column name (``read``/``writ`` under both ``dsk/total`` and
+``io/total``).  The group prefix is:
+
+=====================  ==========  =========================================
+dstat group title      prefix      columns (the devstack option set)
+=====================  ==========  =========================================
+total cpu usage        ``cpu``     ``cpu_usr cpu_sys cpu_idl cpu_wai``,
+                                   ``cpu_hiq cpu_siq`` (0.7.2) or ``cpu_stl``
+cpuN usage             ``cpuN``    per-CPU, same columns
+memory usage           ``mem``     ``mem_used mem_free mem_buff mem_cach``
+net/total              ``net``     ``net_recv net_send``
+net/IFACE              ``net_IFACE``
+dsk/total              ``dsk``     ``dsk_read dsk_writ`` (bytes/s)
+dsk/DEV                ``dsk_DEV``
+io/total               ``io``      ``io_read io_writ`` (requests/s)
+system                 ``sys``     ``sys_int sys_csw``
+load avg               ``load``    ``load_1m load_5m load_15m``
+procs                  ``procs``   ``procs_run procs_blk procs_new``
+paging                 ``paging``  ``paging_in paging_out``
+swap                   ``swap``    ``swap_used swap_free``
+tcp sockets            ``tcp``     ``tcp_lis tcp_act tcp_syn tcp_tim tcp_clo``
+udp / unix sockets     ``udp`` / ``unix``
+anything else          the title, lowercased, each run of other characters
+                       than letters and digits turned into ``_``
+=====================  ==========  =========================================
+
+Column parts are slugged the same way.  Should two columns still get the
+same name, the later ones get ``_2``, ``_3``... in file order.  The time
+column (``time``, or ``epoch`` with ``dstat -T``) becomes the index.  Text
+columns of the "top" plugins (``--top-cpu-adv``, ``--top-io-adv``...:
+groups titled ``most expensive ...``, ``highest ...``, ``most frequent
+...``, ``latest ...``, ``out of memory ...``; cells like ``Top: bash<TAB>
+880973.5...``) are dropped.
+
+Time stamps
+-----------
+dstat writes ``dd-mm HH:MM:SS``, without a year, in the node's local time
+(UTC on CI nodes).  Each row gets the year (previous, same or next) that
+puts it nearest to the run's start time, so a run that crosses New Year
+stays a short series and 29 February works.  Without a start time the
+``Date:`` preamble line is the anchor, failing that the current year.
+The index is UTC, strictly increasing: a row whose time does not move
+forward (a clock step back, a repeated second) is dropped.
+
+Rejections
+----------
+Bad input raises :class:`ciml.errors.MetricsUnavailable` with one of these
+reason codes: ``no-artifacts-url``, ``missing`` (not found on any path),
+``http-error`` / ``connection-error`` (transient: server error or
+network, after retries), ``corrupt-gzip``, ``truncated-gzip``,
+``too-large`` (over ``max_bytes`` compressed or decompressed; gzip is
+decompressed as a capped stream, so a gzip bomb cannot exhaust memory),
+``empty``, ``html`` (a web page instead of CSV), ``not-dstat`` (no dstat
+header), ``header-only`` (no data rows), ``malformed`` (rows with the wrong
+number of fields), ``non-numeric`` (text in a metric column) and
+``bad-time`` (a time cell not in dstat's format).  A final line without
+its newline (dstat killed while writing) is ignored rather than rejected.
+"""
+
+import csv
+import datetime as dt
+import io
+import logging
+import pathlib
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
+import zlib
+
+import numpy as np
+
+from ciml.base import FetchedMetrics, MetricSource, Parameter
+from ciml.errors import MetricsUnavailable
+from ciml.hookspecs import hookimpl
+
+LOG = logging.getLogger(__name__)
+
+#: Where devstack-based jobs leave the dstat CSV, most likely first.
+DEFAULT_PATHS = (
+    "controller/logs/dstat-csv_log.txt.gz",
+    "controller/logs/dstat-csv_log.txt",
+    "logs/dstat-csv_log.txt.gz",
+    "logs/dstat-csv_log.txt",
+)
+
+#: Default cap on the size of a file, compressed or decompressed.
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+_GROUP_PREFIX = {
+    "total cpu usage": "cpu",
+    "memory usage": "mem",
+    "net/total": "net",
+    "dsk/total": "dsk",
+    "io/total": "io",
+    "system": "sys",
+    "load avg": "load",
+    "procs": "procs",
+    "paging": "paging",
+    "swap": "swap",
+    "tcp sockets": "tcp",
+    "udp": "udp",
+    "unix sockets": "unix",
+}
+_CPU_N = re.compile(r"^cpu(\d+) usage$")
+_TEXT_GROUP = re.compile(r"^(most expensive|highest|most frequent|latest|out of memory)\b")
+_SLUG = re.compile(r"[^a-z0-9]+")
+_TIME_COLUMNS = ("time", "epoch")
+_HEADER_SCAN_LINES = 40
+_DATE_LINE = re.compile(rb'"Date:","(\d{1,2} \w{3} \d{4})')
+
+
+# -- parsing -----------------------------------------------------------------
+
+
+def _slug(text):
+    return _SLUG.sub("_", text.strip().lower()).strip("_")
+
+
+def _group_prefix(title):
+    title = title.strip().lower()
+    if title in _GROUP_PREFIX:
+        return _GROUP_PREFIX[title]
+    match = _CPU_N.match(title)
+    if match:
+        return "cpu" + match.group(1)
+    if "/" in title:
+        head, _, tail = title.partition("/")
+        if head in ("net", "dsk", "io"):
+            return f"{head}_{_slug(tail)}"
+    return _slug(title) or "group"
+
+
+def column_names(groups, columns):
+    """Name dstat's columns: ``(time_index, [(position, name)...])``.
+
+    ``groups`` and ``columns`` are the cells of the two header lines.  The
+    time column's position is returned separately; text columns are left
+    out.  Public so that tools can show the mapping without a data file.
+    """
+    time_index = None
+    named = []
+    seen = {}
+    group = ""
+    for i, column in enumerate(columns):
+        if i < len(groups) and groups[i].strip():
+            group = groups[i]
+        col = column.strip()
+        if time_index is None and col.lower() in _TIME_COLUMNS:
+            time_index = i
+            continue
+        if _TEXT_GROUP.match(group.strip().lower()) or re.search(r"\s", col):
+            continue
+        name = f"{_group_prefix(group)}_{_slug(col) or f'col{i}'}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}_{seen[name]}"
+        seen.setdefault(name, 1)
+        named.append((i, name))
+    return time_index, named
+
+
+def _gunzip(data, max_bytes):
+    """Decompress gzip (several members allowed) with a cap on the output size."""
+    out = bytearray()
+    pending = data
+    while True:
+        decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        buf = pending
+        try:
+            while True:
+                room = max_bytes - len(out) + 1
+                chunk = decomp.decompress(buf, room)
+                out += chunk
+                if len(out) > max_bytes:
+                    raise MetricsUnavailable(
+                        "too-large", f"gzip data decompresses to more than {max_bytes} bytes")
+                if decomp.eof:
+                    break
+                buf = decomp.unconsumed_tail
+                if not buf and not chunk:
+                    raise MetricsUnavailable(
+                        "truncated-gzip",
+                        f"gzip data ends early after {len(data)} bytes "
+                        f"({len(out)} bytes decompressed)")
+        except zlib.error as exc:
+            raise MetricsUnavailable("corrupt-gzip", f"corrupt gzip data: {exc}") from None
+        pending = decomp.unused_data
+        # Several gzip members may be concatenated; NUL padding after the last
+        # one is tolerated, as gzip(1) does.
+        if not pending.startswith(GZIP_MAGIC):
+            if pending.strip(b"\0"):
+                raise MetricsUnavailable(
+                    "corrupt-gzip", f"{len(pending)} bytes of garbage after the gzip data")
+            return bytes(out)
+
+
+def _looks_like_html(head):
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return (text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml"))
+            or (text.startswith(b"<") and b"<html" in text[:4096]))
+
+
+def _lines(data, limit):
+    """Yield ``(start, end_of_line, next_start)`` for the first ``limit`` lines."""
+    pos = 0
+    n = len(data)
+    for _ in range(limit):
+        if pos >= n:
+            return
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            nl = n
+        yield pos, nl, nl + 1
+        pos = nl + 1
+
+
+def _csv_cells(line):
+    return next(csv.reader([line.decode("latin-1").rstrip("\r")]), [])
+
+
+def _find_header(data):
+    """Return ``(group_cells, column_cells, body_offset)`` or ``None``."""
+    previous = None
+    for start, end, nxt in _lines(data, _HEADER_SCAN_LINES):
+        line = data[start:end]
+        stripped = line.strip()
+        if not stripped:
+            continue
+        first = stripped.split(b",", 1)[0].strip(b'"').strip().lower()
+        if first.decode("latin-1") in _TIME_COLUMNS and previous is not None:
+            columns = _csv_cells(line)
+            groups = _csv_cells(previous)
+            return groups, columns, nxt
+        previous = line
+    return None
+
+
+def _anchor_year(data, start):
+    if start is not None:
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=dt.timezone.utc)
+        return start.astimezone(dt.timezone.utc)
+    match = _DATE_LINE.search(data[:4096])
+    if match:
+        try:
+            day = dt.datetime.strptime(match.group(1).decode("ascii"), "%d %b %Y")
+            return day.replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            pass
+    LOG.warning("dstat data has no run start and no Date: line; assuming this year")
+    now = dt.datetime.now(dt.timezone.utc)
+    return now
+
+
+def _parse_times(values, anchor):
+    """``dd-mm HH:MM:SS`` strings to int64 ns since the epoch, year nearest ``anchor``."""
+    arr = np.asarray(values, dtype="U20")
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    lengths = np.char.str_len(arr)
+    codes = arr.astype("U14").view(np.uint32).reshape(-1, 14).astype(np.int64)
+    digits = codes - ord("0")
+    digit_pos = [0, 1, 3, 4, 6, 7, 9, 10, 12, 13]
+    ok = (lengths == 14)
+    ok &= (codes[:, 2] == ord("-")) & (codes[:, 5] == ord(" "))
+    ok &= (codes[:, 8] == ord(":")) & (codes[:, 11] == ord(":"))
+    ok &= ((digits[:, digit_pos] >= 0) & (digits[:, digit_pos] <= 9)).all(axis=1)
+    day = digits[:, 0] * 10 + digits[:, 1]
+    month = digits[:, 3] * 10 + digits[:, 4]
+    hour = digits[:, 6] * 10 + digits[:, 7]
+    minute = digits[:, 9] * 10 + digits[:, 10]
+    second = digits[:, 12] * 10 + digits[:, 13]
+    ok &= (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+    ok &= (hour <= 23) & (minute <= 59) & (second <= 60)
+    if not ok.all():
+        bad = int(np.flatnonzero(~ok)[0])
+        raise MetricsUnavailable(
+            "bad-time", f"data row {bad + 1}: time {str(arr[bad])!r} is not dstat's 'dd-mm HH:MM:SS'")
+    month0 = np.clip(month - 1, 0, 11)
+    seconds_of_day = hour * 3600 + minute * 60 + second
+    anchor_ns = np.datetime64(anchor.replace(tzinfo=None), "ns").astype(np.int64)
+    best = None
+    best_dist = None
+    for year in (anchor.year - 1, anchor.year, anchor.year + 1):
+        months = (np.datetime64(f"{year:04d}-01", "M") + month0.astype("timedelta64[M]"))
+        days = months.astype("datetime64[D]") + (day - 1).astype("timedelta64[D]")
+        # numpy rolls 29-02 of a common year over into March: such a day does
+        # not exist in that year.
+        valid = days.astype("datetime64[M]") == months
+        ns = days.astype("datetime64[ns]").astype(np.int64) + seconds_of_day * 1_000_000_000
+        dist = np.where(valid, np.abs(ns - anchor_ns), np.iinfo(np.int64).max)
+        if best is None:
+            best, best_dist = ns, dist
+        else:
+            closer = dist < best_dist
+            best = np.where(closer, ns, best)
+            best_dist = np.where(closer, dist, best_dist)
+    if (best_dist == np.iinfo(np.int64).max).any():
+        bad = int(np.flatnonzero(best_dist == np.iinfo(np.int64).max)[0])
+        raise MetricsUnavailable("bad-time", f"data row {bad + 1}: no such date {str(arr[bad])!r}")
+    return best
+
+
+def _first_bad_cell(body, positions, names):
+    """Find the first non-numeric metric cell, for the error message (slow path)."""
+    reader = csv.reader(io.StringIO(body.decode("latin-1")))
+    for row_no, row in enumerate(reader, start=1):
+        for pos, name in zip(positions, names):
+            if pos < len(row):
+                try:
+                    float(row[pos])
+                except ValueError:
+                    return f"data row {row_no}, column {name}: {row[pos][:40]!r}"
+    return "a metric cell is not a number"
+
+
+def _first_bad_row(body, ncols):
+    row_no = 0
+    for line in body.split(b"\n"):
+        if not line.strip():
+            continue
+        row_no += 1
+        fields = line.count(b",") + 1
+        if fields != ncols:
+            return f"data row {row_no} has {fields} fields; the header has {ncols}"
+    return "rows and header disagree on the number of fields"
+
+
+def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
+    """Parse dstat CSV output (gzipped or not) into a float64 frame.
+
+    :param data: the file's bytes, as fetched (gzip is recognised by its
+        magic bytes, not by a file name).
+    :param start: the run's start (a datetime; naive means UTC): it gives
+        the year that dstat does not write.
+    :param max_bytes: refuse data larger than this, compressed or not.
+    :return: a :class:`pandas.DataFrame` indexed by a strictly increasing
+        UTC ``DatetimeIndex`` named ``time``, one float64 column per metric,
+        named as the module documentation says.
+    :raises ciml.errors.MetricsUnavailable: see the module documentation
+        for the reason codes.
+    """
+    import pandas as pd
+
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise MetricsUnavailable("too-large", f"{len(data)} bytes is over the {max_bytes} limit")
+    if data.startswith(GZIP_MAGIC):
+        data = _gunzip(data, max_bytes)
+    if not data.strip():
+        raise MetricsUnavailable("empty", "the dstat file is empty")
+    if _looks_like_html(data[:8192]):
+        raise MetricsUnavailable("html", "got an HTML page where dstat CSV was expected")
+    header = _find_header(data)
+    if header is None:
+        raise MetricsUnavailable(
+            "not-dstat", f"no dstat CSV header (a \"time\" column line) in the first "
+            f"{_HEADER_SCAN_LINES} lines")
+    groups, columns, offset = header
+    time_index, named = column_names(groups, columns)
+    if not named:
+        raise MetricsUnavailable("not-dstat", "the dstat header has no metric columns")
+    body = data[offset:]
+    if not body.endswith(b"\n"):
+        # dstat killed mid-line: drop the partial line rather than the run.
+        cut = body.rfind(b"\n")
+        body = body[:cut + 1] if cut >= 0 else b""
+    if not body.strip():
+        raise MetricsUnavailable("header-only", "the dstat file has a header but no data rows")
+
+    positions = [p for p, _ in named]
+    names = [n for _, n in named]
+    ncols = len(columns)
+    dtypes = {p: np.float64 for p in positions}
+    dtypes[time_index] = str
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(body), header=None, names=list(range(ncols)),
+            usecols=[time_index, *positions], dtype=dtypes, engine="c",
+            encoding="latin-1", skip_blank_lines=True, keep_default_na=False,
+            na_values=[""], index_col=False)
+    except ValueError as exc:
+        text = str(exc)
+        if "could not convert" in text or "Unable to parse" in text:
+            raise MetricsUnavailable(
+                "non-numeric", "non-numeric value in a metric column: "
+                + _first_bad_cell(body, positions, names)) from None
+        raise MetricsUnavailable("malformed", f"malformed dstat CSV: {text}") from None
+    except pd.errors.ParserError as exc:
+        raise MetricsUnavailable("malformed", f"malformed dstat CSV: {exc}") from None
+    if frame.empty:
+        raise MetricsUnavailable("header-only", "the dstat file has a header but no data rows")
+
+    # The C parser pads short rows and, with index_col=False, silently drops
+    # surplus fields; counting separators catches both at memory speed.
+    if body.count(b",") != len(frame) * (ncols - 1):
+        raise MetricsUnavailable("malformed", _first_bad_row(body, ncols))
+    values = frame[positions].to_numpy(dtype=np.float64)
+    if np.isnan(values).any():
+        row, col = (int(v[0]) for v in np.nonzero(np.isnan(values)))
+        raise MetricsUnavailable(
+            "malformed", f"data row {row + 1}, column {names[col]}: empty cell")
+
+    times = frame[time_index].to_numpy()
+    if columns[time_index].strip().lower() == "epoch":
+        try:
+            stamps = (np.asarray(times, dtype=np.float64) * 1e9).astype(np.int64)
+        except ValueError:
+            raise MetricsUnavailable("bad-time", "non-numeric epoch time stamp") from None
+    else:
+        stamps = _parse_times(times, _anchor_year(data, start))
+
+    # A repeated or backward time stamp would break every resampling step.
+    if len(stamps) > 1:
+        previous_max = np.maximum.accumulate(stamps)[:-1]
+        keep = np.concatenate(([True], stamps[1:] > previous_max))
+        if not keep.all():
+            stamps = stamps[keep]
+            values = values[keep]
+    index = pd.DatetimeIndex(stamps.astype("datetime64[ns]"), name="time").tz_localize("UTC")
+    return pd.DataFrame(values, index=index, columns=names, copy=False)
+
+
+# -- fetching ------------------------------------------------------------------
+
+
+def _is_remote(url):
+    return url.split(":", 1)[0].lower() in ("http", "https")
+
+
+def _local_base(url):
+    if url.lower().startswith("file:"):
+        parsed = urllib.parse.urlparse(url)
+        return pathlib.Path(urllib.request.url2pathname(parsed.path))
+    return pathlib.Path(url).expanduser()
+
+
+class DstatMetricSource(MetricSource):
+    """dstat CSV logs (gzipped or not) from a run's artifacts, over HTTP(S) or on disk"""
+
+    name = "dstat"
+    parameters = (
+        Parameter("paths", str, default=list(DEFAULT_PATHS), multiple=True,
+                  help="paths under the artifacts URL to try, in order"),
+        Parameter("timeout", float, default=30.0,
+                  help="seconds to wait for the server between bytes (read timeout)"),
+        Parameter("connect_timeout", float, default=10.0,
+                  help="seconds to wait for a connection"),
+        Parameter("retries", int, default=3,
+                  help="retries after a server error (5xx) or a connection error"),
+        Parameter("backoff", float, default=0.5,
+                  help="first wait before a retry, in seconds; doubles each time"),
+        Parameter("max_bytes", int, default=DEFAULT_MAX_BYTES,
+                  help="largest file accepted, compressed or decompressed"),
+    )
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._local = threading.local()
+
+    # Sessions are per thread: cache-data fetches from several workers, and a
+    # requests.Session is not documented as thread-safe.
+    def _session(self):
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = "ciml-dstat"
+            self._local.session = session
+        return session
+
+    def close(self):
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+    def fetch(self, run):
+        base = run.artifacts_url
+        if not base:
+            raise MetricsUnavailable("no-artifacts-url", f"run {run.id} has no artifacts URL")
+        tried = []
+        problems = []   # (reason, message, transient)
+        for path in self.paths:
+            if _is_remote(base):
+                url = base.rstrip("/") + "/" + path.lstrip("/")
+                result = self._fetch_http(url, problems)
+            else:
+                local = _local_base(base) / path
+                url = str(local)
+                result = self._fetch_file(local, problems)
+            tried.append(url)
+            if result is not None:
+                name = path.rsplit("/", 1)[-1]
+                if result.startswith(GZIP_MAGIC) and not name.endswith(".gz"):
+                    name += ".gz"
+                return FetchedMetrics(name=name, data=result, url=url)
+        transient = [p for p in problems if p[2]]
+        if transient:
+            reason, message, _ = transient[-1]
+            raise MetricsUnavailable(reason, f"run {run.id}: {message}", transient=True)
+        if problems:
+            reason, message, _ = problems[0]
+            raise MetricsUnavailable(reason, f"run {run.id}: {message}")
+        raise MetricsUnavailable(
+            "missing", f"run {run.id}: no dstat file at " + ", ".join(tried))
+
+    def _fetch_file(self, path, problems):
+        try:
+            size = path.stat().st_size
+            if not path.is_file():
+                return None
+            if size > self.max_bytes:
+                problems.append(("too-large", f"{path} is {size} bytes, over the "
+                                 f"{self.max_bytes} limit", False))
+                return None
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            problems.append(("read-error", f"cannot read {path}: {exc}", False))
+            return None
+        if not data.startswith(GZIP_MAGIC) and _looks_like_html(data[:8192]):
+            problems.append(("html", f"{path} is an HTML page, not dstat CSV", False))
+            return None
+        return data
+
+    def _fetch_http(self, url, problems):
+        import requests
+        import urllib3
+
+        session = self._session()
+        safe_url = _redact(url)
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
+            try:
+                with session.get(url, timeout=(self.connect_timeout, self.timeout),
+                                 stream=True) as resp:
+                    status = resp.status_code
+                    if status in (404, 410):
+                        return None
+                    if status >= 500 or status == 429:
+                        message = f"HTTP {status} from {safe_url}"
+                        LOG.debug("%s (attempt %d)", message, attempt + 1)
+                        if attempt == self.retries:
+                            problems.append(("http-error", message, True))
+                        continue
+                    if status >= 400:
+                        problems.append(("http-error", f"HTTP {status} from {safe_url}",
+                                         False))
+                        return None
+                    data = self._read_capped(resp, safe_url)
+            except MetricsUnavailable as exc:
+                problems.append((exc.reason, str(exc), exc.transient))
+                return None
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError,
+                    urllib3.exceptions.HTTPError) as exc:
+                LOG.debug("fetching %s failed (attempt %d): %s", safe_url, attempt + 1, exc)
+                if attempt == self.retries:
+                    problems.append(("connection-error",
+                                     f"cannot fetch {safe_url}: {type(exc).__name__}", True))
+                continue
+            if not data.startswith(GZIP_MAGIC) and _looks_like_html(data[:8192]):
+                problems.append(("html", f"{safe_url} is an HTML page, not dstat CSV", False))
+                return None
+            return data
+        return None
+
+    def _read_capped(self, resp, safe_url):
+        length = resp.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self.max_bytes:
+            raise MetricsUnavailable(
+                "too-large", f"{safe_url} is {length} bytes, over the {self.max_bytes} limit")
+        parts = []
+        total = 0
+        # decode_content=False: keep the bytes exactly as the server holds them,
+        # even when it labels a .gz file with Content-Encoding: gzip.
+        for chunk in resp.raw.stream(1 << 16, decode_content=False):
+            total += len(chunk)
+            if total > self.max_bytes:
+                raise MetricsUnavailable(
+                    "too-large", f"{safe_url} is over the {self.max_bytes} byte limit")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def parse(self, data, run):
+        start = run.start if run is not None else None
+        return parse_dstat(data, start=start, max_bytes=self.max_bytes)
+
+
+def _redact(url):
+    """Drop user:password from a URL before it goes into a message."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        parts = parts._replace(netloc=host)
+    return urllib.parse.urlunsplit(parts)
+
+
+@hookimpl
+def ciml_register_metric_sources(register):
+    register(DstatMetricSource)
+
+
+__all__ = ["DEFAULT_PATHS", "DstatMetricSource", "column_names", "parse_dstat"]
