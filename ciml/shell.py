@@ -37,6 +37,9 @@ class CimlApp(App):
     """ciml: learn from CI history, predict why new runs fail."""
 
     CONSOLE_MESSAGE_FORMAT = "%(message)s"
+    # cliff derives the name from sys.argv[0], which is wrong under
+    # ``python -m``, ``python -c`` or an embedding program such as pytest.
+    NAME = "ciml"
 
     def __init__(self):
         super().__init__(
@@ -54,6 +57,7 @@ class CimlApp(App):
         # 'resolve' lets ciml replace cliff's --version with one that also
         # lists the plugin distributions.
         kwargs.setdefault("conflict_handler", "resolve")
+        kwargs.setdefault("prog", self.NAME)
         parser = super().build_option_parser(description, version, kwargs)
         parser.add_argument("--version", action=_VersionAction)
         parser.add_argument(

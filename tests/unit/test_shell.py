@@ -1,0 +1,150 @@
+"""The ``ciml`` app: --version, --data-path, help and shell completion."""
+
+import pathlib
+
+import pytest
+
+import ciml
+from ciml import base, plugins
+from ciml.hookspecs import hookimpl
+from ciml.shell import CimlApp
+
+
+class NoopTrigger(base.Trigger):
+    """Does nothing"""
+
+    name = "noop"
+
+    def run(self, on_event):
+        pass
+
+    def stop(self):
+        pass
+
+
+class NoopPlugin:
+    @hookimpl
+    def ciml_register_triggers(self, register):
+        register(NoopTrigger)
+
+
+def test_version_lists_ciml_and_plugin_distributions(run_ciml):
+    manager = plugins.PluginManager()
+    manager.add_plugin(NoopPlugin(), "noop", distribution="ciml-noop", version="0.3")
+    plugins.reset_manager(manager)
+
+    rc, out, err = run_ciml(["--version"])
+
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"ciml {ciml.__version__}"
+    assert f"  plugins from ciml {ciml.__version__}" in lines
+    assert "  plugins from ciml-noop 0.3" in lines
+
+
+def test_version_from_a_real_process(run_ciml_subprocess):
+    rc, out, err = run_ciml_subprocess(["--version"])
+    assert rc == 0, err
+    assert out.splitlines()[0] == f"ciml {ciml.__version__}"
+    assert f"plugins from ciml {ciml.__version__}" in out
+
+
+def _data_path(argv, monkeypatch, env=None):
+    monkeypatch.delenv("CIML_DATA_PATH", raising=False)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    app = CimlApp()
+    app.options, _ = app.parser.parse_known_args(argv)
+    return app.data_path.root
+
+
+def test_data_path_option(monkeypatch, tmp_path):
+    assert _data_path(["--data-path", str(tmp_path / "d")], monkeypatch) == tmp_path / "d"
+
+
+def test_data_path_option_beats_the_environment(monkeypatch, tmp_path):
+    root = _data_path(["--data-path", str(tmp_path / "opt")], monkeypatch,
+                      {"CIML_DATA_PATH": str(tmp_path / "env")})
+    assert root == tmp_path / "opt"
+
+
+def test_data_path_environment(monkeypatch, tmp_path):
+    root = _data_path([], monkeypatch, {"CIML_DATA_PATH": str(tmp_path / "env")})
+    assert root == tmp_path / "env"
+
+
+def test_data_path_default_follows_xdg(monkeypatch, tmp_path):
+    root = _data_path([], monkeypatch, {"XDG_DATA_HOME": str(tmp_path / "xdg")})
+    assert root == tmp_path / "xdg" / "ciml"
+
+
+def test_data_path_default_is_under_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _data_path([], monkeypatch) == pathlib.Path(tmp_path) / ".local/share/ciml"
+
+
+def test_data_path_expands_user(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _data_path(["--data-path", "~/x"], monkeypatch) == tmp_path / "x"
+
+
+def test_help_lists_commands_and_global_options(run_ciml):
+    rc, out, err = run_ciml(["--help"])
+
+    assert rc == 0, err
+    assert out.startswith("usage: ciml ")
+    for text in ("--data-path", "CIML_DATA_PATH", "--debug", "--version", "-q",
+                 "plugin list", "plugin show", "complete", "help"):
+        assert text in out
+    assert "List the installed plugin components of every kind" in out
+
+
+def test_help_for_a_command(run_ciml):
+    rc, out, err = run_ciml(["help", "plugin", "list"])
+    assert rc == 0, err
+    assert "usage: ciml plugin list" in out
+    assert "--kind KIND" in out
+    assert "-f {csv,json,table,value,yaml}" in out
+
+
+def test_command_help_option(run_ciml):
+    rc, out, err = run_ciml(["plugin", "show", "--help"])
+    assert rc == 0, err
+    assert "usage: ciml plugin show" in out
+    assert "KIND" in out and "NAME" in out
+
+
+def test_unknown_command_suggests(run_ciml):
+    rc, out, err = run_ciml(["plugin", "lst"])
+    assert rc != 0
+    assert "plugin list" in out + err
+
+
+def test_bad_option_value_exits_non_zero(run_ciml):
+    rc, out, err = run_ciml(["plugin", "list", "-f", "xml"])
+    assert rc == 2
+    assert "invalid choice: 'xml'" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("shell", ["bash", "none"])
+def test_complete(run_ciml, shell):
+    rc, out, err = run_ciml(["complete", "--shell", shell])
+    assert rc == 0, err
+    assert "plugin" in out
+    assert "list show" in out
+
+
+def test_complete_includes_command_options(run_ciml):
+    rc, out, err = run_ciml(["complete"])
+    assert rc == 0, err
+    assert "_ciml()" in out
+    plugin_list = [line for line in out.splitlines() if "cmds_plugin_list=" in line]
+    assert plugin_list and "--kind" in plugin_list[0]
+
+
+def test_quiet_and_verbose_are_accepted(run_ciml):
+    for flag in ("-q", "-v", "-vv"):
+        rc, out, err = run_ciml([flag, "plugin", "list", "-f", "value", "-c", "kind"])
+        assert rc == 0, (flag, err)
