@@ -1,0 +1,71 @@
+"""``ciml predict``: predict the class of given runs with a trained model."""
+
+from cliff.lister import Lister
+
+from ciml.commands.base import add_component_options, build_component, data_path
+
+
+def add_model_options(parser):
+    """``--dataset``, ``--experiment`` and ``--source``, shared with ``ciml watch``."""
+    parser.add_argument("--dataset", metavar="NAME", required=True,
+                        help="Dataset the model was trained on (its normalizers are replayed)")
+    parser.add_argument("--experiment", metavar="NAME", default=None,
+                        help="Experiment whose trained model predicts (default: the "
+                             "dataset's only trained model)")
+    parser.add_argument("--source", metavar="NAME", default=None,
+                        help="Result source to look runs up in (e.g. subunit2sql, zuul)")
+    parser.add_argument("--build-name", metavar="JOB", default=None,
+                        help="Job whose runs are predicted (default: the dataset's)")
+    add_component_options(parser, "result_source", title="result source options")
+
+
+def load_predictor(cmd, parsed_args):
+    from ciml import online
+
+    path = data_path(cmd)
+    experiment = parsed_args.experiment or online.default_experiment(path, parsed_args.dataset)
+    predictor = online.Predictor.load(path, parsed_args.dataset, experiment)
+    if parsed_args.build_name:
+        predictor.build_name = parsed_args.build_name
+    return predictor
+
+
+def build_source(parsed_args):
+    if not parsed_args.source:
+        return None
+    return build_component("result_source", parsed_args.source, parsed_args)
+
+
+class Predict(Lister):
+    """Predict the class of runs (run ids, build uuids or local dstat files)"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        add_model_options(parser)
+        parser.add_argument("runs", metavar="RUN", nargs="+",
+                            help="A run id or build uuid (looked up in the raw cache, then "
+                                 "the result source), or the path of a dstat file")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml import online
+
+        predictor = load_predictor(self, parsed_args)
+        source = build_source(parsed_args)
+        try:
+            records = online.predict_runs(data_path(self), parsed_args.dataset,
+                                          predictor.experiment_name, parsed_args.runs,
+                                          source=source, predictor=predictor)
+        finally:
+            if source is not None:
+                source.close()
+        self._errors = [r for r in records if r.get("error")]
+        for record in self._errors:
+            self.app.stderr.write(f"cannot predict {record['run_id']}: {record['error']}\n")
+        return online.prediction_table(records, predictor.classes)
+
+    def run(self, parsed_args):
+        self._errors = []
+        rc = super().run(parsed_args)
+        # Exit non-zero when a run could not be predicted, after printing the others.
+        return rc or (1 if self._errors else 0)

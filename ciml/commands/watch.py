@@ -1,0 +1,85 @@
+"""``ciml watch``: predict new runs as a trigger announces them, and report the predictions."""
+
+from cliff.command import Command
+
+from ciml.commands.base import add_component_options, build_component, component_options
+from ciml.commands.base import data_path
+from ciml.commands.predict import add_model_options, build_source, load_predictor
+from ciml.errors import ConfigError
+from ciml.plugins import get_manager
+
+
+def _positive_int(value):
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+class Watch(Command):
+    """Watch for finished runs (MQTT or polling) and predict each one"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--trigger", metavar="NAME", default="mqtt",
+                            help="What announces finished runs: "
+                                 + ", ".join(get_manager().names("trigger"))
+                                 + " (default: mqtt)")
+        add_model_options(parser)
+        parser.add_argument("--publish-topic", metavar="TOPIC", default=None,
+                            help="Also publish each prediction as JSON to this MQTT topic "
+                                 "(on the broker given by --mqtt-host/--mqtt-port)")
+        parser.add_argument("--learn", action="store_true",
+                            help="Add finished, labelled runs to the raw cache, so that the "
+                                 "next build-dataset includes them")
+        parser.add_argument("--max-events", metavar="N", type=_positive_int, default=None,
+                            help="Stop after N runs of the build name were taken (the "
+                                 "ones taken are finished)")
+        parser.add_argument("--workers", metavar="N", type=_positive_int, default=2,
+                            help="Runs handled at once (default: 2)")
+        parser.add_argument("--queue-size", metavar="N", type=_positive_int, default=100,
+                            help="Runs waiting at most; a full queue makes the trigger wait "
+                                 "(default: 100)")
+        parser.add_argument("--fetch-attempts", metavar="N", type=_positive_int, default=6,
+                            help="Tries to look a run up and fetch its metrics, which CI "
+                                 "systems upload after reporting (default: 6)")
+        parser.add_argument("--fetch-delay", metavar="SECONDS", type=float, default=5.0,
+                            help="Seconds before the second try, doubling after (default: 5)")
+        parser.add_argument("--status-interval", metavar="SECONDS", type=float, default=60.0,
+                            help="Seconds between status lines on stderr; 0 for none "
+                                 "(default: 60)")
+        add_component_options(parser, "trigger", title="trigger options")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml import online
+
+        path = data_path(self)
+        predictor = load_predictor(self, parsed_args)
+        if not predictor.build_name:
+            raise ConfigError("the dataset records no build name; give --build-name")
+        source = build_source(parsed_args)
+        trigger = build_component("trigger", parsed_args.trigger, parsed_args)
+        trigger.setup(data_path=path, build_name=predictor.build_name, result_source=source)
+        publisher = None
+        if parsed_args.publish_topic:
+            from ciml_plugins.triggers.mqtt import MqttPublisher
+
+            mqtt_cls = get_manager().get("trigger", "mqtt")
+            settings = mqtt_cls.from_options(
+                component_options(mqtt_cls, parsed_args)).get_params(include_secrets=True)
+            settings.pop("topic", None)
+            publisher = MqttPublisher(parsed_args.publish_topic, **settings)
+        watcher = online.Watcher(
+            predictor, trigger, source=source, data_path=path, publisher=publisher,
+            learn=parsed_args.learn, max_events=parsed_args.max_events,
+            workers=parsed_args.workers, queue_size=parsed_args.queue_size,
+            fetch_attempts=parsed_args.fetch_attempts, fetch_delay=parsed_args.fetch_delay,
+            status_interval=parsed_args.status_interval, stdout=self.app.stdout,
+            stderr=self.app.stderr)
+        try:
+            watcher.run()
+        finally:
+            if source is not None:
+                source.close()
+        return 0

@@ -1,0 +1,634 @@
+"""The online stage: predict given runs (``ciml predict``) and new runs as they finish (``ciml watch``).
+
+Both load the trained model and the dataset's fitted normalizer chain once,
+and turn a run's metrics into an example exactly as the training examples
+were made (:meth:`ciml.model.TrainedModel.predict_frame`).  Every
+prediction is a plain dict, the *prediction record*::
+
+    {"run_id", "build_uuid", "build_name", "status", "predicted",
+     "probabilities": {class: p}, "dataset", "experiment", "model",
+     "artifacts_url", "trigger", "metadata", "time"}
+
+with ``error`` (and ``reason``) set instead of ``predicted`` when the run
+could not be predicted.  ``watch`` prints one record per line on stdout,
+publishes it to an MQTT topic if asked, and hands it to the
+``ciml_prediction_made`` hook.
+
+The watcher's shape: the trigger runs on the main thread and hands events
+to :meth:`Watcher.on_event`, which only filters and queues them; a bounded
+queue feeds a small pool of worker threads that resolve the run, fetch its
+metrics (retrying, because CI systems upload logs after they report a
+result), predict and report.  A full queue makes the trigger wait, so a
+burst is absorbed by the broker and the network, never by memory.
+"""
+
+import collections
+import datetime as dt
+import json
+import logging
+import pathlib
+import queue
+import signal
+import sys
+import threading
+import time
+
+from ciml.errors import CimlError, MetricsUnavailable, NotFoundError, SourceError
+from ciml.records import FAILED, PASSED, RunRecord
+
+LOG = logging.getLogger(__name__)
+
+#: Metric failures that may heal by themselves: logs still uploading, a
+#: flaky server, a file caught half written.
+RETRY_REASONS = frozenset({"missing", "http-error", "truncated-gzip", "empty", "header-only",
+                           "timeout", "connection"})
+
+
+class Interrupted(Exception):
+    """The watcher was told to stop while this run was waiting."""
+
+
+def _now():
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _dataset_build_name(dataset):
+    for value in (getattr(dataset, "build_name", None),
+                  (getattr(dataset, "config", None) or {}).get("build_name")):
+        if value:
+            return value
+    return None
+
+
+def _metric_source_for(dataset, name=None):
+    """The metric source the dataset was built from, constructed with its options."""
+    from ciml.plugins import get_manager
+
+    config = getattr(dataset, "config", None) or {}
+    name = name or config.get("metric_source") or "dstat"
+    options = config.get("metric_source_options") or {}
+    cls = get_manager().get("metric_source", name)
+    return cls.from_options(cls.pick_options(options))
+
+
+class Predictor:
+    """A trained model loaded once, with the metric source that feeds it.
+
+    ``model`` is anything with ``predict_frame(frame) -> {"predicted",
+    "probabilities"}`` and ``classes`` (a :class:`ciml.model.TrainedModel`,
+    or a fake in tests).  Predictions are serialized: the model's own
+    threads already use the cores, and not every estimator is thread-safe.
+    """
+
+    def __init__(self, model, *, dataset_name, experiment_name, build_name=None,
+                 metric_source=None, dataset=None):
+        self.model = model
+        self.dataset = dataset if dataset is not None else getattr(model, "dataset", None)
+        self.dataset_name = dataset_name
+        self.experiment_name = experiment_name
+        self.build_name = build_name or _dataset_build_name(self.dataset)
+        self.metric_source = metric_source
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, data_path, dataset, experiment, *, metric_source=None):
+        from ciml.model import TrainedModel
+
+        model = TrainedModel.load(data_path, dataset, experiment)
+        source = metric_source or _metric_source_for(model.dataset)
+        return cls(model, dataset_name=dataset, experiment_name=experiment,
+                   metric_source=source, dataset=model.dataset)
+
+    @property
+    def classes(self):
+        return list(getattr(self.model, "classes", []) or [])
+
+    @property
+    def model_name(self):
+        return f"{self.dataset_name}/{self.experiment_name}"
+
+    def label_of(self, run):
+        """The run's true class for this dataset, or ``None`` if it has none."""
+        if self.dataset is not None and hasattr(self.dataset, "label_of"):
+            return self.dataset.label_of(run)
+        return run.status if run.status in (PASSED, FAILED) else None
+
+    def predict_frame(self, frame):
+        with self._lock:
+            result = self.model.predict_frame(frame)
+        probabilities = {str(k): float(v) for k, v in result["probabilities"].items()}
+        return {"predicted": str(result["predicted"]), "probabilities": probabilities}
+
+    def base_record(self, run=None, event=None):
+        record = {
+            "run_id": None, "build_uuid": None, "build_name": None, "status": None,
+            "dataset": self.dataset_name, "experiment": self.experiment_name,
+            "model": self.model_name, "artifacts_url": None, "trigger": None,
+            "metadata": {}, "time": _now(),
+        }
+        if event is not None:
+            record.update(run_id=event.run_id or event.build_uuid, build_uuid=event.build_uuid,
+                          build_name=event.build_name, status=event.status,
+                          artifacts_url=event.artifacts_url, trigger=event.trigger,
+                          metadata={k: v for k, v in (event.metadata or {}).items()
+                                    if isinstance(v, (str, int, float, bool))})
+        if run is not None:
+            record.update(run_id=run.id, build_uuid=run.build_uuid or record["build_uuid"],
+                          build_name=run.build_name, status=run.status,
+                          artifacts_url=run.artifacts_url or record["artifacts_url"])
+            record["metadata"].update({k: v for k, v in (run.metadata or {}).items()
+                                       if isinstance(v, (str, int, float, bool))})
+        return record
+
+    def record(self, run, frame, event=None):
+        record = self.base_record(run, event)
+        record.update(self.predict_frame(frame))
+        label = None
+        try:
+            label = self.label_of(run)
+        except Exception:  # a label is a nicety here, never a reason to fail
+            LOG.debug("no label for %s", run.id, exc_info=True)
+        record["actual"] = label
+        return record
+
+    def error_record(self, exc, run=None, event=None, run_id=None):
+        record = self.base_record(run, event)
+        if run_id and not record["run_id"]:
+            record["run_id"] = run_id
+        record["predicted"] = None
+        record["probabilities"] = {}
+        record["error"] = str(exc) or type(exc).__name__
+        record["reason"] = getattr(exc, "reason", None) or type(exc).__name__
+        return record
+
+
+# -- ciml predict --------------------------------------------------------------
+
+
+def default_experiment(data_path, dataset):
+    """The experiment of the dataset's only trained model (``--experiment`` omitted)."""
+    from ciml.paths import check_name
+
+    folder = data_path.models / check_name(dataset, "dataset name")
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()
+                   and not p.name.startswith(".")) if folder.is_dir() else []
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise NotFoundError(f"no model is trained on dataset {dataset!r}; "
+                            "run ciml train-model first")
+    raise CimlError(f"dataset {dataset!r} has several trained models; choose one with "
+                    "--experiment: " + ", ".join(names))
+
+
+def prediction_table(records, classes):
+    """``(columns, rows)`` for ``ciml predict``: one row per run, one column per class."""
+    classes = list(classes) or sorted({c for r in records for c in r.get("probabilities", {})})
+    columns = ["run", "predicted"] + [f"p_{c}" for c in classes] + ["model"]
+    with_errors = any(r.get("error") for r in records)
+    if with_errors:
+        columns.append("error")
+    rows = []
+    for r in records:
+        probabilities = r.get("probabilities") or {}
+        row = [r.get("run_id"), r.get("predicted") or ""]
+        row += [round(probabilities[c], 6) if c in probabilities else "" for c in classes]
+        row.append(r.get("model"))
+        if with_errors:
+            row.append(r.get("error") or "")
+        rows.append(row)
+    return columns, rows
+
+
+def _local_run(path, build_name):
+    path = pathlib.Path(path)
+    return RunRecord(id=path.name, build_name=build_name, status=None,
+                     artifacts_url=path.resolve().parent.as_uri() + "/", source="file",
+                     metadata={"path": str(path)})
+
+
+def load_run(ref, *, predictor, data_path=None, source=None):
+    """Find one run and its frame: a local file, a cached run, or the result source."""
+    path = pathlib.Path(ref)
+    if path.is_file():
+        run = _local_run(path, predictor.build_name)
+        data = path.read_bytes()
+        return run, None, predictor.metric_source.parse(data, run)
+    if data_path is not None:
+        from ciml.cache import RawCache
+
+        cache = RawCache(data_path)
+        if cache.state(ref) == "cached":
+            return cache.record(ref), None, cache.frame(ref)
+    if source is None:
+        raise NotFoundError(
+            f"run {ref!r} is neither a file nor a cached run; give --source to look it up")
+    run = source.get_run(ref)
+    if data_path is not None:
+        from ciml.cache import RawCache
+
+        if RawCache(data_path).state(run.id) == "cached":
+            return run, None, RawCache(data_path).frame(run.id)
+    fetched, frame = predictor.metric_source.load(run)
+    return run, fetched, frame
+
+
+def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor=None,
+                 call_hook=True):
+    """Predict each run; returns one prediction record per run, in order.
+
+    A run that cannot be predicted gives a record with ``error`` rather than
+    an exception, so that one bad run does not hide the others.
+    """
+    from ciml.plugins import get_manager
+
+    predictor = predictor or Predictor.load(data_path, dataset, experiment)
+    records = []
+    for ref in runs:
+        run = None
+        try:
+            run, _fetched, frame = load_run(ref, predictor=predictor, data_path=data_path,
+                                            source=source)
+            record = predictor.record(run, frame)
+        except CimlError as exc:
+            LOG.debug("cannot predict %s", ref, exc_info=True)
+            record = predictor.error_record(exc, run=run, run_id=ref)
+        records.append(record)
+        if call_hook:
+            get_manager().call_lifecycle("ciml_prediction_made", prediction=record)
+    return records
+
+
+# -- ciml watch ----------------------------------------------------------------
+
+
+class Watcher:
+    """Turns a trigger's events into predictions, with a bounded queue and a worker pool.
+
+    :param predictor: a :class:`Predictor`.
+    :param trigger: a set-up :class:`ciml.base.Trigger`.
+    :param source: the result source, or ``None`` (then events must carry
+        an artifacts URL, as Zuul reports do).
+    :param data_path: needed by ``learn``.
+    :param publisher: an object with ``publish(record)`` and ``close()``.
+    :param learn: add finished, labelled runs to the raw cache.
+    :param max_events: stop after this many events about the build name
+        were taken (the queued ones are still finished).
+    :param fetch_attempts: tries to resolve a run and fetch its metrics.
+    :param fetch_delay: seconds between tries (doubling, at most 8 times).
+    """
+
+    def __init__(self, predictor, trigger, *, source=None, data_path=None, publisher=None,
+                 learn=False, max_events=None, workers=2, queue_size=100, fetch_attempts=6,
+                 fetch_delay=5.0, status_interval=60.0, stdout=None, stderr=None,
+                 call_hook=True, handle_signals=True, dedup_size=10000):
+        if workers < 1:
+            raise CimlError("--workers must be at least 1")
+        if queue_size < 1:
+            raise CimlError("--queue-size must be at least 1")
+        self.predictor = predictor
+        self.trigger = trigger
+        self.source = source
+        self.data_path = data_path
+        self.publisher = publisher
+        self.learn = learn
+        self.max_events = max_events
+        self.workers = workers
+        self.queue = queue.Queue(maxsize=queue_size)
+        self.fetch_attempts = max(1, fetch_attempts)
+        self.fetch_delay = max(0.0, fetch_delay)
+        self.status_interval = status_interval
+        self.stdout = stdout
+        self.stderr = stderr
+        self.call_hook = call_hook
+        self.handle_signals = handle_signals
+        self.build_name = predictor.build_name
+        self.stats = collections.Counter()
+        self._stats_lock = threading.Lock()
+        self._out_lock = threading.Lock()
+        self._source_lock = threading.Lock()
+        self._recent = collections.OrderedDict()
+        self._dedup_size = dedup_size
+        self._taking = True
+        self._abort = False
+        self._done = threading.Event()
+        self._threads = []
+        self._cache = None
+
+    # -- counters ------------------------------------------------------------
+
+    def _count(self, key, n=1):
+        with self._stats_lock:
+            self.stats[key] += n
+
+    def status_line(self):
+        with self._stats_lock:
+            s = dict(self.stats)
+        trigger_stats = getattr(self.trigger, "stats", {}) or {}
+        parts = [f"seen {s.get('seen', 0)}", f"predicted {s.get('predicted', 0)}",
+                 f"failed {s.get('failed', 0)}",
+                 f"skipped {s.get('ignored', 0) + s.get('skipped', 0) + s.get('duplicate', 0)}",
+                 f"malformed {trigger_stats.get('malformed', 0)}",
+                 f"queue {self.queue.qsize()}/{self.queue.maxsize}"]
+        if s.get("learned"):
+            parts.append(f"learned {s['learned']}")
+        if s.get("dropped"):
+            parts.append(f"dropped {s['dropped']}")
+        return "ciml watch: " + ", ".join(parts)
+
+    def _write_status(self):
+        stream = self.stderr or sys.stderr
+        try:
+            stream.write(self.status_line() + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    # -- the trigger side ----------------------------------------------------
+
+    def _event_key(self, event):
+        return event.run_id or event.build_uuid
+
+    def on_event(self, event):
+        """Take one event from the trigger; False when it was refused (stopping)."""
+        self._count("seen")
+        if not self._taking:
+            return False
+        if event.build_name is not None and self.build_name and \
+                event.build_name != self.build_name:
+            self._count("ignored")
+            LOG.debug("ignoring %s: job %s, watching %s", self._event_key(event),
+                      event.build_name, self.build_name)
+            return True
+        if event.build_name is None and self.source is None:
+            self._count("skipped")
+            LOG.warning("skipping run %s: the event names no job and there is no result "
+                        "source (--source) to ask", self._event_key(event))
+            return True
+        key = self._event_key(event)
+        if key is None:
+            self._count("skipped")
+            LOG.warning("skipping an event that names no run: %r", event.payload)
+            return True
+        if key in self._recent:
+            # QoS 1 is at-least-once: a redelivered report is predicted once.
+            self._count("duplicate")
+            LOG.info("skipping a repeated report of run %s", key)
+            return True
+        item = (event, time.monotonic())
+        while True:
+            if not self._taking:
+                return False
+            try:
+                self.queue.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._recent[key] = True
+        if len(self._recent) > self._dedup_size:
+            self._recent.popitem(last=False)
+        self._count("queued")
+        if self.max_events and self.stats["queued"] >= self.max_events:
+            self.stop(drain=True)
+        return True
+
+    def stop(self, drain=False):
+        """Stop taking events; ``drain`` finishes the queued ones, else they are dropped.
+
+        Safe in a signal handler: it only sets flags.
+        """
+        self._taking = False
+        if not drain:
+            self._abort = True
+        self.trigger.stop()
+
+    # -- the worker side -----------------------------------------------------
+
+    def _sleep(self, seconds):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._abort:
+                raise Interrupted()
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _retrying(self, what, func, retry_if):
+        delay = self.fetch_delay
+        for attempt in range(1, self.fetch_attempts + 1):
+            if self._abort:
+                raise Interrupted()
+            try:
+                return func()
+            except CimlError as exc:
+                if attempt >= self.fetch_attempts or not retry_if(exc):
+                    raise
+                LOG.info("%s failed (attempt %d of %d): %s; retrying in %.1f s", what,
+                         attempt, self.fetch_attempts, exc, delay)
+                self._count("retries")
+                self._sleep(delay)
+                delay = min(delay * 2, self.fetch_delay * 2 ** 8) if delay else delay
+
+    def resolve(self, event):
+        """The :class:`RunRecord` an event announces."""
+        if isinstance(event.payload, RunRecord):
+            return event.payload
+        if self.source is not None:
+            ident = event.run_id or event.build_uuid
+
+            def get():
+                with self._source_lock:
+                    return self.source.get_run(ident)
+
+            # The result may reach the database after the report (NotFound),
+            # or the database may be restarting (transient SourceError).
+            run = self._retrying(
+                f"looking up run {ident}", get,
+                lambda e: isinstance(e, NotFoundError) or getattr(e, "transient", False)
+                or isinstance(e, SourceError))
+            if not run.artifacts_url and event.artifacts_url:
+                run.artifacts_url = event.artifacts_url
+            return run
+        if not event.artifacts_url:
+            raise CimlError(f"run {self._event_key(event)}: the event has no artifacts URL "
+                            "and there is no result source (--source) to look it up")
+        return RunRecord(
+            id=event.run_id or event.build_uuid, build_name=event.build_name,
+            status=event.status, artifacts_url=event.artifacts_url,
+            build_uuid=event.build_uuid, start=event.start,
+            result=(event.metadata or {}).get("result"), source=event.trigger,
+            metadata={k: str(v) for k, v in (event.metadata or {}).items()
+                      if isinstance(v, (str, int, float, bool))})
+
+    def fetch(self, run):
+        source = self.predictor.metric_source
+        return self._retrying(
+            f"fetching the metrics of run {run.id}", lambda: source.load(run),
+            lambda e: isinstance(e, MetricsUnavailable)
+            and (e.transient or e.reason in RETRY_REASONS))
+
+    def process(self, event):
+        """Handle one event end to end; returns the record reported, or None."""
+        run = None
+        fetched = frame = None
+        try:
+            run = self.resolve(event)
+            if self.build_name and run.build_name != self.build_name:
+                self._count("ignored")
+                return None
+            fetched, frame = self.fetch(run)
+            record = self.predictor.record(run, frame, event)
+        except Interrupted:
+            self._count("dropped")
+            LOG.warning("dropped run %s: stopping", run.id if run else self._event_key(event))
+            return None
+        except Exception as exc:
+            if not isinstance(exc, CimlError):
+                LOG.exception("unexpected error predicting run %s", self._event_key(event))
+            record = self.predictor.error_record(exc, run=run, event=event)
+            self._count("failed")
+            self.report(record)
+            if self.learn and run is not None and isinstance(exc, MetricsUnavailable) \
+                    and not exc.transient:
+                self._mark_unavailable(run, exc)
+            return record
+        self._count("predicted")
+        self.report(record)
+        if self.learn:
+            self._learn(run, fetched, frame)
+        return record
+
+    def report(self, record):
+        line = json.dumps(record, sort_keys=True, default=str)
+        with self._out_lock:
+            stream = self.stdout or sys.stdout
+            stream.write(line + "\n")
+            stream.flush()
+        if self.publisher is not None:
+            try:
+                self.publisher.publish(record)
+            except Exception:
+                LOG.exception("could not publish the prediction for %s", record.get("run_id"))
+        if self.call_hook:
+            from ciml.plugins import get_manager
+
+            get_manager().call_lifecycle("ciml_prediction_made", prediction=record)
+
+    def _raw_cache(self):
+        if self._cache is None:
+            from ciml.cache import RawCache
+
+            self._cache = RawCache(self.data_path)
+        return self._cache
+
+    def _learn(self, run, fetched, frame):
+        if fetched is None or run.status not in (PASSED, FAILED):
+            return
+        try:
+            if self.predictor.label_of(run) is None:
+                return
+            cache = self._raw_cache()
+            if cache.state(run.id) == "cached":
+                return
+            cache.store(run, fetched, frame)
+        except Exception:
+            LOG.exception("could not add run %s to the raw cache", run.id)
+            return
+        self._count("learned")
+        from ciml.plugins import get_manager
+
+        get_manager().call_lifecycle("ciml_run_cached", run=run, data_path=self.data_path)
+
+    def _mark_unavailable(self, run, exc):
+        try:
+            cache = self._raw_cache()
+            if cache.state(run.id) is None:
+                cache.mark_unavailable(run, exc.reason, str(exc))
+        except Exception:
+            LOG.exception("could not record run %s as unavailable", run.id)
+
+    def _worker(self):
+        while True:
+            try:
+                item = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                if item is None:
+                    return
+                event, _queued_at = item
+                if self._abort:
+                    self._count("dropped")
+                    LOG.warning("dropped queued run %s: stopping", self._event_key(event))
+                    continue
+                self.process(event)
+            except Exception:  # process() reports its errors; this is a last guard
+                LOG.exception("worker error")
+            finally:
+                self.queue.task_done()
+
+    def _status_loop(self):
+        while not self._done.wait(self.status_interval):
+            self._write_status()
+
+    # -- running -------------------------------------------------------------
+
+    def _install_signals(self):
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def handler(signum, frame):
+            LOG.warning("received %s: stopping (dropping queued runs)",
+                        signal.Signals(signum).name)
+            self.stop(drain=False)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def run(self):
+        """Watch until stopped; returns the counters as a dict."""
+        previous = self._install_signals()
+        try:
+            for i in range(self.workers):
+                thread = threading.Thread(target=self._worker, name=f"ciml-watch-{i}",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            if self.status_interval and self.status_interval > 0:
+                status = threading.Thread(target=self._status_loop, name="ciml-watch-status",
+                                          daemon=True)
+                status.start()
+            LOG.info("watching for runs of %s with model %s", self.build_name,
+                     self.predictor.model_name)
+            try:
+                self.trigger.run(self.on_event)
+            finally:
+                # The trigger is done (stopped, or had nothing more to say).
+                self._taking = False
+                for _ in self._threads:
+                    self._put_sentinel()
+                for thread in self._threads:
+                    # Short joins keep the main thread responsive to signals.
+                    while thread.is_alive():
+                        thread.join(0.1)
+        finally:
+            self._done.set()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            if self.publisher is not None:
+                try:
+                    self.publisher.close()
+                except Exception:
+                    LOG.exception("could not close the MQTT publisher")
+            if self.status_interval:
+                self._write_status()
+        return dict(self.stats)
+
+    def _put_sentinel(self):
+        while True:
+            try:
+                self.queue.put(None, timeout=0.1)
+                return
+            except queue.Full:
+                if not any(t.is_alive() for t in self._threads):
+                    return
