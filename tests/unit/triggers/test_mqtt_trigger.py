@@ -1,0 +1,267 @@
+"""The mqtt trigger: every sample payload, every malformed case, and the message handler."""
+
+import json
+import types
+
+import pytest
+
+from ciml.errors import ConfigError
+from ciml_plugins.triggers import mqtt
+from ciml_plugins.triggers.mqtt import MalformedPayload, MqttTrigger, parse_payload
+
+
+def _sample(shared_data, name):
+    return (shared_data / "mqtt" / name).read_bytes()
+
+
+# -- the samples ---------------------------------------------------------------
+
+
+def test_firehose_messages_sample(shared_data):
+    messages = json.loads(_sample(shared_data, "firehose-gearman-subunit.messages.json"))
+    events = [e for m in messages
+              for e in parse_payload(m["topic"], json.dumps(m["payload"]).encode())]
+    assert [e.build_uuid for e in events] == [
+        "5f3c0b2a9e4d4c7a8b1e2d3f4a5b6c7d", "0a1b2c3d4e5f46078899aabbccddeeff"]
+    first, second = events
+    assert first.build_name == "tempest-full"
+    assert first.status == "passed"
+    assert first.run_id is None  # the source resolves build uuids
+    assert first.artifacts_url == "http://logs.openstack.org/45/640845/2/gate/tempest-full/5f3c0b2/"
+    assert first.metadata["project"] == "openstack/nova"
+    assert first.metadata["change"] == "640845"
+    assert first.metadata["worker"] == "subunit-worker01"
+    assert first.trigger == "mqtt"
+    assert second.build_name == "tempest-full-py3"
+    assert second.status == "failed"
+
+
+def test_firehose_payload_success_sample(shared_data):
+    [event] = parse_payload("gearman-subunit/w1",
+                            _sample(shared_data, "firehose-gearman-subunit.payload.success.json"))
+    assert event.build_uuid == "5f3c0b2a9e4d4c7a8b1e2d3f4a5b6c7d"
+    assert event.build_name == "tempest-full"
+    assert event.payload["source_url"].endswith("testrepository.subunit")
+
+
+def test_firehose_docs_example_without_url(shared_data):
+    # The documented example's source_url is "A url": usable only through a source.
+    [event] = parse_payload(
+        "gearman-subunit/w1", _sample(shared_data,
+                                      "firehose-gearman-subunit.payload.docs-example.json"))
+    assert event.build_uuid == "45f7c1ddbfd74c6aba94662623bd61b8"
+    assert event.build_name is None
+    assert event.artifacts_url is None
+    assert event.status == "passed"
+
+
+def test_zuul_start_message_announces_nothing(shared_data):
+    assert parse_payload("zuul/check", _sample(shared_data,
+                                               "zuul-mqtt.start.docs-example.json")) == []
+
+
+@pytest.mark.parametrize("name,job,uuid,log_url", [
+    ("zuul-mqtt.success.docs-example.json", "linters", "16e3e55aca984c6c9a50cc3c5b21bb83",
+     "https://logs.example.com/logs/3/3/1/check/linters/16e3e55/"),
+    ("zuul-mqtt.success.current-code.constructed.json", "tempest-full-py3",
+     "1a2b3c4d5e6f47a8b9c0d1e2f3a4b5c6",
+     "https://example-logs.opendev.org/01/940001/3/gate/tempest-full-py3/1a2b3c4/"),
+])
+def test_zuul_success_samples(shared_data, name, job, uuid, log_url):
+    [event] = parse_payload("zuul/gate", _sample(shared_data, name))
+    assert event.build_name == job
+    assert event.run_id == event.build_uuid == uuid
+    assert event.artifacts_url == log_url
+    assert event.status == "passed"
+    assert event.metadata["result"] == "SUCCESS"
+    assert event.start is not None and event.start.tzinfo is not None
+
+
+def test_zuul_2019_sample_gives_one_event_per_build(shared_data):
+    events = parse_payload("zuul/gate", _sample(
+        shared_data, "zuul-mqtt.success.zuul3-2019-code.constructed.json"))
+    assert [e.build_name for e in events] == ["tempest-full", "openstack-tox-pep8"]
+    assert events[0].metadata["pipeline"] == "gate"
+    assert events[0].metadata["change"] == "640845"
+    assert events[0].metadata["buildset_uuid"] == "3c7e5a1b9d2f4e6a8c0b1d2e3f4a5b6c"
+
+
+def _zuul(*builds, **top):
+    data = {"action": "failure", "pipeline": "check", "buildset": {"uuid": "b", "builds":
+                                                                   list(builds)}}
+    data.update(top)
+    return json.dumps(data).encode()
+
+
+def _build(**kw):
+    build = {"job_name": "tempest-full", "uuid": "u1", "result": "FAILURE",
+             "log_url": "http://l/x/", "start_time": 1551794531.2}
+    build.update(kw)
+    return {k: v for k, v in build.items() if v is not ...}
+
+
+@pytest.mark.parametrize("result,status", [
+    ("SUCCESS", "passed"), ("FAILURE", "failed"), ("TIMED_OUT", "failed"),
+    ("POST_FAILURE", "failed"), ("NODE_FAILURE", "failed")])
+def test_zuul_results(result, status):
+    [event] = parse_payload("t", _zuul(_build(result=result)))
+    assert event.status == status
+
+
+@pytest.mark.parametrize("result", ["SKIPPED", "CANCELED", "ABORTED", "RETRY"])
+def test_zuul_builds_without_outcome_are_not_events(result):
+    assert parse_payload("t", _zuul(_build(result=result))) == []
+
+
+def test_zuul_build_without_log_url_still_an_event():
+    [event] = parse_payload("t", _zuul(_build(log_url=None)))
+    assert event.artifacts_url is None
+
+
+def test_zuul_malformed_build_skipped_others_kept():
+    problems = []
+    events = parse_payload("t", _zuul(_build(job_name=None), _build(uuid="u2")),
+                           problems=problems)
+    assert [e.run_id for e in events] == ["u2"]
+    assert [p.reason for p in problems] == ["missing-job-name"]
+
+
+# -- malformed messages -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload,reason", [
+    (b"", "empty"),
+    (b"   ", "empty"),
+    (b"\xff\xfe{}", "not-utf8"),
+    (b"{not json", "not-json"),
+    (b"{'status': 'success'}", "not-json"),
+    (b"[1, 2]", "not-an-object"),
+    (b"42", "not-an-object"),
+    (b'"text"', "not-an-object"),
+    (b"null", "not-an-object"),
+    (b'{"hello": "world"}', "unknown-format"),
+    (b'{"source_url": "http://x/y", "status": "success"}', "missing-build-uuid"),
+    (b'{"build_uuid": "abc", "status": "success"}', "missing-source-url"),
+    (b'{"build_uuid": "abc", "source_url": "http://x/y"}', "missing-status"),
+    (b'{"build_uuid": null, "source_url": "http://x/y", "status": "success"}',
+     "missing-build-uuid"),
+    (b'{"build_uuid": 12, "source_url": "http://x/y", "status": "success"}',
+     "wrong-type-build-uuid"),
+    (b'{"build_uuid": true, "source_url": "http://x/y", "status": "success"}',
+     "wrong-type-build-uuid"),
+    (b'{"build_uuid": "abc", "source_url": ["u"], "status": "success"}',
+     "wrong-type-source-url"),
+    (b'{"build_uuid": "abc", "source_url": "http://x/y", "status": {}}', "wrong-type-status"),
+    (b'{"build_uuid": "", "source_url": "http://x/y", "status": "success"}',
+     "empty-build-uuid"),
+    (b'{"buildset": []}', "wrong-type-buildset"),
+    (b'{"buildset": {}}', "missing-builds"),
+    (b'{"buildset": {"builds": {}}}', "wrong-type-builds"),
+    (b'{"buildset": {"builds": [7]}}', "wrong-type-build"),
+    (b'{"buildset": {"builds": [{"uuid": "u", "result": "SUCCESS"}]}}', "missing-job-name"),
+    (b'{"buildset": {"builds": [{"job_name": "j", "result": "SUCCESS"}]}}', "missing-uuid"),
+    (b'{"buildset": {"builds": [{"job_name": "j", "uuid": "u", "result": 1}]}}',
+     "wrong-type-result"),
+    (b'{"buildset": {"builds": [{"job_name": "j", "uuid": "u", "result": "SUCCESS", '
+     b'"log_url": 5}]}}', "wrong-type-log-url"),
+    (b"[" * 100000 + b"]" * 100000, "not-json"),
+])
+def test_malformed(payload, reason):
+    with pytest.raises(MalformedPayload) as info:
+        parse_payload("gearman-subunit/x", payload, max_bytes=10**6)
+    assert info.value.reason == reason
+    assert str(info.value)
+
+
+def test_oversized_payload_refused_unread():
+    payload = json.dumps({"build_uuid": "a", "source_url": "http://x/" + "y" * 2000,
+                          "status": "success"}).encode()
+    with pytest.raises(MalformedPayload) as info:
+        parse_payload("t", payload, max_bytes=1000)
+    assert info.value.reason == "too-large"
+    assert parse_payload("t", payload, max_bytes=10000)
+
+
+def test_str_payload_accepted():
+    [event] = parse_payload("t", '{"build_uuid": "abc", "source_url": "u", "status": "x"}')
+    assert event.status is None  # an unknown status is not guessed
+    assert event.metadata["result"] == "x"
+
+
+def test_source_url_under_logs_folder():
+    [event] = parse_payload("t", json.dumps({
+        "build_uuid": "abcdef0123", "status": "failure",
+        "source_url": "https://logs.example.org/12/34/1/check/grenade/abcdef0/logs/"
+                      "testrepository.subunit.gz"}))
+    assert event.artifacts_url == "https://logs.example.org/12/34/1/check/grenade/abcdef0/"
+    assert event.build_name == "grenade"
+    assert event.status == "failed"
+
+
+# -- the message handler ----------------------------------------------------------
+
+
+def _message(payload, topic="gearman-subunit/w1/openstack/nova/1", qos=1):
+    return types.SimpleNamespace(topic=topic, payload=payload, qos=qos, mid=1)
+
+
+def test_handler_counts_and_never_raises(shared_data, caplog):
+    trigger = MqttTrigger()
+    seen = []
+    good = _sample(shared_data, "firehose-gearman-subunit.payload.success.json")
+    for payload in (good, b"{bad", b"\xff", b"[]", good):
+        assert trigger._handle_message(_message(payload), seen.append) is True
+    assert len(seen) == 2
+    assert trigger.stats == {"messages": 5, "events": 2, "malformed": 3, "not_finished": 0}
+    assert "not-json" in caplog.text and "not-utf8" in caplog.text
+    assert seen[0].metadata["topic"] == "gearman-subunit/w1/openstack/nova/1"
+
+
+def test_handler_reports_refusal():
+    trigger = MqttTrigger()
+    payload = b'{"build_uuid": "abc", "source_url": "u", "status": "success"}'
+    assert trigger._handle_message(_message(payload), lambda e: False) is False
+
+
+def test_parameters_and_defaults():
+    trigger = MqttTrigger()
+    assert trigger.topic == ["gearman-subunit/#"]
+    assert trigger.qos == 1 and trigger.clean_session is False and trigger.mqtt_port == 1883
+    trigger = MqttTrigger.from_options({"mqtt-port": "8883", "tls": "true", "qos": "0",
+                                        "topic": "a/#,b/#"})
+    assert trigger.mqtt_port == 8883 and trigger.tls is True and trigger.qos == 0
+    assert trigger.topic == ["a/#", "b/#"]
+    with pytest.raises(ConfigError):
+        MqttTrigger(qos=3)
+
+
+def test_default_client_id_is_stable(tmp_path):
+    from ciml.paths import DataPath
+
+    a, b = MqttTrigger(), MqttTrigger()
+    a.setup(data_path=DataPath(tmp_path), build_name="tempest-full")
+    b.setup(data_path=DataPath(tmp_path), build_name="tempest-full")
+    assert a.default_client_id() == b.default_client_id()
+    assert a.default_client_id().startswith("ciml-")
+    b.setup(data_path=DataPath(tmp_path), build_name="grenade")
+    assert a.default_client_id() != b.default_client_id()
+
+
+def test_password_read_from_file_and_never_logged(tmp_path, caplog):
+    secret = "s3cr3t-pw"
+    pw = tmp_path / "pw"
+    pw.write_text(secret + "\n")
+    assert mqtt.read_password(pw) == secret
+    trigger = MqttTrigger(username="ciml", password_file=str(pw), client_id="t")
+    client = trigger.make_client()
+    assert client._password == secret.encode()
+    assert secret not in repr(trigger) and secret not in caplog.text
+    with pytest.raises(ConfigError, match="password file"):
+        mqtt.read_password(tmp_path / "missing")
+
+
+def test_registered_as_mqtt():
+    from ciml.plugins import get_manager
+
+    assert get_manager().get("trigger", "mqtt").__name__ == "MqttTrigger"
+    assert get_manager().get("trigger", "poll").__name__ == "PollTrigger"
