@@ -35,8 +35,43 @@ def cache_data(argv=None):
 
 
 def build_dataset(argv=None):
-    """``ciml-build-dataset``: ``ciml build-dataset``."""
-    return run_legacy(["build-dataset"], argv)
+    """``ciml-build-dataset``: ``ciml build-dataset``, with the original's options.
+
+    ``--force/--no-force`` and ``--visualize/--no-visualize`` keep their
+    negative forms; ``--data-plots-folder`` is where ``--visualize`` writes;
+    ``--target-data-path`` is the data path (there is one for raw data and
+    datasets); S3 storage is gone.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    out, data_path, target = [], None, None
+    it = iter(args)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name in ("--no-force", "--no-visualize"):
+            continue
+        if name in ("--data-path", "--target-data-path", "--data-plots-folder",
+                    "--s3-profile", "--s3-url"):
+            value = value if eq else next(it, "")
+            if name == "--data-path":
+                data_path = value
+            elif name == "--target-data-path":
+                target = value
+            elif name == "--data-plots-folder":
+                out += ["--plot-dir", value]
+            elif name == "--s3-profile" or not value.startswith("https://s3.eu-geo"):
+                # --s3-url had a default in the original; only a chosen one matters.
+                sys.stderr.write(f"ciml-build-dataset: {name} is not supported: datasets "
+                                 "are stored under the local data path\n")
+                return 2
+            continue
+        out.append(arg)
+    if data_path and target and data_path != target:
+        sys.stderr.write("ciml-build-dataset: --data-path and --target-data-path must be "
+                         "the same folder: it holds both the raw cache and the datasets\n")
+        return 2
+    if data_path or target:
+        out = ["--data-path", data_path or target] + out
+    return run_legacy(["build-dataset"], out)
 
 
 def setup_experiment(argv=None):

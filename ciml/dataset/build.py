@@ -312,7 +312,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                   sample_interval=None, aggregation_functions=None, class_label="status",
                   tdt_split=(6, 2, 2), split="random", seed=0, force=False,
                   normalizers=None, progress=None, visualize=False, scale="range",
-                  workers=None, executor=None, cache=None):
+                  workers=None, executor=None, cache=None, plot_dir=None):
     """Build the dataset ``name`` from the cached runs of ``build_name``; returns a summary.
 
     ``normalizers``: extra normalizer steps (names, ``{"name", "params"}``
@@ -525,7 +525,8 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
     if visualize:
         from ciml.dataset.plot import plot_dataset
 
-        summary["plots"] = [str(p) for p in plot_dataset(data_path, name)]
+        summary["plots"] = [str(p) for p in plot_dataset(data_path, name,
+                                                         output_dir=plot_dir)]
     return summary
 
 

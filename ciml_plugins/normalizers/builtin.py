@@ -100,10 +100,12 @@ class FilterNormalizer(Normalizer):
                 raise MissingColumns(missing)
             keep = list(self.columns)
         else:
+            import pandas as pd
+
             numeric = [c for c in frame.columns
-                       if np.issubdtype(frame[c].dtype, np.number)]
+                       if pd.api.types.is_numeric_dtype(frame[c].dtype)]
             keep = self.select(numeric)
-        return frame[keep].astype("float64", copy=False)
+        return frame[keep].astype("float64")
 
 
 class ResampleNormalizer(Normalizer):
