@@ -40,8 +40,8 @@ LOG = logging.getLogger(__name__)
 
 #: Metric failures that may heal by themselves: logs still uploading, a
 #: flaky server, a file caught half written.
-RETRY_REASONS = frozenset({"missing", "http-error", "truncated-gzip", "empty", "header-only",
-                           "timeout", "connection"})
+RETRY_REASONS = frozenset({"missing", "http-error", "connection-error", "truncated-gzip",
+                           "empty", "header-only"})
 
 
 class Interrupted(Exception):

@@ -1,0 +1,412 @@
+"""The online stage with a fake model, metric source and trigger: queue, errors, signals."""
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from ciml import online
+from ciml.base import FetchedMetrics, MetricSource, ResultSource, Trigger
+from ciml.errors import MetricsUnavailable, NotFoundError, SourceError
+from ciml.online import Predictor, Watcher
+from ciml.records import Event, RunRecord
+
+
+class FakeModel:
+    classes = ["passed", "failed"]
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self.calls = 0
+
+    def predict_frame(self, frame):
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        p = float(frame["cpu_usr"].mean()) / 100.0
+        return {"predicted": "failed" if p > 0.5 else "passed",
+                "probabilities": {"passed": 1 - p, "failed": p}}
+
+
+class FakeMetrics(MetricSource):
+    """Serves frames; ``failures[run_id]`` is a list of exceptions raised first."""
+
+    name = "fake-metrics"
+
+    def __init__(self):
+        super().__init__()
+        self.failures = {}
+        self.calls = {}
+        self.delay = 0.0
+        self.lock = threading.Lock()
+
+    def fetch(self, run):
+        with self.lock:
+            self.calls[run.id] = self.calls.get(run.id, 0) + 1
+            pending = self.failures.get(run.id) or []
+            exc = pending.pop(0) if pending else None
+        if self.delay:
+            time.sleep(self.delay)
+        if exc is not None:
+            raise exc
+        return FetchedMetrics("dstat.csv", b"90" if "fail" in run.id else b"10", run.artifacts_url)
+
+    def parse(self, data, run):
+        value = float(data.decode())
+        index = pd.date_range("2026-11-27", periods=3, freq="s", tz="UTC")
+        return pd.DataFrame({"cpu_usr": [value] * 3}, index=index)
+
+
+class ListTrigger(Trigger):
+    """Hands a fixed list of events to the watcher, then waits to be stopped."""
+
+    name = "list"
+
+    def __init__(self, events, wait=False):
+        super().__init__()
+        self.events = list(events)
+        self.wait = wait
+        self.stopped = False
+        self.refused = []
+
+    def run(self, on_event):
+        for event in self.events:
+            if on_event(event) is False:
+                self.refused.append(event)
+        while self.wait and not self.stopped:
+            time.sleep(0.01)
+
+    def stop(self):
+        self.stopped = True
+
+
+class FakeSource(ResultSource):
+    name = "fake"
+
+    def __init__(self, runs=None, failures=None):
+        super().__init__()
+        self.runs = {r.id: r for r in runs or []}
+        self.failures = failures or {}
+
+    def list_runs(self, build_name, **kwargs):
+        return iter(self.runs.values())
+
+    def get_run(self, run_id):
+        pending = self.failures.get(run_id) or []
+        if pending:
+            raise pending.pop(0)
+        for run in self.runs.values():
+            if run_id in (run.id, run.build_uuid):
+                return run
+        raise NotFoundError(f"no run {run_id}")
+
+
+def _event(run_id, build_name="tempest-full", status="passed", url=True):
+    return Event(build_name=build_name, run_id=run_id, build_uuid=run_id, status=status,
+                 artifacts_url=f"http://logs/{run_id}/" if url else None, trigger="test")
+
+
+def _predictor(model=None, metrics=None, label_of=None):
+    predictor = Predictor(model or FakeModel(), dataset_name="ds", experiment_name="exp",
+                          build_name="tempest-full", metric_source=metrics or FakeMetrics())
+    return predictor
+
+
+def _watch(events, predictor=None, trigger=None, **kwargs):
+    out = io.StringIO()
+    err = io.StringIO()
+    kwargs.setdefault("fetch_delay", 0.0)
+    kwargs.setdefault("status_interval", 0)
+    kwargs.setdefault("call_hook", False)
+    kwargs.setdefault("handle_signals", False)
+    watcher = Watcher(predictor or _predictor(), trigger or ListTrigger(events),
+                      stdout=out, stderr=err, **kwargs)
+    stats = watcher.run()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    return watcher, stats, records, err.getvalue()
+
+
+def test_predicts_each_event_and_prints_json_lines():
+    _, stats, records, _ = _watch([_event("run-pass"), _event("run-fail", status="failed")])
+    by_id = {r["run_id"]: r for r in records}
+    assert set(by_id) == {"run-pass", "run-fail"}
+    assert by_id["run-pass"]["predicted"] == "passed"
+    assert by_id["run-fail"]["predicted"] == "failed"
+    assert by_id["run-fail"]["probabilities"]["failed"] == pytest.approx(0.9)
+    assert by_id["run-fail"]["model"] == "ds/exp"
+    assert by_id["run-fail"]["status"] == "failed"
+    assert by_id["run-fail"]["artifacts_url"] == "http://logs/run-fail/"
+    assert stats["predicted"] == 2 and stats.get("failed", 0) == 0
+
+
+def test_other_build_names_ignored_and_counted():
+    _, stats, records, _ = _watch([_event("a", build_name="grenade"), _event("b")])
+    assert [r["run_id"] for r in records] == ["b"]
+    assert stats["ignored"] == 1 and stats["seen"] == 2
+
+
+def test_duplicate_reports_predicted_once():
+    _, stats, records, _ = _watch([_event("a"), _event("a"), _event("b")])
+    assert sorted(r["run_id"] for r in records) == ["a", "b"]
+    assert stats["duplicate"] == 1
+
+
+def test_unknown_job_without_source_skipped():
+    event = _event("x")
+    event.build_name = None
+    _, stats, records, _ = _watch([event])
+    assert records == [] and stats["skipped"] == 1
+
+
+def test_metrics_retried_until_uploaded():
+    metrics = FakeMetrics()
+    metrics.failures["late"] = [MetricsUnavailable("missing", "not there yet")] * 2
+    _, stats, records, _ = _watch([_event("late")], predictor=_predictor(metrics=metrics),
+                                  fetch_attempts=3)
+    assert records[0]["predicted"] == "passed"
+    assert metrics.calls["late"] == 3
+    assert stats["retries"] == 2
+
+
+def test_error_after_retries_is_reported_with_reason():
+    metrics = FakeMetrics()
+    metrics.failures["gone"] = [MetricsUnavailable("missing", "no dstat file found")] * 5
+    hooked = []
+    _, stats, records, _ = _watch([_event("gone"), _event("ok")],
+                                  predictor=_predictor(metrics=metrics), fetch_attempts=3)
+    by_id = {r["run_id"]: r for r in records}
+    assert by_id["gone"]["error"] == "no dstat file found"
+    assert by_id["gone"]["reason"] == "missing"
+    assert by_id["gone"]["predicted"] is None
+    assert by_id["ok"]["predicted"] == "passed"
+    assert metrics.calls["gone"] == 3
+    assert stats["failed"] == 1 and stats["predicted"] == 1
+    del hooked
+
+
+def test_non_retryable_metric_error_not_retried():
+    metrics = FakeMetrics()
+    metrics.failures["bad"] = [MetricsUnavailable("html", "got an HTML page")]
+    _, stats, records, _ = _watch([_event("bad")], predictor=_predictor(metrics=metrics),
+                                  fetch_attempts=5)
+    assert metrics.calls["bad"] == 1
+    assert records[0]["reason"] == "html"
+
+
+def test_model_exception_is_an_error_record(caplog):
+    class Broken(FakeModel):
+        def predict_frame(self, frame):
+            raise RuntimeError("boom")
+
+    _, stats, records, _ = _watch([_event("a")], predictor=_predictor(model=Broken()))
+    assert records[0]["error"] == "boom" and records[0]["reason"] == "RuntimeError"
+    assert stats["failed"] == 1
+    assert "boom" in caplog.text
+
+
+def test_resolves_through_result_source_with_retries():
+    run = RunRecord(id="run-1", build_name="tempest-full", status="failed",
+                    build_uuid="uuid-1", artifacts_url="http://logs/run-1/")
+    source = FakeSource([run], failures={"uuid-1": [NotFoundError("not yet"),
+                                                    SourceError("db restarting", True)]})
+    event = Event(build_name=None, build_uuid="uuid-1", trigger="mqtt")
+    _, stats, records, _ = _watch([event], source=source, fetch_attempts=3)
+    assert records[0]["run_id"] == "run-1"
+    assert records[0]["build_uuid"] == "uuid-1"
+    assert records[0]["status"] == "failed"
+    assert stats["retries"] == 2
+
+
+def test_source_resolves_to_other_job_is_ignored():
+    run = RunRecord(id="r", build_name="grenade", status="passed", artifacts_url="http://l/")
+    event = Event(build_name=None, build_uuid="r", trigger="mqtt")
+    _, stats, records, _ = _watch([event], source=FakeSource([run]))
+    assert records == [] and stats["ignored"] == 1
+
+
+def test_no_source_and_no_url_is_an_error_record():
+    _, stats, records, _ = _watch([_event("a", url=False)])
+    assert "no artifacts URL" in records[0]["error"]
+
+
+def test_max_events_stops_and_finishes_queued_work():
+    events = [_event(f"r{i}") for i in range(10)]
+    trigger = ListTrigger(events, wait=True)
+    _, stats, records, _ = _watch(events, trigger=trigger, max_events=4)
+    assert len(records) == 4
+    assert stats["queued"] == 4 and stats.get("dropped", 0) == 0
+    assert trigger.stopped
+    assert len(trigger.refused) == 6  # refused ones stay unacknowledged
+
+
+def test_queue_is_bounded_and_trigger_waits():
+    model = FakeModel(delay=0.05)
+    events = [_event(f"r{i}") for i in range(12)]
+    high = []
+
+    class Watching(ListTrigger):
+        def run(self, on_event):
+            for event in self.events:
+                on_event(event)
+                high.append(watcher.queue.qsize())
+
+    trigger = Watching(events)
+    out = io.StringIO()
+    watcher = Watcher(_predictor(model=model), trigger, workers=1, queue_size=2,
+                      fetch_delay=0, status_interval=0, stdout=out, stderr=io.StringIO(),
+                      call_hook=False, handle_signals=False)
+    watcher.run()
+    assert max(high) <= 2
+    assert len(out.getvalue().splitlines()) == 12  # nothing lost
+
+
+def test_stop_drops_queued_work_and_interrupts_waits():
+    metrics = FakeMetrics()
+    metrics.failures.update({f"r{i}": [MetricsUnavailable("missing", "later")] * 100
+                             for i in range(6)})
+    events = [_event(f"r{i}") for i in range(6)]
+    trigger = ListTrigger(events, wait=True)
+    out = io.StringIO()
+    watcher = Watcher(_predictor(metrics=metrics), trigger, workers=2, queue_size=10,
+                      fetch_attempts=100, fetch_delay=0.2, status_interval=0, stdout=out,
+                      stderr=io.StringIO(), call_hook=False, handle_signals=False)
+    thread = threading.Thread(target=watcher.run)
+    thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    watcher.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 2
+    assert watcher.stats["dropped"] == 6
+    assert out.getvalue() == ""  # nothing half-predicted is reported
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly(sig):
+    events = [_event("a")]
+    trigger = ListTrigger(events, wait=True)
+    out = io.StringIO()
+    watcher = Watcher(_predictor(), trigger, fetch_delay=0, status_interval=0, stdout=out,
+                      stderr=io.StringIO(), call_hook=False, handle_signals=True)
+    before = signal.getsignal(sig)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), sig))
+    timer.start()
+    stats = watcher.run()  # returns instead of raising KeyboardInterrupt
+    timer.join()
+    assert trigger.stopped
+    assert stats["predicted"] == 1
+    assert signal.getsignal(sig) is before
+
+
+def test_status_line_on_stderr():
+    events = [_event("a"), _event("b", build_name="other")]
+    _, _, _, err = _watch(events, status_interval=0.05)
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("ciml watch: seen 2, predicted 1, failed 0, skipped 1")
+    assert "queue 0/100" in line
+
+
+def test_hook_and_publisher(monkeypatch):
+    from ciml.hookspecs import hookimpl
+    from ciml.plugins import get_manager
+
+    got = []
+
+    class Reporter:
+        @hookimpl
+        def ciml_prediction_made(self, prediction):
+            got.append(prediction)
+
+    get_manager().add_plugin(Reporter(), "test-reporter")
+
+    class Publisher:
+        def __init__(self):
+            self.published = []
+            self.closed = False
+
+        def publish(self, record):
+            self.published.append(record)
+
+        def close(self):
+            self.closed = True
+
+    publisher = Publisher()
+    _, _, records, _ = _watch([_event("a")], publisher=publisher, call_hook=True)
+    assert got == records == publisher.published
+    assert publisher.closed
+
+
+def test_learn_adds_labelled_runs_to_cache(monkeypatch, data_path):
+    stored = []
+
+    class FakeCache:
+        def __init__(self, path):
+            pass
+
+        def state(self, run_id):
+            return "cached" if run_id == "already" else None
+
+        def store(self, run, fetched, frame):
+            stored.append(run.id)
+
+        def mark_unavailable(self, run, reason, message):
+            stored.append(("unavailable", run.id, reason))
+
+    import types
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ciml.cache", types.SimpleNamespace(RawCache=FakeCache))
+    metrics = FakeMetrics()
+    metrics.failures["broken"] = [MetricsUnavailable("html", "an HTML page")]
+    events = [_event("new"), _event("already"), _event("unfinished", status=None),
+              _event("broken")]
+    _, stats, records, _ = _watch(events, predictor=_predictor(metrics=metrics),
+                                  data_path=data_path, learn=True, workers=1)
+    assert "new" in stored and "already" not in stored and "unfinished" not in stored
+    assert ("unavailable", "broken", "html") in stored
+    assert stats["learned"] == 1
+    assert len(records) == 4
+
+
+# -- ciml predict ------------------------------------------------------------------
+
+
+def test_predict_runs_local_file_and_errors(tmp_path, monkeypatch):
+    path = tmp_path / "dstat.csv"
+    path.write_bytes(b"90")
+    predictor = _predictor()
+    records = online.predict_runs(None, "ds", "exp", [str(path), "nope"],
+                                  predictor=predictor, call_hook=False)
+    assert records[0]["predicted"] == "failed"
+    assert records[0]["run_id"] == "dstat.csv"
+    assert records[1]["run_id"] == "nope" and "--source" in records[1]["error"]
+    columns, rows = online.prediction_table(records, predictor.classes)
+    assert columns == ["run", "predicted", "p_passed", "p_failed", "model", "error"]
+    assert rows[0][:4] == ["dstat.csv", "failed", pytest.approx(0.1), pytest.approx(0.9)]
+
+
+def test_predict_runs_through_source():
+    run = RunRecord(id="r1", build_name="tempest-full", status="passed", build_uuid="u1",
+                    artifacts_url="http://l/")
+    records = online.predict_runs(None, "ds", "exp", ["u1"], source=FakeSource([run]),
+                                  predictor=_predictor(), call_hook=False)
+    assert records[0]["run_id"] == "r1" and records[0]["predicted"] == "passed"
+    assert records[0]["actual"] == "passed"
+
+
+def test_default_experiment(data_path):
+    from ciml.errors import CimlError
+
+    with pytest.raises(NotFoundError):
+        online.default_experiment(data_path, "ds")
+    (data_path.models / "ds" / "exp1").mkdir(parents=True)
+    assert online.default_experiment(data_path, "ds") == "exp1"
+    (data_path.models / "ds" / "exp2").mkdir(parents=True)
+    with pytest.raises(CimlError, match="exp1, exp2"):
+        online.default_experiment(data_path, "ds")
