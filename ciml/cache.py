@@ -1,0 +1,399 @@
+"""The raw cache: fetched metrics kept as fetched, run records, parsed series and their index.
+
+Layout under ``<data>/raw/``::
+
+    index.sqlite                  which runs are cached / unavailable, and why
+    runs/<safe run id>/
+        record.json               the run record, plus where the bytes came from
+        <file as fetched>         e.g. dstat-csv_log.txt.gz, byte for byte
+        series.npz                the parsed series: timestamps, values, columns
+
+Why it is built this way:
+
+* A run folder is written complete under a temporary name and renamed into
+  place, and the index is updated *last*: a run is "cached" only once
+  everything it needs is on disk, so an interruption at any moment (Ctrl-C,
+  ``kill -9``, a full disk) leaves nothing that reads as data.  Leftover
+  temporary folders of dead processes are removed by :meth:`RawCache.cleanup`.
+* ``series.npz`` is an *uncompressed* numpy archive (int64 nanosecond
+  timestamps, float values, column names): loading it is a memory copy, so
+  building many datasets from one cache never re-parses CSV.
+* The index is SQLite in WAL mode with a busy timeout, one connection per
+  thread and process, so readers never block writers and two ``cache-data``
+  processes can share a data path.
+* Run ids come from remote systems; they only ever reach the file system
+  through :func:`ciml.fileutil.safe_filename`.
+"""
+
+import contextlib
+import datetime as dt
+import io
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+
+import numpy as np
+
+from ciml import fileutil
+from ciml.errors import MetricsUnavailable, NotFoundError
+from ciml.records import RunRecord
+
+LOG = logging.getLogger(__name__)
+
+CACHED = "cached"
+UNAVAILABLE = "unavailable"
+
+SERIES_FILE = "series.npz"
+RECORD_FILE = "record.json"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    build_name  TEXT,
+    state       TEXT NOT NULL,
+    reason      TEXT,
+    message     TEXT,
+    dir         TEXT,
+    start       TEXT,
+    samples     INTEGER,
+    record      TEXT,
+    time        REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_runs_build_state ON runs (build_name, state);
+"""
+
+# How long a connection waits for another writer before giving up.
+_BUSY_TIMEOUT_S = 60.0
+
+
+def _utc_key(start):
+    """A sortable UTC text for a start time (``""`` when unknown)."""
+    if start is None:
+        return ""
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=dt.timezone.utc)
+    return start.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def frame_to_arrays(frame):
+    """``(timestamps int64 ns UTC, values 2-D float, columns str)`` of a frame."""
+    import pandas as pd
+
+    index = frame.index
+    if not isinstance(index, pd.DatetimeIndex):
+        raise ValueError("a metrics frame needs a DatetimeIndex")
+    if index.tz is None:
+        index = index.tz_localize("UTC")
+    stamps = index.tz_convert("UTC").as_unit("ns").asi8.astype(np.int64, copy=False)
+    values = frame.to_numpy()
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    columns = np.array([str(c) for c in frame.columns], dtype=np.str_)
+    return stamps, values, columns
+
+
+def arrays_to_frame(stamps, values, columns):
+    import pandas as pd
+
+    index = pd.DatetimeIndex(stamps.astype("datetime64[ns]"), name="time").tz_localize("UTC")
+    return pd.DataFrame(values, index=index, columns=[str(c) for c in columns], copy=False)
+
+
+class RawCache:
+    """The raw cache under a data path; safe to share between threads and processes."""
+
+    def __init__(self, data_path):
+        self.data_path = data_path
+        self.root = data_path.raw
+        self.runs_dir = self.root / "runs"
+        self.index_path = self.root / "index.sqlite"
+        self._local = threading.local()
+        self._conns = []
+        self._conns_lock = threading.Lock()
+        self._store_lock = threading.Lock()
+
+    def __repr__(self):
+        return f"RawCache({str(self.root)!r})"
+
+    # -- the index -------------------------------------------------------------
+
+    def _conn(self):
+        conn = getattr(self._local, "conn", None)
+        # A connection must not cross a fork: a child opens its own.
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.index_path), timeout=_BUSY_TIMEOUT_S,
+                               isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        self._retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute("PRAGMA synchronous = NORMAL")
+        self._retry_locked(lambda: conn.executescript(_SCHEMA))
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    @staticmethod
+    def _retry_locked(call, attempts=50):
+        # Switching to WAL and creating the schema take an exclusive lock that
+        # the busy handler does not always wait for; retry briefly instead.
+        for attempt in range(attempts):
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05)
+
+    def _write(self, sql, params):
+        conn = self._conn()
+        return self._retry_locked(lambda: conn.execute(sql, params))
+
+    def close(self):
+        """Close the index connections of every thread.  Idempotent."""
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- paths -----------------------------------------------------------------
+
+    def run_dir(self, run_id):
+        """The folder of a run (whether or not it is cached)."""
+        return self.runs_dir / fileutil.safe_filename(run_id)
+
+    # -- writing ---------------------------------------------------------------
+
+    def store(self, run, fetched, frame):
+        """Keep a run: raw bytes as fetched, its record and its parsed series.
+
+        Everything is written to a temporary folder, moved into place, and
+        only then recorded in the index, so a run is never "cached" with
+        missing or partial files.  Storing a run that another thread or
+        process cached meanwhile keeps the existing copy.
+        """
+        stamps, values, columns = frame_to_arrays(frame)
+        final = self.run_dir(run.id)
+        raw_name = fileutil.safe_filename(fetched.name or "metrics")
+        if raw_name in (SERIES_FILE, RECORD_FILE):
+            raw_name = "raw-" + raw_name
+        record = run.to_dict()
+        record["cache"] = {
+            "raw_file": raw_name,
+            "url": fetched.url,
+            "bytes": len(fetched.data),
+            "samples": int(len(stamps)),
+            "columns": [str(c) for c in columns],
+            "first": str(frame.index[0]) if len(frame.index) else None,
+            "last": str(frame.index[-1]) if len(frame.index) else None,
+            "stored": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.runs_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            fileutil.atomic_write_bytes(tmp / raw_name, fetched.data)
+            buf = io.BytesIO()
+            np.savez(buf, timestamps=stamps, values=values, columns=columns)
+            fileutil.atomic_write_bytes(tmp / SERIES_FILE, buf.getvalue())
+            fileutil.atomic_write_json(tmp / RECORD_FILE, record)
+            with self._locked_store():
+                if self.state(run.id) == CACHED and (final / RECORD_FILE).is_file():
+                    return
+                fileutil.replace_dir(tmp, final)
+                tmp = None
+                self._write(
+                    "INSERT INTO runs (run_id, build_name, state, reason, message, dir,"
+                    " start, samples, record, time) VALUES (?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(run_id) DO UPDATE SET build_name=excluded.build_name,"
+                    " state=excluded.state, reason=NULL, message=NULL, dir=excluded.dir,"
+                    " start=excluded.start, samples=excluded.samples,"
+                    " record=excluded.record, time=excluded.time",
+                    (str(run.id), run.build_name, CACHED, final.name, _utc_key(run.start),
+                     int(len(stamps)), json.dumps(record, sort_keys=True, default=str),
+                     time.time()))
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _locked_store(self):
+        """Serialise the short move-into-place step across threads and processes."""
+        import fcntl
+
+        with self._store_lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / ".store.lock", "a+b") as fh:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def mark_unavailable(self, run, reason, message):
+        """Record that a run's metrics cannot be had, and why.
+
+        A run already cached (by another process, say) stays cached.
+        """
+        self._write(
+            "INSERT INTO runs (run_id, build_name, state, reason, message, dir, start,"
+            " samples, record, time) VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?)"
+            " ON CONFLICT(run_id) DO UPDATE SET build_name=excluded.build_name,"
+            " state=excluded.state, reason=excluded.reason, message=excluded.message,"
+            " start=excluded.start, record=excluded.record, time=excluded.time"
+            " WHERE runs.state != 'cached'",
+            (str(run.id), run.build_name, UNAVAILABLE, str(reason), str(message),
+             _utc_key(run.start), json.dumps(run.to_dict(), sort_keys=True, default=str),
+             time.time()))
+
+    def cleanup(self):
+        """Remove temporary folders left by processes that died mid-write.
+
+        :return: how many were removed.
+        """
+        removed = 0
+        if not self.runs_dir.is_dir():
+            return 0
+        for entry in self.runs_dir.iterdir():
+            name = entry.name
+            # Run folders never start with a dot (safe_filename escapes it).
+            if not name.startswith(".") or not (name.startswith(".tmp-") or ".old-" in name):
+                continue
+            try:
+                pid = int(name.split("-")[-1] if ".old-" in name else name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if pid != os.getpid() and not _pid_alive(pid):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        return removed
+
+    # -- reading ---------------------------------------------------------------
+
+    def state(self, run_id):
+        """``"cached"``, ``"unavailable"`` or ``None`` for a run id."""
+        row = self._conn().execute(
+            "SELECT state FROM runs WHERE run_id = ?", (str(run_id),)).fetchone()
+        return row[0] if row else None
+
+    def states(self, build_name=None):
+        """``{run_id: state}`` for every indexed run (of a build name)."""
+        sql, args = "SELECT run_id, state FROM runs", ()
+        if build_name is not None:
+            sql, args = sql + " WHERE build_name = ?", (build_name,)
+        return dict(self._conn().execute(sql, args).fetchall())
+
+    def runs(self, build_name=None):
+        """The cached runs (of a build name), sorted by start time then id."""
+        sql = "SELECT record FROM runs WHERE state = 'cached'"
+        args = ()
+        if build_name is not None:
+            sql += " AND build_name = ?"
+            args = (build_name,)
+        sql += " ORDER BY start, run_id"
+        return [RunRecord.from_dict(json.loads(r[0]))
+                for r in self._conn().execute(sql, args)]
+
+    def entries(self, build_name=None):
+        """Index rows of cached runs: ``run_id, build_name, start, samples`` dicts."""
+        sql = "SELECT run_id, build_name, start, samples, record FROM runs WHERE state = 'cached'"
+        args = ()
+        if build_name is not None:
+            sql += " AND build_name = ?"
+            args = (build_name,)
+        sql += " ORDER BY start, run_id"
+        out = []
+        for run_id, name, _start, samples, record in self._conn().execute(sql, args):
+            out.append({"run": RunRecord.from_dict(json.loads(record)), "samples": samples})
+        return out
+
+    def unavailable(self, build_name=None):
+        """Runs known to be unavailable: ``run_id, build_name, reason, message, time``."""
+        sql = ("SELECT run_id, build_name, reason, message, time FROM runs"
+               " WHERE state = 'unavailable'")
+        args = ()
+        if build_name is not None:
+            sql += " AND build_name = ?"
+            args = (build_name,)
+        sql += " ORDER BY start, run_id"
+        return [{"run_id": r[0], "build_name": r[1], "reason": r[2], "message": r[3],
+                 "time": dt.datetime.fromtimestamp(r[4], dt.timezone.utc).isoformat()}
+                for r in self._conn().execute(sql, args)]
+
+    def _cached_row(self, run_id):
+        row = self._conn().execute(
+            "SELECT dir, record FROM runs WHERE run_id = ? AND state = 'cached'",
+            (str(run_id),)).fetchone()
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} is not in the raw cache under "
+                                f"{self.data_path.root}")
+        return self.runs_dir / row[0], json.loads(row[1])
+
+    def record(self, run_id):
+        """The :class:`RunRecord` of a cached run; :class:`NotFoundError` if absent."""
+        _, record = self._cached_row(run_id)
+        return RunRecord.from_dict(record)
+
+    def info(self, run_id):
+        """What the cache knows about a cached run's files (raw file, url, columns...)."""
+        _, record = self._cached_row(run_id)
+        return dict(record.get("cache") or {})
+
+    def raw_file(self, run_id):
+        """The path of a cached run's metrics, byte for byte as fetched."""
+        folder, record = self._cached_row(run_id)
+        return folder / record["cache"]["raw_file"]
+
+    def frame(self, run_id):
+        """The parsed series of a cached run, from ``series.npz`` (never re-parsed)."""
+        folder, _ = self._cached_row(run_id)
+        path = folder / SERIES_FILE
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                stamps = npz["timestamps"]
+                values = npz["values"]
+                columns = npz["columns"]
+            if values.ndim != 2 or values.shape != (len(stamps), len(columns)):
+                raise ValueError(f"inconsistent shapes {values.shape}, {len(stamps)} "
+                                 f"timestamps, {len(columns)} columns")
+        except Exception as exc:
+            raise MetricsUnavailable(
+                "corrupt-cache", f"cached series of run {run_id} at {path} is unreadable: "
+                f"{type(exc).__name__}: {exc}") from None
+        return arrays_to_frame(stamps, values, columns)
+
+    def counts(self, build_name=None):
+        """``{"cached": n, "unavailable": m}`` (of a build name)."""
+        sql, args = "SELECT state, count(*) FROM runs", ()
+        if build_name is not None:
+            sql, args = sql + " WHERE build_name = ?", (build_name,)
+        out = {CACHED: 0, UNAVAILABLE: 0}
+        out.update(dict(self._conn().execute(sql + " GROUP BY state", args).fetchall()))
+        return out
