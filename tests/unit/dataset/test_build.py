@@ -1,0 +1,258 @@
+"""Building datasets: Zarr layout, splits, scaling, skips, determinism, atomicity."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from ciml.dataset import Dataset, build_dataset, delete_dataset, iter_batches, list_datasets
+from ciml.errors import AlreadyExistsError, ConfigError, NotFoundError
+from ciml_plugins.normalizers.builtin import normalized_length
+
+HERE = os.path.dirname(__file__)
+
+
+def build(data_path, history, name="ds", **kw):
+    kw.setdefault("progress", False)
+    return build_dataset(data_path, name, "tempest-full", cache=history, **kw)
+
+
+def test_layout_read_back_with_zarr(data_path, history):
+    summary = build(data_path, history, sample_interval="10s")
+    group = zarr.open_group(str(data_path.dataset("ds")), mode="r")
+    assert group.metadata.zarr_format == 3
+    attrs = dict(group.attrs)
+    assert attrs["complete"] is True
+    assert attrs["classes"] == ["passed", "failed"]
+    assert attrs["config"]["sample_interval"] == "10s"
+    assert attrs["provenance"]["run_count"] == 40
+    assert attrs["provenance"]["query"] == {"build_name": "tempest-full", "slicer": ":"}
+    assert attrs["provenance"]["ciml_version"]
+    assert [s["name"] for s in attrs["chain"]] == ["filter", "resample", "fixed-length",
+                                                   "scale"]
+    total = 0
+    for split in ("training", "dev", "test"):
+        X = group[split]["X"]
+        assert X.dtype == np.float32
+        assert X.shape[1:] == (550, 9)
+        assert X.chunks[1:] == (550, 9)
+        assert group[split]["y"].dtype == np.int64
+        assert group[split]["ids"].shape == (X.shape[0],)
+        total += X.shape[0]
+    assert total == 39  # one corrupt run left out
+    assert summary["splits"] == {s: group[s]["X"].shape[0] for s in attrs["splits"]}
+
+
+def test_chunked_along_examples(data_path):
+    from fakes import fake_history
+
+    build(data_path, fake_history(n=30), aggregation_functions=["mean"], scale="none")
+    ds = Dataset.open(data_path, "ds")
+    X = ds.split("training").X
+    assert X.shape == (18, 1, 9)
+    from ciml.dataset import store
+
+    big = store.chunk_examples((5500, 31))
+    assert 1 <= big < 100 and store.chunk_examples((1, 31)) == store.MAX_CHUNK_EXAMPLES
+    batches = list(iter_batches(X, ds.split("training").y, batch_size=7))
+    assert [len(b[0]) for b in batches] == [7, 7, 4]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), X[:])
+
+
+def test_resampled_example_equals_pandas_by_hand(data_path, history):
+    build(data_path, history, sample_interval="1min", scale="none")
+    ds = Dataset.open(data_path, "ds")
+    sp = ds.split("dev")
+    run_id = sp.ids[0]
+    raw = history.frame(run_id)
+    by_hand = raw[ds.features].resample("1min").mean().to_numpy()
+    length = normalized_length("1min")
+    expected = np.zeros((length, len(ds.features)))
+    expected[:len(by_hand)] = by_hand[:length]
+    np.testing.assert_allclose(sp.X[0], expected.astype("float32"), rtol=1e-6)
+    assert sp.lengths[0] == len(by_hand)
+
+
+def test_scaling_fitted_on_training_only(data_path, history):
+    build(data_path, history, name="raw", aggregation_functions=["mean", "max"], scale="none")
+    build(data_path, history, name="scaled", aggregation_functions=["mean", "max"])
+    raw, scaled = Dataset.open(data_path, "raw"), Dataset.open(data_path, "scaled")
+    train = raw.split("training").X[:]
+    state = scaled.chain()[-1].get_state()
+    np.testing.assert_allclose(state["mean_"], train.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(state["scale_"], train.max(axis=0) - train.min(axis=0),
+                               rtol=1e-5)
+    assert state["n_samples_seen_"] == len(train)
+    mean = np.asarray(state["mean_"])
+    rng = np.asarray(state["scale_"])
+    for split in ("training", "test"):
+        expected = (raw.split(split).X[:] - mean) / rng
+        np.testing.assert_allclose(scaled.split(split).X[:], expected, rtol=1e-4, atol=1e-5)
+    # Training values span at most one range around the mean.
+    assert np.abs(scaled.split("training").X[:]).max() <= 1.0 + 1e-6
+
+
+def test_zero_padding_is_not_passed_through_raw(data_path, history):
+    # At 1 s every run is shorter than 5500 samples: the tail is constant 0 in
+    # training, so dev/test values there must come out 0, never raw.
+    build(data_path, history)
+    ds = Dataset.open(data_path, "ds")
+    for split in ds.splits:
+        X = ds.split(split).X[:]
+        assert np.isfinite(X).all()
+        # No run is longer than 300 samples: past that, everything is 0.
+        assert (X[:, 300:, :] == 0).all()
+
+
+def test_time_split_trains_on_the_past(data_path, history):
+    build(data_path, history, split="time", tdt_split=(6, 2, 2))
+    ds = Dataset.open(data_path, "ds")
+    starts = {r.id: r.start for r in history.runs()}
+    last = None
+    for split in ("training", "dev", "test"):
+        ids = ds.split(split).ids
+        assert ids == sorted(ids, key=lambda i: (starts[i], i))
+        if last is not None:
+            assert min(starts[i] for i in ids) > last
+        last = max(starts[i] for i in ids)
+    assert len(ds.split("training")) == 23  # 24 oldest, less the corrupt run 5
+
+
+def test_reproducible_with_a_seed(data_path, history):
+    a = build(data_path, history, name="a", seed=7, aggregation_functions=["mean", "std"])
+    b = build(data_path, history, name="b", seed=7, aggregation_functions=["mean", "std"])
+    c = build(data_path, history, name="c", seed=8, aggregation_functions=["mean", "std"])
+    assert a["fingerprint"] == b["fingerprint"] != c["fingerprint"]
+    da, db, dc = (Dataset.open(data_path, n) for n in "abc")
+    for split in da.splits:
+        np.testing.assert_array_equal(da.split(split).X[:], db.split(split).X[:])
+        np.testing.assert_array_equal(da.split(split).y, db.split(split).y)
+        assert da.split(split).ids == db.split(split).ids
+    assert da.split("training").ids != dc.split("training").ids
+
+
+def test_thread_executor_gives_the_same_dataset(data_path, history):
+    a = build(data_path, history, name="serial", executor="serial", sample_interval="10s")
+    b = build(data_path, history, name="threads", executor="thread", workers=2,
+              sample_interval="10s")
+    assert a["fingerprint"] == b["fingerprint"]
+    np.testing.assert_array_equal(Dataset.open(data_path, "serial").split("test").X[:],
+                                  Dataset.open(data_path, "threads").split("test").X[:])
+
+
+def test_bad_runs_are_reported_and_left_out(data_path, history):
+    summary = build(data_path, history, features_regex="^(usr|free)$")
+    reasons = {s["run_id"]: s["reason"] for s in summary["skipped"]}
+    assert reasons == {"run-0005": "corrupt-cache"}
+    ds = Dataset.open(data_path, "ds")
+    assert ds.features == ["usr", "free"]
+    assert "run-0005" not in sum((ds.split(s).ids for s in ds.splits), [])
+    assert ds.attrs["skipped"][0]["run_id"] == "run-0005"
+
+
+def test_run_missing_a_selected_column_is_skipped(data_path, history):
+    run = history.runs()[3]
+    history.frames[run.id] = history.frames[run.id].drop(columns=["free"])
+    summary = build(data_path, history)
+    skipped = {s["run_id"]: s for s in summary["skipped"]}
+    assert skipped[run.id]["reason"] == "missing-columns"
+    assert "free" in skipped[run.id]["message"]
+
+
+def test_tdt_split_must_sum_to_ten(data_path, history):
+    with pytest.raises(ConfigError, match="sum to 10"):
+        build(data_path, history, tdt_split=(6, 2, 1))
+    with pytest.raises(ConfigError):
+        build(data_path, history, tdt_split=(0, 5, 5))
+    assert list_datasets(data_path) == []
+
+
+def test_no_overwrite_without_force(data_path, history):
+    first = build(data_path, history, seed=1)
+    with pytest.raises(AlreadyExistsError, match="--force"):
+        build(data_path, history, seed=2)
+    assert Dataset.open(data_path, "ds").fingerprint == first["fingerprint"]
+    second = build(data_path, history, seed=2, force=True)
+    assert Dataset.open(data_path, "ds").fingerprint == second["fingerprint"]
+    assert [p.name for p in data_path.datasets.iterdir()] == ["ds"]
+
+
+def test_example_from_frame_equals_the_stored_example(data_path, history):
+    build(data_path, history, sample_interval="10s")
+    ds = Dataset.open(data_path, "ds")
+    sp = ds.split("training")
+    for i in (0, len(sp) - 1):
+        example = ds.example_from_frame(history.frame(sp.ids[i]))
+        assert example.dtype == np.float32 and example.shape == ds.example_shape
+        np.testing.assert_allclose(example, sp.X[i], rtol=1e-6, atol=1e-7)
+
+
+def test_node_provider_classes_and_label_of(data_path, history):
+    build(data_path, history, class_label="node_provider", aggregation_functions=["mean"])
+    ds = Dataset.open(data_path, "ds")
+    assert ds.classes == ["inap", "limestone", "ovh", "rax", "vexxhost"]
+    run = history.record("run-0000")
+    assert ds.label_of(run) == "rax"
+    tr = ds.split("training")
+    code = tr.y[tr.ids.index("run-0000")] if "run-0000" in tr.ids else None
+    if code is not None:
+        assert ds.classes[code] == "rax"
+
+
+def test_open_list_delete(data_path, history):
+    with pytest.raises(NotFoundError):
+        Dataset.open(data_path, "ds")
+    build(data_path, history, aggregation_functions=["mean"])
+    assert list_datasets(data_path) == ["ds"]
+    with pytest.raises(NotFoundError):
+        Dataset.open(data_path, "ds").split("nosuch")
+    delete_dataset(data_path, "ds")
+    assert list_datasets(data_path) == []
+    with pytest.raises(NotFoundError):
+        delete_dataset(data_path, "ds")
+
+
+SLOW_BUILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {here!r})
+    from fakes import fake_history
+    from ciml.dataset import build_dataset
+    cache = fake_history(n=400)
+    frame = cache.frame
+    def slow(run_id):
+        time.sleep(0.02)
+        return frame(run_id)
+    cache.frame = slow
+    print("started", flush=True)
+    build_dataset({root!r}, "ds", "tempest-full", cache=cache, force=True, seed=3,
+                  progress=False, executor="serial")
+""")
+
+
+def test_interrupted_build_keeps_the_previous_dataset(data_path, history):
+    before = build(data_path, history, seed=1)
+    script = SLOW_BUILD.format(here=HERE, root=str(data_path.root))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"started"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(p.name.startswith(".tmp-ds-") for p in data_path.datasets.iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list_datasets(data_path) == ["ds"]
+    assert Dataset.open(data_path, "ds").fingerprint == before["fingerprint"]
+    leftovers = [p for p in data_path.datasets.iterdir() if p.name != "ds"]
+    assert leftovers and all(p.name.startswith(".") for p in leftovers)
+    # The next build of the name cleans up after the dead one.
+    build(data_path, history, seed=2, force=True)
+    assert [p.name for p in data_path.datasets.iterdir()] == ["ds"]
