@@ -1,0 +1,5 @@
+"""The setuptools shim: the metadata lives in setup.cfg."""
+
+import setuptools
+
+setuptools.setup()
