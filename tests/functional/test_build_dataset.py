@@ -1,0 +1,166 @@
+"""``ciml build-dataset`` and ``ciml dataset ...`` end to end, on a real raw cache.
+
+The cache holds the real dstat samples (0.7.2, 0.7.3 and Debian 0.7.4
+layouts, parsed by the dstat plugin) stored through :class:`RawCache`, so
+the build reads ``series.npz`` files exactly as after ``cache-data``.
+"""
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from ciml.base import FetchedMetrics
+from ciml.records import RunRecord
+
+SAMPLES = ("dstat-csv_log.dstat-0.7.2.generated.txt",
+           "dstat-csv_log.dstat-0.7.3.generated.txt",
+           "dstat-csv_log.debian-0.7.4-devstack-top-opts.generated.txt")
+PROVIDERS = ("rax-dfw", "rax-ord", "ovh-bhs1", "ovh-gra1", "vexxhost-ca-ymq-1",
+             "inap-mtl01", "limestone-regionone", "citycloud-lon1")
+REGEX = "^(cpu_usr|cpu_sys|cpu_idl|mem_|net_|load_1m)"
+
+
+@pytest.fixture
+def cached(data_path, shared_data):
+    """70 runs in a real raw cache: real dstat series, shifted, scaled and cut."""
+    from ciml.cache import RawCache
+    from ciml_plugins.metrics.dstat import parse_dstat
+
+    parsed = [parse_dstat((shared_data / "dstat" / n).read_bytes()) for n in SAMPLES]
+    raw = [(shared_data / "dstat" / n).read_bytes() for n in SAMPLES]
+    cache = RawCache(data_path)
+    rng = np.random.default_rng(0)
+    t0 = dt.datetime(2025, 12, 31, 20, tzinfo=dt.timezone.utc)
+    runs = []
+    for i in range(70):
+        k = i % 3
+        failed = i % 4 == 0
+        start = t0 + dt.timedelta(hours=2 * i)
+        frame = parsed[k].iloc[:int(rng.integers(30, len(parsed[k])))].copy()
+        frame.index = frame.index - frame.index[0] + start
+        frame = frame * (1.5 if failed else 1.0)
+        run = RunRecord(id=f"run-{i:03d}", build_name="tempest-full",
+                        status="failed" if failed else "passed", start=start,
+                        source="subunit2sql",
+                        metadata={"node_provider": PROVIDERS[i % len(PROVIDERS)]})
+        cache.store(run, FetchedMetrics("dstat-csv_log.txt", raw[k], "file:///x"), frame)
+        runs.append(run)
+    # One run whose parsed series got corrupted after caching.
+    (cache.run_dir("run-007") / "series.npz").write_bytes(b"garbage")
+    cache.close()
+    return runs
+
+
+def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
+    root = str(data_path.root)
+    rc, out, err = run_ciml(["--data-path", root, "build-dataset", "--dataset", "d10s",
+                             "--build-name", "tempest-full", "--sample-interval", "10s",
+                             "--features-regex", REGEX, "--seed", "3", "-f", "json"])
+    assert rc == 0, err
+    summary = json.loads(out)
+    assert summary["runs"] == 70 and summary["skipped"] == 1
+    assert "skipped run-007: corrupt-cache" in err
+    assert summary["example_shape"] == "550x10"
+
+    from ciml.dataset import Dataset
+
+    ds = Dataset.open(data_path, "d10s")
+    assert ds.features[:3] == ["cpu_usr", "cpu_sys", "cpu_idl"]
+    assert "mem_free" in ds.features and "cpu_wai" not in ds.features
+    assert sum(len(ds.split(s)) for s in ds.splits) == 69
+    assert ds.provenance["source"] == "subunit2sql"
+    # The stored chain turns a raw run into the stored example (prediction time).
+    from ciml.cache import RawCache
+
+    tr = ds.split("training")
+    frame = RawCache(data_path).frame(tr.ids[0])
+    np.testing.assert_allclose(ds.example_from_frame(frame), tr.X[0], rtol=1e-5, atol=1e-6)
+
+    rc, out, err = run_ciml(["--data-path", root, "dataset", "list", "-f", "json"])
+    assert rc == 0 and [d["name"] for d in json.loads(out)] == ["d10s"]
+    rc, out, err = run_ciml(["--data-path", root, "dataset", "show", "d10s", "-f", "json"])
+    shown = json.loads(out)
+    assert rc == 0 and shown["training.shape"].endswith("x550x10")
+    assert "passed=" in shown["training.classes"] and shown["config.sample_interval"] == "10s"
+
+    plots = tmp_path / "plots"
+    rc, out, err = run_ciml(["--data-path", root, "dataset", "plot", "d10s",
+                             "--output-dir", str(plots), "-f", "value"])
+    assert rc == 0, err
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == ["class_balance.png", "feature_distributions.png", "sizes_by_result.png"]
+    assert all((plots / n).read_bytes()[:4] == b"\x89PNG" for n in names)
+
+    rc, out, err = run_ciml(["--data-path", root, "dataset", "delete", "d10s"])
+    assert rc == 0 and "deleted" in out
+    rc, out, err = run_ciml(["--data-path", root, "dataset", "show", "d10s"])
+    assert rc != 0 and "no dataset named 'd10s'" in err
+
+
+def test_aggregates_with_providers_and_visualize(run_ciml, data_path, cached, tmp_path):
+    root = str(data_path.root)
+    rc, out, err = run_ciml(["--data-path", root, "build-dataset", "--dataset", "agg",
+                             "--build-name", "tempest-full", "--features-regex", REGEX,
+                             "--aggregation-functions", "mean", "std", "max",
+                             "--class-label", "node_provider", "--split", "time",
+                             "--visualize", "--plot-dir", str(tmp_path / "p"), "-f", "json"])
+    assert rc == 0, err
+    from ciml.dataset import Dataset
+
+    ds = Dataset.open(data_path, "agg")
+    assert ds.classes == ["citycloud", "inap", "limestone", "ovh", "rax", "vexxhost"]
+    assert ds.steps == ["mean", "std", "max"] and ds.axis == "aggregate"
+    assert ds.split("test").X.shape[1:] == (3, 10)
+    assert ds.split("training").ids[0] == "run-000"
+    assert (tmp_path / "p" / "scatter_3d.png").is_file()
+
+
+def test_all_columns_across_layouts_reports_the_odd_ones(run_ciml, data_path, cached):
+    # 0.7.2 has cpu_hiq/cpu_siq, 0.7.3 and 0.7.4 cpu_stl: runs lacking a column
+    # of the first training run are reported and left out, not crashed on.
+    rc, out, err = run_ciml(["--data-path", str(data_path.root), "build-dataset",
+                             "--dataset", "all", "--aggregation-functions", "mean",
+                             "--split", "time", "-f", "json"])
+    assert rc == 0, err
+    assert "missing-columns" in err
+    from ciml.dataset import Dataset
+
+    ds = Dataset.open(data_path, "all")
+    assert "cpu_hiq" in ds.features  # the oldest run is a 0.7.2 one
+    assert sum(len(ds.split(s)) for s in ds.splits) == 24  # the 0.7.2 runs (i % 3 == 0)
+
+
+def test_errors_are_one_line(run_ciml, data_path, cached):
+    root = str(data_path.root)
+    base = ["--data-path", root, "build-dataset", "--dataset", "e",
+            "--aggregation-functions", "mean", "--features-regex", REGEX]
+    rc, out, err = run_ciml(base + ["--tdt-split", "5", "2", "2"])
+    assert rc != 0 and "sum to 10" in err and "Traceback" not in err
+    rc, out, err = run_ciml(base)
+    assert rc == 0, err
+    rc, out, err = run_ciml(base)
+    assert rc != 0 and "already exists" in err and "--force" in err
+    rc, out, err = run_ciml(base + ["--force"])
+    assert rc == 0, err
+    rc, out, err = run_ciml(base + ["--build-name", "nosuch", "--force"])
+    assert rc != 0 and "no cached runs" in err
+
+
+def test_legacy_console_script(data_path, cached, capsys):
+    from ciml import legacy
+
+    rc = legacy.build_dataset(["--dataset", "old", "--build-name", "tempest-full",
+                               "--data-path", str(data_path.root), "--no-force",
+                               "--no-visualize", "--slicer", ":40", "--tdt-split", "7",
+                               "2", "1", "--sample-interval", "1min",
+                               "--features-regex", REGEX,
+                               "--s3-url", "https://s3.eu-geo.objectstorage.softlayer.net"])
+    assert rc == 0
+    from ciml.dataset import Dataset
+
+    ds = Dataset.open(data_path, "old")
+    assert ds.config["slicer"] == ":40" and ds.config["tdt_split"] == [7, 2, 1]
+    assert ds.split("training").X.shape[1] == 92
+    assert legacy.build_dataset(["--dataset", "old", "--s3-profile", "x"]) == 2
