@@ -1,0 +1,174 @@
+"""``ciml watch`` against a real Mosquitto: firehose and Zuul reports, bad input, broker restarts."""
+
+import io
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from mqtt_helpers import PrivateBroker, Subscriber, fake_predictor, publish
+
+pytestmark = pytest.mark.mosquitto
+
+
+def _firehose(build_uuid, status="success", job="tempest-full"):
+    return {"build_uuid": build_uuid, "status": status,
+            "source_url": f"http://127.0.0.1:9/logs/1/2/3/gate/{job}/{build_uuid[:7]}/"
+                          "testrepository.subunit"}
+
+
+def _uid():
+    return uuid.uuid4().hex
+
+
+class Running:
+    """A Watcher on its own thread (signals are the main thread's)."""
+
+    def __init__(self, trigger, **kwargs):
+        from ciml.online import Watcher
+
+        self.out = io.StringIO()
+        kwargs.setdefault("fetch_delay", 0.0)
+        kwargs.setdefault("status_interval", 0)
+        kwargs.setdefault("call_hook", False)
+        self.watcher = Watcher(kwargs.pop("predictor", None) or fake_predictor(), trigger,
+                               stdout=self.out, stderr=io.StringIO(), handle_signals=False,
+                               **kwargs)
+        self.trigger = trigger
+        self.stats = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        self.stats = self.watcher.run()
+
+    def records(self):
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+    def wait_records(self, count, timeout=20):
+        deadline = time.monotonic() + timeout
+        while len(self.records()) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.records()
+
+    def stop(self):
+        self.watcher.stop(drain=True)
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+        return self.stats
+
+
+def _trigger(host, port, topic, data_path, **params):
+    from ciml_plugins.triggers.mqtt import MqttTrigger
+
+    params.setdefault("client_id", "ciml-test-" + _uid()[:12])
+    trigger = MqttTrigger(mqtt_host=host, mqtt_port=port, topic=[topic], **params)
+    trigger.setup(data_path=data_path, build_name="tempest-full")
+    return trigger
+
+
+def test_firehose_zuul_and_bad_messages(mosquitto, data_path, shared_data):
+    host, port = mosquitto
+    root = "ciml-test-" + _uid()
+    trigger = _trigger(host, port, f"{root}/#", data_path, clean_session=True)
+    sub = Subscriber(host, port, f"{root}-predictions")
+    from ciml_plugins.triggers.mqtt import MqttPublisher
+
+    publisher = MqttPublisher(f"{root}-predictions", mqtt_host=host, mqtt_port=port)
+    running = Running(trigger, publisher=publisher)
+    try:
+        assert trigger.wait_connected(10)
+        zuul = json.loads((shared_data / "mqtt" /
+                           "zuul-mqtt.success.zuul3-2019-code.constructed.json").read_text())
+        zuul["buildset"]["builds"][0]["uuid"] = zuul_uuid = _uid()
+        zuul["buildset"]["builds"][0]["result"] = "FAILURE"
+        passed, failed = _uid(), _uid()
+        publish(host, port, [
+            (f"{root}/gearman-subunit/w1/openstack/nova/1", _firehose(passed)),
+            (f"{root}/gearman-subunit/w1/openstack/nova/1", b"{not json"),
+            (f"{root}/gearman-subunit/w1/openstack/nova/1", b"\xff\xfe"),
+            (f"{root}/gearman-subunit/w1/openstack/nova/1", {"build_uuid": 3}),
+            (f"{root}/gearman-subunit/w1/openstack/nova/1", b"x" * 2_000_000),
+            (f"{root}/gearman-subunit/w1/openstack/nova/1", _firehose(_uid(), job="grenade")),
+            (f"{root}/zuul/gate", zuul),  # tempest-full FAILURE + a pep8 job
+            (f"{root}/gearman-subunit/w1/openstack/nova/2", _firehose(failed, "failed")),
+        ])
+        records = running.wait_records(3)
+        published = sub.wait_for(3)
+    finally:
+        stats = running.stop()
+        sub.close()
+    by_id = {r["run_id"]: r for r in records}
+    assert set(by_id) == {passed, failed, zuul_uuid}
+    assert by_id[passed]["predicted"] == "passed"
+    assert by_id[failed]["predicted"] == "failed"
+    assert by_id[zuul_uuid]["predicted"] == "failed"
+    assert by_id[zuul_uuid]["artifacts_url"].endswith("/tempest-full/5f3c0b2/")
+    assert sorted(p["run_id"] for p in published) == sorted(by_id)
+    assert trigger.stats["malformed"] == 4
+    assert stats["ignored"] == 2 and stats["predicted"] == 3
+
+
+def test_persistent_session_delivers_what_was_sent_while_away(mosquitto, data_path):
+    """QoS 1 + a persistent session: a watcher restart loses no report."""
+    host, port = mosquitto
+    root = "ciml-test-" + _uid()
+    client_id = "ciml-test-" + _uid()[:12]
+    first = Running(_trigger(host, port, f"{root}/#", data_path, client_id=client_id))
+    assert first.trigger.wait_connected(10)
+    time.sleep(0.2)  # the subscription is registered with the broker
+    first.stop()
+    away = [_uid() for _ in range(3)]
+    publish(host, port, [(f"{root}/gearman-subunit/w", _firehose(u)) for u in away])
+    second = Running(_trigger(host, port, f"{root}/#", data_path, client_id=client_id))
+    try:
+        records = second.wait_records(3)
+    finally:
+        second.stop()
+        # Leave no session behind on the shared broker.
+        _trigger(host, port, f"{root}/#", data_path, client_id=client_id,
+                 clean_session=True)
+    assert sorted(r["run_id"] for r in records) == sorted(away)
+
+
+@pytest.fixture
+def private_broker(tmp_path):
+    if not PrivateBroker.available():
+        from conftest import skip_or_fail
+
+        skip_or_fail("mosquitto binary not found at /usr/sbin/mosquitto")
+    broker = PrivateBroker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_broker_restart_reconnects_and_keeps_reports(private_broker, data_path):
+    host, port = "127.0.0.1", private_broker.port
+    root = "ciml-test-" + _uid()
+    trigger = _trigger(host, port, f"{root}/#", data_path, reconnect_max_delay=8)
+    running = Running(trigger)
+    try:
+        assert trigger.wait_connected(10)
+        before = _uid()
+        publish(host, port, [(f"{root}/gearman-subunit/w", _firehose(before))])
+        assert len(running.wait_records(1)) == 1
+        time.sleep(1.5)  # the broker's autosave has the session
+        private_broker.stop()
+        time.sleep(3.5)  # the watcher's reconnection attempts back off (1 s, 2 s, 4 s)
+        private_broker.start()
+        while_away = _uid()
+        publish(host, port, [(f"{root}/gearman-subunit/w", _firehose(while_away))])
+        # Published while the watcher was still disconnected: the persistent
+        # session queues it, and the reconnected watcher gets it.
+        disconnected_when_published = not trigger.connected
+        after_reconnect = _uid()
+        assert trigger.wait_connected(20)
+        publish(host, port, [(f"{root}/gearman-subunit/w", _firehose(after_reconnect))])
+        records = running.wait_records(3, timeout=30)
+    finally:
+        running.stop()
+    assert disconnected_when_published
+    assert [r["run_id"] for r in records] == [before, while_away, after_reconnect]
