@@ -1,1 +1,314 @@
-"""Work in progress: filled in by its issue."""
+"""The ``zuul`` result source: finished builds from Zuul's REST API.
+
+``GET <zuul_url>/api/tenant/<tenant>/builds`` lists builds newest first; it
+takes ``job_name``, ``project``, ``pipeline``, ``branch``, ``result``...
+filters and ``limit``/``skip`` paging, and returns no total, so paging stops
+on a short page.  ``/build/<uuid>`` returns one build.  Two record formats
+exist: the flat one (``project``, ``branch``, ``change`` at top level, before
+Zuul 10 in 2024) and the nested one (those under ``ref``); both are read.
+
+Builds that are not final, or have no ``log_url`` (nothing to fetch metrics
+from), are skipped, as are results that say the job never really ran
+(``SKIPPED``, ``CANCELED``, ``ABORTED``, ``DEQUEUED``).  ``SUCCESS`` is
+"passed"; every other final result (``FAILURE``, ``TIMED_OUT``,
+``POST_FAILURE``, ``NODE_FAILURE``, ``RETRY_LIMIT``, ``DISK_FULL``,
+``MERGE_CONFLICT``...) is "failed"; the raw result is kept.
+
+Runs come newest first, as Zuul lists them: the API cannot list oldest
+first without reading the whole history.
+"""
+
+import logging
+import threading
+import time
+import urllib.parse
+
+from ciml.base import Parameter, ResultSource
+from ciml.errors import ConfigError, NotFoundError, SourceError
+from ciml.hookspecs import hookimpl
+from ciml.records import FAILED, PASSED, RunRecord
+from ciml_plugins.sources.common import as_utc, interleave
+
+LOG = logging.getLogger(__name__)
+
+#: Final results that mean the job did not run its payload: nothing to learn.
+NOT_RUN = frozenset({"SKIPPED", "CANCELED", "ABORTED", "DEQUEUED"})
+
+#: Query parameters the builds endpoint filters on; other ``--filter`` keys
+#: are matched against the record's metadata here.
+API_FILTERS = ("project", "pipeline", "branch", "change", "patchset", "ref",
+               "newrev", "result", "voting", "node_name", "uuid")
+
+#: Keys copied from a build (or its ``ref``) into the record's metadata.
+_REF_KEYS = ("project", "branch", "change", "patchset", "ref", "ref_url",
+             "oldrev", "newrev")
+_BUILD_KEYS = ("pipeline", "voting", "nodeset", "node_name", "event_id",
+               "event_timestamp", "end_time", "error_detail", "held", "final")
+
+
+def run_status(result):
+    return PASSED if result == "SUCCESS" else FAILED
+
+
+def _text(value):
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+class ZuulResultSource(ResultSource):
+    """Finished builds of a job from Zuul's REST API (/api/tenant/<tenant>/builds)"""
+
+    name = "zuul"
+    parameters = (
+        Parameter("zuul_url", str, help="Zuul web URL, e.g. https://zuul.opendev.org"),
+        Parameter("tenant", str, help="Zuul tenant, e.g. openstack"),
+        Parameter("project", str, help="only builds of this project"),
+        Parameter("pipeline", str, help="only builds of this pipeline (gate, check...)"),
+        Parameter("branch", str, help="only builds of this branch"),
+        Parameter("result", str, help="only builds with this Zuul result (SUCCESS...)"),
+        Parameter("api_token", str, secret=True,
+                  help="bearer token sent with every request (env CIML_ZUUL_API_TOKEN)"),
+        Parameter("page_size", int, default=100, help="builds requested per page"),
+        Parameter("timeout", float, default=30.0,
+                  help="seconds to wait for the server between bytes (read timeout)"),
+        Parameter("connect_timeout", float, default=10.0,
+                  help="seconds to wait for a connection"),
+        Parameter("retries", int, default=3,
+                  help="retries after a server error (5xx) or a connection error"),
+        Parameter("backoff", float, default=0.5,
+                  help="first wait before a retry, in seconds; doubles each time"),
+    )
+
+    def __init__(self, **params):
+        import os
+
+        super().__init__(**params)
+        if not self.api_token:
+            self.api_token = os.environ.get("CIML_ZUUL_API_TOKEN") or None
+        if not self.zuul_url:
+            raise ConfigError("result source 'zuul' needs --zuul-url")
+        if "/api/tenant/" not in self.zuul_url and not self.tenant:
+            raise ConfigError("result source 'zuul' needs --tenant")
+        if self.page_size < 1:
+            raise ConfigError("page_size must be at least 1")
+        self._local = threading.local()
+
+    @property
+    def api_url(self):
+        """``<zuul_url>/api/tenant/<tenant>`` (a URL that already has it is kept)."""
+        url = self.zuul_url.rstrip("/")
+        if "/api/tenant/" in url:
+            return url
+        return f"{url}/api/tenant/{urllib.parse.quote(self.tenant, safe='')}"
+
+    # -- HTTP ------------------------------------------------------------------
+
+    def _session(self):
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+
+            session = requests.Session()
+            session.headers["User-Agent"] = "ciml-zuul"
+            session.headers["Accept"] = "application/json"
+            if self.api_token:
+                session.headers["Authorization"] = f"Bearer {self.api_token}"
+            self._local.session = session
+        return session
+
+    def close(self):
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+    def _get(self, path, params=None):
+        """GET a JSON document; ``None`` on 404; retries 5xx and connection errors."""
+        import requests
+
+        url = self.api_url + path
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
+            try:
+                resp = self._session().get(url, params=params,
+                                           timeout=(self.connect_timeout, self.timeout))
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                last = f"cannot reach {url}: {type(exc).__name__}"
+                LOG.debug("%s (attempt %d)", last, attempt + 1)
+                continue
+            if resp.status_code == 404:
+                return None
+            if resp.status_code >= 500 or resp.status_code == 429:
+                last = f"HTTP {resp.status_code} from {url}"
+                LOG.debug("%s (attempt %d)", last, attempt + 1)
+                continue
+            if resp.status_code in (401, 403):
+                raise SourceError(f"Zuul API refused access ({resp.status_code}) to {url}: "
+                                  "check --api-token")
+            if resp.status_code >= 400:
+                raise SourceError(f"Zuul API: HTTP {resp.status_code} from {url}")
+            try:
+                return resp.json()
+            except ValueError:
+                raise SourceError(f"Zuul API: {url} did not return JSON "
+                                  "(is --zuul-url the Zuul web root?)") from None
+        raise SourceError(f"Zuul API failed after {self.retries + 1} attempts: {last}",
+                          transient=True)
+
+    # -- records ---------------------------------------------------------------
+
+    def record(self, build):
+        """A :class:`RunRecord` for a build dict, or ``None`` if it is to be skipped."""
+        if not isinstance(build, dict) or not build.get("uuid"):
+            return None
+        result = build.get("result")
+        if build.get("final") is False or not result or result == "IN_PROGRESS":
+            return None
+        if result in NOT_RUN or not build.get("log_url"):
+            return None
+        ref = build.get("ref")
+        source = ref if isinstance(ref, dict) else build
+        meta = {}
+        for key in _REF_KEYS:
+            if key == "ref" and isinstance(ref, dict):
+                value = ref.get("ref")
+            else:
+                value = source.get(key, build.get(key) if key != "ref" else None)
+            if value is not None:
+                meta[key] = _text(value)
+        for key in _BUILD_KEYS:
+            if build.get(key) is not None:
+                meta[key] = _text(build[key])
+        buildset = build.get("buildset")
+        if isinstance(buildset, dict) and buildset.get("uuid"):
+            meta["buildset_uuid"] = str(buildset["uuid"])
+        extra = build.get("metadata")
+        if isinstance(extra, dict):
+            for key, value in extra.items():
+                if isinstance(value, (str, int, float, bool)):
+                    meta.setdefault(str(key), _text(value))
+        # nodeset and node_name name a node *type* (ubuntu-jammy), not where it
+        # ran: taking them as the provider would mislabel every run, so only
+        # an explicit provider (a deployment that reports one) is used.
+        provider = build.get("node_provider") or meta.get("node_provider")
+        if provider:
+            meta["node_provider"] = str(provider)
+        # The keys the original's subunit2sql metadata used, so labels and
+        # filters work the same whichever source cached a run.
+        meta["build_name"] = str(build.get("job_name") or "")
+        meta["build_uuid"] = str(build["uuid"])
+        meta["build_status"] = str(result)
+        if "pipeline" in meta:
+            meta["build_queue"] = meta["pipeline"]
+        if "branch" in meta:
+            meta["build_branch"] = meta["branch"]
+        if self.tenant:
+            meta["tenant"] = self.tenant
+        duration = build.get("duration")
+        try:
+            duration = float(duration) if duration is not None else None
+        except (TypeError, ValueError):
+            duration = None
+        try:
+            start = as_utc(build.get("start_time"))
+        except (TypeError, ValueError):
+            start = None
+        return RunRecord(
+            id=str(build["uuid"]), build_name=str(build.get("job_name") or ""),
+            status=run_status(result), artifacts_url=str(build["log_url"]),
+            build_uuid=str(build["uuid"]), start=start, duration=duration,
+            result=str(result), source=self.name, metadata=meta)
+
+    # -- listing ---------------------------------------------------------------
+
+    def _query(self, build_name, filters, result=None):
+        params = {"job_name": build_name}
+        for key in ("project", "pipeline", "branch", "result"):
+            if getattr(self, key):
+                params[key] = getattr(self, key)
+        local = {}
+        for key, value in (filters or {}).items():
+            if key in API_FILTERS:
+                params[key] = value
+            else:
+                local[key] = str(value)
+        if result is not None:
+            params["result"] = result
+        return params, local
+
+    def _iter_builds(self, build_name, since, until, filters, result=None, status=None):
+        params, local = self._query(build_name, filters, result)
+        skip = 0
+        since = as_utc(since)
+        until = as_utc(until)
+        while True:
+            page = self._get("/builds", {**params, "limit": self.page_size, "skip": skip})
+            if page is None:
+                raise SourceError(f"Zuul API: no builds endpoint at {self.api_url}/builds "
+                                  "(check --zuul-url and --tenant)")
+            if not isinstance(page, list):
+                raise SourceError(f"Zuul API: {self.api_url}/builds did not return a list")
+            all_older = bool(page)
+            for build in page:
+                run = self.record(build)
+                start = run.start if run is not None else None
+                if start is None or since is None or start >= since:
+                    all_older = False
+                if run is None or run.build_name != build_name:
+                    continue
+                if status is not None and run.status != status:
+                    continue
+                if since is not None and (run.start is None or run.start < since):
+                    continue
+                if until is not None and (run.start is None or run.start >= until):
+                    continue
+                if any(run.metadata.get(k) != v for k, v in local.items()):
+                    continue
+                yield run
+            # Zuul lists newest first: once a whole page started before
+            # --since, every later page does too.
+            if len(page) < self.page_size or (since is not None and all_older):
+                return
+            skip += len(page)
+
+    def list_runs(self, build_name, *, since=None, until=None, filters=None,
+                  limit=None, balanced=False):
+        if limit is not None and limit <= 0:
+            return
+        if balanced:
+            stream = interleave(
+                self._iter_builds(build_name, since, until, filters, status=FAILED),
+                self._iter_builds(build_name, since, until, filters, result="SUCCESS"))
+        else:
+            stream = self._iter_builds(build_name, since, until, filters)
+        for count, run in enumerate(stream, 1):
+            yield run
+            if limit is not None and count >= limit:
+                return
+
+    def get_run(self, run_id):
+        build = self._get("/build/" + urllib.parse.quote(str(run_id), safe=""))
+        if build is None:
+            raise NotFoundError(f"no Zuul build {run_id!r} in {self.api_url}")
+        run = self.record(build)
+        if run is None:
+            raise NotFoundError(f"Zuul build {run_id!r} is not a finished build with logs")
+        return run
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(zuul_url={self.zuul_url!r}, tenant={self.tenant!r}, "
+                f"api_token={'****' if self.api_token else None})")
+
+
+@hookimpl
+def ciml_register_result_sources(register):
+    register(ZuulResultSource)
+
+
+__all__ = ["ZuulResultSource", "run_status"]

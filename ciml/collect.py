@@ -1,0 +1,187 @@
+"""The cache-data stage: ask a result source for runs, fetch and validate their metrics, cache them.
+
+Runs are listed on the calling thread (sources need not be thread-safe)
+and fetched by a pool of worker threads: fetching is network-bound, so K
+workers give close to K times the throughput of one.  At most a small
+multiple of K runs are in flight at any time, so memory does not grow with
+the number of runs listed.
+
+A run is recorded as cached only after its file parsed; a file that does
+not is recorded as unavailable with the metric source's reason, and later
+runs skip it (``retry_unavailable`` tries again).  Transient failures (a
+500, a dropped connection) are counted but not recorded, so the next run
+tries them again.  Storing is atomic (:class:`ciml.cache.RawCache`), so an
+interruption at any moment loses at most the runs in flight.
+"""
+
+import collections
+import concurrent.futures as cf
+import logging
+import threading
+import time
+
+from ciml.cache import CACHED, UNAVAILABLE, RawCache
+from ciml.errors import CimlError, MetricsUnavailable
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_WORKERS = 8
+
+# How many runs may wait per worker: enough to keep every worker busy while
+# the main thread lists more, small enough that memory stays flat.
+_WINDOW_PER_WORKER = 2
+
+_NEW = "new"
+_RETRY = "retry"
+
+
+def _fetch_one(cache, metric_source, run, data_path, stop):
+    """Fetch, parse and store one run; returns ``(outcome, reason, message)``."""
+    if stop.is_set():
+        return "cancelled", None, None
+    try:
+        fetched = metric_source.fetch(run)
+        frame = metric_source.parse(fetched.data, run)
+        if frame is None or len(frame) == 0:
+            raise MetricsUnavailable("empty", f"run {run.id}: no samples")
+    except MetricsUnavailable as exc:
+        if exc.transient:
+            return "transient", exc.reason, str(exc)
+        cache.mark_unavailable(run, exc.reason, str(exc))
+        return UNAVAILABLE, exc.reason, str(exc)
+    except CimlError as exc:
+        if getattr(exc, "transient", False):
+            return "transient", "error", str(exc)
+        cache.mark_unavailable(run, "error", str(exc))
+        return UNAVAILABLE, "error", str(exc)
+    except Exception as exc:  # a plugin bug must not lose the runs around it
+        LOG.warning("run %s: %s: %s", run.id, type(exc).__name__, exc)
+        return "transient", "error", f"{type(exc).__name__}: {exc}"
+    cache.store(run, fetched, frame)
+    from ciml.plugins import get_manager
+
+    get_manager().call_lifecycle("ciml_run_cached", run=run, data_path=data_path)
+    return CACHED, None, None
+
+
+def _progress_bar(progress, total, desc):
+    if progress is False:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", disable=None if progress is None else False,
+                dynamic_ncols=True, leave=True)
+
+
+def cache_data(data_path, source, metric_source, build_name, *, since=None, until=None,
+               filters=None, limit=None, balanced=False, workers=DEFAULT_WORKERS,
+               retry_unavailable=False, progress=None):
+    """Cache the metrics of a job's runs; returns a summary dict.
+
+    :param data_path: a :class:`ciml.paths.DataPath`.
+    :param source: a result source instance (it is closed at the end).
+    :param metric_source: a metric source instance.
+    :param build_name: the job.
+    :param since, until, filters, limit, balanced: passed to
+        :meth:`~ciml.base.ResultSource.list_runs`.
+    :param workers: concurrent fetches.
+    :param retry_unavailable: try again runs known to be unavailable.
+    :param progress: ``None`` shows a bar on a terminal, ``True`` always,
+        ``False`` never.
+    :return: ``selected`` (runs the source listed), ``cached`` (newly),
+        ``skipped_cached``, ``skipped_unavailable``, ``unavailable``
+        (newly recorded), ``transient`` (failed, to retry later),
+        ``reasons`` ({reason: count} of this run's failures), ``total_cached``,
+        ``elapsed_s``, ``runs_per_s`` (fetched runs per second), ``workers``.
+    """
+    workers = int(workers or DEFAULT_WORKERS)
+    if workers < 1:
+        raise CimlError("--workers must be at least 1")
+    cache = RawCache(data_path)
+    cache.cleanup()
+    counts = collections.Counter()
+    reasons = collections.Counter()
+    stop = threading.Event()
+    started = time.monotonic()
+    bar = _progress_bar(progress, limit, build_name)
+    window = workers * _WINDOW_PER_WORKER
+    pending = set()
+
+    def update_bar():
+        if bar is not None:
+            bar.set_postfix(cached=counts[CACHED],
+                            skipped=counts["skipped_cached"] + counts["skipped_unavailable"],
+                            unavailable=counts[UNAVAILABLE] + counts["transient"],
+                            refresh=False)
+
+    def collect(done):
+        for future in done:
+            outcome, reason, message = future.result()
+            if outcome == "cancelled":
+                continue
+            counts[outcome] += 1
+            counts["fetched"] += 1
+            if reason:
+                reasons[reason] += 1
+                LOG.debug("%s", message)
+            if bar is not None:
+                bar.update(1)
+        update_bar()
+
+    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
+    try:
+        for run in source.list_runs(build_name, since=since, until=until, filters=filters,
+                                    limit=limit, balanced=balanced):
+            counts["selected"] += 1
+            state = cache.state(run.id)
+            if state == CACHED or (state == UNAVAILABLE and not retry_unavailable):
+                counts["skipped_cached" if state == CACHED else "skipped_unavailable"] += 1
+                if bar is not None:
+                    bar.update(1)
+                    update_bar()
+                continue
+            while len(pending) >= window:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                pending.difference_update(done)
+                collect(done)
+            pending.add(pool.submit(_fetch_one, cache, metric_source, run, data_path, stop))
+        while pending:
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            pending.difference_update(done)
+            collect(done)
+    except BaseException:
+        # Ctrl-C or a source error: runs in flight finish storing (atomically)
+        # or are dropped; nothing half-written is ever indexed.
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        pool.shutdown(wait=True)
+        for component in (source, metric_source):
+            close = getattr(component, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing must not hide the real outcome
+                    LOG.debug("closing %r failed", component, exc_info=True)
+    elapsed = time.monotonic() - started
+    totals = cache.counts(build_name)
+    cache.close()
+    return {
+        "build_name": build_name,
+        "selected": counts["selected"],
+        "cached": counts[CACHED],
+        "skipped_cached": counts["skipped_cached"],
+        "skipped_unavailable": counts["skipped_unavailable"],
+        "unavailable": counts[UNAVAILABLE],
+        "transient": counts["transient"],
+        "reasons": dict(sorted(reasons.items())),
+        "total_cached": totals[CACHED],
+        "total_unavailable": totals[UNAVAILABLE],
+        "workers": workers,
+        "elapsed_s": round(elapsed, 3),
+        "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
+        "data_path": str(data_path.root),
+    }

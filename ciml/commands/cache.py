@@ -1,0 +1,98 @@
+"""``ciml cache-data``: fetch a job's runs and metrics into the raw cache."""
+
+import datetime as dt
+
+from cliff.show import ShowOne
+
+from ciml.commands.base import add_component_options, build_component, data_path
+from ciml.commands.base import parse_key_values
+from ciml.errors import ConfigError
+
+
+def parse_when(value, option):
+    """An aware UTC datetime from an ISO date or date-time typed by a user."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"bad {option} {value!r}: use an ISO date or date-time, "
+                          "e.g. 2024-03-01 or 2024-03-01T12:00:00") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc)
+
+
+def _positive(value):
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+class CacheData(ShowOne):
+    """Fetch the runs of a job and their metrics into the raw cache"""
+
+    def get_parser(self, prog_name):
+        from ciml.collect import DEFAULT_WORKERS
+
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--source", default="subunit2sql", metavar="NAME",
+                            help="result source plugin (default: subunit2sql; also: zuul)")
+        parser.add_argument("--metric-source", default="dstat", metavar="NAME",
+                            help="metric source plugin (default: dstat)")
+        parser.add_argument("--build-name", required=True, metavar="NAME",
+                            help="the job whose runs to cache, e.g. tempest-full")
+        parser.add_argument("--limit", type=_positive, metavar="N",
+                            help="at most N runs from the source")
+        parser.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS, metavar="K",
+                            help=f"concurrent fetches (default: {DEFAULT_WORKERS})")
+        parser.add_argument("--since", metavar="WHEN",
+                            help="only runs started at or after this ISO date/time (UTC)")
+        parser.add_argument("--until", metavar="WHEN",
+                            help="only runs started before this ISO date/time (UTC)")
+        parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                            help="only runs whose metadata has KEY=VALUE "
+                                 "(e.g. build_queue=gate); repeatable")
+        parser.add_argument("--balanced", action="store_true",
+                            help="interleave failed and passed runs, so that a "
+                                 "limited cache holds both")
+        parser.add_argument("--retry-unavailable", action="store_true",
+                            help="try again runs recorded as unavailable")
+        add_component_options(parser, "result_source", "result source options")
+        add_component_options(parser, "metric_source", "metric source options")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.collect import cache_data
+
+        since = parse_when(parsed_args.since, "--since")
+        until = parse_when(parsed_args.until, "--until")
+        filters = {}
+        for item in parsed_args.filter:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"bad --filter {item!r}: expected KEY=VALUE")
+            filters[key.strip()] = value
+        source = build_component("result_source", parsed_args.source, parsed_args)
+        metrics = build_component("metric_source", parsed_args.metric_source, parsed_args)
+        summary = cache_data(
+            data_path(self), source, metrics, parsed_args.build_name,
+            since=since, until=until, filters=filters or None, limit=parsed_args.limit,
+            balanced=parsed_args.balanced, workers=parsed_args.workers,
+            retry_unavailable=parsed_args.retry_unavailable)
+        summary["source"] = parsed_args.source
+        reasons = summary.pop("reasons")
+        columns = ["build_name", "source", "selected", "cached", "skipped_cached",
+                   "skipped_unavailable", "unavailable", "transient", "total_cached",
+                   "total_unavailable", "workers", "elapsed_s", "runs_per_s", "data_path"]
+        values = [summary[c] for c in columns]
+        columns.append("reasons")
+        values.append(", ".join(f"{k}={v}" for k, v in reasons.items()) if reasons else "")
+        return columns, values
+
+
+__all__ = ["CacheData", "parse_when", "parse_key_values"]

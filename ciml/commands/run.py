@@ -1,0 +1,80 @@
+"""``ciml run list`` and ``ciml run show``: what the raw cache holds."""
+
+from cliff.lister import Lister
+from cliff.show import ShowOne
+
+from ciml.commands.base import data_path
+
+
+def _start(run):
+    return run.start.isoformat() if run.start is not None else ""
+
+
+class RunList(Lister):
+    """List the runs in the raw cache (or, with --unavailable, those that failed and why)"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--build-name", metavar="NAME", help="only runs of this job")
+        parser.add_argument("--unavailable", action="store_true",
+                            help="list the runs recorded as unavailable, with the reason")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.cache import RawCache
+
+        cache = RawCache(data_path(self))
+        if not cache.index_path.exists():
+            return (("id", "build name", "status", "provider", "start", "samples"), [])
+        with cache:
+            if parsed_args.unavailable:
+                columns = ("id", "build name", "reason", "message", "time")
+                rows = [(u["run_id"], u["build_name"], u["reason"], u["message"], u["time"])
+                        for u in cache.unavailable(parsed_args.build_name)]
+                return columns, rows
+            columns = ("id", "build name", "status", "provider", "start", "samples")
+            rows = []
+            for entry in cache.entries(parsed_args.build_name):
+                run = entry["run"]
+                rows.append((run.id, run.build_name, run.status,
+                             run.metadata.get("node_provider", ""), _start(run),
+                             entry["samples"]))
+            return columns, rows
+
+
+class RunShow(ShowOne):
+    """Show a cached run's record and metric columns"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("id", metavar="ID", help="the run id")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.cache import UNAVAILABLE, RawCache
+        from ciml.errors import NotFoundError
+
+        cache = RawCache(data_path(self))
+        if not cache.index_path.exists():
+            raise NotFoundError(f"run {parsed_args.id!r} is not in the raw cache "
+                                f"(no cache under {data_path(self).root})")
+        with cache:
+            if cache.state(parsed_args.id) == UNAVAILABLE:
+                for entry in cache.unavailable():
+                    if entry["run_id"] == parsed_args.id:
+                        return (("id", "build name", "state", "reason", "message", "time"),
+                                (entry["run_id"], entry["build_name"], UNAVAILABLE,
+                                 entry["reason"], entry["message"], entry["time"]))
+            run = cache.record(parsed_args.id)
+            info = cache.info(parsed_args.id)
+            data = run.to_dict()
+            metadata = data.pop("metadata") or {}
+            columns = list(data)
+            values = [data[c] if data[c] is not None else "" for c in columns]
+            columns += ["state", "samples", "first", "last", "raw file", "fetched from",
+                        "metric columns", "metadata"]
+            values += ["cached", info.get("samples"), info.get("first") or "",
+                       info.get("last") or "", str(cache.raw_file(parsed_args.id)),
+                       info.get("url") or "", " ".join(info.get("columns") or ()),
+                       ", ".join(f"{k}={v}" for k, v in sorted(metadata.items()))]
+            return [c.replace("_", " ") for c in columns], values
