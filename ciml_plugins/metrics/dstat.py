@@ -526,6 +526,10 @@ class DstatMetricSource(MetricSource):
                 url = str(local)
                 result = self._fetch_file(local, problems)
             tried.append(url)
+            if result is None and problems and problems[-1][2]:
+                # The server is failing: later paths would only multiply the
+                # wait, and "missing" would be a lie.  Try the run again later.
+                break
             if result is not None:
                 name = path.rsplit("/", 1)[-1]
                 if result.startswith(GZIP_MAGIC) and not name.endswith(".gz"):
