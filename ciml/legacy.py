@@ -89,16 +89,53 @@ def plot_data(argv=None):
     return run_legacy(["model", "compare"], argv)
 
 
+def _seed_online_args(prog, argv):
+    """Translate the original's predict/mqtt options into ``ciml predict``/``watch`` ones.
+
+    ``--db-uri`` names the subunit2sql result source; ``--mqtt-hostname`` is
+    ``--mqtt-host``; ``--sample-interval`` is the dataset's own (ignored, as
+    the model must see examples made exactly as in training); ``--debug`` is
+    the global option.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    out, front = [], []  # front: global options, placed before the command
+    has_source = any(a.split("=", 1)[0] == "--source" for a in args)
+    it = iter(args)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name == "--debug":
+            front.append("--debug")
+        elif name == "--no-debug":
+            continue
+        elif name in ("--db-uri", "--mqtt-hostname", "--sample-interval"):
+            value = value if eq else next(it, "")
+            if name == "--db-uri":
+                if not has_source:
+                    out += ["--source", "subunit2sql"]
+                out += ["--db-uri", value]
+            elif name == "--mqtt-hostname":
+                out += ["--mqtt-host", value]
+            else:
+                sys.stderr.write(f"{prog}: --sample-interval is ignored: the dataset's own "
+                                 "sample interval is used\n")
+        else:
+            out.append(arg)
+    return front, out
+
+
 def db_predict(argv=None):
-    """``ciml-db-predict``: ``ciml predict``."""
-    return run_legacy(["predict"], argv)
+    """``ciml-db-predict``: ``ciml predict``, with the original's options."""
+    front, args = _seed_online_args("ciml-db-predict", argv)
+    return run_legacy(front + ["predict"], args)
 
 
 def mqtt_predict(argv=None):
-    """``ciml-mqtt-predict``: ``ciml watch --trigger mqtt``."""
-    return run_legacy(["watch"], argv, ["--trigger", "mqtt"])
+    """``ciml-mqtt-predict``: ``ciml watch --trigger mqtt``, with the original's options."""
+    front, args = _seed_online_args("ciml-mqtt-predict", argv)
+    return run_legacy(front + ["watch"], args, ["--trigger", "mqtt"])
 
 
 def mqtt_trainer(argv=None):
     """``ciml-mqtt-trainer``: ``ciml watch --trigger mqtt --learn``."""
-    return run_legacy(["watch"], argv, ["--trigger", "mqtt", "--learn"])
+    front, args = _seed_online_args("ciml-mqtt-trainer", argv)
+    return run_legacy(front + ["watch"], args, ["--trigger", "mqtt", "--learn"])

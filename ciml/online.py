@@ -351,9 +351,9 @@ class Watcher:
 
     def on_event(self, event):
         """Take one event from the trigger; False when it was refused (stopping)."""
-        self._count("seen")
         if not self._taking:
-            return False
+            return False  # not acknowledged: a persistent session delivers it next time
+        self._count("seen")
         if event.build_name is not None and self.build_name and \
                 event.build_name != self.build_name:
             self._count("ignored")

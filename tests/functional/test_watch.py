@@ -172,3 +172,99 @@ def test_broker_restart_reconnects_and_keeps_reports(private_broker, data_path):
         running.stop()
     assert disconnected_when_published
     assert [r["run_id"] for r in records] == [before, while_away, after_reconnect]
+
+
+# -- the command line ------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    """``ciml predict``/``watch`` load this fake instead of a trained model."""
+    from ciml import online
+
+    def load(cls, data_path, dataset, experiment, metric_source=None):
+        predictor = fake_predictor()
+        predictor.dataset_name, predictor.experiment_name = dataset, experiment
+        return predictor
+
+    monkeypatch.setattr(online.Predictor, "load", classmethod(load))
+
+
+def _queue_for(host, port, client_id, topic):
+    """Create a persistent session subscribed to ``topic`` (reports queue for it)."""
+    import paho.mqtt.client as mqtt
+
+    done = threading.Event()
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=client_id, clean_session=False)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda c, u, mid, rcs, p: done.set()
+    client.connect(host, port)
+    client.loop_start()
+    assert done.wait(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_cli_watch_max_events_and_publish(mosquitto, data_path, fake_model, run_ciml):
+    host, port = mosquitto
+    root = "ciml-test-" + _uid()
+    client_id = "ciml-test-" + _uid()[:12]
+    _queue_for(host, port, client_id, f"{root}/#")
+    runs = [_uid() for _ in range(3)]
+    publish(host, port, [(f"{root}/gearman-subunit/w", b"not json")]
+            + [(f"{root}/gearman-subunit/w", _firehose(u, "failed")) for u in runs])
+    sub = Subscriber(host, port, f"{root}-out")
+    try:
+        rc, out, err = run_ciml([
+            "--data-path", data_path.root, "watch", "--dataset", "ds", "--experiment", "exp",
+            "--trigger", "mqtt", "--mqtt-host", host, "--mqtt-port", str(port),
+            "--topic", f"{root}/#", "--client-id", client_id, "--max-events", "2",
+            "--status-interval", "0.5", "--publish-topic", f"{root}-out"])
+        published = sub.wait_for(2, timeout=10)
+    finally:
+        sub.close()
+        _trigger(host, port, f"{root}/#", data_path, client_id=client_id, clean_session=True)
+    assert rc == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["run_id"] for r in records] == runs[:2] or \
+        sorted(r["run_id"] for r in records) == sorted(runs[:2])
+    assert all(r["predicted"] == "failed" and r["model"] == "ds/exp" for r in records)
+    assert sorted(p["run_id"] for p in published) == sorted(runs[:2])
+    assert "ciml watch: seen 2, predicted 2" in err
+    assert "malformed 1" in err
+    assert "not-json" in err
+
+
+def test_cli_predict_local_file(data_path, fake_model, run_ciml, tmp_path):
+    path = tmp_path / "dstat-csv_log.txt"
+    path.write_bytes(b"90")
+    rc, out, err = run_ciml(["--data-path", data_path.root, "predict", "--dataset", "ds",
+                             "--experiment", "exp", str(path), "-f", "json"])
+    assert rc == 0, err
+    [row] = json.loads(out)
+    assert row == {"run": "dstat-csv_log.txt", "predicted": "failed", "p_passed": 0.1,
+                   "p_failed": 0.9, "model": "ds/exp"}
+
+
+def test_cli_predict_unknown_run_fails_with_reason(data_path, fake_model, run_ciml, tmp_path):
+    path = tmp_path / "good.csv"
+    path.write_bytes(b"10")
+    rc, out, err = run_ciml(["--data-path", data_path.root, "predict", "--dataset", "ds",
+                             "--experiment", "exp", str(path), "no-such-run", "-f", "json"])
+    assert rc == 1
+    rows = json.loads(out)
+    assert rows[0]["predicted"] == "passed" and rows[0]["error"] == ""
+    assert rows[1]["run"] == "no-such-run" and "--source" in rows[1]["error"]
+    assert "cannot predict no-such-run" in err
+
+
+def test_legacy_option_translation():
+    from ciml.legacy import _seed_online_args
+
+    front, args = _seed_online_args("ciml-mqtt-predict", [
+        "--db-uri", "sqlite:///x.db", "--mqtt-hostname=broker", "--sample-interval", "1s",
+        "--debug", "--dataset", "d", "--build-name", "tempest-full"])
+    assert front == ["--debug"]
+    assert args == ["--source", "subunit2sql", "--db-uri", "sqlite:///x.db",
+                    "--mqtt-host", "broker", "--dataset", "d", "--build-name", "tempest-full"]
