@@ -1,0 +1,340 @@
+"""The dstat metric source: every real layout, every rejection, the year, fetching."""
+
+import datetime as dt
+import gzip
+
+import numpy as np
+import pytest
+
+from ciml.errors import MetricsUnavailable
+from ciml.records import RunRecord
+from ciml.testing.servers import CIServer
+from ciml_plugins.metrics import dstat
+from ciml_plugins.metrics.dstat import DstatMetricSource, parse_dstat
+
+UTC = dt.timezone.utc
+SAMPLES = {
+    "0.7.2": "dstat-csv_log.dstat-0.7.2.generated.txt",
+    "0.7.3": "dstat-csv_log.dstat-0.7.3.generated.txt",
+    "0.7.4": "dstat-csv_log.debian-0.7.4-devstack-top-opts.generated.txt",
+}
+COMMON = ["cpu_usr", "cpu_sys", "cpu_idl", "cpu_wai", "mem_used", "mem_free", "mem_buff",
+          "mem_cach", "net_recv", "net_send", "dsk_read", "dsk_writ", "io_read", "io_writ",
+          "sys_int", "sys_csw", "load_1m", "load_5m", "load_15m", "procs_run", "procs_blk",
+          "procs_new", "paging_in", "paging_out", "tcp_lis", "tcp_act", "tcp_syn", "tcp_tim",
+          "tcp_clo"]
+
+
+@pytest.fixture(scope="module")
+def samples(shared_data):
+    return {v: (shared_data / "dstat" / name).read_bytes() for v, name in SAMPLES.items()}
+
+
+def _reason(data, **kwargs):
+    with pytest.raises(MetricsUnavailable) as info:
+        parse_dstat(data, **kwargs)
+    return info.value.reason
+
+
+# -- the real samples ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant,rows,extra", [
+    ("0.7.2", 151, ["cpu_hiq", "cpu_siq"]),
+    ("0.7.3", 150, ["cpu_stl"]),
+    ("0.7.4", 45, ["cpu_stl", "swap_used", "swap_free"]),
+])
+def test_real_samples(samples, variant, rows, extra):
+    frame = parse_dstat(samples[variant])
+    assert len(frame) == rows
+    assert sorted(frame.columns) == sorted(COMMON + extra)
+    assert all(frame.dtypes == np.float64)
+    assert str(frame.index.tz) == "UTC"
+    assert frame.index.name == "time"
+    assert frame.index.is_monotonic_increasing and frame.index.is_unique
+    # Without a run start, the Date: line of the preamble gives the year.
+    assert frame.index[0].year == 2026 and frame.index[0].month == 11
+
+
+def test_gzip_and_plain_agree(samples):
+    for data in samples.values():
+        plain = parse_dstat(data)
+        packed = parse_dstat(gzip.compress(data))
+        assert plain.equals(packed)
+
+
+def test_columns_are_aligned_by_name(samples):
+    # 0.7.2 orders memory "used buff cach free", 0.7.3 "used free buff cach".
+    old = parse_dstat(samples["0.7.2"])
+    new = parse_dstat(samples["0.7.3"])
+    assert old["mem_used"].iloc[1] == 337354752.0
+    assert old["mem_free"].iloc[1] == 23135711232.0
+    assert new["mem_free"].iloc[1] == 23137701888.0
+    assert new["mem_cach"].iloc[1] == 1772056576.0
+
+
+def test_duplicate_dstat_names_are_distinct(samples):
+    frame = parse_dstat(samples["0.7.3"])
+    # read/writ appear under dsk/total (bytes) and io/total (requests).
+    assert frame["dsk_read"].iloc[1] == 172032.0
+    assert frame["io_read"].iloc[1] == 12.0
+    assert frame["dsk_writ"].iloc[1] == 106496.0
+    assert frame["io_writ"].iloc[1] == 10.0
+
+
+def test_top_text_columns_are_dropped_and_integers_parse(samples):
+    frame = parse_dstat(samples["0.7.4"])
+    assert not any("process" in c or "top" in c for c in frame.columns)
+    assert frame["cpu_idl"].iloc[1] == 49.0   # written "49", no decimal point
+    assert frame["mem_used"].iloc[0] == 166518784.0
+
+
+def test_column_names_helper():
+    time_index, named = dstat.column_names(
+        ["system", "total cpu usage", "", "dsk/sda", "", "cpu3 usage", "odd Group!", ""],
+        ["time", "usr", "sys", "read", "writ", "usr", "a b", "x"])
+    assert time_index == 0
+    assert named == [(1, "cpu_usr"), (2, "cpu_sys"), (3, "dsk_sda_read"),
+                     (4, "dsk_sda_writ"), (5, "cpu3_usr"), (7, "odd_group_x")]
+
+
+def test_repeated_names_get_suffixes():
+    _, named = dstat.column_names(["system", "foo", "", "", "bar"],
+                                  ["time", "x", "x", "x", "x"])
+    assert [n for _, n in named] == ["foo_x", "foo_x_2", "foo_x_3", "bar_x"]
+
+
+# -- the year --------------------------------------------------------------------
+
+
+def _with_times(sample, stamps):
+    lines = sample.split(b"\n")
+    head = next(i for i, line in enumerate(lines) if line.startswith(b'"time"')) + 1
+    rows = [line for line in lines[head:] if line]
+    out = [stamp.encode() + rows[i % len(rows)][14:] for i, stamp in enumerate(stamps)]
+    return b"\n".join(lines[:head] + out) + b"\n"
+
+
+def test_new_year_crossing(samples):
+    stamps = ["31-12 23:59:58", "31-12 23:59:59", "01-01 00:00:00", "01-01 00:00:01"]
+    data = _with_times(samples["0.7.3"], stamps)
+    frame = parse_dstat(data, start=dt.datetime(2025, 12, 31, 23, 50, tzinfo=UTC))
+    assert [t.isoformat() for t in frame.index] == [
+        "2025-12-31T23:59:58+00:00", "2025-12-31T23:59:59+00:00",
+        "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:01+00:00"]
+    # The run's recorded start may fall after midnight while dstat started before.
+    frame = parse_dstat(data, start=dt.datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
+    assert frame.index[0].year == 2025 and frame.index[-1].year == 2026
+    assert (frame.index[-1] - frame.index[0]).total_seconds() == 3
+
+
+def test_february_29(samples):
+    data = _with_times(samples["0.7.2"], ["29-02 10:00:00", "29-02 10:00:01"])
+    frame = parse_dstat(data, start=dt.datetime(2028, 2, 29, 9, 59, tzinfo=UTC))
+    assert frame.index[0] == dt.datetime(2028, 2, 29, 10, tzinfo=UTC)
+    # A naive start is UTC; another time zone is converted.
+    frame = parse_dstat(data, start=dt.datetime(2028, 2, 29, 11, 0,
+                                                tzinfo=dt.timezone(dt.timedelta(hours=1))))
+    assert frame.index[0].year == 2028
+
+
+def test_year_comes_from_start_not_today(samples):
+    frame = parse_dstat(samples["0.7.3"], start=dt.datetime(2019, 11, 27, 3, 50))
+    assert frame.index[0] == dt.datetime(2019, 11, 27, 3, 54, 10, tzinfo=UTC)
+
+
+def test_repeated_and_backward_seconds_are_dropped(samples):
+    data = _with_times(samples["0.7.3"], ["27-11 03:00:00", "27-11 03:00:01",
+                                          "27-11 03:00:01", "27-11 02:59:59",
+                                          "27-11 03:00:02"])
+    frame = parse_dstat(data)
+    assert [t.second for t in frame.index] == [0, 1, 2]
+
+
+# -- rejections ------------------------------------------------------------------
+
+
+def _header(sample):
+    lines = sample.split(b"\n")
+    head = next(i for i, line in enumerate(lines) if line.startswith(b'"time"')) + 1
+    return b"\n".join(lines[:head]) + b"\n"
+
+
+def test_rejections(samples):
+    s = samples["0.7.2"]
+    packed = gzip.compress(s)
+    assert _reason(b"") == "empty"
+    assert _reason(b"\n\n  \n") == "empty"
+    assert _reason(gzip.compress(b"")) == "empty"
+    assert _reason(_header(s)) == "header-only"
+    assert _reason(gzip.compress(_header(samples["0.7.4"]))) == "header-only"
+    assert _reason(packed[: len(packed) // 2]) == "truncated-gzip"
+    assert _reason(packed[:-4]) == "truncated-gzip"
+    broken = bytearray(packed)
+    broken[len(broken) // 2: len(broken) // 2 + 40] = b"\xff" * 40
+    assert _reason(bytes(broken)) == "corrupt-gzip"
+    assert _reason(packed + b"garbage") == "corrupt-gzip"
+    assert _reason(b"<!DOCTYPE html>\n<html><body>Not Found</body></html>") == "html"
+    assert _reason(gzip.compress(b"  <html><head></head></html>")) == "html"
+    assert _reason(s.replace(b"0.430,0.270", b"0.430,abc", 1)) == "non-numeric"
+    assert _reason(s.replace(b"0.430,0.270", b"0.430,1,2,0.270", 1)) == "malformed"
+    assert _reason(s.replace(b",0.0,0.0,0.0\n", b"\n", 1)) == "malformed"
+    assert _reason(s.replace(b"27-11 03:54:12", b"27/11 03:54:12", 1)) == "bad-time"
+    assert _reason(s.replace(b"27-11 03:54:12", b"31-11 03:54:12", 1),
+                   start=dt.datetime(2026, 11, 27)) == "bad-time"
+    assert _reason(b"just,some\n1,2\n") == "not-dstat"
+
+
+def test_non_numeric_message_names_the_cell(samples):
+    bad = samples["0.7.3"].replace(b"0.430,0.270", b"0.430,abc", 1)
+    with pytest.raises(MetricsUnavailable, match="load_5m.*abc"):
+        parse_dstat(bad)
+
+
+def test_size_limits(samples):
+    s = samples["0.7.3"]
+    assert _reason(s, max_bytes=1000) == "too-large"
+    # A gzip bomb: 64 MB of zeros in ~64 kB; the cap stops it early.
+    bomb = gzip.compress(b"0" * (64 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < 200_000
+    assert _reason(bomb, max_bytes=1024 * 1024) == "too-large"
+
+
+def test_multi_member_gzip_and_partial_last_line(samples):
+    s = samples["0.7.3"]
+    cut = s.index(b"\n27-11 03:54:30")
+    frame = parse_dstat(gzip.compress(s[:cut]) + gzip.compress(s[cut:]))
+    assert len(frame) == 150
+    # dstat killed mid-line: the partial line goes, the run stays.
+    assert len(parse_dstat(s[:-20])) == 149
+
+
+# -- fetching ---------------------------------------------------------------------
+
+
+def _run(url, start=None):
+    return RunRecord(id="run-1", build_name="tempest-full", status="passed",
+                     artifacts_url=url, start=start)
+
+
+@pytest.fixture
+def log_tree(tmp_path, samples):
+    root = tmp_path / "logs"
+    gz = root / "a" / "controller" / "logs" / "dstat-csv_log.txt.gz"
+    gz.parent.mkdir(parents=True)
+    gz.write_bytes(gzip.compress(samples["0.7.3"]))
+    plain = root / "b" / "logs" / "dstat-csv_log.txt"
+    plain.parent.mkdir(parents=True)
+    plain.write_bytes(samples["0.7.2"])
+    (root / "c").mkdir()
+    html = root / "d" / "controller" / "logs" / "dstat-csv_log.txt.gz"
+    html.parent.mkdir(parents=True)
+    html.write_bytes(b"<html><body>soft 404</body></html>")
+    return root
+
+
+def test_local_directory_and_file_url(log_tree):
+    source = DstatMetricSource()
+    fetched, frame = source.load(_run(str(log_tree / "a")))
+    assert fetched.name == "dstat-csv_log.txt.gz"
+    assert fetched.data[:2] == b"\x1f\x8b"   # kept as fetched
+    assert len(frame) == 150
+    fetched, frame = source.load(_run((log_tree / "b").as_uri() + "/"))
+    assert fetched.name == "dstat-csv_log.txt"
+    assert len(frame) == 151
+    with pytest.raises(MetricsUnavailable) as info:
+        source.fetch(_run((log_tree / "c").as_uri()))
+    assert info.value.reason == "missing" and not info.value.transient
+    with pytest.raises(MetricsUnavailable) as info:
+        source.fetch(_run(str(log_tree / "d")))
+    assert info.value.reason == "html"
+    with pytest.raises(MetricsUnavailable) as info:
+        source.fetch(_run(None))
+    assert info.value.reason == "no-artifacts-url"
+
+
+def test_configured_paths(log_tree):
+    source = DstatMetricSource(paths="logs/dstat-csv_log.txt")
+    assert source.paths == ["logs/dstat-csv_log.txt"]
+    assert source.fetch(_run(str(log_tree / "b"))).name == "dstat-csv_log.txt"
+    with pytest.raises(MetricsUnavailable):
+        source.fetch(_run(str(log_tree / "a")))
+
+
+def test_local_size_limit(log_tree):
+    source = DstatMetricSource(max_bytes=100)
+    with pytest.raises(MetricsUnavailable) as info:
+        source.fetch(_run(str(log_tree / "a")))
+    assert info.value.reason == "too-large"
+
+
+def test_http_fetch_with_faults(log_tree):
+    source = DstatMetricSource(backoff=0.01, retries=2, timeout=5)
+    with CIServer(root=log_tree) as server:
+        fetched, frame = source.load(_run(server.url + "a/"))
+        assert fetched.url == server.url + "a/controller/logs/dstat-csv_log.txt.gz"
+        assert len(frame) == 150
+        # 404 on the first paths, found on the last one.
+        assert source.fetch(_run(server.url + "b")).name == "dstat-csv_log.txt"
+        assert server.hits("/b/*") == 4
+
+        server.fault("/a/*", status=500, times=2)
+        assert source.fetch(_run(server.url + "a")).data[:2] == b"\x1f\x8b"
+        assert server.hits("/a/*") == 1 + 2 + 1   # earlier fetch, two 500s, success
+
+        server.fault("/a/*", drop=True, times=1)
+        assert len(source.load(_run(server.url + "a"))[1]) == 150
+        server.fault("/a/*", truncate=True, times=1)
+        assert len(source.load(_run(server.url + "a"))[1]) == 150
+
+        server.fault("/a/*", status=503)
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_run(server.url + "a"))
+        assert info.value.reason == "http-error" and info.value.transient
+        server.clear_faults()
+
+        server.fault("/a/*", drop=True)
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_run(server.url + "a"))
+        assert info.value.reason == "connection-error" and info.value.transient
+        server.clear_faults()
+
+        server.fault("/a/*", html=True)
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_run(server.url + "a"))
+        assert info.value.reason == "html" and not info.value.transient
+        server.clear_faults()
+
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_run(server.url + "c/"))
+        assert info.value.reason == "missing" and not info.value.transient
+
+        server.fault("/a/*", status=403)
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_run(server.url + "a"))
+        assert info.value.reason == "http-error" and not info.value.transient
+
+
+def test_http_keeps_gzip_bytes_under_content_encoding(log_tree):
+    source = DstatMetricSource()
+    with CIServer(root=log_tree, gzip_content_encoding=True) as server:
+        fetched = source.fetch(_run(server.url + "a"))
+    assert fetched.data[:2] == b"\x1f\x8b"
+    assert len(source.parse(fetched.data, _run(None))) == 150
+
+
+def test_http_size_limit_and_credentials_redacted(log_tree):
+    source = DstatMetricSource(max_bytes=100, retries=0)
+    with CIServer(root=log_tree) as server:
+        url = server.url.replace("http://", "http://user:s3cret@") + "a"
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_run(url))
+    assert info.value.reason == "too-large"
+    assert "s3cret" not in str(info.value)
+
+
+def test_registered_as_plugin():
+    from ciml import plugins
+
+    assert plugins.get_manager().get("metric_source", "dstat") is DstatMetricSource
+    assert DstatMetricSource.description().startswith("dstat CSV logs")
