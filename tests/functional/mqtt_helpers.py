@@ -178,3 +178,37 @@ def fake_predictor(build_name="tempest-full", metric_source=None):
 
     return Predictor(FakeModel(), dataset_name="ds", experiment_name="exp",
                      build_name=build_name, metric_source=metric_source or fake_metric_source())
+
+
+def trained_history(tmp_path, *, runs=30, cached=24, seed=5, estimator="linear-svm",
+                    params=None, duration=(300, 600)):
+    """A generated CI history served over HTTP, its first ``cached`` runs cached,
+    a dataset built from them and a tiny model trained on it.
+
+    Returns ``(data_path, history, server)``; the caller stops the server.
+    """
+    from ciml import collect
+    from ciml.dataset import build_dataset
+    from ciml.experiment import Experiment
+    from ciml.generator import generate_history
+    from ciml.model import train_model
+    from ciml.paths import DataPath
+    from ciml.plugins import get_manager
+    from ciml.testing.servers import CIServer
+
+    out = pathlib.Path(tmp_path) / "history"
+    server = CIServer(root=out / "logs").start()
+    history = generate_history(out, runs=runs, seed=seed, jobs=["tempest-full"],
+                               base_url=server.url, bad_fraction=0.0, duration=duration)
+    data_path = DataPath(pathlib.Path(tmp_path) / "data")
+    manager = get_manager()
+    source = manager.get("result_source", "subunit2sql")(db_uri=history.db_uri)
+    until = history.runs[cached]["start"] if cached < len(history.runs) else None
+    collect.cache_data(data_path, source, manager.get("metric_source", "dstat")(),
+                       "tempest-full", until=until, progress=False)
+    build_dataset(data_path, "ds", "tempest-full", features_regex="^(cpu|mem|load|procs)_",
+                  aggregation_functions=["mean", "max", "std"], progress=False,
+                  tdt_split=(6, 2, 2))
+    Experiment.create("exp", estimator, params or {"epochs": 3}).save(data_path)
+    train_model(data_path, "ds", "exp", progress=False)
+    return data_path, history, server

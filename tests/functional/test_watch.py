@@ -268,3 +268,109 @@ def test_legacy_option_translation():
     assert front == ["--debug"]
     assert args == ["--source", "subunit2sql", "--db-uri", "sqlite:///x.db",
                     "--mqtt-host", "broker", "--dataset", "d", "--build-name", "tempest-full"]
+
+
+# -- end to end: generated history -> cache -> dataset -> model -> watch ---------------
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    pytest.importorskip("ciml.model")
+    from mqtt_helpers import trained_history
+
+    data_path, history, server = trained_history(tmp_path_factory.mktemp("pipeline"))
+    yield data_path, history, server
+    server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_end_to_end_zuul_reports_learn(pipeline, mosquitto, run_ciml):
+    from ciml.cache import RawCache
+
+    data_path, history, server = pipeline
+    host, port = mosquitto
+    cached = {r.id for r in RawCache(data_path).runs()}
+    new_runs = [r for r in history.runs if r["run_id"] not in cached]
+    assert len(new_runs) >= 3
+    zuul = [e for e in json.loads(history.mqtt_events.read_text())
+            if e["topic"].startswith("zuul/")
+            and e["payload"]["buildset"]["builds"][0]["uuid"] in
+            {r["build_uuid"] for r in new_runs[:3]}]
+    root = "ciml-test-" + _uid()
+    client_id = "ciml-test-" + _uid()[:12]
+    _queue_for(host, port, client_id, f"{root}/#")
+    # Logs are uploaded after the report: the first tries find nothing.
+    server.fault("*dstat-csv_log*", status=404, times=3)
+    publish(host, port, [(f"{root}/{e['topic']}", e["payload"]) for e in zuul])
+    try:
+        rc, out, err = run_ciml([
+            "--data-path", data_path.root, "watch", "--dataset", "ds", "--experiment", "exp",
+            "--mqtt-host", host, "--mqtt-port", str(port), "--topic", f"{root}/#",
+            "--client-id", client_id, "--max-events", "3", "--learn", "--fetch-delay", "0.1",
+            "--status-interval", "0"])
+    finally:
+        server.clear_faults()
+        _trigger(host, port, f"{root}/#", data_path, client_id=client_id, clean_session=True)
+    assert rc == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 3, err
+    for record in records:
+        assert "error" not in record, record
+        assert record["predicted"] in ("passed", "failed")
+        assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+        assert record["model"] == "ds/exp"
+    # --learn: the finished, labelled runs are in the raw cache now (by build uuid:
+    # a Zuul report needs no database).
+    cache = RawCache(data_path)
+    for record in records:
+        assert cache.state(record["run_id"]) == "cached"
+    assert cache.frame(records[0]["run_id"]).shape[0] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_end_to_end_firehose_with_subunit2sql_and_predict(pipeline, mosquitto, run_ciml):
+    data_path, history, server = pipeline
+    host, port = mosquitto
+    runs = history.runs[-2:]
+    firehose = [e for e in json.loads(history.mqtt_events.read_text())
+                if e["topic"].startswith("gearman-subunit/")
+                and e["payload"]["build_uuid"] in {r["build_uuid"] for r in runs}]
+    root = "ciml-test-" + _uid()
+    client_id = "ciml-test-" + _uid()[:12]
+    _queue_for(host, port, client_id, f"{root}/#")
+    publish(host, port, [(f"{root}/{e['topic']}", e["payload"]) for e in firehose])
+    try:
+        rc, out, err = run_ciml([
+            "--data-path", data_path.root, "watch", "--dataset", "ds",
+            "--source", "subunit2sql", "--db-uri", history.db_uri,
+            "--mqtt-host", host, "--mqtt-port", str(port), "--topic", f"{root}/#",
+            "--client-id", client_id, "--max-events", "2", "--status-interval", "0"])
+    finally:
+        _trigger(host, port, f"{root}/#", data_path, client_id=client_id, clean_session=True)
+    assert rc == 0, err
+    records = {json.loads(line)["run_id"]: json.loads(line) for line in out.splitlines()}
+    # Resolved through the database: the subunit2sql run id, not the build uuid.
+    assert set(records) == {r["run_id"] for r in runs}
+    for run in runs:
+        assert records[run["run_id"]]["status"] == run["status"]
+        assert records[run["run_id"]]["build_uuid"] == run["build_uuid"]
+
+    # ciml predict: a build uuid through the source, a cached run, a local dstat file.
+    from ciml.cache import RawCache
+
+    cached_id = RawCache(data_path).runs()[0].id
+    local = RawCache(data_path).raw_file(cached_id)
+    rc, out, err = run_ciml([
+        "--data-path", data_path.root, "predict", "--dataset", "ds",
+        "--source", "subunit2sql", "--db-uri", history.db_uri,
+        runs[0]["build_uuid"], cached_id, str(local), "-f", "json"])
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert [r["run"] for r in rows] == [runs[0]["run_id"], cached_id, local.name]
+    assert rows[0]["predicted"] == records[runs[0]["run_id"]]["predicted"]
+    assert rows[0]["p_passed"] == pytest.approx(
+        records[runs[0]["run_id"]]["probabilities"]["passed"], abs=1e-5)
+    # The cached run and its raw file give the same prediction.
+    assert rows[1]["p_failed"] == pytest.approx(rows[2]["p_failed"], abs=1e-5)
