@@ -322,15 +322,15 @@ class RawCache:
                 for r in self._conn().execute(sql, args)]
 
     def entries(self, build_name=None):
-        """Index rows of cached runs: ``run_id, build_name, start, samples`` dicts."""
-        sql = "SELECT run_id, build_name, start, samples, record FROM runs WHERE state = 'cached'"
+        """Cached runs with their sample counts: ``{"run": RunRecord, "samples": n}``."""
+        sql = "SELECT samples, record FROM runs WHERE state = 'cached'"
         args = ()
         if build_name is not None:
             sql += " AND build_name = ?"
             args = (build_name,)
         sql += " ORDER BY start, run_id"
         out = []
-        for run_id, name, _start, samples, record in self._conn().execute(sql, args):
+        for samples, record in self._conn().execute(sql, args):
             out.append({"run": RunRecord.from_dict(json.loads(record)), "samples": samples})
         return out
 

@@ -1,4 +1,4 @@
-"""The cache-data stage: ask a result source for runs, fetch and validate their metrics, cache them.
+"""The cache-data stage: list a job's runs, fetch and validate their metrics, cache them.
 
 Runs are listed on the calling thread (sources need not be thread-safe)
 and fetched by a pool of worker threads: fetching is network-bound, so K

@@ -5,7 +5,6 @@ import datetime as dt
 from cliff.show import ShowOne
 
 from ciml.commands.base import add_component_options, build_component, data_path
-from ciml.commands.base import parse_key_values
 from ciml.errors import ConfigError
 
 
@@ -95,4 +94,4 @@ class CacheData(ShowOne):
         return columns, values
 
 
-__all__ = ["CacheData", "parse_when", "parse_key_values"]
+__all__ = ["CacheData", "parse_when"]

@@ -50,6 +50,13 @@ def run_status(result):
     return PASSED if result == "SUCCESS" else FAILED
 
 
+def _matches(run, key, value):
+    have = run.result if key == "result" else run.metadata.get(key)
+    if key == "voting" and have is not None:
+        return have == _text(str(value).lower() in ("1", "true", "yes"))
+    return have is None or have == str(value)
+
+
 def _text(value):
     if value is None:
         return None
@@ -269,6 +276,10 @@ class ZuulResultSource(ResultSource):
                 if until is not None and (run.start is None or run.start >= until):
                     continue
                 if any(run.metadata.get(k) != v for k, v in local.items()):
+                    continue
+                # Servers ignore filters they do not know: check again here.
+                if not all(_matches(run, k, v) for k, v in params.items()
+                           if k in API_FILTERS):
                     continue
                 yield run
             # Zuul lists newest first: once a whole page started before

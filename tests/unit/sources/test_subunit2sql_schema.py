@@ -1,4 +1,4 @@
-"""The project's subunit2sql schema, created on MariaDB, matches the reconstructed DDL column for column."""
+"""The project's subunit2sql schema, created on MariaDB, matches the DDL column for column."""
 
 import re
 
