@@ -34,6 +34,9 @@ import threading
 import time
 import uuid
 
+#: dstat columns every real variant has (0.7.2, 0.7.3, Debian 0.7.4).
+FEATURES = r"^(cpu_(usr|sys|idl|wai)|mem_(used|free|buff|cach)|load_\w+|procs_(run|blk))$"
+
 
 def _log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -42,7 +45,7 @@ def _log(msg):
 def prepare(root, history_runs, estimator, params):
     """History served over HTTP, cached, dataset built, model trained."""
     from ciml import collect
-    from ciml.dataset import build_dataset
+    from ciml.dataset import Dataset, build_dataset
     from ciml.experiment import Experiment
     from ciml.generator import generate_history
     from ciml.model import train_model
@@ -62,10 +65,11 @@ def prepare(root, history_runs, estimator, params):
     collect.cache_data(data_path, manager.get("result_source", "subunit2sql")(
         db_uri=history.db_uri), manager.get("metric_source", "dstat")(), "tempest-full",
         progress=False)
-    build_dataset(data_path, "bench", "tempest-full", features_regex="^(cpu|mem|load|procs)_",
+    build_dataset(data_path, "bench", "tempest-full", features_regex=FEATURES,
                   aggregation_functions=["mean", "max", "std"], progress=False)
     Experiment.create("bench", estimator, params).save(data_path, force=True)
-    train_model(data_path, "bench", "bench", progress=False)
+    train_model(data_path, Dataset.open(data_path, "bench"),
+                Experiment.load(data_path, "bench"), progress=False)
     _log(f"cached, built and trained in {time.monotonic() - t:.1f} s")
     return data_path, history, server
 

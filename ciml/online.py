@@ -1,4 +1,4 @@
-"""The online stage: predict given runs (``ciml predict``) and new runs as they finish (``ciml watch``).
+"""The online stage: predict given runs (``ciml predict``) and new runs as they finish (``watch``).
 
 Both load the trained model and the dataset's fitted normalizer chain once,
 and turn a run's metrics into an example exactly as the training examples

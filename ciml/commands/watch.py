@@ -2,8 +2,7 @@
 
 from cliff.command import Command
 
-from ciml.commands.base import add_component_options, build_component, component_options
-from ciml.commands.base import data_path
+from ciml.commands.base import add_component_options, build_component, component_options, data_path
 from ciml.commands.predict import add_model_options, build_source, load_predictor
 from ciml.errors import ConfigError
 from ciml.plugins import get_manager

@@ -29,9 +29,9 @@ import threading
 import time
 import urllib.parse
 
-from ciml.hookspecs import hookimpl
 from ciml.base import Parameter, Trigger, parse_bool
 from ciml.errors import ConfigError
+from ciml.hookspecs import hookimpl
 from ciml.records import FAILED, PASSED, Event
 
 LOG = logging.getLogger(__name__)

@@ -14,6 +14,9 @@ import pandas as pd
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
+#: dstat columns every real variant has (0.7.2, 0.7.3, Debian 0.7.4).
+FEATURES = r"^(cpu_(usr|sys|idl|wai)|mem_(used|free|buff|cach)|load_\w+|procs_(run|blk))$"
+
 
 def free_port():
     with contextlib.closing(socket.socket()) as sock:
@@ -188,7 +191,7 @@ def trained_history(tmp_path, *, runs=30, cached=24, seed=5, estimator="linear-s
     Returns ``(data_path, history, server)``; the caller stops the server.
     """
     from ciml import collect
-    from ciml.dataset import build_dataset
+    from ciml.dataset import Dataset, build_dataset
     from ciml.experiment import Experiment
     from ciml.generator import generate_history
     from ciml.model import train_model
@@ -206,9 +209,10 @@ def trained_history(tmp_path, *, runs=30, cached=24, seed=5, estimator="linear-s
     until = history.runs[cached]["start"] if cached < len(history.runs) else None
     collect.cache_data(data_path, source, manager.get("metric_source", "dstat")(),
                        "tempest-full", until=until, progress=False)
-    build_dataset(data_path, "ds", "tempest-full", features_regex="^(cpu|mem|load|procs)_",
+    build_dataset(data_path, "ds", "tempest-full", features_regex=FEATURES,
                   aggregation_functions=["mean", "max", "std"], progress=False,
                   tdt_split=(6, 2, 2))
     Experiment.create("exp", estimator, params or {"epochs": 3}).save(data_path)
-    train_model(data_path, "ds", "exp", progress=False)
+    train_model(data_path, Dataset.open(data_path, "ds"), Experiment.load(data_path, "exp"),
+                progress=False)
     return data_path, history, server

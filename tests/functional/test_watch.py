@@ -1,4 +1,4 @@
-"""``ciml watch`` against a real Mosquitto: firehose and Zuul reports, bad input, broker restarts."""
+"""``ciml watch`` on a real Mosquitto: firehose and Zuul reports, bad input, broker restarts."""
 
 import io
 import json
@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytest
-
 from mqtt_helpers import PrivateBroker, Subscriber, fake_predictor, publish
 
 pytestmark = pytest.mark.mosquitto

@@ -358,8 +358,8 @@ def test_learn_adds_labelled_runs_to_cache(monkeypatch, data_path):
         def mark_unavailable(self, run, reason, message):
             stored.append(("unavailable", run.id, reason))
 
-    import types
     import sys
+    import types
 
     monkeypatch.setitem(sys.modules, "ciml.cache", types.SimpleNamespace(RawCache=FakeCache))
     metrics = FakeMetrics()
