@@ -1,0 +1,252 @@
+"""The raw cache: atomic stores, exact raw bytes, series.npz, the index, threads and processes."""
+
+import datetime as dt
+import multiprocessing
+import os
+import sqlite3
+import threading
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ciml.base import FetchedMetrics
+from ciml.cache import RawCache
+from ciml.errors import MetricsUnavailable, NotFoundError
+from ciml.records import RunRecord
+
+UTC = dt.timezone.utc
+
+
+def run(i, build="tempest-full", **kw):
+    kw.setdefault("start", dt.datetime(2024, 1, 1, tzinfo=UTC) + dt.timedelta(hours=i))
+    return RunRecord(id=f"run-{i:03d}", build_name=build, status="passed",
+                     metadata={"node_provider": "rax-dfw"}, **kw)
+
+
+def frame(n=5, seed=0, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-01-01", periods=n, freq="s", tz="UTC", name="time").as_unit("ns")
+    return pd.DataFrame(rng.random((n, 3)).astype(dtype), index=index,
+                        columns=["cpu_usr", "mem_used", "net_recv"])
+
+
+def fetched(data=b"\x1f\x8b raw bytes \x00\xff"):
+    return FetchedMetrics(name="dstat-csv_log.txt.gz", data=data,
+                          url="http://logs/x/controller/logs/dstat-csv_log.txt.gz")
+
+
+@pytest.fixture
+def cache(data_path):
+    with RawCache(data_path) as c:
+        yield c
+
+
+def test_store_keeps_raw_bytes_record_and_series(cache):
+    r, f = run(1), frame()
+    payload = bytes(range(256)) * 3
+    cache.store(r, fetched(payload), f)
+    assert cache.state(r.id) == "cached"
+    assert cache.raw_file(r.id).read_bytes() == payload
+    assert cache.raw_file(r.id).name == "dstat-csv_log.txt.gz"
+    assert cache.record(r.id) == r
+    got = cache.frame(r.id)
+    pd.testing.assert_frame_equal(got, f, check_freq=False)
+    assert str(got.index.tz) == "UTC"
+    info = cache.info(r.id)
+    assert info["samples"] == 5 and info["columns"] == list(f.columns)
+    assert info["url"].endswith("dstat-csv_log.txt.gz")
+
+
+def test_series_is_an_uncompressed_npz(cache):
+    cache.store(run(1), fetched(), frame(n=50))
+    path = cache.run_dir("run-001") / "series.npz"
+    with zipfile.ZipFile(path) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    with np.load(path, allow_pickle=False) as npz:
+        assert npz["timestamps"].dtype == np.int64
+        assert npz["values"].dtype == np.float64
+        assert npz["values"].shape == (50, 3)
+        assert list(npz["columns"]) == ["cpu_usr", "mem_used", "net_recv"]
+
+
+def test_float32_series_stay_float32(cache):
+    cache.store(run(1), fetched(), frame(dtype="float32"))
+    assert (cache.frame("run-001").dtypes == np.float32).all()
+
+
+def test_frame_never_reparses_the_raw_file(cache):
+    cache.store(run(1), fetched(b"not even csv"), frame())
+    assert len(cache.frame("run-001")) == 5
+
+
+def test_runs_sorted_by_start_then_id_and_by_build(cache):
+    cache.store(run(3), fetched(), frame())
+    cache.store(run(1), fetched(), frame())
+    cache.store(run(2, start=dt.datetime(2024, 1, 1, 1, tzinfo=UTC)), fetched(), frame())
+    cache.store(run(9, build="grenade"), fetched(), frame())
+    assert [r.id for r in cache.runs("tempest-full")] == ["run-001", "run-002", "run-003"]
+    assert [r.id for r in cache.runs()] == ["run-001", "run-002", "run-003", "run-009"]
+    assert [r.id for r in cache.runs("grenade")] == ["run-009"]
+    assert cache.counts("tempest-full") == {"cached": 3, "unavailable": 0}
+
+
+def test_unavailable_with_reason(cache):
+    cache.mark_unavailable(run(1), "truncated-gzip", "run-001: truncated gzip")
+    assert cache.state("run-001") == "unavailable"
+    [entry] = cache.unavailable("tempest-full")
+    assert entry["run_id"] == "run-001"
+    assert entry["reason"] == "truncated-gzip"
+    assert entry["message"] == "run-001: truncated gzip"
+    assert entry["time"]
+    assert cache.runs() == []
+    with pytest.raises(NotFoundError):
+        cache.record("run-001")
+    # A retry that works replaces the unavailable entry.
+    cache.store(run(1), fetched(), frame())
+    assert cache.state("run-001") == "cached"
+    assert cache.unavailable() == []
+
+
+def test_marking_unavailable_never_uncaches(cache):
+    cache.store(run(1), fetched(), frame())
+    cache.mark_unavailable(run(1), "http-error", "late failure of another process")
+    assert cache.state("run-001") == "cached"
+
+
+def test_unknown_run(cache):
+    assert cache.state("nope") is None
+    for call in (cache.record, cache.frame, cache.raw_file):
+        with pytest.raises(NotFoundError):
+            call("nope")
+
+
+@pytest.mark.parametrize("run_id", ["../../../etc/passwd", "/abs/path", "..", ".hidden",
+                                    "a/b\\c", "x" * 300, "nul\x00byte", "ünïcødé"])
+def test_run_ids_never_escape_the_cache(cache, data_path, run_id):
+    r = RunRecord(id=run_id, build_name="b", status="passed")
+    cache.store(r, FetchedMetrics(name="../../evil.gz", data=b"x", url="u"), frame())
+    folder = cache.run_dir(run_id)
+    assert folder.parent == cache.runs_dir
+    assert not folder.name.startswith(".")
+    assert cache.raw_file(run_id).parent == folder
+    assert cache.record(run_id).id == run_id
+    for path in data_path.root.rglob("*"):
+        assert data_path.root in path.resolve().parents
+
+
+def test_distinct_ids_stay_distinct(cache):
+    cache.store(RunRecord(id="a/b", build_name="b", status="passed"), fetched(b"1"), frame())
+    cache.store(RunRecord(id="a_b", build_name="b", status="passed"), fetched(b"2"), frame())
+    assert cache.raw_file("a/b").read_bytes() == b"1"
+    assert cache.raw_file("a_b").read_bytes() == b"2"
+
+
+def test_corrupt_series_is_reported_not_crashing(cache):
+    cache.store(run(1), fetched(), frame())
+    (cache.run_dir("run-001") / "series.npz").write_bytes(b"garbage")
+    with pytest.raises(MetricsUnavailable) as info:
+        cache.frame("run-001")
+    assert info.value.reason == "corrupt-cache"
+
+
+def test_failure_while_storing_leaves_nothing(cache, monkeypatch):
+    from ciml import fileutil
+
+    calls = []
+    real = fileutil.atomic_write_json
+
+    def boom(path, obj):
+        calls.append(path)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fileutil, "atomic_write_json", boom)
+    with pytest.raises(OSError):
+        cache.store(run(1), fetched(), frame())
+    monkeypatch.setattr(fileutil, "atomic_write_json", real)
+    assert calls
+    assert cache.state("run-001") is None
+    assert list(cache.runs_dir.iterdir()) == []
+
+
+def test_folder_without_index_entry_is_not_data(cache):
+    """A kill -9 between moving the folder and indexing leaves an unindexed folder."""
+    cache.store(run(1), fetched(), frame())
+    with sqlite3.connect(cache.index_path) as conn:
+        conn.execute("DELETE FROM runs")
+    assert cache.state("run-001") is None
+    assert cache.runs() == []
+    # The next store replaces it cleanly.
+    cache.store(run(1), fetched(b"new"), frame())
+    assert cache.raw_file("run-001").read_bytes() == b"new"
+
+
+def test_cleanup_removes_dead_processes_leftovers(cache):
+    cache.runs_dir.mkdir(parents=True, exist_ok=True)
+    dead = cache.runs_dir / ".tmp-999999999-abc"
+    dead.mkdir()
+    (dead / "dstat-csv_log.txt.gz").write_bytes(b"half")
+    mine = cache.runs_dir / f".tmp-{os.getpid()}-def"
+    mine.mkdir()
+    assert cache.cleanup() == 1
+    assert not dead.exists() and mine.exists()
+
+
+def test_index_is_wal(cache):
+    cache.store(run(1), fetched(), frame())
+    with sqlite3.connect(cache.index_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_threads_store_concurrently(cache):
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(k * 10, k * 10 + 10):
+                cache.store(run(i), fetched(), frame(seed=i))
+                cache.store(run(i % 7), fetched(), frame())  # same runs from every thread
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(cache.runs()) == 80
+    for r in cache.runs():
+        assert len(cache.frame(r.id)) == 5
+
+
+def _store_many(root, offset, barrier):
+    from ciml.paths import DataPath
+
+    c = RawCache(DataPath(root))
+    barrier.wait()
+    for i in range(40):
+        c.store(run(offset + i), fetched(), frame(seed=i))
+        c.store(run(i), fetched(), frame())            # both processes store these
+        c.mark_unavailable(run(1000 + i), "missing", "m")
+    c.close()
+
+
+def test_processes_share_a_cache(data_path):
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_store_many, args=(str(data_path.root), off, barrier))
+             for off in (100, 200)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with RawCache(data_path) as c:
+        assert len(c.runs()) == 120
+        assert len(c.unavailable()) == 40
+        for r in c.runs():
+            c.frame(r.id)
+        leftovers = [p.name for p in c.runs_dir.iterdir() if p.name.startswith(".")]
+        assert leftovers == []
