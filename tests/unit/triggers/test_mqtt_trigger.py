@@ -265,3 +265,22 @@ def test_registered_as_mqtt():
 
     assert get_manager().get("trigger", "mqtt").__name__ == "MqttTrigger"
     assert get_manager().get("trigger", "poll").__name__ == "PollTrigger"
+
+
+def test_every_generated_event_parses(tmp_path):
+    """The generator's firehose and Zuul messages give the runs it wrote."""
+    from ciml.generator import generate_history
+
+    history = generate_history(tmp_path, runs=8, seed=2, base_url="http://127.0.0.1:8000/",
+                               duration=(60, 120), tests=False)
+    by_uuid = {r["build_uuid"]: r for r in history.runs}
+    firehose, zuul = {}, {}
+    for message in json.loads(history.mqtt_events.read_text()):
+        [event] = parse_payload(message["topic"], json.dumps(message["payload"]))
+        (zuul if event.run_id else firehose)[event.build_uuid] = event
+    assert set(firehose) == set(zuul) == set(by_uuid)
+    for build_uuid, run in by_uuid.items():
+        for event in (firehose[build_uuid], zuul[build_uuid]):
+            assert event.build_name == run["build_name"]
+            assert event.artifacts_url == run["artifacts_url"]
+            assert event.status == run["status"]
