@@ -49,12 +49,15 @@ def _command_rows(app):
 
     rows = []
     for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name is None or name.lower() == "ciml":
-            continue
+        # Entry points first: reading every distribution's metadata is slow.
         try:
             eps = [ep for ep in dist.entry_points if ep.group == "ciml.cli"]
         except Exception:
+            continue
+        if not eps:
+            continue
+        name = dist.metadata["Name"]
+        if name is None or name.lower() == "ciml":
             continue
         for ep in eps:
             module = ep.value.split(":", 1)[0]

@@ -129,6 +129,7 @@ def test_command(example_installed, run_ciml_subprocess, runs_file):
     rc, out, err = run_ciml_subprocess(["help", "example", "runs"])
     assert rc == 0, err
     assert "usage: ciml example runs" in out
+    assert "This command is provided by the ciml-example plugin." in out
 
 
 def test_command_error_is_one_line(example_installed, run_ciml_subprocess, tmp_path):

@@ -106,6 +106,8 @@ def test_help_for_a_command(run_ciml):
     assert "usage: ciml plugin list" in out
     assert "--kind KIND" in out
     assert "-f {csv,json,table,value,yaml}" in out
+    # ciml's own commands are not "provided by a plugin".
+    assert "provided by" not in out
 
 
 def test_command_help_option(run_ciml):
