@@ -620,6 +620,8 @@ class Watcher:
                     self.publisher.close()
                 except Exception:
                     LOG.exception("could not close the MQTT publisher")
+            if self._cache is not None:
+                self._cache.close()
             if self.status_interval:
                 self._write_status()
         return dict(self.stats)

@@ -373,3 +373,23 @@ def test_end_to_end_firehose_with_subunit2sql_and_predict(pipeline, mosquitto, r
         records[runs[0]["run_id"]]["probabilities"]["passed"], abs=1e-5)
     # The cached run and its raw file give the same prediction.
     assert rows[1]["p_failed"] == pytest.approx(rows[2]["p_failed"], abs=1e-5)
+
+
+def test_cli_watch_poll_resumes_across_restarts(tmp_path, data_path, fake_model, run_ciml):
+    """``--trigger poll`` on a real subunit2sql database: each run predicted once."""
+    from ciml.generator import generate_history
+
+    history = generate_history(tmp_path / "h", runs=8, seed=4, jobs=["tempest-full"],
+                               duration=(60, 120), tests=False)
+    args = ["--data-path", data_path.root, "watch", "--dataset", "ds", "--experiment", "exp",
+            "--trigger", "poll", "--source", "subunit2sql", "--db-uri", history.db_uri,
+            "--once", "true", "--status-interval", "0"]
+    first_start = min(r["start"] for r in history.runs).isoformat()
+    rc, out, err = run_ciml(args + ["--since", first_start])
+    assert rc == 0, err
+    ids = [json.loads(line)["run_id"] for line in out.splitlines()]
+    assert sorted(ids) == sorted(r["run_id"] for r in history.runs)
+    rc, out, err = run_ciml(args)
+    assert rc == 0, err
+    assert out == ""  # nothing new: nothing repeated
+    assert list((data_path.root / "state").glob("poll-*.json"))
