@@ -358,6 +358,9 @@ def test_learn_adds_labelled_runs_to_cache(monkeypatch, data_path):
         def mark_unavailable(self, run, reason, message):
             stored.append(("unavailable", run.id, reason))
 
+        def close(self):
+            stored.append("closed")
+
     import sys
     import types
 
@@ -372,6 +375,7 @@ def test_learn_adds_labelled_runs_to_cache(monkeypatch, data_path):
     assert ("unavailable", "broken", "html") in stored
     assert stats["learned"] == 1
     assert len(records) == 4
+    assert stored[-1] == "closed"
 
 
 # -- ciml predict ------------------------------------------------------------------
