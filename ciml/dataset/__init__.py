@@ -88,9 +88,11 @@ class Dataset:
 
     def chain(self):
         """The normalizer chain, fitted, in order (fresh instances each call)."""
-        from ciml.dataset.build import make_chain
+        from ciml.dataset import store
+        from ciml.dataset.build import make_chain, resolve_state
 
-        return make_chain(self.attrs["chain"])
+        return make_chain(resolve_state(
+            self.attrs["chain"], lambda key: store.read_state_array(self.path, key)))
 
     def example_from_frame(self, frame):
         """One raw run's frame -> its example, float32 ``(t, f)``, as built.

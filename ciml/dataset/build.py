@@ -170,8 +170,7 @@ def apply_head(head, frame):
             length = len(frame)
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise MetricsUnavailable("empty", "no samples or no columns after normalization")
-    return (frame.to_numpy(dtype="float32"), [str(i) for i in frame.index],
-            [str(c) for c in frame.columns], length)
+    return frame.to_numpy(dtype="float32"), frame.index, [str(c) for c in frame.columns], length
 
 
 def apply_tail(tail, values, index, columns):
@@ -296,9 +295,46 @@ def _progress(progress, total, desc):
         None, True) else True, leave=False)
 
 
-def fingerprint(attrs, ids):
+#: Fitted values with more elements than this are stored as arrays.
+STATE_ARRAY_MIN = 256
+ARRAY_REF = "$array"
+
+
+def externalize_state(specs):
+    """Move large fitted values out of the chain specs: (specs, {key: ndarray})."""
+    arrays, out = {}, []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        state = dict(spec.get("state") or {})
+        for key, value in state.items():
+            if isinstance(value, list):
+                value = np.asarray(value)
+                if value.dtype.kind in "fiub" and value.size > STATE_ARRAY_MIN:
+                    ref = f"{i}-{spec['name']}-{key}"
+                    arrays[ref] = value
+                    state[key] = {ARRAY_REF: ref}
+        spec["state"] = state
+        out.append(spec)
+    return out, arrays
+
+
+def resolve_state(specs, load):
+    """The chain specs with array references replaced by ``load(ref)``."""
+    out = []
+    for spec in specs:
+        spec = dict(spec)
+        spec["state"] = {k: load(v[ARRAY_REF]) if isinstance(v, dict) and ARRAY_REF in v
+                         else v for k, v in (spec.get("state") or {}).items()}
+        out.append(spec)
+    return out
+
+
+def fingerprint(attrs, ids, state_arrays=None):
     """A stable digest of what the dataset contains (not when it was made)."""
     digest = hashlib.sha256()
+    for key in sorted(state_arrays or {}):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(state_arrays[key]).tobytes())
     digest.update(json.dumps({k: attrs[k] for k in ("config", "chain", "classes",
                                                      "features")},
                              sort_keys=True, default=str).encode())
@@ -382,7 +418,8 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                 raise MetricsUnavailable("missing-columns",
                                          f"no column matches {features_regex!r}")
             filter_step.columns = list(filtered.columns)
-            _values, index_labels, features, _ = apply_head(head, frame)
+            _values, index, features, _ = apply_head(head, frame)
+            index_labels = [str(i) for i in index]
             break
         except (MetricsUnavailable, CimlError, ValueError, KeyError) as exc:
             probe_rejects[run.id] = str(exc)
@@ -415,6 +452,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
     counts, ids_by_split = {}, {}
     try:
         writer = store.DatasetWriter(tmp, {s: len(parts[s]) for s in splits}, example_shape)
+        staging = _Staging(tmp / "training.staging", example_shape)
         bar = _progress(progress, total, f"building {name}")
         for split_name in splits:
             members = parts[split_name]
@@ -429,15 +467,19 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                 if not buf_x:
                     return
                 batch = np.stack(buf_x)
-                if tail:
-                    if fitting and hasattr(tail[0], "partial_fit_array"):
+                if tail and fitting:
+                    if hasattr(tail[0], "partial_fit_array"):
                         tail[0].partial_fit_array(batch, features)
-                    elif fitting:
-                        _fit_frames(tail[0], batch, index_labels, features)
                     else:
-                        batch = apply_tail(tail, batch, index_labels, features)
+                        _fit_frames(tail[0], batch, index_labels, features)
+                    # Unscaled training examples wait in a plain file until the
+                    # statistics are complete: cheaper than compressing them twice.
+                    staging.append(batch)
+                    batch = None
+                elif tail:
+                    batch = apply_tail(tail, batch, index_labels, features)
                 writer.write(split_name, written, batch, buf_y, buf_ids, buf_len)
-                written += len(batch)
+                written += len(buf_y)
                 ids_written.extend(buf_ids)
                 for buf in (buf_x, buf_y, buf_ids, buf_len):
                     buf.clear()
@@ -463,13 +505,15 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                     raise CimlError(f"no usable training run for {name!r}; "
                                     f"{len(skipped)} run(s) skipped")
                 if tail:
-                    _finish_tail_fit(writer, tail, written, index_labels, features)
+                    _finish_tail_fit(writer, staging, tail, written, index_labels, features)
+                staging.close()
             counts[split_name] = written
             ids_by_split[split_name] = ids_written
         bar.close()
         loader.close()
 
-        chain_specs = head_specs + [step_spec(s) for s in tail]
+        chain_specs, state_arrays = externalize_state(
+            head_specs + [step_spec(s) for s in tail])
         config = {
             "build_name": build_name, "slicer": slicer or ":",
             "features_regex": features_regex, "sample_interval": sample_interval,
@@ -496,8 +540,8 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(),
             },
         }
-        attrs["fingerprint"] = fingerprint(attrs, ids_by_split)
-        writer.finish(counts, attrs)
+        attrs["fingerprint"] = fingerprint(attrs, ids_by_split, state_arrays)
+        writer.finish(counts, attrs, state_arrays)
         if store.is_dataset(final) and not force:
             raise AlreadyExistsError(f"dataset {name!r} appeared meanwhile; use --force")
         fileutil.replace_dir(tmp, final)
@@ -546,24 +590,53 @@ def _fit_frames(step, batch, index, columns):
         step.partial_fit(pd.DataFrame(values, index=index, columns=columns))
 
 
-def _finish_tail_fit(writer, tail, count, index, columns):
-    """Training statistics are complete: scale the training chunks in place.
+class _Staging:
+    """A plain float32 file of ``(n, *shape)`` examples, appended then read by blocks."""
+
+    def __init__(self, path, shape):
+        self.path = path
+        self.shape = tuple(shape)
+        self.size = int(np.prod(shape)) * 4
+        self.fh = None
+
+    def append(self, batch):
+        if self.fh is None:
+            self.fh = open(self.path, "w+b")
+        self.fh.write(np.ascontiguousarray(batch, dtype="float32").tobytes())
+
+    def read(self, start, stop):
+        self.fh.flush()
+        self.fh.seek(start * self.size)
+        data = self.fh.read((stop - start) * self.size)
+        return np.frombuffer(data, dtype="float32").reshape(stop - start, *self.shape)
+
+    def close(self):
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+            self.path.unlink(missing_ok=True)
+
+
+def _finish_tail_fit(writer, staging, tail, count, index, columns):
+    """Training statistics are complete: scale the staged training examples into X.
 
     Only the first tail step is fitted in the streaming pass; later stateful
     steps are fitted here, one chunk at a time, on the output of the ones
     before them.
     """
+    blocks = [(start, min(count, start + writer.chunk))
+              for start in range(0, count, writer.chunk)]
     for i in range(1, len(tail)):
         if tail[i].stateful:
-            def fit_chunk(x, i=i):
-                part = apply_tail(tail[:i], x, index, columns)
+            for start, stop in blocks:
+                part = apply_tail(tail[:i], staging.read(start, stop), index, columns)
                 if hasattr(tail[i], "partial_fit_array"):
                     tail[i].partial_fit_array(part, columns)
                 else:
                     _fit_frames(tail[i], part, index, columns)
-                return x
-            writer.map_chunks("training", count, fit_chunk)
-    writer.map_chunks("training", count, lambda x: apply_tail(tail, x, index, columns))
+    for start, stop in blocks:
+        writer.write_x("training", start,
+                       apply_tail(tail, staging.read(start, stop), index, columns))
 
 
 def _codes_of(members, ids, code):

@@ -204,7 +204,9 @@ class ScaleNormalizer(Normalizer):
         if n == 0:
             return
         batch_mean = values.mean(axis=0)
-        batch_m2 = ((values - batch_mean) ** 2).sum(axis=0)
+        # The range method needs no second moment: skip its extra pass.
+        batch_m2 = (((values - batch_mean) ** 2).sum(axis=0) if self.method == "zscore"
+                    else np.zeros_like(batch_mean))
         if getattr(self, "n_samples_seen_", 0) == 0:
             self._mean = batch_mean
             self._m2 = batch_m2
