@@ -401,6 +401,21 @@ def render_dstat(cols, variant, start, host, interval=1):
     return _preamble(variant, host, start) + "\n".join(rows) + ("\n" if rows else "")
 
 
+def synthetic_dstat(variant="0.7.3", rows=3600, *, seed=0, job="tempest-full",
+                    provider="rax-dfw", cause="passed", start=None, interval=1):
+    """The text of one generated dstat file (no history around it).
+
+    Handy for benchmarks and for tests that need one file of a given
+    layout, length and cause.  ``start`` defaults to a fixed time.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown dstat layout {variant!r}; choose from {VARIANTS}")
+    start = start or dt.datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    cols = _signals(np.random.default_rng(seed), rows, job, PROVIDERS[provider], cause,
+                    interval)
+    return render_dstat(cols, variant, start, f"node-{provider}", interval)
+
+
 def _defective(defect, text, rng):
     """Bytes of a broken dstat file, and whether to give it a .gz name."""
     if defect == "truncated-gzip":
