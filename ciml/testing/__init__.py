@@ -1,1 +1,2 @@
 """Public testing kit for plugin authors: local servers, conformance checks, fixtures."""
+from ciml.testing.estimators import check_estimator, make_dataset  # noqa: F401

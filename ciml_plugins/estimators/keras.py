@@ -1,1 +1,634 @@
-"""Work in progress: filled in by its issue."""
+"""Built-in estimators on TensorFlow/Keras: ``dnn`` (an MLP) and ``linear-svm``.
+
+TensorFlow is imported inside methods only: registering these plugins, and
+every command that merely lists them, stays fast.
+
+Both estimators flatten each ``(time, feature)`` example, standardize the
+flattened inputs with statistics computed on the training examples (features
+constant in training, such as zero padding past the longest training run,
+get unit variance so that later values are never divided by ~0), and stream
+training data in whole chunks through ``tf.data``: an example array may be a
+Zarr array larger than memory.
+
+Saved models are a ``model.keras`` file plus ``params.json``; they are
+loaded with ``keras.saving.load_model(..., safe_mode=True)``, so a model
+file that would run code on load (a ``Lambda`` layer) is refused.
+"""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from ciml.hookspecs import hookimpl
+from ciml.base import Estimator, Parameter, parse_bool
+from ciml.errors import CimlError, ConfigError, NotFoundError
+
+#: Optimizer names users type (the original ciml's), to Keras class names.
+OPTIMIZERS = {
+    "Adagrad": "Adagrad",
+    "Adam": "Adam",
+    "Ftrl": "Ftrl",
+    "RMSProp": "RMSprop",
+    "SGD": "SGD",
+}
+ACTIVATIONS = ("relu", "elu", "selu", "gelu", "tanh", "sigmoid", "swish", "leaky_relu")
+
+MODEL_FILE = "model.keras"
+PARAMS_FILE = "params.json"
+#: Examples read per step when the input is not chunked (numpy).
+DEFAULT_CHUNK = 1024
+
+
+def hidden_layers_type(value):
+    """``"100/100/100"`` (or a list of ints) -> the canonical ``"100/100/100"``."""
+    if isinstance(value, (list, tuple)):
+        parts = [str(v) for v in value]
+    else:
+        parts = [p for p in str(value).replace(",", "/").split("/") if p.strip()]
+    try:
+        units = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError("expected unit counts separated by '/', e.g. 100/100/100") from None
+    if not units or any(u <= 0 for u in units):
+        raise ValueError("expected one or more positive unit counts, e.g. 100/100/100")
+    return "/".join(str(u) for u in units)
+
+
+def _fraction(value):
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError("expected a number in [0, 1)")
+    return value
+
+
+def _positive_int(value):
+    value = int(value)
+    if value <= 0:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def _non_negative_int(value):
+    value = int(value)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
+def _positive_float(value):
+    value = float(value)
+    if not value > 0:
+        raise ValueError("expected a positive number")
+    return value
+
+
+def _non_negative_float(value):
+    value = float(value)
+    if value < 0:
+        raise ValueError("expected a number >= 0")
+    return value
+
+
+def _tf():
+    import os
+
+    # TensorFlow's C++ start-up chatter is not for ciml's users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    return tf, keras
+
+
+def _chunk_size(X):
+    chunks = getattr(X, "chunks", None)
+    if chunks:
+        return max(1, int(chunks[0]))
+    return DEFAULT_CHUNK
+
+
+def _as_labels(y):
+    return np.asarray(y[...] if hasattr(y, "shape") and not isinstance(y, np.ndarray) else y,
+                      dtype=np.int64).reshape(-1)
+
+
+def _iter_chunks(X, start, stop):
+    """Yield ``(offset, float32 array)`` over ``X[start:stop]``, one chunk at a time.
+
+    Boundaries follow the array's own chunks so that each Zarr chunk is
+    decompressed exactly once.
+    """
+    size = _chunk_size(X)
+    pos = start
+    while pos < stop:
+        end = min(stop, (pos // size + 1) * size)
+        yield pos, np.asarray(X[pos:end], dtype=np.float32)
+        pos = end
+
+
+def class_weights(y, n_classes):
+    """Balanced weights ``n / (k * count_c)`` over the classes present in ``y``."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.ones(n_classes, dtype=np.float64)
+    weights[present] = len(y) / (present.sum() * counts[present])
+    return weights
+
+
+def feature_moments(X, start, stop):
+    """Mean and variance of each flattened input over ``X[start:stop]``, streamed."""
+    total = None
+    total_sq = None
+    n = 0
+    for _, x in _iter_chunks(X, start, stop):
+        flat = x.reshape(len(x), -1).astype(np.float64)
+        if total is None:
+            total = np.zeros(flat.shape[1])
+            total_sq = np.zeros(flat.shape[1])
+        total += flat.sum(axis=0)
+        total_sq += np.square(flat).sum(axis=0)
+        n += len(flat)
+    if not n:
+        raise ConfigError("no training examples")
+    mean = total / n
+    var = np.maximum(total_sq / n - np.square(mean), 0.0)
+    # A feature (nearly) constant in training would otherwise be divided by
+    # ~0 at prediction time: keep its scale.
+    var[var < 1e-12] = 1.0
+    return mean.astype(np.float32), var.astype(np.float32)
+
+
+class _KerasEstimator(Estimator):
+    """Shared machinery of the Keras estimators: streaming fit, chunked predict, save/load."""
+
+    #: Bump when the saved layout changes.
+    format_version = 1
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.model_ = None
+        self.classes_ = None
+        self.input_shape_ = None
+        self.history_ = {}
+
+    # -- to be provided by subclasses --------------------------------------
+
+    def _build(self, keras, input_shape, n_classes, mean, variance):
+        raise NotImplementedError
+
+    def _loss(self, keras, n_classes):
+        raise NotImplementedError
+
+    def _targets(self, tf, y, n_classes):
+        """Map int labels to what the loss expects (inside ``tf.data``)."""
+        return y
+
+    def _proba(self, outputs):
+        return outputs
+
+    def _after_fit(self, X, y, validation):
+        """Hook for post-fit calibration."""
+
+    def _extra_state(self):
+        return {}
+
+    def _set_extra_state(self, state):
+        pass
+
+    # -- data ---------------------------------------------------------------
+
+    def _dataset(self, tf, X, y, start, stop, weights, n_classes, shuffle, seed):
+        """A ``tf.data`` pipeline of ``(x, target, weight)`` batches of ``X[start:stop]``.
+
+        A Python generator yields whole chunks (never single rows, which caps
+        near 4,000 rows/s); ``rebatch`` cuts them into training batches
+        across chunk boundaries.  Each pass visits the chunks in a new
+        order and shuffles within each chunk: a good approximation of a full
+        shuffle that never needs the split in memory.
+        """
+        size = _chunk_size(X)
+        bounds = []
+        pos = start
+        while pos < stop:
+            end = min(stop, (pos // size + 1) * size)
+            bounds.append((pos, end))
+            pos = end
+        rng = np.random.default_rng(seed)
+        shape = tuple(X.shape[1:])
+        w_of_class = weights.astype(np.float32)
+
+        def gen():
+            order = rng.permutation(len(bounds)) if shuffle else range(len(bounds))
+            for i in order:
+                a, b = bounds[i]
+                x = np.asarray(X[a:b], dtype=np.float32)
+                yy = y[a:b]
+                if shuffle:
+                    perm = rng.permutation(len(x))
+                    x, yy = x[perm], yy[perm]
+                yield x, yy, w_of_class[yy]
+
+        ds = tf.data.Dataset.from_generator(
+            gen, output_signature=(
+                tf.TensorSpec((None, *shape), tf.float32),
+                tf.TensorSpec((None,), tf.int64),
+                tf.TensorSpec((None,), tf.float32)))
+        batch = int(self.batch_size)
+        ds = ds.rebatch(batch)
+        targets = self._targets
+
+        def to_targets(x, yy, w):
+            return x, targets(tf, yy, n_classes), w
+
+        ds = ds.map(to_targets, num_parallel_calls=1, deterministic=True)
+        return ds
+
+    # -- fit ----------------------------------------------------------------
+
+    def fit(self, X, y, *, classes, validation=None, log_dir=None, seed=None):
+        tf, keras = _tf()
+        classes = [str(c) for c in classes]
+        n_classes = len(classes)
+        if n_classes < 2:
+            raise ConfigError("an estimator needs at least two classes")
+        seed = self.seed if seed is None else seed
+        if seed is not None:
+            keras.utils.set_random_seed(int(seed))
+            tf.config.experimental.enable_op_determinism()
+        y = _as_labels(y)
+        n = int(X.shape[0])
+        if len(y) != n:
+            raise ConfigError(f"{n} examples but {len(y)} labels")
+        if n == 0:
+            raise ConfigError("no training examples")
+        if y.min() < 0 or y.max() >= n_classes:
+            raise ConfigError(f"labels must be class indices in [0, {n_classes})")
+
+        # Early stopping needs examples that are not fitted: the caller's
+        # validation set (ciml passes the dev split), else the last slice of
+        # the training examples (with a time split, the most recent runs).
+        n_train = n
+        val = None
+        if validation is not None and int(validation[0].shape[0]) > 0:
+            vX, vy = validation[0], _as_labels(validation[1])
+            val = (vX, vy, 0, int(vX.shape[0]))
+        elif self.validation_fraction > 0:
+            n_val = int(round(n * self.validation_fraction))
+            if n_val >= 8 and n - n_val >= 8:
+                n_train = n - n_val
+                val = (X, y, n_train, n)
+
+        weights = (class_weights(y[:n_train], n_classes)
+                   if self.class_weight == "balanced" else np.ones(n_classes))
+        if self.normalize:
+            mean, variance = feature_moments(X, 0, n_train)
+        else:
+            mean = variance = None
+
+        data_seed = 0 if seed is None else int(seed)
+        train_ds = self._dataset(tf, X, y, 0, n_train, weights, n_classes, True, data_seed)
+        batch = int(self.batch_size)
+        steps_per_epoch = max(1, math.ceil(n_train / batch))
+        epochs = int(self.epochs)
+        if self.steps:
+            steps_per_epoch = min(steps_per_epoch, int(self.steps))
+            epochs = max(1, min(epochs, math.ceil(int(self.steps) / steps_per_epoch)))
+        train_ds = train_ds.repeat().prefetch(tf.data.AUTOTUNE)
+
+        val_ds = None
+        val_steps = None
+        if val is not None:
+            vX, vy, a, b = val
+            # Validation examples weighted like training ones: the monitored
+            # loss then cares about the rare class as much as the fit does.
+            val_ds = self._dataset(tf, vX, vy, a, b, weights, n_classes, False, 0)
+            val_ds = val_ds.prefetch(tf.data.AUTOTUNE)
+            val_steps = max(1, math.ceil((b - a) / batch))
+
+        input_shape = tuple(int(d) for d in X.shape[1:])
+        model = self._build(keras, input_shape, n_classes, mean, variance)
+        model.compile(optimizer=self._optimizer(keras), loss=self._loss(keras, n_classes),
+                      weighted_metrics=[])
+        callbacks = [_ProgressCallback.make(keras, epochs)]
+        if val_ds is not None and self.patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(self.patience),
+                restore_best_weights=True))
+        if log_dir is not None:
+            pathlib.Path(log_dir).mkdir(parents=True, exist_ok=True)
+            callbacks.append(_tensorboard_callback(tf, keras, log_dir))
+        history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                            validation_data=val_ds, validation_steps=val_steps,
+                            callbacks=callbacks, verbose=0,
+                            shuffle=False)
+        self.model_ = model
+        self.classes_ = classes
+        self.input_shape_ = input_shape
+        self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        self.history_["epochs_run"] = len(next(iter(history.history.values()), []))
+        self._after_fit(X, y, val)
+        return self
+
+    def _optimizer(self, keras):
+        cls = getattr(keras.optimizers, OPTIMIZERS[self.optimizer])
+        return cls(learning_rate=float(self.learning_rate))
+
+    # -- predict ------------------------------------------------------------
+
+    def _check_fitted(self):
+        if self.model_ is None:
+            raise CimlError(f"estimator {self.name!r} is not fitted")
+
+    def _outputs(self, X):
+        self._check_fitted()
+        shape = tuple(int(d) for d in X.shape[1:])
+        if shape != tuple(self.input_shape_):
+            raise ConfigError(f"the model expects examples shaped {tuple(self.input_shape_)}, "
+                              f"got {shape}")
+        n = int(X.shape[0])
+        if n == 0:
+            return np.zeros((0, self.model_.output_shape[-1]), dtype=np.float64)
+        parts = [np.asarray(self.model_(x, training=False), dtype=np.float64)
+                 for _, x in _iter_chunks(X, 0, n)]
+        return np.concatenate(parts)
+
+    def predict_proba(self, X):
+        proba = self._proba(self._outputs(X))
+        # Softmax outputs are float32: renormalize so rows sum to 1 in float64.
+        proba = np.clip(proba, 0.0, None)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    # -- save / load --------------------------------------------------------
+
+    def save(self, path):
+        self._check_fitted()
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model_.save(path / MODEL_FILE)
+        state = {
+            "format_version": self.format_version,
+            "estimator": self.name,
+            "params": self.get_params(include_secrets=False),
+            "classes": self.classes_,
+            "input_shape": list(self.input_shape_),
+            "history": self.history_,
+            "state": self._extra_state(),
+        }
+        (path / PARAMS_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path):
+        path = pathlib.Path(path)
+        model_file = path / MODEL_FILE
+        params_file = path / PARAMS_FILE
+        if not model_file.is_file() or not params_file.is_file():
+            raise NotFoundError(f"no saved {cls.name or cls.__name__} model in {path} "
+                                f"(expected {MODEL_FILE} and {PARAMS_FILE})")
+        try:
+            state = json.loads(params_file.read_text())
+        except ValueError as exc:
+            raise CimlError(f"{params_file} is not valid JSON: {exc}") from None
+        known = {p.name for p in cls.parameters}
+        est = cls(**{k: v for k, v in (state.get("params") or {}).items()
+                     if k in known and v is not None})
+        _, keras = _tf()
+        try:
+            model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
+        except ValueError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CimlError(f"refusing to load {model_file}: it is not a plain Keras model "
+                            f"that loads without running code (safe mode): {first}") from None
+        est.model_ = model
+        est.classes_ = list(state.get("classes") or [])
+        est.input_shape_ = tuple(state.get("input_shape") or model.input_shape[1:])
+        est.history_ = state.get("history") or {}
+        est._set_extra_state(state.get("state") or {})
+        return est
+
+
+class _ProgressCallback:
+    """A tqdm bar over epochs on stderr (quiet when stderr is not a terminal)."""
+
+    @staticmethod
+    def make(keras, epochs):
+        from tqdm import tqdm
+
+        class Progress(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.bar = tqdm(total=epochs, desc="training", unit="epoch", disable=None,
+                                leave=False)
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
+                                      if k in ("loss", "val_loss")})
+                self.bar.update(1)
+
+            def on_train_end(self, logs=None):
+                self.bar.close()
+
+        return Progress()
+
+
+def _tensorboard_callback(tf, keras, log_dir):
+    """Epoch curves as TensorBoard event files, as Keras' TensorBoard writes them.
+
+    Keras' own callback needs the ``tensorboard`` package for
+    ``tf.summary.scalar``; the summary op and the metadata it attaches are
+    in TensorFlow itself, so ``tensorboard --logdir`` works on these logs
+    without tensorboard installed where the model is trained.
+    """
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata()
+    # The scalars plugin's marker: what makes TensorBoard plot a tag as a curve.
+    meta.plugin_data.plugin_name = "scalars"
+    meta = meta.SerializeToString()
+    root = pathlib.Path(log_dir)
+
+    class ScalarLogger(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.writers = {
+                "train": tf.summary.create_file_writer(str(root / "train")),
+                "validation": tf.summary.create_file_writer(str(root / "validation")),
+            }
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                which = "validation" if key.startswith("val_") else "train"
+                tag = "epoch_" + (key[4:] if which == "validation" else key)
+                with self.writers[which].as_default():
+                    tf.summary.write(tag, tf.constant(float(value), tf.float32),
+                                     step=epoch, metadata=meta)
+
+        def on_train_end(self, logs=None):
+            for writer in self.writers.values():
+                writer.flush()
+                writer.close()
+
+    return ScalarLogger()
+
+
+_COMMON = (
+    Parameter("optimizer", str, "Adam", "optimizer", choices=tuple(OPTIMIZERS)),
+    Parameter("learning_rate", _positive_float, 0.001, "learning rate"),
+    Parameter("batch_size", _positive_int, 64, "examples per training step"),
+    Parameter("epochs", _positive_int, 100, "most passes over the training examples"),
+    Parameter("steps", _non_negative_int, None,
+              "cap on the total number of training steps (optional)"),
+    Parameter("patience", _non_negative_int, 10,
+              "epochs without improvement of the validation loss before stopping "
+              "(the best weights are kept); 0 disables early stopping"),
+    Parameter("validation_fraction", _fraction, 0.1,
+              "share of the training examples held out for early stopping when no "
+              "validation set is given"),
+    Parameter("class_weight", str, "balanced",
+              "weigh classes inversely to their frequency (failures are rare)",
+              choices=("balanced", "none")),
+    Parameter("normalize", parse_bool, True,
+              "standardize inputs with training-set statistics"),
+    Parameter("seed", int, None, "random seed (train-model --seed overrides it)"),
+)
+
+
+class DNNEstimator(_KerasEstimator):
+    """Deep neural network classifier (Keras MLP on the flattened examples)
+
+    Defaults are chosen to hold up on unseen CI histories rather than tuned
+    to one: standardized inputs, three hidden ReLU layers with dropout, Adam,
+    balanced class weights (failures are a few percent of runs) and early
+    stopping on the validation loss with the best weights restored.  Binary
+    and multiclass labels both use a softmax output, so ``predict_proba``
+    returns true class probabilities.
+    """
+
+    name = "dnn"
+    parameters = (
+        Parameter("hidden_layers", hidden_layers_type, "100/100/100",
+                  "units per hidden layer, separated by '/'"),
+        Parameter("activation", str, "relu", "hidden layer activation", choices=ACTIVATIONS),
+        Parameter("dropout", _fraction, 0.2, "dropout rate after each hidden layer"),
+        Parameter("l2", _non_negative_float, 1e-4, "L2 weight regularisation"),
+    ) + _COMMON
+
+    def _build(self, keras, input_shape, n_classes, mean, variance):
+        inputs = keras.Input(shape=input_shape, name="example")
+        x = keras.layers.Flatten(name="flatten")(inputs)
+        if mean is not None:
+            x = _normalization(keras, mean, variance)(x)
+        reg = keras.regularizers.L2(float(self.l2)) if self.l2 else None
+        for i, units in enumerate(int(u) for u in self.hidden_layers.split("/")):
+            x = keras.layers.Dense(units, activation=self.activation, kernel_regularizer=reg,
+                                   name=f"hidden_{i}")(x)
+            if self.dropout:
+                x = keras.layers.Dropout(float(self.dropout), name=f"dropout_{i}")(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="proba")(x)
+        return keras.Model(inputs, outputs, name="ciml_dnn")
+
+    def _loss(self, keras, n_classes):
+        return keras.losses.SparseCategoricalCrossentropy()
+
+
+class LinearSVMEstimator(_KerasEstimator):
+    """Linear support vector machine (hinge loss, L2; one-vs-rest for multiclass)
+
+    A linear layer on the standardized, flattened examples, trained with the
+    hinge loss and L2 regularisation: one output for two classes, one
+    output per class (one-vs-rest) otherwise.  The prediction is the class
+    with the largest margin.  An SVM gives margins, not probabilities:
+    ``predict_proba`` is a sigmoid (binary) or softmax (multiclass) of the
+    margins divided by a single temperature fitted after training on the
+    validation examples (the training examples when there are none) by
+    minimizing the log loss.  It preserves the SVM's decision; read the
+    probabilities as calibrated confidences, not as a probabilistic model.
+    """
+
+    name = "linear-svm"
+    parameters = (
+        Parameter("l2", _non_negative_float, 1e-3, "L2 regularisation (the SVM's 1/C)"),
+    ) + tuple(p if p.name != "learning_rate"
+              else Parameter("learning_rate", _positive_float, 0.01, "learning rate")
+              for p in _COMMON)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.temperature_ = 1.0
+
+    def _build(self, keras, input_shape, n_classes, mean, variance):
+        inputs = keras.Input(shape=input_shape, name="example")
+        x = keras.layers.Flatten(name="flatten")(inputs)
+        if mean is not None:
+            x = _normalization(keras, mean, variance)(x)
+        reg = keras.regularizers.L2(float(self.l2)) if self.l2 else None
+        units = 1 if n_classes == 2 else n_classes
+        outputs = keras.layers.Dense(units, kernel_regularizer=reg, name="margin")(x)
+        return keras.Model(inputs, outputs, name="ciml_linear_svm")
+
+    def _loss(self, keras, n_classes):
+        # Keras' hinge turns {0, 1} targets into {-1, +1}: with one-hot
+        # targets that is one binary SVM per class, i.e. one-vs-rest.
+        return keras.losses.Hinge()
+
+    def _targets(self, tf, y, n_classes):
+        if n_classes == 2:
+            return tf.cast(tf.reshape(y, (-1, 1)), tf.float32)
+        return tf.one_hot(y, n_classes, dtype=tf.float32)
+
+    @staticmethod
+    def _softmax_of(margins, temperature):
+        if margins.shape[1] == 1:
+            z = np.clip(margins[:, 0] / temperature, -60, 60)
+            p1 = 1.0 / (1.0 + np.exp(-z))
+            return np.stack([1.0 - p1, p1], axis=1)
+        z = margins / temperature
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def _proba(self, outputs):
+        return self._softmax_of(outputs, self.temperature_)
+
+    def _after_fit(self, X, y, val):
+        if val is not None:
+            vX, vy, a, b = val
+            margins = np.concatenate([np.asarray(self.model_(x, training=False), np.float64)
+                                      for _, x in _iter_chunks(vX, a, b)])
+            labels = vy[a:b]
+        else:
+            margins = self._outputs(X)
+            labels = y
+        best, best_loss = 1.0, np.inf
+        for t in np.logspace(-2, 2, 81):
+            p = self._softmax_of(margins, t)
+            loss = -np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None)))
+            if loss < best_loss:
+                best, best_loss = float(t), loss
+        self.temperature_ = best
+
+    def _extra_state(self):
+        return {"temperature": self.temperature_}
+
+    def _set_extra_state(self, state):
+        self.temperature_ = float(state.get("temperature", 1.0))
+
+
+def _normalization(keras, mean, variance):
+    """A built Normalization layer holding ``mean``/``variance`` as saved weights.
+
+    Set the way ``adapt`` sets them (weights, not config), so that a model
+    with 100,000 inputs does not carry them as JSON in its config.
+    """
+    layer = keras.layers.Normalization(axis=-1, name="standardize")
+    layer.build((None, int(mean.shape[0])))
+    layer.adapt_mean.assign(mean)
+    layer.adapt_variance.assign(variance)
+    layer.finalize_state()
+    return layer
+
+
+@hookimpl
+def ciml_register_estimators(register):
+    register(DNNEstimator)
+    register(LinearSVMEstimator)

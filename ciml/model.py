@@ -1,0 +1,372 @@
+"""Training an experiment on a dataset, and loading the trained model to predict.
+
+A model directory, ``<data>/models/<dataset>/<experiment>/``, is written
+complete into a temporary folder and moved into place at the end, so it is
+either the old model or the whole new one:
+
+``estimator/``      the estimator's own files (``model.keras`` + ``params.json``
+                    for the built-ins), loaded without running code
+``metadata.json``   what produced it: estimator plugin, distribution and
+                    version, hyper-parameters, dataset name and fingerprint,
+                    ciml version, seed, training time
+``metrics.json``    test-split metrics beside a majority-class baseline (the
+                    top level), plus ``dev`` and ``eval_datasets``
+``predictions.csv`` dataset, split, run id, true and predicted class, one
+                    probability column per class
+``history.json``    the training curves (loss, val_loss per epoch)
+``logs/``           TensorBoard event files (``tensorboard --logdir``)
+"""
+
+import csv
+import datetime as dt
+import logging
+import os
+import pathlib
+import random
+import shutil
+import time
+import uuid
+
+import numpy as np
+
+import ciml
+from ciml import fileutil, metrics as metrics_mod
+from ciml.errors import CimlError, ConfigError, NotFoundError, UnknownPluginError
+from ciml.paths import DataPath, check_name
+
+LOG = logging.getLogger(__name__)
+
+ESTIMATOR_DIR = "estimator"
+METADATA_FILE = "metadata.json"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+HISTORY_FILE = "history.json"
+LOGS_DIR = "logs"
+
+
+def _data_path(data_path):
+    return data_path if isinstance(data_path, DataPath) else DataPath(data_path)
+
+
+def configure_devices(gpu):
+    """Apply ``--gpu`` / ``--no-gpu``: ``None`` leaves TensorFlow's choice alone.
+
+    Hiding the GPUs only works before TensorFlow has initialized them, so
+    it must run before any model is built in this process.
+    """
+    if gpu is None:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpu:
+        if not gpus:
+            raise ConfigError("--gpu was given but TensorFlow sees no GPU "
+                              "(is a CUDA-enabled tensorflow installed?)")
+        return
+    if gpus:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError as exc:
+            raise CimlError(f"--no-gpu came too late: TensorFlow already uses the GPU "
+                            f"({exc})") from None
+
+
+def _class_map(model_classes, other):
+    """Codes of ``other``'s classes in the model's class list (eval datasets)."""
+    index = {c: i for i, c in enumerate(model_classes)}
+    unknown = [c for c in other.classes if c not in index]
+    if unknown:
+        raise ConfigError(
+            f"dataset {other.name!r} has classes the model does not know: "
+            + ", ".join(unknown) + f" (the model's: {', '.join(model_classes)})")
+    return np.array([index[c] for c in other.classes], dtype=np.int64)
+
+
+def check_compatible(dataset, other):
+    """An eval dataset must have the same feature labels and example shape."""
+    if list(other.features) != list(dataset.features):
+        ours, theirs = set(dataset.features), set(other.features)
+        detail = []
+        if theirs - ours:
+            detail.append("extra: " + ", ".join(sorted(theirs - ours)[:5]))
+        if ours - theirs:
+            detail.append("missing: " + ", ".join(sorted(ours - theirs)[:5]))
+        if not detail:
+            detail.append("same labels in another order")
+        raise ConfigError(
+            f"eval dataset {other.name!r} has other features than {dataset.name!r} "
+            f"({'; '.join(detail)}); build it with the same --features-regex")
+    if tuple(other.example_shape) != tuple(dataset.example_shape):
+        raise ConfigError(
+            f"eval dataset {other.name!r} has examples shaped {tuple(other.example_shape)}, "
+            f"{dataset.name!r} {tuple(dataset.example_shape)}; build it with the same "
+            "sample interval and length")
+    if "test" not in other.splits:
+        raise ConfigError(f"eval dataset {other.name!r} has no test split")
+    _class_map(dataset.classes, other)
+
+
+def _prediction_rows(dataset_name, split_name, ids, y_true, proba, classes):
+    pred = proba.argmax(axis=1) if len(proba) else []
+    for run_id, t, p, row in zip(ids, y_true, pred, proba):
+        yield [dataset_name, split_name, run_id, classes[int(t)], classes[int(p)],
+               *(f"{v:.6g}" for v in row)]
+
+
+def estimator_distribution(name):
+    """``(distribution, version, plugin)`` of the installed estimator ``name``."""
+    from ciml.plugins import get_manager
+
+    info = get_manager().info("estimator", name)
+    return info.distribution, info.version, info.plugin
+
+
+def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
+                gpu=None, progress=None):
+    """Train ``experiment`` on ``dataset``, evaluate, save the model; returns the metrics.
+
+    The training split streams from Zarr into the estimator; the dev split,
+    when there is one, is the estimator's validation set (early stopping)
+    and is predicted; the test split, and the test split of each eval
+    dataset, are evaluated beside a majority-class baseline.
+    """
+    from ciml.dataset import Dataset
+    from ciml.experiment import Experiment
+    from ciml.plugins import get_manager
+
+    data_path = _data_path(data_path)
+    ds = Dataset.open(data_path, dataset) if isinstance(dataset, str) else dataset
+    exp = experiment if isinstance(experiment, Experiment) else Experiment.load(data_path,
+                                                                                experiment)
+    if "training" not in ds.splits:
+        raise ConfigError(f"dataset {ds.name!r} has no training split")
+    others = []
+    for name in eval_datasets or ():
+        other = Dataset.open(data_path, name)
+        check_compatible(ds, other)
+        others.append(other)
+    distribution, version, plugin = estimator_distribution(exp.estimator)
+    estimator = exp.build_estimator()
+    if seed is None:
+        seed = exp.params.get("seed")
+    if seed is None:
+        # Recorded in the metadata, so even an unseeded model can be re-made.
+        seed = random.SystemRandom().randrange(2**31)
+    seed = int(seed)
+    configure_devices(gpu)
+
+    final = data_path.model(ds.name, exp.name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{exp.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        metrics = _train_into(tmp, ds, exp, estimator, others, seed, progress)
+        metadata = {
+            "dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
+            "dataset_classes": list(ds.classes), "features": list(ds.features),
+            "example_shape": list(ds.example_shape),
+            "experiment": exp.name, "estimator": exp.estimator,
+            "estimator_distribution": distribution, "estimator_version": version,
+            "estimator_plugin": plugin,
+            "params": estimator.get_params(), "seed": seed,
+            "eval_datasets": [o.name for o in others],
+            "ciml_version": ciml.__version__,
+            "training_time_s": metrics["training_time_s"],
+            "trained": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "gpu": gpu,
+        }
+        fileutil.atomic_write_json(tmp / METADATA_FILE, metadata)
+        fileutil.replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    get_manager().call_lifecycle("ciml_model_trained", dataset=ds.name,
+                                 experiment=exp.name, model_dir=final, metrics=metrics)
+    return metrics
+
+
+def _train_into(folder, ds, exp, estimator, others, seed, progress):
+    classes = list(ds.classes)
+    train = ds.split("training")
+    dev = ds.split("dev") if "dev" in ds.splits else None
+    validation = (dev.X, dev.y) if dev is not None and len(dev) else None
+
+    started = time.monotonic()
+    estimator.fit(train.X, train.y, classes=classes, validation=validation,
+                  log_dir=folder / LOGS_DIR, seed=seed)
+    training_time = time.monotonic() - started
+    prior = metrics_mod.majority_baseline(train.y, len(classes))
+
+    rows = []
+    evaluated = {}
+    for split_name in ("test", "dev"):
+        if split_name not in ds.splits:
+            continue
+        split = ds.split(split_name)
+        proba = np.asarray(estimator.predict_proba(split.X)) if len(split) else \
+            np.zeros((0, len(classes)))
+        evaluated[split_name] = metrics_mod.evaluate_with_baseline(split.y, proba, classes,
+                                                                   prior)
+        rows.extend(_prediction_rows(ds.name, split_name, split.ids, split.y, proba, classes))
+
+    eval_metrics = {}
+    for other in others:
+        split = other.split("test")
+        codes = _class_map(classes, other)[split.y]
+        proba = np.asarray(estimator.predict_proba(split.X))
+        eval_metrics[other.name] = metrics_mod.evaluate_with_baseline(codes, proba, classes,
+                                                                      prior)
+        rows.extend(_prediction_rows(other.name, "test", split.ids, codes, proba, classes))
+
+    main_split = "test" if "test" in evaluated else ("dev" if "dev" in evaluated else None)
+    metrics = dict(evaluated.get(main_split) or {"classes": classes})
+    metrics.update({
+        "dataset": ds.name, "experiment": exp.name, "estimator": exp.estimator,
+        "split": main_split, "training_examples": len(train),
+        "training_time_s": round(training_time, 3),
+        "training_examples_per_s": round(len(train) * max(1, _epochs_run(estimator))
+                                         / training_time, 1) if training_time else None,
+        "seed": seed,
+    })
+    if "dev" in evaluated:
+        metrics["dev"] = evaluated["dev"]
+        metrics["dev"]["used_for_early_stopping"] = validation is not None
+    if eval_metrics:
+        metrics["eval_datasets"] = eval_metrics
+
+    (folder / ESTIMATOR_DIR).mkdir()
+    estimator.save(folder / ESTIMATOR_DIR)
+    history = getattr(estimator, "history_", None)
+    if history:
+        fileutil.atomic_write_json(folder / HISTORY_FILE, history)
+    fileutil.atomic_write_json(folder / METRICS_FILE, metrics)
+    with fileutil.atomic_open(folder / PREDICTIONS_FILE, "w") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["dataset", "split", "run_id", "true", "predicted",
+                         *(f"p_{c}" for c in classes)])
+        writer.writerows(rows)
+    return metrics
+
+
+def _epochs_run(estimator):
+    history = getattr(estimator, "history_", None) or {}
+    return int(history.get("epochs_run") or 1)
+
+
+def model_dir(data_path, dataset, experiment):
+    """The folder of a trained model; :class:`NotFoundError` if there is none."""
+    path = _data_path(data_path).model(dataset, experiment)
+    if not (path / METADATA_FILE).is_file():
+        raise NotFoundError(f"no model trained for dataset {dataset!r} and experiment "
+                            f"{experiment!r}; run ciml train-model first")
+    return path
+
+
+def read_metadata(data_path, dataset, experiment):
+    return fileutil.read_json(model_dir(data_path, dataset, experiment) / METADATA_FILE)
+
+
+def read_metrics(data_path, dataset, experiment):
+    path = model_dir(data_path, dataset, experiment) / METRICS_FILE
+    return fileutil.read_json(path)
+
+
+def list_models(data_path):
+    """One dict per trained model (metadata plus headline metrics), sorted."""
+    root = _data_path(data_path).models
+    out = []
+    if not root.is_dir():
+        return out
+    for ds_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for exp_dir in sorted(p for p in ds_dir.iterdir()
+                              if p.is_dir() and not p.name.startswith(".")):
+            try:
+                meta = fileutil.read_json(exp_dir / METADATA_FILE)
+                metrics = fileutil.read_json(exp_dir / METRICS_FILE)
+            except (OSError, ValueError):
+                continue
+            out.append({"dataset": ds_dir.name, "experiment": exp_dir.name,
+                        "path": exp_dir, "metadata": meta, "metrics": metrics})
+    return out
+
+
+def delete_model(data_path, dataset, experiment):
+    path = model_dir(data_path, dataset, experiment)
+    shutil.rmtree(path)
+    return path
+
+
+class TrainedModel:
+    """A trained model, loaded once, with the dataset whose normalization it needs."""
+
+    def __init__(self, path, metadata, dataset, experiment, estimator):
+        self.path = pathlib.Path(path)
+        self.metadata = metadata
+        self.dataset = dataset
+        self.experiment = experiment
+        self.estimator = estimator
+        self.classes = list(metadata.get("dataset_classes") or dataset.classes)
+
+    def __repr__(self):
+        return f"TrainedModel({self.dataset.name!r}, {self.experiment.name!r})"
+
+    @classmethod
+    def load(cls, data_path, dataset, experiment):
+        """Load the model of ``dataset`` x ``experiment`` (the estimator once).
+
+        A model whose estimator plugin is not installed fails with the name
+        of the distribution to install; a model whose dataset was rebuilt
+        differently since training fails too (its normalization changed).
+        """
+        from ciml.dataset import Dataset
+        from ciml.experiment import Experiment
+        from ciml.plugins import get_manager
+
+        data_path = _data_path(data_path)
+        check_name(dataset, "dataset name")
+        check_name(experiment, "experiment name")
+        path = model_dir(data_path, dataset, experiment)
+        metadata = fileutil.read_json(path / METADATA_FILE)
+        name = metadata["estimator"]
+        try:
+            est_cls = get_manager().get("estimator", name)
+        except UnknownPluginError:
+            dist = metadata.get("estimator_distribution")
+            version = metadata.get("estimator_version")
+            if dist:
+                hint = (f"install the distribution {dist!r}"
+                        + (f" (it was trained with version {version})" if version else "")
+                        + f": pip install {dist}")
+            else:
+                hint = "install the plugin that provides it"
+            raise CimlError(f"model {dataset}/{experiment} needs the estimator {name!r}, "
+                            f"which is not installed; {hint}") from None
+        ds = Dataset.open(data_path, dataset)
+        if metadata.get("dataset_fingerprint") not in (None, ds.fingerprint):
+            raise CimlError(
+                f"dataset {dataset!r} changed since model {dataset}/{experiment} was trained "
+                f"(fingerprint {ds.fingerprint}, was {metadata['dataset_fingerprint']}); "
+                "retrain it with ciml train-model")
+        estimator = est_cls.load(path / ESTIMATOR_DIR)
+        exp = Experiment(experiment, name, metadata.get("params") or {})
+        return cls(path, metadata, ds, exp, estimator)
+
+    @property
+    def metrics(self):
+        return fileutil.read_json(self.path / METRICS_FILE)
+
+    def predict_examples(self, X):
+        """Class probabilities ``(n, n_classes)`` for examples shaped like the dataset's."""
+        X = np.asarray(X, dtype=np.float32) if not hasattr(X, "chunks") else X
+        if X.ndim == 2:
+            X = X[None, ...]
+        return np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+
+    def predict_frame(self, frame):
+        """One raw run's metrics frame -> ``{"predicted": cls, "probabilities": {cls: p}}``."""
+        example = self.dataset.example_from_frame(frame)
+        proba = self.predict_examples(example[None, ...])[0]
+        return {"predicted": self.classes[int(proba.argmax())],
+                "probabilities": {c: float(p) for c, p in zip(self.classes, proba)}}

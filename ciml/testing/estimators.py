@@ -1,0 +1,281 @@
+"""The estimator conformance kit: run ``check_estimator(MyEstimator)`` in a plugin's tests.
+
+Each check is a plain function taking the estimator class (and a scratch
+directory where it needs one); :func:`check_estimator` runs them all and
+raises :class:`AssertionError` naming the first broken promise.  The data
+is tiny and has an easy signal, so a correct estimator passes in seconds
+with a few epochs: pass them with ``params`` (e.g. ``{"epochs": 2}``).
+
+:func:`make_dataset` builds a small but real dataset (through
+:func:`ciml.dataset.build_dataset`) from synthetic runs, for end-to-end
+tests of ``train-model`` with a plugin.
+"""
+
+import datetime as dt
+import pathlib
+import tempfile
+
+import numpy as np
+
+from ciml.base import Estimator
+from ciml.errors import CimlError
+
+#: Parameters that keep the built-in estimators quick in the kit.
+FAST_PARAMS = {"epochs": 2, "patience": 0}
+
+
+def make_examples(n=48, n_classes=2, shape=(4, 3), seed=0):
+    """``(X float32 (n, *shape), y int64 (n,))`` with a learnable class signal.
+
+    Every class is present; class ``c`` shifts the first feature by ``c``.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    rng.shuffle(y)
+    X = rng.normal(0.0, 0.5, size=(n, *shape)).astype(np.float32)
+    X[..., 0] += y[:, None].astype(np.float32) * 2.0
+    return X, y.astype(np.int64)
+
+
+def zarr_array(X, path, chunk=16):
+    """``X`` written to a Zarr v3 array chunked along examples, like a dataset's."""
+    import zarr
+
+    arr = zarr.create_array(str(path), shape=X.shape, dtype="float32",
+                            chunks=(chunk, *X.shape[1:]), zarr_format=3)
+    arr[...] = X
+    return arr
+
+
+def _construct(cls, params):
+    known = {p.name for p in cls.parameters}
+    return cls(**{k: v for k, v in (params or {}).items() if k in known})
+
+
+def check_declares_parameters(cls, params=None):
+    assert issubclass(cls, Estimator), f"{cls.__name__} does not derive from ciml.base.Estimator"
+    assert cls.name, f"{cls.__name__} has no name"
+    assert cls.description(), f"{cls.__name__} has no docstring (ciml plugin list shows it)"
+    names = [p.name for p in cls.parameters]
+    assert len(names) == len(set(names)), f"{cls.__name__} declares a parameter twice"
+    for p in cls.parameters:
+        assert p.name.isidentifier(), f"parameter name {p.name!r} is not an identifier"
+
+
+def check_constructs_with_defaults(cls, params=None):
+    est = cls()
+    for p in cls.parameters:
+        assert hasattr(est, p.name), f"{cls.__name__}() does not store {p.name!r}"
+
+
+def check_params_round_trip(cls, params=None):
+    est = _construct(cls, params)
+    values = est.get_params(include_secrets=True)
+    assert set(values) == {p.name for p in cls.parameters}, \
+        "get_params() must return every declared parameter"
+    again = cls(**{k: v for k, v in values.items() if v is not None})
+    assert again.get_params(include_secrets=True) == values, \
+        "constructing from get_params() must give the same parameters"
+
+
+def check_unknown_parameter_refused(cls, params=None):
+    try:
+        cls(no_such_parameter_xyz=1)
+    except CimlError:
+        return
+    raise AssertionError(f"{cls.__name__} accepted an unknown parameter")
+
+
+def _fit(cls, params, X, y, classes, **kw):
+    est = _construct(cls, params)
+    out = est.fit(X, y, classes=classes, seed=0, **kw)
+    assert out is est, "fit() must return self"
+    return est
+
+
+def _check_proba(est, X, n_classes):
+    n = int(X.shape[0])
+    proba = np.asarray(est.predict_proba(X))
+    assert proba.shape == (n, n_classes), \
+        f"predict_proba shape {proba.shape}, expected {(n, n_classes)}"
+    assert np.all(np.isfinite(proba)), "predict_proba returned non-finite values"
+    assert np.all(proba >= -1e-9) and np.all(proba <= 1 + 1e-9), "probabilities out of [0, 1]"
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5), "probability rows must sum to 1"
+    pred = np.asarray(est.predict(X))
+    assert pred.shape == (n,), f"predict shape {pred.shape}, expected {(n,)}"
+    assert np.issubdtype(pred.dtype, np.integer), "predict must return class indices"
+    assert pred.min() >= 0 and pred.max() < n_classes, "predict returned an unknown class"
+    assert np.array_equal(pred, proba.argmax(axis=1)), "predict must be argmax of predict_proba"
+    return proba
+
+
+def check_fit_binary(cls, params=None):
+    X, y = make_examples(48, 2, seed=1)
+    est = _fit(cls, params, X, y, ["passed", "failed"])
+    _check_proba(est, X, 2)
+
+
+def check_fit_multiclass(cls, params=None):
+    X, y = make_examples(60, 3, seed=2)
+    est = _fit(cls, params, X, y, ["a", "b", "c"])
+    _check_proba(est, X, 3)
+
+
+def check_absent_class(cls, params=None):
+    """``len(classes)`` outputs even when a class has no training example."""
+    X, y = make_examples(40, 2, seed=3)
+    est = _fit(cls, params, X, y, ["a", "b", "c"])
+    _check_proba(est, X, 3)
+
+
+def check_validation_and_logs(cls, params=None):
+    X, y = make_examples(48, 2, seed=4)
+    vX, vy = make_examples(16, 2, seed=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        est = _fit(cls, params, X, y, ["passed", "failed"], validation=(vX, vy),
+                   log_dir=pathlib.Path(tmp) / "logs")
+        _check_proba(est, vX, 2)
+
+
+def check_zarr_input(cls, params=None):
+    X, y = make_examples(50, 2, seed=6)
+    with tempfile.TemporaryDirectory() as tmp:
+        zX = zarr_array(X, pathlib.Path(tmp) / "X.zarr", chunk=16)
+        est = _fit(cls, params, zX, y, ["passed", "failed"])
+        from_zarr = _check_proba(est, zX, 2)
+        from_numpy = np.asarray(est.predict_proba(X))
+        assert np.allclose(from_zarr, from_numpy, atol=1e-6), \
+            "predict_proba must not depend on numpy vs Zarr input"
+
+
+def check_save_load_round_trip(cls, params=None):
+    X, y = make_examples(48, 3, seed=7)
+    est = _fit(cls, params, X, y, ["a", "b", "c"])
+    before = np.asarray(est.predict_proba(X))
+    with tempfile.TemporaryDirectory() as tmp:
+        est.save(tmp)
+        loaded = cls.load(tmp)
+        assert isinstance(loaded, Estimator), "load() must return an estimator"
+        after = np.asarray(loaded.predict_proba(X))
+    assert np.allclose(before, after, atol=1e-6), "a loaded model must predict the same"
+
+
+def check_reproducible(cls, params=None):
+    X, y = make_examples(40, 2, seed=8)
+    a = np.asarray(_fit(cls, params, X, y, ["passed", "failed"]).predict_proba(X))
+    b = np.asarray(_fit(cls, params, X, y, ["passed", "failed"]).predict_proba(X))
+    assert np.allclose(a, b, atol=1e-6), "the same seed must give the same model"
+
+
+def check_load_missing_fails_cleanly(cls, params=None):
+    with tempfile.TemporaryDirectory() as tmp:
+        missing = pathlib.Path(tmp) / "nothing-here"
+        try:
+            cls.load(missing)
+        except CimlError:
+            return
+        except Exception as exc:
+            raise AssertionError(
+                f"load() of a missing folder must raise a ciml.errors.CimlError "
+                f"(a clear message), not {type(exc).__name__}: {exc}") from None
+    raise AssertionError("load() of a missing folder must fail")
+
+
+CHECKS = (
+    check_declares_parameters,
+    check_constructs_with_defaults,
+    check_params_round_trip,
+    check_unknown_parameter_refused,
+    check_fit_binary,
+    check_fit_multiclass,
+    check_absent_class,
+    check_validation_and_logs,
+    check_zarr_input,
+    check_save_load_round_trip,
+    check_reproducible,
+    check_load_missing_fails_cleanly,
+)
+
+
+def check_estimator(cls, params=None, checks=None):
+    """Run every conformance check on the estimator class ``cls``.
+
+    :param params: hyper-parameters for the fits (only those ``cls``
+        declares are used); defaults to :data:`FAST_PARAMS`.
+    :param checks: a subset of :data:`CHECKS` to run.
+    :raises AssertionError: ``"<check>: <what is wrong>"``.
+    """
+    params = FAST_PARAMS if params is None else params
+    for check in checks or CHECKS:
+        try:
+            check(cls, params)
+        except AssertionError as exc:
+            raise AssertionError(f"{cls.__name__} fails {check.__name__}: {exc}") from None
+
+
+# -- a tiny real dataset ---------------------------------------------------------
+
+
+class _MemoryCache:
+    """Just enough of :class:`ciml.cache.RawCache` for ``build_dataset(cache=...)``."""
+
+    def __init__(self, runs, frames):
+        self._runs = runs
+        self._frames = frames
+
+    def runs(self, build_name=None):
+        return [r for r in self._runs if build_name in (None, r.build_name)]
+
+    def frame(self, run_id):
+        return self._frames[run_id].copy()
+
+
+PROVIDERS = ("rax-dfw", "rax-ord", "ovh-gra1", "vexxhost-ca-ymq-1", "inap-mtl01")
+
+
+def synthetic_runs(n=60, seed=0, build_name="tempest-full", fail_every=4, length=40,
+                   providers=PROVIDERS):
+    """``(runs, frames)``: synthetic runs whose dstat-like series carry their labels.
+
+    Failed runs use more CPU; each provider has its own memory size.
+    """
+    import pandas as pd
+
+    from ciml.records import FAILED, PASSED, RunRecord
+
+    rng = np.random.default_rng(seed)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    runs, frames = [], {}
+    for i in range(n):
+        failed = i % fail_every == fail_every - 1
+        provider = providers[i % len(providers)]
+        run = RunRecord(id=f"run-{i:04d}", build_name=build_name,
+                        status=FAILED if failed else PASSED,
+                        start=start + dt.timedelta(hours=i), duration=float(length),
+                        source="synthetic", metadata={"node_provider": provider})
+        t = pd.date_range(run.start, periods=length, freq="s")
+        usr = rng.normal(60 if failed else 30, 5, length).clip(0, 100)
+        mem = 1e9 * (2 + PROVIDERS.index(provider) if provider in PROVIDERS else 2)
+        frames[run.id] = pd.DataFrame({
+            "usr": usr, "sys": rng.normal(10, 2, length).clip(0, 100),
+            "used": rng.normal(mem, 1e8, length), "free": rng.normal(4e9, 1e8, length),
+        }, index=t, dtype="float64")
+        runs.append(run)
+    return runs, frames
+
+
+def make_dataset(data_path, name, *, n=60, class_label="status", seed=0,
+                 features_regex=None, **build_options):
+    """Build a small real dataset ``name`` from synthetic runs; returns the summary."""
+    from ciml.dataset import build_dataset
+
+    runs, frames = synthetic_runs(n=n, seed=seed)
+    build_options.setdefault("aggregation_functions", ("mean", "max", "min"))
+    build_options.setdefault("executor", "serial")
+    return build_dataset(data_path, name, "tempest-full", class_label=class_label,
+                         features_regex=features_regex, seed=seed,
+                         cache=_MemoryCache(runs, frames), **build_options)
+
+
+__all__ = ["CHECKS", "FAST_PARAMS", "check_estimator", "make_dataset", "make_examples",
+           "synthetic_runs", "zarr_array"] + [c.__name__ for c in CHECKS]
