@@ -84,8 +84,8 @@ def plot_sizes(ds, out):
     length = ds.config.get("normalized_length")
     if length:
         ax.axvline(length, color="grey", linestyle="--", linewidth=1)
-        ax.annotate("fixed length", (length, len(ds.classes) - 0.5), fontsize=8,
-                    color="grey", ha="right")
+        ax.text(length, 0.98, "fixed length ", transform=ax.get_xaxis_transform(),
+                fontsize=8, color="grey", ha="right", va="top")
     ax.set_title(f"{ds.name}: example length by class (o training, s dev, ^ test)")
     return _save(fig, out / "sizes_by_result.png")
 

@@ -164,3 +164,35 @@ def test_legacy_console_script(data_path, cached, capsys):
     assert ds.config["slicer"] == ":40" and ds.config["tdt_split"] == [7, 2, 1]
     assert ds.split("training").X.shape[1] == 92
     assert legacy.build_dataset(["--dataset", "old", "--s3-profile", "x"]) == 2
+
+
+def test_from_a_generated_history_through_cache_data(run_ciml, data_path, tmp_path):
+    """generator -> cache-data (subunit2sql, file:// logs) -> build-dataset -> example."""
+    from ciml.generator import generate_history
+
+    history = generate_history(tmp_path / "hist", runs=30, seed=5, jobs=("tempest-full",),
+                               duration=(60, 120), tests=False, bad_fraction=0.0)
+    root = str(data_path.root)
+    rc, out, err = run_ciml(["--data-path", root, "cache-data", "--db-uri", history.db_uri,
+                             "--build-name", "tempest-full", "-f", "json"])
+    assert rc == 0, err
+    rc, out, err = run_ciml(["--data-path", root, "build-dataset", "--dataset", "gen",
+                             "--build-name", "tempest-full", "--sample-interval", "10s",
+                             "--features-regex", REGEX, "--class-label", "node_provider",
+                             "--split", "time", "-f", "json"])
+    assert rc == 0, err
+    from ciml.cache import RawCache
+    from ciml.dataset import Dataset
+
+    ds = Dataset.open(data_path, "gen")
+    families = {r["node_provider"].split("-")[0] for r in history.runs}
+    assert set(ds.classes) <= families
+    cache = RawCache(data_path)
+    starts = {r.id: r.start for r in cache.runs("tempest-full")}
+    train, test = ds.split("training"), ds.split("test")
+    assert max(starts[i] for i in train.ids) < min(starts[i] for i in test.ids)
+    run = cache.record(test.ids[-1])
+    example = ds.example_from_frame(cache.frame(run.id))
+    np.testing.assert_allclose(example, test.X[len(test) - 1], rtol=1e-5, atol=1e-6)
+    assert ds.classes[test.y[-1]] == ds.label_of(run)
+    cache.close()
