@@ -466,7 +466,7 @@ def _force_each(rng, values, options):
 def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
                      duration=(600, 1800), base_url=None, db_uri=None,
                      bad_fraction=0.03, interval=1, start=None, new_year=True,
-                     tests=True):
+                     tests=True, cause_key=None):
     """Write a CI history under ``out_dir`` and return its :class:`History`.
 
     :param runs: how many runs (builds) in all jobs.
@@ -486,6 +486,9 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
     :param new_year: make one run (the middle one) cross midnight of 31
         December, dstat's missing year being a classic trap.
     :param tests: also fill ``tests`` and ``test_runs``.
+    :param cause_key: when set, each run's cause is also stored under this
+        run-metadata key, so that ``--class-label <cause_key>`` can learn
+        it.  Real databases have no such key, so it is off by default.
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -619,7 +622,7 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
         db_rows.append((run, r))
 
     db_uri = db_uri or f"sqlite:///{(out_dir / 'subunit2sql.db').resolve()}"
-    _write_db(db_uri, db_rows, tests)
+    _write_db(db_uri, db_rows, tests, cause_key)
     zuul_path = out_dir / "zuul-builds.json"
     flat_path = out_dir / "zuul-builds.flat.json"
     mqtt_path = out_dir / "mqtt-events.json"
@@ -633,7 +636,7 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
                    zuul_builds_flat=flat_path, mqtt_events=mqtt_path, runs=history_runs)
 
 
-def _write_db(db_uri, db_rows, with_tests):
+def _write_db(db_uri, db_rows, with_tests, cause_key=None):
     import sqlalchemy as sa
 
     from ciml_plugins.sources import subunit2sql_schema as schema
@@ -664,7 +667,10 @@ def _write_db(db_uri, db_rows, with_tests):
                     "passes": passes, "run_time": run["duration"],
                     "artifacts": run["artifacts_url"].rstrip("/"),
                     "run_at": run["start"].astimezone(UTC).replace(tzinfo=None)})
-                for key, value in _run_metadata(run).items():
+                metadata = _run_metadata(run)
+                if cause_key:
+                    metadata[cause_key] = run["cause"]
+                for key, value in metadata.items():
                     meta_rows.append({"run_id": run_pk, "key": key, "value": value})
                 if not with_tests:
                     continue

@@ -77,7 +77,8 @@ reason codes: ``no-artifacts-url``, ``missing`` (not found on any path),
 network, after retries), ``corrupt-gzip``, ``truncated-gzip``,
 ``too-large`` (over ``max_bytes`` compressed or decompressed; gzip is
 decompressed as a capped stream, so a gzip bomb cannot exhaust memory),
-``empty``, ``html`` (a web page instead of CSV), ``not-dstat`` (no dstat
+``read-error`` (a local file that cannot be read), ``empty``, ``html`` (a
+web page instead of CSV), ``not-dstat`` (no dstat
 header), ``header-only`` (no data rows), ``malformed`` (rows with the wrong
 number of fields), ``non-numeric`` (text in a metric column) and
 ``bad-time`` (a time cell not in dstat's format).  A final line without
@@ -501,6 +502,8 @@ class DstatMetricSource(MetricSource):
     def __init__(self, **params):
         super().__init__(**params)
         self._local = threading.local()
+        self._sessions = []
+        self._sessions_lock = threading.Lock()
 
     # Sessions are per thread: cache-data fetches from several workers, and a
     # requests.Session is not documented as thread-safe.
@@ -516,13 +519,17 @@ class DstatMetricSource(MetricSource):
             session.mount("https://", adapter)
             session.headers["User-Agent"] = "ciml-dstat"
             self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
         return session
 
     def close(self):
-        session = getattr(self._local, "session", None)
-        if session is not None:
+        """Close every thread's HTTP session.  Idempotent."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
             session.close()
-            self._local.session = None
+        self._local = threading.local()
 
     def fetch(self, run):
         base = run.artifacts_url
@@ -536,7 +543,7 @@ class DstatMetricSource(MetricSource):
                 result = self._fetch_http(url, problems)
             else:
                 local = _local_base(base) / path
-                url = str(local)
+                url = local.as_uri() if local.is_absolute() else str(local)
                 result = self._fetch_file(local, problems)
             tried.append(url)
             if result is None and problems and problems[-1][2]:

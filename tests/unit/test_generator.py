@@ -276,6 +276,18 @@ def test_zuul_builds_and_mqtt_events(history):
     assert set(build) >= {"job_name", "uuid", "log_url", "result", "start_time", "end_time"}
 
 
+def test_cause_key(tmp_path):
+    hist = generator.generate_history(tmp_path, runs=5, seed=1, duration=(60, 90),
+                                      bad_fraction=0, new_year=False, cause_key="cause")
+    engine = sa.create_engine(hist.db_uri)
+    with engine.connect() as conn:
+        causes = conn.execute(sa.select(schema.runs.c.uuid, schema.run_metadata.c.value).join(
+            schema.run_metadata, schema.run_metadata.c.run_id == schema.runs.c.id).where(
+            schema.run_metadata.c.key == "cause")).all()
+    engine.dispose()
+    assert dict(causes) == {r["run_id"]: r["cause"] for r in hist.runs}
+
+
 def test_base_url_and_file_urls(tmp_path):
     served = generator.generate_history(tmp_path / "a", runs=3, seed=1, duration=(60, 90),
                                         base_url="http://127.0.0.1:9/", bad_fraction=0)

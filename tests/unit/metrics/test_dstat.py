@@ -241,6 +241,7 @@ def test_local_directory_and_file_url(log_tree):
     assert len(frame) == 150
     fetched, frame = source.load(_run((log_tree / "b").as_uri() + "/"))
     assert fetched.name == "dstat-csv_log.txt"
+    assert fetched.url == (log_tree / "b" / "logs" / "dstat-csv_log.txt").as_uri()
     assert len(frame) == 151
     with pytest.raises(MetricsUnavailable) as info:
         source.fetch(_run((log_tree / "c").as_uri()))
@@ -313,6 +314,22 @@ def test_http_fetch_with_faults(log_tree):
         with pytest.raises(MetricsUnavailable) as info:
             source.fetch(_run(server.url + "a"))
         assert info.value.reason == "http-error" and not info.value.transient
+
+
+def test_sessions_per_thread_and_close(log_tree):
+    import concurrent.futures
+
+    source = DstatMetricSource()
+    with CIServer(root=log_tree) as server:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            sizes = list(pool.map(lambda _: len(source.load(_run(server.url + "a"))[1]),
+                                  range(12)))
+        assert sizes == [150] * 12
+        assert 1 <= len(source._sessions) <= 4
+        source.close()
+        source.close()
+        assert source._sessions == []
+        assert len(source.load(_run(server.url + "a"))[1]) == 150
 
 
 def test_http_keeps_gzip_bytes_under_content_encoding(log_tree):
