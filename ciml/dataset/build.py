@@ -455,52 +455,18 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         staging = _Staging(tmp / "training.staging", example_shape)
         bar = _progress(progress, total, f"building {name}")
         for split_name in splits:
-            members = parts[split_name]
-            labels_of = {run.id: label for run, label in members}
-            fitting = split_name == "training"
-            written = 0
-            ids_written = []
-            buf_x, buf_y, buf_ids, buf_len = [], [], [], []
-
-            def flush():
-                nonlocal written
-                if not buf_x:
-                    return
-                batch = np.stack(buf_x)
-                if tail and fitting:
-                    if hasattr(tail[0], "partial_fit_array"):
-                        tail[0].partial_fit_array(batch, features)
-                    else:
-                        _fit_frames(tail[0], batch, index_labels, features)
-                    # Unscaled training examples wait in a plain file until the
-                    # statistics are complete: cheaper than compressing them twice.
-                    staging.append(batch)
-                    batch = None
-                elif tail:
-                    batch = apply_tail(tail, batch, index_labels, features)
-                writer.write(split_name, written, batch, buf_y, buf_ids, buf_len)
-                written += len(buf_y)
-                ids_written.extend(buf_ids)
-                for buf in (buf_x, buf_y, buf_ids, buf_len):
-                    buf.clear()
-
-            for run_id, values, length, error in loader.map([r.id for r, _ in members]):
+            stream = _SplitStream(split_name, writer, staging, tail, features, index_labels,
+                                  example_shape)
+            labels_of = {run.id: code[label] for run, label in parts[split_name]}
+            for run_id, values, length, error in loader.map(list(labels_of)):
                 bar.update(1)
-                if error is None and values.shape != example_shape:
-                    error = ("shape", f"example shape {values.shape}, expected "
-                                      f"{example_shape}")
+                if error is None:
+                    error = stream.add(run_id, values, labels_of[run_id], length)
                 if error is not None:
                     skipped.append({"run_id": run_id, "split": split_name,
                                     "reason": error[0], "message": error[1]})
-                    continue
-                buf_x.append(values)
-                buf_y.append(code[labels_of[run_id]])
-                buf_ids.append(run_id)
-                buf_len.append(length)
-                if len(buf_x) >= writer.chunk:
-                    flush()
-            flush()
-            if fitting:
+            written, ids_written = stream.close()
+            if split_name == "training":
                 if written == 0:
                     raise CimlError(f"no usable training run for {name!r}; "
                                     f"{len(skipped)} run(s) skipped")
@@ -588,6 +554,59 @@ def _fit_frames(step, batch, index, columns):
 
     for values in batch:
         step.partial_fit(pd.DataFrame(values, index=index, columns=columns))
+
+
+class _SplitStream:
+    """Buffers one split's examples into whole chunks and writes them.
+
+    Training chunks feed the fit of the first stateful step and wait,
+    unscaled, in the staging file; other splits are scaled as they pass.
+    """
+
+    def __init__(self, split, writer, staging, tail, features, index, example_shape):
+        self.split, self.writer, self.staging, self.tail = split, writer, staging, tail
+        self.features, self.index, self.shape = features, index, tuple(example_shape)
+        self.fitting = split == "training"
+        self.written = 0
+        self.ids = []
+        self.buf = ([], [], [], [])  # values, codes, ids, lengths
+
+    def add(self, run_id, values, code, length):
+        """Buffer one example; returns an ``(reason, message)`` error or ``None``."""
+        if values.shape != self.shape:
+            return "shape", f"example shape {values.shape}, expected {self.shape}"
+        for buf, item in zip(self.buf, (values, code, run_id, length)):
+            buf.append(item)
+        if len(self.buf[0]) >= self.writer.chunk:
+            self.flush()
+        return None
+
+    def flush(self):
+        xs, codes, ids, lengths = self.buf
+        if not xs:
+            return
+        batch = np.stack(xs)
+        if self.tail and self.fitting:
+            first = self.tail[0]
+            if hasattr(first, "partial_fit_array"):
+                first.partial_fit_array(batch, self.features)
+            else:
+                _fit_frames(first, batch, self.index, self.features)
+            # Unscaled training examples wait in a plain file until the
+            # statistics are complete: cheaper than compressing them twice.
+            self.staging.append(batch)
+            batch = None
+        elif self.tail:
+            batch = apply_tail(self.tail, batch, self.index, self.features)
+        self.writer.write(self.split, self.written, batch, codes, ids, lengths)
+        self.written += len(codes)
+        self.ids.extend(ids)
+        for buf in self.buf:
+            buf.clear()
+
+    def close(self):
+        self.flush()
+        return self.written, self.ids
 
 
 class _Staging:

@@ -70,7 +70,7 @@ def plot_sizes(ds, out):
     colors = _colors(len(ds.classes))
     for split in ds.splits:
         sp = ds.split(split)
-        for code, name in enumerate(ds.classes):
+        for code in range(len(ds.classes)):
             lengths = sp.lengths[sp.y == code]
             if len(lengths):
                 ax.scatter(lengths, code + rng.uniform(-0.25, 0.25, len(lengths)),

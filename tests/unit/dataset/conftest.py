@@ -1,7 +1,7 @@
 """Fixtures for dataset tests."""
 
-import sys
 import pathlib
+import sys
 
 import pytest
 

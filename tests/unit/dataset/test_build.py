@@ -8,7 +8,6 @@ import textwrap
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import zarr
 
@@ -256,3 +255,31 @@ def test_interrupted_build_keeps_the_previous_dataset(data_path, history):
     # The next build of the name cleans up after the dead one.
     build(data_path, history, seed=2, force=True)
     assert [p.name for p in data_path.datasets.iterdir()] == ["ds"]
+
+
+def test_dataset_built_hook_is_called(data_path, history):
+    from ciml.hookspecs import hookimpl
+    from ciml.plugins import get_manager
+
+    seen = []
+
+    class Reporter:
+        @hookimpl
+        def ciml_dataset_built(self, name, path, summary):
+            seen.append((name, path, summary["splits"]))
+
+    get_manager().add_plugin(Reporter(), "reporter")
+    summary = build(data_path, history, aggregation_functions=["mean"])
+    assert seen == [("ds", data_path.dataset("ds"), summary["splits"])]
+
+
+def test_iter_batches_whole_chunks(data_path):
+    from fakes import fake_history
+
+    from ciml.dataset import store
+
+    build(data_path, fake_history(n=20), scale="none")
+    X = Dataset.open(data_path, "ds").split("training").X
+    assert X.chunks[0] == store.chunk_examples(X.shape[1:])
+    (x, y), = list(iter_batches(X))
+    assert y is None and x.shape == X.shape and x.dtype == np.float32
