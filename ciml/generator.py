@@ -799,9 +799,8 @@ def _zuul_builds(history_runs, rng):
         })
     # Builds a Zuul source must skip: a node failure has no logs, and a
     # build still running is not final.
-    for k, run in enumerate(history_runs[::40]):
-        builds.append({**builds[history_runs.index(run)],
-                       "_id": 40000001 + 2 * history_runs.index(run),
+    for k in range(0, len(history_runs), 40):
+        builds.append({**builds[k], "_id": 40000001 + 2 * k,
                        "uuid": uuid.UUID(bytes=rng.bytes(16), version=4).hex,
                        "result": "NODE_FAILURE", "start_time": None, "duration": None,
                        "log_url": None, "artifacts": []})

@@ -120,5 +120,5 @@ def test_latency(server):
 def test_url_needs_a_started_server():
     server = CIServer()
     with pytest.raises(RuntimeError):
-        server.url
+        _ = server.url
     server.stop()   # harmless when never started
