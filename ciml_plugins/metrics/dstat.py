@@ -481,7 +481,16 @@ def _local_base(url):
 
 
 class DstatMetricSource(MetricSource):
-    """dstat CSV logs (gzipped or not) from a run's artifacts, over HTTP(S) or on disk"""
+    """dstat CSV logs (gzipped or not) from a run's artifacts, over HTTP(S) or on disk
+
+    Tries each of ``paths`` under the run's artifacts URL (``http(s)://``,
+    ``file://`` or a local directory) until one exists; server errors and
+    dropped connections are retried with exponential backoff.  Every real
+    dstat layout parses to the same column names (``cpu_usr``,
+    ``mem_used``, ``load_1m``, ``dsk_read``, ``io_read``...); bad files are
+    rejected with a reason code.  Timestamps get their year from the run's
+    start, so runs crossing New Year stay whole.
+    """
 
     name = "dstat"
     parameters = (
