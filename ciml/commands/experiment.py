@@ -1,0 +1,89 @@
+"""``ciml setup-experiment`` and ``ciml experiment list|show``."""
+
+from cliff.lister import Lister
+from cliff.show import ShowOne
+
+from ciml.commands.base import data_path, parse_key_values
+
+#: The original ciml's options, each a hyper-parameter of the estimator.
+_SHORTCUTS = (
+    ("hidden_layers", "--hidden-layers", "UNITS",
+     "Units per hidden layer separated by '/', e.g. 100/100/100"),
+    ("steps", "--steps", "N", "Cap on the total number of training steps"),
+    ("batch_size", "--batch-size", "N", "Examples per training step"),
+    ("epochs", "--epochs", "N", "Most passes over the training examples"),
+    ("optimizer", "--optimizer", "NAME", "Adagrad, Adam, Ftrl, RMSProp or SGD"),
+    ("learning_rate", "--learning-rate", "X", "Learning rate"),
+)
+
+
+def _params_text(params):
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
+
+
+def _experiment_data(exp):
+    return (["name", "estimator", "params", "created", "ciml_version"],
+            [exp.name, exp.estimator, _params_text(exp.params), exp.created or "",
+             exp.ciml_version or ""])
+
+
+class SetupExperiment(ShowOne):
+    """Define an experiment: an estimator and its hyper-parameters"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--experiment", metavar="NAME", default="experiment",
+                            help="Name of the experiment (default: experiment)")
+        parser.add_argument("--estimator", metavar="NAME", default="dnn",
+                            help="Estimator plugin: dnn, linear-svm or any installed one "
+                            "(see 'ciml plugin list estimator'; default: dnn)")
+        for dest, option, metavar, help_text in _SHORTCUTS:
+            parser.add_argument(option, dest=dest, metavar=metavar, default=None,
+                                help=help_text)
+        parser.add_argument("-o", "--option", dest="options", metavar="KEY=VALUE",
+                            action="append", default=[],
+                            help="Any hyper-parameter the estimator declares, repeatable "
+                            "(see 'ciml plugin show estimator NAME')")
+        parser.add_argument("--force", action="store_true",
+                            help="Replace an existing experiment of the same name")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.experiment import Experiment
+
+        params = {dest: getattr(parsed_args, dest) for dest, *_ in _SHORTCUTS
+                  if getattr(parsed_args, dest) is not None}
+        params.update(parse_key_values(parsed_args.options))
+        exp = Experiment.create(parsed_args.experiment, parsed_args.estimator, params)
+        exp.save(data_path(self), force=parsed_args.force)
+        return _experiment_data(exp)
+
+
+class ExperimentList(Lister):
+    """List the saved experiments"""
+
+    def take_action(self, parsed_args):
+        from ciml.experiment import list_experiments
+
+        rows = [(e.name, e.estimator, _params_text(e.params), e.created or "")
+                for e in list_experiments(data_path(self))]
+        return ("name", "estimator", "params", "created"), rows
+
+
+class ExperimentShow(ShowOne):
+    """Show an experiment's estimator and hyper-parameters"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME", help="Experiment name")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.experiment import Experiment
+
+        exp = Experiment.load(data_path(self), parsed_args.name)
+        if parsed_args.formatter in ("json", "yaml"):
+            return (["name", "estimator", "params", "created", "ciml_version"],
+                    [exp.name, exp.estimator, exp.params, exp.created, exp.ciml_version])
+        return _experiment_data(exp)
+
