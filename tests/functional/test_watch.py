@@ -393,3 +393,38 @@ def test_cli_watch_poll_resumes_across_restarts(tmp_path, data_path, fake_model,
     assert rc == 0, err
     assert out == ""  # nothing new: nothing repeated
     assert list((data_path.root / "state").glob("poll-*.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_cli_watch_sigterm_exits_cleanly(pipeline, mosquitto, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data_path, history, server = pipeline
+    host, port = mosquitto
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from ciml.shell import main; sys.exit(main())",
+             "--data-path", str(data_path.root), "watch", "--dataset", "ds",
+             "--mqtt-host", host, "--mqtt-port", str(port), "--topic", f"ciml-test-{_uid()}/#",
+             "--clean-session", "true", "--status-interval", "0.5"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 120
+        while "connected to MQTT broker" not in err_path.read_text():
+            assert proc.poll() is None, err_path.read_text()
+            assert time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err_path.read_text()
+    assert "received SIGTERM" in err_path.read_text()
+    assert "ciml watch: seen 0" in err_path.read_text()
+    assert out == ""
