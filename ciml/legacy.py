@@ -74,14 +74,59 @@ def build_dataset(argv=None):
     return run_legacy(["build-dataset"], out)
 
 
+#: The original's ``--estimator`` values (TensorFlow 1 class names) to plugin names.
+_SEED_ESTIMATORS = {
+    "tf.estimator.DNNClassifier": "dnn",
+    "tf.estimator.LinearClassifier": "linear-svm",
+    "svm": "linear-svm",
+    "SVM": "linear-svm",
+}
+
+
+def _seed_training_args(prog, argv):
+    """The original's setup-experiment/train-model options, translated.
+
+    ``--no-force``/``--no-debug`` were defaults; ``--debug`` is the global
+    option; S3 storage is gone (the data path is local); TensorFlow 1
+    estimator class names become plugin names.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    out, front = [], []
+    it = iter(args)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name in ("--no-force", "--no-debug"):
+            continue
+        if name == "--debug":
+            front.append("--debug")
+        elif name in ("--s3-profile", "--s3-url"):
+            value = value if eq else next(it, "")
+            if name == "--s3-profile" or not value.startswith("https://s3.eu-geo"):
+                sys.stderr.write(f"{prog}: {name} is not supported: experiments and "
+                                 "models are stored under the local data path\n")
+                return None, None
+        elif name == "--estimator":
+            value = value if eq else next(it, "")
+            out += ["--estimator", _SEED_ESTIMATORS.get(value, value)]
+        else:
+            out.append(arg)
+    return front, out
+
+
 def setup_experiment(argv=None):
-    """``ciml-setup-experiment``: ``ciml setup-experiment``."""
-    return run_legacy(["setup-experiment"], argv)
+    """``ciml-setup-experiment``: ``ciml setup-experiment``, with the original's options."""
+    front, args = _seed_training_args("ciml-setup-experiment", argv)
+    if args is None:
+        return 2
+    return run_legacy(front + ["setup-experiment"], args)
 
 
 def train_model(argv=None):
-    """``ciml-train-model``: ``ciml train-model``."""
-    return run_legacy(["train-model"], argv)
+    """``ciml-train-model``: ``ciml train-model``, with the original's options."""
+    front, args = _seed_training_args("ciml-train-model", argv)
+    if args is None:
+        return 2
+    return run_legacy(front + ["train-model"], args)
 
 
 def plot_data(argv=None):
