@@ -82,7 +82,9 @@ web page instead of CSV), ``not-dstat`` (no dstat
 header), ``header-only`` (no data rows), ``malformed`` (rows with the wrong
 number of fields), ``non-numeric`` (text in a metric column) and
 ``bad-time`` (a time cell not in dstat's format).  A final line without
-its newline (dstat killed while writing) is ignored rather than rejected.
+its newline (dstat killed while writing) is ignored rather than rejected,
+and so is a repeated preamble (dstat restarted on the same file) when its
+columns are the same.
 """
 
 import csv
@@ -370,6 +372,28 @@ def _first_bad_row(body, ncols):
     return "rows and header disagree on the number of fields"
 
 
+def _drop_repeated_headers(body, head):
+    """Remove a second preamble and header (dstat restarted on the same file).
+
+    dstat appends to an existing ``--output`` file and writes its preamble
+    again; the rows stay comparable only if the columns did not change.
+    """
+    column_line = None
+    for line in reversed(head.rstrip(b"\r\n").split(b"\n")):
+        column_line = line.rstrip(b"\r")
+        break
+    kept = []
+    for line in body.split(b"\n"):
+        if line.startswith(b'"'):
+            first = line.split(b",", 1)[0].strip(b'"').lower()
+            if first in (b"time", b"epoch") and line.rstrip(b"\r") != column_line:
+                raise MetricsUnavailable(
+                    "malformed", "dstat was restarted on the same file with other columns")
+            continue
+        kept.append(line)
+    return b"\n".join(kept)
+
+
 def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
     """Parse dstat CSV output (gzipped or not) into a float64 frame.
 
@@ -410,6 +434,8 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
         # dstat killed mid-line: drop the partial line rather than the run.
         cut = body.rfind(b"\n")
         body = body[:cut + 1] if cut >= 0 else b""
+    if b'\n"' in body or body.startswith(b'"'):
+        body = _drop_repeated_headers(body, data[:offset])
     if not body[:4096].strip() and not body.strip():
         raise MetricsUnavailable("header-only", "the dstat file has a header but no data rows")
 

@@ -209,6 +209,22 @@ def test_multi_member_gzip_and_partial_last_line(samples):
     assert len(parse_dstat(s[:-20])) == 149
 
 
+def test_crlf_epoch_and_restarted_dstat(samples):
+    s = samples["0.7.3"]
+    assert parse_dstat(s.replace(b"\n", b"\r\n")).equals(parse_dstat(s))
+    epoch = (b'"Dstat 0.7.3 CSV output"\n"system","total cpu usage",,\n'
+             b'"epoch","usr","sys","idl"\n1767225599.5,1,2,97\n1767225600.5,3,4,93\n')
+    frame = parse_dstat(epoch)
+    assert frame.index[1] == dt.datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
+    assert frame.columns.tolist() == ["cpu_usr", "cpu_sys", "cpu_idl"]
+    # dstat appends its preamble again when restarted on the same file.
+    cut = s.index(b"\n27-11 03:55:00") + 1
+    again = s[:cut] + _header(s).replace(b"03:54:10", b"03:55:00") + s[cut:]
+    assert len(parse_dstat(again)) == 150
+    other = _header(samples["0.7.2"])
+    assert _reason(s[:cut] + other + s[cut:]) == "malformed"
+
+
 # -- fetching ---------------------------------------------------------------------
 
 
