@@ -483,8 +483,10 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
     :param interval: seconds between dstat samples.
     :param start: the first run's start (aware datetime); by default the
         history is placed so that its middle run crosses New Year 2026.
-    :param new_year: make one run (the middle one) cross midnight of 31
-        December, dstat's missing year being a classic trap.
+    :param new_year: make one run cross midnight of 31 December (dstat's
+        missing year is a classic trap): the middle one by default, or with
+        an explicit ``start`` the one nearest to a New Year inside the
+        history's span, if any.  That run has ``new_year`` set.
     :param tests: also fill ``tests`` and ``test_runs``.
     :param cause_key: when set, each run's cause is also stored under this
         run-metadata key, so that ``--class-label <cause_key>`` can learn
@@ -524,20 +526,23 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
     elif start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
     starts = [start + dt.timedelta(seconds=round(float(o))) for o in offsets]
+    eve_run = None
     if new_year and runs:
-        # The middle run starts five minutes before the next midnight of 31
-        # December after its planned start and runs normally through it.
-        planned = starts[middle]
-        eve = dt.datetime(planned.year, 12, 31, 23, 55, tzinfo=UTC)
-        if eve < planned - dt.timedelta(days=1):
-            eve = eve.replace(year=planned.year + 1)
-        starts[middle] = eve
-        cause_of[middle] = 0
+        # The run nearest to 23:55 on a 31 December inside the history's span
+        # starts then and runs normally through midnight.  Moving the nearest
+        # run there keeps the runs in time order.
+        for year in range(starts[0].year, starts[-1].year + 1):
+            eve = dt.datetime(year, 12, 31, 23, 55, tzinfo=UTC)
+            if starts[0] <= eve <= starts[-1]:
+                eve_run = min(range(runs), key=lambda k: abs(starts[k] - eve))
+                starts[eve_run] = eve
+                cause_of[eve_run] = 0
+                break
 
     n_bad = int(round(runs * bad_fraction))
     if bad_fraction > 0 and n_bad == 0 and runs >= 10:
         n_bad = 1
-    candidates = [i for i in rng.permutation(runs).tolist() if not (new_year and i == middle)]
+    candidates = [i for i in rng.permutation(runs).tolist() if i != eve_run]
     defect_of = {i: DEFECTS[k % len(DEFECTS)] for k, i in enumerate(candidates[:n_bad])}
 
     history_runs = []
@@ -559,7 +564,7 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
             length = max(60.0, base_len * r.uniform(0.15, 0.35))
         else:
             length = base_len
-        if new_year and i == middle:
+        if i == eve_run:
             length = max(length, 900.0)
         n_rows = max(int(length // interval), 2)
         length = float(n_rows * interval)
@@ -616,7 +621,7 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
             "change": None if pipeline == "periodic" else change,
             "patchset": None if pipeline == "periodic" else patchset,
             "dstat_path": dstat_path, "rows": n_rows, "defect": defect,
-            "node": host,
+            "node": host, "new_year": i == eve_run,
         }
         history_runs.append(run)
         db_rows.append((run, r))

@@ -202,6 +202,7 @@ def test_providers_have_different_signatures(tmp_path):
 
 def test_new_year_run(history, frames):
     run = history.runs[len(history.runs) // 2]
+    assert [r for r in history.runs if r["new_year"]] == [run]
     assert run["start"] == dt.datetime(2025, 12, 31, 23, 55, tzinfo=dt.timezone.utc)
     assert run["defect"] is None and run["cause"] == "passed"
     frame = frames[run["run_id"]]
@@ -274,6 +275,20 @@ def test_zuul_builds_and_mqtt_events(history):
                                                else "failed")
     build = zuul[0]["payload"]["buildset"]["builds"][0]
     assert set(build) >= {"job_name", "uuid", "log_url", "result", "start_time", "end_time"}
+
+
+def test_new_year_with_an_explicit_start(tmp_path):
+    utc = dt.timezone.utc
+    kw = dict(runs=12, seed=2, duration=(60, 90), bad_fraction=0)
+    spring = generator.generate_history(tmp_path / "a", start=dt.datetime(2026, 3, 1, tzinfo=utc),
+                                        **kw)
+    assert not any(r["new_year"] for r in spring.runs)
+    winter = generator.generate_history(tmp_path / "b", start=dt.datetime(2026, 12, 31, 10,
+                                                                          tzinfo=utc), **kw)
+    crossing = [r for r in winter.runs if r["new_year"]]
+    assert len(crossing) == 1
+    assert crossing[0]["start"] == dt.datetime(2026, 12, 31, 23, 55, tzinfo=utc)
+    assert [r["start"] for r in winter.runs] == sorted(r["start"] for r in winter.runs)
 
 
 def test_cause_key(tmp_path):
