@@ -332,6 +332,18 @@ def test_http_fetch_with_faults(log_tree):
         assert info.value.reason == "http-error" and not info.value.transient
 
 
+def test_http_read_timeout_is_retried_then_transient(log_tree):
+    source = DstatMetricSource(timeout=0.2, retries=1, backoff=0.01)
+    with CIServer(root=log_tree) as server:
+        server.fault("/a/*", latency=0.6, times=1)
+        assert len(source.load(_run(server.url + "a"))[1]) == 150
+        server.fault("/a/*", latency=0.6)
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_run(server.url + "a"))
+    assert info.value.reason == "connection-error" and info.value.transient
+    assert "Timeout" in str(info.value)
+
+
 def test_sessions_per_thread_and_close(log_tree):
     import concurrent.futures
 
