@@ -1,12 +1,6 @@
 """Sphinx configuration for ciml's documentation (builds offline, warnings are errors)."""
 
-import os
-import sys
-
-# The example plugin package is documented from its source, uninstalled.
-sys.path.insert(0, os.path.abspath(os.path.join("..", "..", "tests", "example_plugin")))
-
-import ciml  # noqa: E402
+import ciml
 
 project = "ciml"
 author = "The ciml developers"
