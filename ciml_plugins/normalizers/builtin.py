@@ -143,11 +143,20 @@ class FixedLengthNormalizer(Normalizer):
         return pd.DataFrame(values, columns=list(frame.columns))
 
 
+_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")
+
+
 def _reducer(name):
+    """A numpy reduction by name; ``pNN`` is the NN-th percentile (p95, p99.9)."""
+    match = _PERCENTILE.match(name)
+    if match:
+        q = float(match.group(1))
+        return lambda values, axis: np.percentile(values, q, axis=axis)
     func = getattr(np, name, None)
     if not callable(func):
         raise ConfigError(f"unknown aggregation function {name!r}: give numpy "
-                          "reductions by name (mean, std, max, min, median, ...)")
+                          "reductions by name (mean, std, max, min, median, ...) "
+                          "or pNN for a percentile (p95)")
     return func
 
 
@@ -157,7 +166,8 @@ class AggregateNormalizer(Normalizer):
     name = "aggregate"
     parameters = (
         Parameter("functions", multiple=True, required=True,
-                  help="numpy reductions by name, e.g. mean std max min median"),
+                  help="numpy reductions by name, e.g. mean std max min median; "
+                  "pNN for a percentile (p95)"),
     )
 
     def __init__(self, **params):

@@ -85,8 +85,10 @@ def test_fixed_length_cuts_and_zero_pads():
 
 def test_aggregate_any_numpy_function():
     a = frame(["x", "y"], rows=50)
-    out = builtin.AggregateNormalizer(functions=["mean", "std", "max", "median"]).transform(a)
-    assert list(out.index) == ["mean", "std", "max", "median"]
+    out = builtin.AggregateNormalizer(
+        functions=["mean", "std", "max", "median", "p95"]).transform(a)
+    assert list(out.index) == ["mean", "std", "max", "median", "p95"]
+    np.testing.assert_allclose(out.loc["p95"], np.percentile(a.to_numpy(), 95, axis=0))
     np.testing.assert_allclose(out.loc["std"], a.to_numpy().std(axis=0))
     np.testing.assert_allclose(out.loc["median"], np.median(a.to_numpy(), axis=0))
     with pytest.raises(ConfigError, match="unknown aggregation function"):
