@@ -1,0 +1,152 @@
+"""``ciml demo``: the whole pipeline on a generated CI history, with nothing else installed."""
+
+import shutil
+import time
+
+from cliff.command import Command
+
+from ciml.errors import CimlError
+
+
+class Demo(Command):
+    """Run the whole pipeline offline on a generated CI history
+
+    Generates a realistic CI history (a SQLite subunit2sql database and a log
+    tree of dstat files), then runs the real commands on it: cache-data,
+    build-dataset, setup-experiment, train-model, model show and the plots.
+    The data path is left in place to explore with the other commands.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            "--runs", type=int, default=360, metavar="N",
+            help="Runs to generate across all jobs (default: 360).")
+        parser.add_argument(
+            "--seed", type=int, default=0, help="Seed of the history and the split.")
+        parser.add_argument(
+            "--build-name", default="tempest-full",
+            help="The job whose runs are learned from (default: tempest-full).")
+        parser.add_argument(
+            "--epochs", type=int, default=40,
+            help="Training epochs (early stopping may end sooner).")
+        parser.add_argument(
+            "--no-plots", dest="plots", action="store_false",
+            help="Skip writing the PNG plots.")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.generator import generate_history
+
+        if parsed_args.runs < 30:
+            raise CimlError("--runs must be at least 30 for a meaningful split")
+        data_path = self.app.data_path
+        out = self.app.stdout
+        history_dir = data_path.root / "demo-history"
+        step = _Steps(out)
+
+        step.title(f"1. Generating a CI history of {parsed_args.runs} runs in {history_dir}")
+        if history_dir.exists():
+            shutil.rmtree(history_dir)
+        history = generate_history(history_dir, runs=parsed_args.runs, seed=parsed_args.seed)
+        jobs = {}
+        for run in history.runs:
+            jobs[run["build_name"]] = jobs.get(run["build_name"], 0) + 1
+        step.say("jobs: " + ", ".join(f"{k} ({v} runs)" for k, v in sorted(jobs.items())))
+        step.say(f"subunit2sql database: {history.db_uri}")
+        step.say(f"logs: {history.logs_dir}")
+        build = parsed_args.build_name
+        if build not in jobs:
+            raise CimlError(f"no runs of {build!r} in the history; jobs: {', '.join(jobs)}")
+
+        status_ds, provider_ds, exp = "demo-status", "demo-provider", "demo-dnn"
+        plan = [
+            ("2. Caching runs and their dstat metrics (subunit2sql + dstat plugins)",
+             ["cache-data", "--source", "subunit2sql", "--db-uri", history.db_uri,
+              "--build-name", build]),
+            ("3. Building a dataset: did the run fail? (time series at 1 min, z-scored)",
+             ["build-dataset", "--dataset", status_ds, "--build-name", build,
+              "--sample-interval", "1min", "--class-label", "status",
+              "--seed", str(parsed_args.seed), "--force"]),
+            ("4. Building a dataset: which provider ran it? (aggregates per feature)",
+             ["build-dataset", "--dataset", provider_ds, "--build-name", build,
+              "--aggregation-functions", "mean", "std", "max",
+              "--class-label", "node_provider", "--seed", str(parsed_args.seed),
+              "--force"]),
+            ("5. Setting up an experiment: a DNN classifier",
+             ["setup-experiment", "--experiment", exp, "--estimator", "dnn",
+              "--hidden-layers", "64/32", "--epochs", str(parsed_args.epochs),
+              "--force"]),
+            ("6. Training and evaluating on the failure dataset",
+             ["train-model", "--dataset", status_ds, "--experiment", exp,
+              "--seed", str(parsed_args.seed)]),
+            ("7. Training and evaluating on the provider dataset",
+             ["train-model", "--dataset", provider_ds, "--experiment", exp,
+              "--seed", str(parsed_args.seed)]),
+            ("8. Metrics beside the majority-class baseline (failure model)",
+             ["model", "show", "--dataset", status_ds, "--experiment", exp]),
+            ("9. Metrics beside the majority-class baseline (provider model)",
+             ["model", "show", "--dataset", provider_ds, "--experiment", exp]),
+        ]
+        plot_dir = data_path.root / "demo-plots"
+        if parsed_args.plots:
+            plan += [
+                ("10. Plots",
+                 ["dataset", "plot", status_ds, "--output-dir", str(plot_dir / status_ds)]),
+                (None, ["model", "plot", "--dataset", status_ds, "--experiment", exp,
+                        "--output-dir", str(plot_dir / f"{status_ds}-{exp}")]),
+                (None, ["model", "plot", "--dataset", provider_ds, "--experiment", exp,
+                        "--output-dir", str(plot_dir / f"{provider_ds}-{exp}")]),
+            ]
+        for title, argv in plan:
+            if title:
+                step.title(title)
+            step.say("$ ciml " + " ".join(_shown(argv)))
+            rc = self.app.run_subcommand(argv)
+            if rc:
+                raise CimlError(f"demo step failed: ciml {' '.join(_shown(argv))} (exit {rc})")
+
+        if parsed_args.plots:
+            pngs = sorted(p.relative_to(data_path.root) for p in plot_dir.rglob("*.png"))
+            step.say(f"{len(pngs)} plots under {plot_dir}:")
+            for png in pngs:
+                step.say(f"  {png}")
+        dp = f"--data-path {data_path.root} "
+        step.title(f"Done in {step.elapsed():.0f} s. Keep exploring:")
+        run_id = next(r["run_id"] for r in reversed(history.good_runs(build)))
+        for line in (
+                f"ciml {dp}run list --build-name {build}",
+                f"ciml {dp}dataset show {status_ds}",
+                f"ciml {dp}model show --dataset {status_ds} --experiment {exp} -f json",
+                f"ciml {dp}predict --dataset {status_ds} --experiment {exp} "
+                f"--source subunit2sql --db-uri {history.db_uri} {run_id}",
+                f"ciml {dp}watch --trigger poll --once --dataset {status_ds} "
+                f"--experiment {exp} --source subunit2sql --db-uri {history.db_uri}",
+                f"tensorboard --logdir {data_path.model(status_ds, exp) / 'logs'}"):
+            step.say("  " + line)
+
+
+def _shown(argv):
+    """Quote arguments that a shell would split, for the printed command lines."""
+    return [a if a and all(c.isalnum() or c in "-_./:=@" for c in a) else repr(a)
+            for a in argv]
+
+
+class _Steps:
+    """Prints step headings and lines, and keeps the clock."""
+
+    def __init__(self, out):
+        self.out = out
+        self.started = time.monotonic()
+
+    def title(self, text):
+        self.out.write(f"\n== {text}\n")
+        self.out.flush()
+
+    def say(self, text):
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def elapsed(self):
+        return time.monotonic() - self.started
+
