@@ -17,7 +17,7 @@ import tempfile
 
 import numpy as np
 
-from ciml.base import Estimator
+from ciml.base import Estimator, Parameter
 from ciml.errors import CimlError
 
 #: Parameters that keep the built-in estimators quick in the kit.
@@ -213,6 +213,81 @@ def check_estimator(cls, params=None, checks=None):
             raise AssertionError(f"{cls.__name__} fails {check.__name__}: {exc}") from None
 
 
+# -- a reference estimator ------------------------------------------------------
+
+
+class NearestCentroidEstimator(Estimator):
+    """Nearest class centroid on the flattened examples (a test and template estimator)
+
+    No dependency beyond numpy, so tests of the training pipeline need no
+    TensorFlow; it is also the smallest complete example of the contract:
+    parameters declared, ``fit`` streaming chunks, JSON save/load (no pickle).
+    """
+
+    name = "nearest-centroid"
+    parameters = (
+        Parameter("temperature", float, 1.0, "softmax temperature of -distance"),
+        Parameter("seed", int, None, "unused; accepted like every estimator's seed"),
+    )
+
+    def fit(self, X, y, *, classes, validation=None, log_dir=None, seed=None):
+        from ciml.dataset import iter_batches
+
+        y = np.asarray(y[...] if not isinstance(y, np.ndarray) else y, dtype=np.int64)
+        k = len(classes)
+        sums = np.zeros((k, int(np.prod(X.shape[1:]))))
+        counts = np.zeros(k)
+        for x, yy in iter_batches(X, y):
+            flat = x.reshape(len(x), -1)
+            np.add.at(sums, yy, flat)
+            counts += np.bincount(yy, minlength=k)
+        self.centroids_ = sums / np.maximum(counts, 1)[:, None]
+        self.present_ = (counts > 0).tolist()
+        self.classes_ = list(classes)
+        self.input_shape_ = list(X.shape[1:])
+        self.history_ = {"loss": [0.0]}
+        return self
+
+    def predict_proba(self, X):
+        from ciml.dataset import iter_batches
+
+        out = []
+        for x, _ in iter_batches(X):
+            flat = x.reshape(len(x), -1).astype(np.float64)
+            d = np.sqrt(((flat[:, None, :] - self.centroids_[None]) ** 2).sum(-1))
+            z = -d / self.temperature
+            z[:, ~np.asarray(self.present_)] = -np.inf
+            z -= z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            out.append(e / e.sum(axis=1, keepdims=True))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
+
+    def save(self, path):
+        import json
+
+        state = {"params": self.get_params(), "centroids": self.centroids_.tolist(),
+                 "present": self.present_, "classes": self.classes_,
+                 "input_shape": self.input_shape_}
+        (pathlib.Path(path) / "centroids.json").write_text(json.dumps(state))
+
+    @classmethod
+    def load(cls, path):
+        import json
+
+        from ciml.errors import NotFoundError
+
+        file = pathlib.Path(path) / "centroids.json"
+        if not file.is_file():
+            raise NotFoundError(f"no saved {cls.name} model in {path}")
+        state = json.loads(file.read_text())
+        est = cls(**{k: v for k, v in state["params"].items() if v is not None})
+        est.centroids_ = np.asarray(state["centroids"], dtype=np.float64)
+        est.present_ = state["present"]
+        est.classes_ = state["classes"]
+        est.input_shape_ = state["input_shape"]
+        return est
+
+
 # -- a tiny real dataset ---------------------------------------------------------
 
 
@@ -277,5 +352,5 @@ def make_dataset(data_path, name, *, n=60, class_label="status", seed=0,
                          cache=_MemoryCache(runs, frames), **build_options)
 
 
-__all__ = ["CHECKS", "FAST_PARAMS", "check_estimator", "make_dataset", "make_examples",
+__all__ = ["CHECKS", "FAST_PARAMS", "NearestCentroidEstimator", "check_estimator", "make_dataset", "make_examples",
            "synthetic_runs", "zarr_array"] + [c.__name__ for c in CHECKS]
