@@ -365,6 +365,17 @@ def test_learn_adds_labelled_runs_to_cache(monkeypatch, data_path):
     import types
 
     monkeypatch.setitem(sys.modules, "ciml.cache", types.SimpleNamespace(RawCache=FakeCache))
+    from ciml.hookspecs import hookimpl
+    from ciml.plugins import get_manager
+
+    hooked = []
+
+    class Auditor:
+        @hookimpl
+        def ciml_run_cached(self, run, data_path):
+            hooked.append((run.id, data_path))
+
+    get_manager().add_plugin(Auditor(), "test-auditor")
     metrics = FakeMetrics()
     metrics.failures["broken"] = [MetricsUnavailable("html", "an HTML page")]
     events = [_event("new"), _event("already"), _event("unfinished", status=None),
@@ -376,6 +387,7 @@ def test_learn_adds_labelled_runs_to_cache(monkeypatch, data_path):
     assert stats["learned"] == 1
     assert len(records) == 4
     assert stored[-1] == "closed"
+    assert hooked == [("new", data_path)]
 
 
 # -- ciml predict ------------------------------------------------------------------
