@@ -202,7 +202,8 @@ def prediction_table(records, classes):
 
 def _local_run(path, build_name):
     path = pathlib.Path(path)
-    return RunRecord(id=path.name, build_name=build_name, status=None,
+    # The path as given, so that several files predicted at once are told apart.
+    return RunRecord(id=str(path), build_name=build_name, status=None,
                      artifacts_url=path.resolve().parent.as_uri() + "/", source="file",
                      metadata={"path": str(path)})
 

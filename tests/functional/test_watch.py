@@ -242,7 +242,7 @@ def test_cli_predict_local_file(data_path, fake_model, run_ciml, tmp_path):
                              "--experiment", "exp", str(path), "-f", "json"])
     assert rc == 0, err
     [row] = json.loads(out)
-    assert row == {"run": "dstat-csv_log.txt", "predicted": "failed", "p_passed": 0.1,
+    assert row == {"run": str(path), "predicted": "failed", "p_passed": 0.1,
                    "p_failed": 0.9, "model": "ds/exp"}
 
 
@@ -367,7 +367,7 @@ def test_end_to_end_firehose_with_subunit2sql_and_predict(pipeline, mosquitto, r
         runs[0]["build_uuid"], cached_id, str(local), "-f", "json"])
     assert rc == 0, err
     rows = json.loads(out)
-    assert [r["run"] for r in rows] == [runs[0]["run_id"], cached_id, local.name]
+    assert [r["run"] for r in rows] == [runs[0]["run_id"], cached_id, str(local)]
     assert rows[0]["predicted"] == records[runs[0]["run_id"]]["predicted"]
     assert rows[0]["p_passed"] == pytest.approx(
         records[runs[0]["run_id"]]["probabilities"]["passed"], abs=1e-5)

@@ -400,11 +400,11 @@ def test_predict_runs_local_file_and_errors(tmp_path, monkeypatch):
     records = online.predict_runs(None, "ds", "exp", [str(path), "nope"],
                                   predictor=predictor, call_hook=False)
     assert records[0]["predicted"] == "failed"
-    assert records[0]["run_id"] == "dstat.csv"
+    assert records[0]["run_id"] == str(path)
     assert records[1]["run_id"] == "nope" and "--source" in records[1]["error"]
     columns, rows = online.prediction_table(records, predictor.classes)
     assert columns == ["run", "predicted", "p_passed", "p_failed", "model", "error"]
-    assert rows[0][:4] == ["dstat.csv", "failed", pytest.approx(0.1), pytest.approx(0.9)]
+    assert rows[0][:4] == [str(path), "failed", pytest.approx(0.1), pytest.approx(0.9)]
 
 
 def test_predict_runs_through_source():
