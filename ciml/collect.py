@@ -31,32 +31,99 @@ DEFAULT_WORKERS = 8
 # the main thread lists more, small enough that memory stays flat.
 _WINDOW_PER_WORKER = 2
 
-_NEW = "new"
-_RETRY = "retry"
+
+def _outcome_of(cache, run, exc):
+    """Record (or not) a failure; returns ``(outcome, reason, message)``."""
+    if isinstance(exc, MetricsUnavailable):
+        if exc.transient:
+            return "transient", exc.reason, str(exc)
+        cache.mark_unavailable(run, exc.reason, str(exc))
+        return UNAVAILABLE, exc.reason, str(exc)
+    if isinstance(exc, CimlError):
+        if getattr(exc, "transient", False):
+            return "transient", "error", str(exc)
+        cache.mark_unavailable(run, "error", str(exc))
+        return UNAVAILABLE, "error", str(exc)
+    # A plugin bug must not lose the runs around it, nor be recorded as a
+    # fact about the file: the run is tried again next time.
+    LOG.warning("run %s: %s: %s", run.id, type(exc).__name__, exc)
+    return "transient", "error", f"{type(exc).__name__}: {exc}"
 
 
-def _fetch_one(cache, metric_source, run, data_path, stop):
+# -- parsing in worker processes -------------------------------------------------
+#
+# Fetching is I/O and scales with threads; parsing is CPU work that holds the
+# GIL, so with many workers one core caps the rate.  With ``processes > 0``
+# the fetching threads hand each file to a pool of processes to parse, and
+# store the frame themselves (storing waits on fsync, which threads overlap).
+
+_PROCESS = {}
+
+
+def _init_process(metric_name, metric_params):
+    import signal
+
+    from ciml.plugins import get_manager
+
+    # Ctrl-C is the parent's to handle: it stops handing out work.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cls = get_manager().get("metric_source", metric_name)
+    _PROCESS["metrics"] = cls(**metric_params)
+
+
+def _process_parse(run, data):
+    """Parse in a worker process: ``(frame, None)`` or ``(None, error)``.
+
+    Errors travel as plain tuples: ciml's exceptions take keyword-only
+    details that pickling would lose.
+    """
+    try:
+        return _PROCESS["metrics"].parse(data, run), None
+    except MetricsUnavailable as exc:
+        return None, ("unavailable", exc.reason, str(exc), exc.transient)
+    except CimlError as exc:
+        return None, ("ciml", "error", str(exc), getattr(exc, "transient", False))
+    except Exception as exc:
+        return None, ("bug", "error", f"{type(exc).__name__}: {exc}", True)
+
+
+def _parse_remote(procs, run, fetched):
+    frame, error = procs.submit(_process_parse, run, fetched.data).result()
+    if error is None:
+        return frame
+    kind, reason, message, transient = error
+    if kind == "bug":
+        raise RuntimeError(message)
+    raise MetricsUnavailable(reason, message, transient=transient)
+
+
+def _process_pool(processes, metric_source):
+    import multiprocessing
+
+    # forkserver: forking a process that runs threads can copy held locks.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["ciml.collect", type(metric_source).__module__])
+    return cf.ProcessPoolExecutor(
+        max_workers=processes, mp_context=ctx, initializer=_init_process,
+        initargs=(metric_source.name, metric_source.get_params(include_secrets=True)))
+
+
+def _fetch_one(cache, metric_source, run, data_path, stop, procs=None):
     """Fetch, parse and store one run; returns ``(outcome, reason, message)``."""
     if stop.is_set():
         return "cancelled", None, None
     try:
         fetched = metric_source.fetch(run)
-        frame = metric_source.parse(fetched.data, run)
+        if stop.is_set():
+            return "cancelled", None, None
+        if procs is None:
+            frame = metric_source.parse(fetched.data, run)
+        else:
+            frame = _parse_remote(procs, run, fetched)
         if frame is None or len(frame) == 0:
             raise MetricsUnavailable("empty", f"run {run.id}: no samples")
-    except MetricsUnavailable as exc:
-        if exc.transient:
-            return "transient", exc.reason, str(exc)
-        cache.mark_unavailable(run, exc.reason, str(exc))
-        return UNAVAILABLE, exc.reason, str(exc)
-    except CimlError as exc:
-        if getattr(exc, "transient", False):
-            return "transient", "error", str(exc)
-        cache.mark_unavailable(run, "error", str(exc))
-        return UNAVAILABLE, "error", str(exc)
-    except Exception as exc:  # a plugin bug must not lose the runs around it
-        LOG.warning("run %s: %s: %s", run.id, type(exc).__name__, exc)
-        return "transient", "error", f"{type(exc).__name__}: {exc}"
+    except Exception as exc:
+        return _outcome_of(cache, run, exc)
     cache.store(run, fetched, frame)
     from ciml.plugins import get_manager
 
@@ -75,7 +142,7 @@ def _progress_bar(progress, total, desc):
 
 def cache_data(data_path, source, metric_source, build_name, *, since=None, until=None,
                filters=None, limit=None, balanced=False, workers=DEFAULT_WORKERS,
-               retry_unavailable=False, progress=None):
+               retry_unavailable=False, progress=None, processes=0):
     """Cache the metrics of a job's runs; returns a summary dict.
 
     :param data_path: a :class:`ciml.paths.DataPath`.
@@ -88,6 +155,9 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
     :param retry_unavailable: try again runs known to be unavailable.
     :param progress: ``None`` shows a bar on a terminal, ``True`` always,
         ``False`` never.
+    :param processes: parse in this many worker processes (0:
+        in the fetching threads).  Worth it with many workers on a machine
+        with spare cores, when parsing, not the network, is the limit.
     :return: ``selected`` (runs the source listed), ``cached`` (newly),
         ``skipped_cached``, ``skipped_unavailable``, ``unavailable``
         (newly recorded), ``transient`` (failed, to retry later),
@@ -128,6 +198,10 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
                 bar.update(1)
         update_bar()
 
+    processes = int(processes or 0)
+    if processes < 0:
+        raise CimlError("--processes must not be negative")
+    procs = _process_pool(processes, metric_source) if processes else None
     pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
     try:
         for run in source.list_runs(build_name, since=since, until=until, filters=filters,
@@ -144,7 +218,8 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 pending.difference_update(done)
                 collect(done)
-            pending.add(pool.submit(_fetch_one, cache, metric_source, run, data_path, stop))
+            pending.add(pool.submit(_fetch_one, cache, metric_source, run, data_path, stop,
+                                    procs))
         while pending:
             done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             pending.difference_update(done)
@@ -154,11 +229,15 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         # or are dropped; nothing half-written is ever indexed.
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
+        if procs is not None:
+            procs.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
         if bar is not None:
             bar.close()
         pool.shutdown(wait=True)
+        if procs is not None:
+            procs.shutdown(wait=True)
         for component in (source, metric_source):
             close = getattr(component, "close", None)
             if close is not None:
@@ -181,6 +260,7 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         "total_cached": totals[CACHED],
         "total_unavailable": totals[UNAVAILABLE],
         "workers": workers,
+        "processes": processes,
         "elapsed_s": round(elapsed, 3),
         "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
         "data_path": str(data_path.root),

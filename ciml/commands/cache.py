@@ -49,6 +49,10 @@ class CacheData(ShowOne):
                             help="at most N runs from the source")
         parser.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS, metavar="K",
                             help=f"concurrent fetches (default: {DEFAULT_WORKERS})")
+        parser.add_argument("--processes", type=int, default=0, metavar="P",
+                            help="parse and store in P worker processes (default: 0, "
+                                 "in the fetching threads); helps when parsing, not "
+                                 "the network, is the limit and cores are free")
         parser.add_argument("--since", metavar="WHEN",
                             help="only runs started at or after this ISO date/time (UTC)")
         parser.add_argument("--until", metavar="WHEN",
@@ -82,12 +86,14 @@ class CacheData(ShowOne):
             data_path(self), source, metrics, parsed_args.build_name,
             since=since, until=until, filters=filters or None, limit=parsed_args.limit,
             balanced=parsed_args.balanced, workers=parsed_args.workers,
-            retry_unavailable=parsed_args.retry_unavailable)
+            retry_unavailable=parsed_args.retry_unavailable,
+            processes=parsed_args.processes)
         summary["source"] = parsed_args.source
         reasons = summary.pop("reasons")
         columns = ["build_name", "source", "selected", "cached", "skipped_cached",
                    "skipped_unavailable", "unavailable", "transient", "total_cached",
-                   "total_unavailable", "workers", "elapsed_s", "runs_per_s", "data_path"]
+                   "total_unavailable", "workers", "processes", "elapsed_s", "runs_per_s",
+                   "data_path"]
         values = [summary[c] for c in columns]
         columns.append("reasons")
         values.append(", ".join(f"{k}={v}" for k, v in reasons.items()) if reasons else "")

@@ -1,0 +1,151 @@
+"""Benchmark ``cache-data``: runs/s with 1 and 16 workers against a log server adding 50 ms a request.
+
+Usage::
+
+    python benchmarks/bench_cache_data.py    # 500 runs: 1 and 16 workers; 2000 runs: 16
+    python benchmarks/bench_cache_data.py --runs 500 --workers 16 --latency 0.05
+
+A generated CI history (``ciml.generator``, one job, realistic 10-30 minute
+dstat files in every layout, gzipped or not, at the real artifact paths) is
+served by ``ciml.testing.servers.CIServer`` with ``--latency`` added to every
+request.  Each measurement runs ``ciml.collect.cache_data`` in a fresh
+subprocess on an empty data path and reports:
+
+* runs/s, and the latency-bound limit ``workers / per-run request time``,
+  where the per-run request time is the server's latency times the requests
+  a run needs (the dstat source tries its paths in order, so a file at the
+  third path costs three requests);
+* peak RSS of the subprocess (``ru_maxrss``) and its growth over the RSS
+  after imports, which must not grow with the number of runs.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+JOB = "tempest-full"
+
+
+def child(args):
+    """Run cache_data once in this (fresh) process and print a JSON line."""
+    import resource
+
+    from ciml.collect import cache_data
+    from ciml.paths import DataPath
+    from ciml.plugins import get_manager
+
+    manager = get_manager()
+    source = manager.get("result_source", "subunit2sql")(db_uri=args.db_uri)
+    metrics = manager.get("metric_source", "dstat")(retries=0)
+    import pandas  # noqa: F401  (imported by the first parse anyway: count it in the baseline)
+
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    summary = cache_data(DataPath(args.data_path), source, metrics, JOB,
+                         workers=args.workers, progress=False, processes=args.processes)
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = after.ru_maxrss
+    fetched = max(summary["cached"] + summary["unavailable"] + summary["transient"], 1)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+           + children.ru_utime + children.ru_stime)
+    summary["cpu_ms_per_run"] = round(cpu / fetched * 1000, 1)
+    summary.update(wall_s=round(elapsed, 3), peak_rss_mib=round(peak / 1024, 1),
+                   base_rss_mib=round(base_rss / 1024, 1),
+                   growth_mib=round((peak - base_rss) / 1024, 1))
+    print(json.dumps(summary))
+
+
+def measure(db_uri, workers, server, workdir, processes=0):
+    data_path = tempfile.mkdtemp(prefix=f"data-w{workers}-", dir=workdir)
+    before = server.hits("*dstat-csv_log*")
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", "--db-uri", db_uri, "--data-path", data_path,
+         "--workers", str(workers), "--processes", str(processes)],
+        capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"child failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["requests"] = server.hits("*dstat-csv_log*") - before
+    fetched = result["cached"] + result["unavailable"] + result["transient"]
+    per_run = result["requests"] / max(fetched, 1) * server.latency
+    result["per_run_request_s"] = round(per_run, 4)
+    result["limit_runs_per_s"] = round(workers / per_run, 1) if per_run else None
+    result["runs_per_s_wall"] = round(fetched / result["wall_s"], 1)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--duration", type=int, nargs=2, default=[600, 1800],
+                        help="run length range in seconds (dstat rows)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="parse and store in this many processes (cache_data's processes)")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--db-uri", help=argparse.SUPPRESS)
+    parser.add_argument("--data-path", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        args.workers = args.workers[0]
+        child(args)
+        return
+
+    from ciml.generator import generate_history
+    from ciml.testing.servers import CIServer
+
+    workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="ciml-bench-"))
+    print(f"# work dir {workdir}; latency {args.latency * 1000:.0f} ms a request; "
+          f"{os.cpu_count()} CPUs")
+    rows = []
+    for n_runs in args.runs:
+        root = workdir / f"hist-{n_runs}"
+        server = CIServer(root=root / "logs", latency=args.latency).start()
+        try:
+            t0 = time.monotonic()
+            history = generate_history(root, runs=n_runs, seed=1, jobs=(JOB,),
+                                       duration=tuple(args.duration), base_url=server.url,
+                                       bad_fraction=0.01, tests=False)
+            print(f"# generated {n_runs} runs in {time.monotonic() - t0:.1f} s")
+            # Memory is compared at the highest worker count only for the big history.
+            counts = args.workers if n_runs == min(args.runs) else [max(args.workers)]
+            for workers in counts:
+                result = measure(history.db_uri, workers, server, workdir,
+                                 args.processes if workers > 1 else 0)
+                result["runs"] = n_runs
+                rows.append(result)
+                print(json.dumps({k: result[k] for k in (
+                    "runs", "workers", "cached", "unavailable", "wall_s", "runs_per_s_wall",
+                    "per_run_request_s", "limit_runs_per_s", "cpu_ms_per_run", "peak_rss_mib",
+                    "base_rss_mib", "growth_mib")}), flush=True)
+        finally:
+            server.stop()
+    print()
+    print(f"{'runs':>5} {'workers':>7} {'runs/s':>8} {'limit':>7} {'of limit':>8} "
+          f"{'CPU/run':>8} {'peak RSS':>9} {'growth':>7}")
+    for r in rows:
+        share = r["runs_per_s_wall"] / r["limit_runs_per_s"] if r["limit_runs_per_s"] else 0
+        print(f"{r['runs']:>5} {r['workers']:>7} {r['runs_per_s_wall']:>8.1f} "
+              f"{r['limit_runs_per_s']:>7.1f} {share:>8.0%} {r['cpu_ms_per_run']:>6.1f}ms "
+              f"{r['peak_rss_mib']:>7.0f}Mi "
+              f"{r['growth_mib']:>5.0f}Mi")
+    small = [r for r in rows if r["runs"] == min(args.runs)]
+    one = next((r for r in small if r["workers"] == 1), None)
+    many = max(small, key=lambda r: r["workers"])
+    if one and many is not one:
+        print(f"speed-up {many['workers']} vs 1 worker: "
+              f"{many['runs_per_s_wall'] / one['runs_per_s_wall']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
