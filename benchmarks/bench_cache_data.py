@@ -1,4 +1,4 @@
-"""Benchmark ``cache-data``: runs/s with 1 and 16 workers against a log server adding 50 ms a request.
+"""Benchmark ``cache-data``: runs/s with 1 and 16 workers from a log server adding 50 ms a request.
 
 Usage::
 
