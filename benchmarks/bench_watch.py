@@ -100,6 +100,15 @@ def history_base(history):
     return url[:url.index("/", len("http://")) + 1]
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a live process, from /proc."""
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values, q):
     values = sorted(values)
     if not values:
@@ -202,10 +211,26 @@ def main():
          "predictions")
 
     _log(f"publishing {args.events} reports at {args.rate:g}/s")
+    cpu_before = cpu_seconds(proc.pid)
+    cpu_last = [cpu_before]
+    sampling = threading.Event()
+
+    def sample():
+        # The watcher exits by itself after --max-events: keep the last reading.
+        while not sampling.wait(0.1):
+            value = cpu_seconds(proc.pid)
+            if value == value:  # not NaN
+                cpu_last[0] = value
+
+    threading.Thread(target=sample, daemon=True).start()
+    load_before = os.getloadavg()[0]
     t_first = time.monotonic()
     sent = send(reports, args.rate)
     t_sent = time.monotonic()
     wait_for(list(sent), 60)
+    sampling.set()
+    cpu_stream = cpu_last[0] - cpu_before
+    t_stream = time.monotonic() - t_first
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
@@ -238,9 +263,13 @@ def main():
     print(f"  publish rate achieved {len(sent) / (t_sent - t_first):.1f}/s; "
           f"throughput {len(latencies) / (last - t_first):.1f} predictions/s "
           f"(first report to last prediction)")
-    print(f"  watch process CPU: {usage.ru_utime + usage.ru_stime:.1f} s over "
-          f"{time.monotonic() - t_start:.1f} s wall (incl. start-up); "
+    print(f"  watch process CPU during the stream: {cpu_stream:.1f} s over {t_stream:.1f} s "
+          f"({1000 * cpu_stream / max(1, len(latencies)):.1f} ms per report, "
+          f"{100 * cpu_stream / t_stream:.0f}% of one core); in all "
+          f"{usage.ru_utime + usage.ru_stime:.1f} s incl. start-up; "
           f"max RSS {usage.ru_maxrss / 1024:.0f} MiB")
+    print(f"  machine load average at the start of the stream: {load_before:.1f} "
+          f"(other processes share the {os.cpu_count()} CPUs)")
     tail = [line for line in err_path.read_text().splitlines() if line.startswith("ciml watch:")]
     if tail:
         print(f"  last status line: {tail[-1]}")
