@@ -224,9 +224,20 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
             done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             pending.difference_update(done)
             collect(done)
+    except Exception:
+        # The source failed half way (a database gone): the runs already
+        # listed are good, so finish them before reporting the error.
+        while pending:
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            pending.difference_update(done)
+            try:
+                collect(done)
+            except Exception:  # the first error is the one to report
+                LOG.debug("while finishing after an error", exc_info=True)
+        raise
     except BaseException:
-        # Ctrl-C or a source error: runs in flight finish storing (atomically)
-        # or are dropped; nothing half-written is ever indexed.
+        # Ctrl-C: runs in flight finish storing (atomically) or are dropped;
+        # nothing half-written is ever indexed.
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         if procs is not None:

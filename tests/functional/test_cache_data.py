@@ -54,12 +54,14 @@ def check_consistent(data_path):
         return runs
 
 
-def test_every_rejection_reason_is_indexed(served, data_path, run_ciml):
+@pytest.mark.parametrize("processes", ["0", "2"])
+def test_every_rejection_reason_is_indexed(served, data_path, run_ciml, processes):
     server, root = served
     history = make_history(root, server.url, runs=60, bad_fraction=0.25)
     defects = {r["run_id"]: r["defect"] for r in history.runs if r["defect"]}
     assert set(defects.values()) == set(DEFECTS)
-    rc, out, err = run_ciml(args(data_path, history.db_uri, "--workers", "4"))
+    rc, out, err = run_ciml(args(data_path, history.db_uri, "--workers", "4",
+                                 "--processes", processes))
     assert rc == 0, err
     summary = summary_of(out)
     good = history.good_runs(JOB)

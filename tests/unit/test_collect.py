@@ -1,0 +1,199 @@
+"""The cache-data stage with fake sources: outcomes, bounded in-flight work, hooks, Ctrl-C."""
+
+import datetime as dt
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ciml import hookspecs
+from ciml.base import FetchedMetrics, MetricSource, ResultSource
+from ciml.cache import RawCache
+from ciml.collect import cache_data
+from ciml.errors import MetricsUnavailable, SourceError
+from ciml.plugins import get_manager
+from ciml.records import RunRecord
+
+UTC = dt.timezone.utc
+
+
+class FakeSource(ResultSource):
+    """Lists ``n`` runs lazily and remembers how far it was read."""
+
+    name = "fake"
+
+    def __init__(self, n=20, fail_after=None):
+        super().__init__()
+        self.n = n
+        self.listed = 0
+        self.fail_after = fail_after
+        self.closed = False
+
+    def list_runs(self, build_name, *, since=None, until=None, filters=None, limit=None,
+                  balanced=False):
+        for i in range(self.n if limit is None else min(limit, self.n)):
+            if self.fail_after is not None and i == self.fail_after:
+                raise SourceError("database went away", transient=True)
+            self.listed += 1
+            yield RunRecord(id=f"r{i:04d}", build_name=build_name, status="passed",
+                            artifacts_url=f"mem://{i}",
+                            start=dt.datetime(2024, 1, 1, tzinfo=UTC) + dt.timedelta(hours=i))
+
+    def get_run(self, run_id):
+        raise NotImplementedError
+
+    def close(self):
+        self.closed = True
+
+
+class FakeMetrics(MetricSource):
+    """Fetches instantly (or slowly); a few runs misbehave by design."""
+
+    name = "fake-metrics"
+
+    def __init__(self, delay=0.0, bad=None):
+        super().__init__()
+        self.delay = delay
+        self.bad = bad or {}
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.fetched = []
+
+    def fetch(self, run):
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.fetched.append(run.id)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            kind = self.bad.get(run.id)
+            if kind == "missing":
+                raise MetricsUnavailable("missing", f"{run.id}: no file")
+            if kind == "500":
+                raise MetricsUnavailable("http-error", f"{run.id}: HTTP 500", transient=True)
+            return FetchedMetrics(name="dstat-csv_log.txt", data=run.id.encode(), url="mem")
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def parse(self, data, run):
+        kind = self.bad.get(run.id)
+        if kind == "garbage":
+            raise MetricsUnavailable("non-numeric", f"{run.id}: garbage")
+        if kind == "bug":
+            raise ZeroDivisionError("plugin bug")
+        index = pd.date_range(run.start, periods=4, freq="s").as_unit("ns")
+        return pd.DataFrame({"cpu_usr": np.arange(4.0)}, index=index)
+
+
+def test_outcomes_are_counted_and_recorded(data_path):
+    bad = {"r0001": "missing", "r0002": "500", "r0003": "garbage", "r0004": "bug"}
+    source, metrics = FakeSource(10), FakeMetrics(bad=bad)
+    summary = cache_data(data_path, source, metrics, "job", workers=3, progress=False)
+    assert summary["selected"] == 10
+    assert summary["cached"] == 6
+    assert summary["unavailable"] == 2
+    assert summary["transient"] == 2
+    assert summary["reasons"] == {"error": 1, "http-error": 1, "missing": 1,
+                                  "non-numeric": 1}
+    assert source.closed
+    with RawCache(data_path) as cache:
+        assert {u["run_id"]: u["reason"] for u in cache.unavailable()} == {
+            "r0001": "missing", "r0003": "non-numeric"}
+        # Transient failures and plugin bugs are tried again next time.
+        assert cache.state("r0002") is None and cache.state("r0004") is None
+    again = cache_data(data_path, FakeSource(10), FakeMetrics(), "job", progress=False)
+    assert again["cached"] == 2
+    assert again["skipped_cached"] == 6 and again["skipped_unavailable"] == 2
+    retry = cache_data(data_path, FakeSource(10), FakeMetrics(), "job", progress=False,
+                       retry_unavailable=True)
+    assert retry["cached"] == 2 and retry["total_unavailable"] == 0
+
+
+def test_in_flight_work_is_bounded(data_path):
+    """Listing stays a bounded window ahead of the workers: memory stays flat."""
+    source, metrics = FakeSource(200), FakeMetrics(delay=0.002)
+    seen = []
+    real_fetch = metrics.fetch
+
+    def fetch(run):
+        seen.append(source.listed - len(metrics.fetched))
+        return real_fetch(run)
+
+    metrics.fetch = fetch
+    summary = cache_data(data_path, source, metrics, "job", workers=4, progress=False)
+    assert summary["cached"] == 200
+    assert metrics.max_in_flight <= 4
+    # Runs listed but not yet started never exceed the window (2 per worker).
+    assert max(seen) <= 2 * 4
+
+
+def test_workers_fetch_concurrently(data_path):
+    metrics = FakeMetrics(delay=0.05)
+    t0 = time.monotonic()
+    cache_data(data_path, FakeSource(32), metrics, "job", workers=16, progress=False)
+    assert metrics.max_in_flight > 8
+    assert time.monotonic() - t0 < 32 * 0.05  # far less than one at a time
+
+
+def test_lifecycle_hook_runs_once_per_new_run(data_path):
+    seen = []
+
+    class Spy:
+        @hookspecs.hookimpl
+        def ciml_run_cached(self, run, data_path):
+            seen.append(run.id)
+
+    class Broken:
+        @hookspecs.hookimpl
+        def ciml_run_cached(self, run, data_path):
+            raise RuntimeError("a reporter's bug must not stop caching")
+
+    get_manager().add_plugin(Spy(), "spy")
+    get_manager().add_plugin(Broken(), "broken")
+    summary = cache_data(data_path, FakeSource(5), FakeMetrics(bad={"r0001": "missing"}),
+                         "job", progress=False)
+    assert summary["cached"] == 4
+    assert sorted(seen) == ["r0000", "r0002", "r0003", "r0004"]
+
+
+def test_source_error_keeps_what_was_cached(data_path):
+    source = FakeSource(20, fail_after=10)
+    with pytest.raises(SourceError):
+        cache_data(data_path, source, FakeMetrics(), "job", workers=2, progress=False)
+    assert source.closed
+    with RawCache(data_path) as cache:
+        assert len(cache.runs()) == 10
+
+
+def test_keyboard_interrupt_stops_cleanly(data_path):
+    metrics = FakeMetrics(delay=0.01)
+
+    class Interrupting(FakeSource):
+        def list_runs(self, *a, **kw):
+            for i, run in enumerate(super().list_runs(*a, **kw)):
+                if i == 30:
+                    raise KeyboardInterrupt
+                yield run
+
+    with pytest.raises(KeyboardInterrupt):
+        cache_data(data_path, Interrupting(100), metrics, "job", workers=4, progress=False)
+    with RawCache(data_path) as cache:
+        runs = cache.runs()
+        assert 0 < len(runs) <= 30
+        for run in runs:
+            assert len(cache.frame(run.id)) == 4
+    summary = cache_data(data_path, FakeSource(100), FakeMetrics(), "job", progress=False)
+    assert summary["skipped_cached"] == len(runs)
+    assert summary["total_cached"] == 100
+
+
+def test_bad_worker_count(data_path):
+    from ciml.errors import CimlError
+
+    with pytest.raises(CimlError):
+        cache_data(data_path, FakeSource(1), FakeMetrics(), "job", workers=-1)
