@@ -33,7 +33,6 @@ TEMPLATES = 40
 
 def populate(root, n_runs):
     """A raw cache under ``root`` with ``n_runs`` one-hour runs; returns quickly if present."""
-    import numpy as np
 
     from ciml.base import FetchedMetrics
     from ciml.cache import RawCache
@@ -180,8 +179,8 @@ def main():
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 4000])
     parser.add_argument("--dir", default=None,
                         help="Data path to (re)use (default: a temporary folder)")
-    parser.add_argument("--executors", nargs="+", default=["process"],
-                        help="process, thread, serial: compare them")
+    parser.add_argument("--executors", nargs="+", default=["auto"],
+                        help="auto (what build-dataset picks), process, thread, serial")
     parser.add_argument("--intervals", nargs="+", default=["1s", "1min"])
     parser.add_argument("--step", help=argparse.SUPPRESS)
     args = parser.parse_args()
