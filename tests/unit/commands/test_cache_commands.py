@@ -1,0 +1,117 @@
+"""``ciml cache-data``, ``ciml run list`` and ``ciml run show``: parsers, columns, rows, errors."""
+
+import datetime as dt
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ciml.base import FetchedMetrics
+from ciml.cache import RawCache
+from ciml.commands.cache import CacheData, parse_when
+from ciml.commands.run import RunList, RunShow
+from ciml.errors import ConfigError, NotFoundError
+from ciml.records import RunRecord
+from ciml.shell import CimlApp
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def app(data_path):
+    app = CimlApp()
+    app.stdout, app.stderr = io.StringIO(), io.StringIO()
+    app.options = app.parser.parse_args(["--data-path", str(data_path.root)])
+    return app
+
+
+def test_cache_data_parser_has_every_option(app):
+    parser = CacheData(app, None).get_parser("ciml cache-data")
+    args = parser.parse_args([
+        "--build-name", "tempest-full", "--db-uri", "sqlite:///x.db", "--limit", "5",
+        "--workers", "3", "--since", "2024-01-01", "--until", "2024-02-01T12:00:00",
+        "--filter", "build_queue=gate", "--filter", "node_provider=rax-dfw", "--balanced",
+        "--retry-unavailable", "--zuul-url", "http://z", "--tenant", "t", "--project", "p",
+        "--pipeline", "gate", "--paths", "a.gz", "b", "--max-bytes", "1000"])
+    assert args.source == "subunit2sql" and args.metric_source == "dstat"
+    assert (args.limit, args.workers, args.balanced, args.retry_unavailable) == (5, 3, True, True)
+    assert args.filter == ["build_queue=gate", "node_provider=rax-dfw"]
+    assert args.db_uri == "sqlite:///x.db" and args.zuul_url == "http://z"
+    assert args.paths == ["a.gz", "b"]
+    for bad in (["--limit", "0"], ["--workers", "-2"], []):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--build-name", "x", *bad] if bad else bad)
+
+
+def test_db_uri_help_never_shows_a_default_secret(app):
+    help_text = CacheData(app, None).get_parser("ciml cache-data").format_help()
+    assert "--db-uri" in help_text and "--api-token" in help_text
+
+
+def test_parse_when():
+    assert parse_when("2024-03-01", "--since") == dt.datetime(2024, 3, 1, tzinfo=UTC)
+    assert parse_when("2024-03-01T12:30:00Z", "--since") == dt.datetime(
+        2024, 3, 1, 12, 30, tzinfo=UTC)
+    assert parse_when("2024-03-01T14:30:00+02:00", "--since") == dt.datetime(
+        2024, 3, 1, 12, 30, tzinfo=UTC)
+    assert parse_when(None, "--since") is None
+    with pytest.raises(ConfigError, match="--until"):
+        parse_when("last tuesday", "--until")
+
+
+def test_bad_filter_is_one_clear_error(app):
+    cmd = CacheData(app, None)
+    args = cmd.get_parser("x").parse_args(["--build-name", "j", "--db-uri", "sqlite:///x",
+                                           "--filter", "novalue"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        cmd.take_action(args)
+
+
+def _fill(data_path):
+    with RawCache(data_path) as cache:
+        for i, provider in enumerate(["rax-dfw", "ovh-bhs1"]):
+            run = RunRecord(id=f"run-{i}", build_name="tempest-full",
+                            status="failed" if i else "passed",
+                            start=dt.datetime(2024, 1, 1 + i, tzinfo=UTC),
+                            metadata={"node_provider": provider})
+            index = pd.date_range(run.start, periods=3 + i, freq="s").as_unit("ns")
+            frame = pd.DataFrame({"cpu_usr": np.ones(3 + i), "mem_used": np.ones(3 + i)},
+                                 index=index)
+            cache.store(run, FetchedMetrics("dstat-csv_log.txt.gz", b"x", "http://l/x"),
+                        frame)
+        cache.mark_unavailable(RunRecord(id="run-9", build_name="grenade", status="failed"),
+                               "html", "an HTML page")
+
+
+def test_run_list(app, data_path):
+    cmd = RunList(app, None)
+    columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
+    assert columns == ("id", "build name", "status", "provider", "start", "samples")
+    assert list(rows) == []
+    _fill(data_path)
+    columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
+    assert [r[0] for r in rows] == ["run-0", "run-1"]
+    assert rows[1][1:4] == ("tempest-full", "failed", "ovh-bhs1")
+    assert rows[1][5] == 4
+    columns, rows = cmd.take_action(cmd.get_parser("x").parse_args(["--build-name",
+                                                                    "grenade"]))
+    assert list(rows) == []
+    columns, rows = cmd.take_action(cmd.get_parser("x").parse_args(["--unavailable"]))
+    assert columns[:3] == ("id", "build name", "reason")
+    assert [r[:3] for r in rows] == [("run-9", "grenade", "html")]
+
+
+def test_run_show(app, data_path):
+    _fill(data_path)
+    cmd = RunShow(app, None)
+    columns, values = cmd.take_action(cmd.get_parser("x").parse_args(["run-1"]))
+    shown = dict(zip(columns, values))
+    assert shown["id"] == "run-1" and shown["state"] == "cached"
+    assert shown["samples"] == 4
+    assert shown["metric columns"] == "cpu_usr mem_used"
+    assert "node_provider=ovh-bhs1" in shown["metadata"]
+    columns, values = cmd.take_action(cmd.get_parser("x").parse_args(["run-9"]))
+    assert dict(zip(columns, values))["reason"] == "html"
+    with pytest.raises(NotFoundError):
+        cmd.take_action(cmd.get_parser("x").parse_args(["nope"]))
