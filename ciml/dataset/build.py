@@ -380,10 +380,22 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
     if cache is None:
         from ciml.cache import RawCache
 
-        cache = RawCache(data_path)
-        cache_is_raw = True
-    else:
-        cache_is_raw = False
+        raw = RawCache(data_path)
+        try:
+            return build_dataset(
+                data_path, name, build_name, slicer=slicer, features_regex=features_regex,
+                sample_interval=sample_interval,
+                aggregation_functions=aggregation_functions, class_label=class_label,
+                tdt_split=tdt, split=split, seed=seed, force=force,
+                normalizers=normalizers, progress=progress, visualize=visualize,
+                scale=scale, workers=workers, executor=executor, cache=raw,
+                plot_dir=plot_dir)
+        finally:
+            raw.close()
+    from ciml.cache import RawCache
+
+    # Worker processes open their own RawCache: only the real one can travel.
+    cache_is_raw = isinstance(cache, RawCache)
     runs = sorted(cache.runs(build_name), key=lambda r: (_start_key(r), r.id))[sl]
     if not runs:
         raise CimlError(f"no cached runs for build name {build_name!r} "
