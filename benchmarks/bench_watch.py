@@ -18,7 +18,7 @@ Targets: no report lost, p99 under 250 ms, keeping up with 20 reports/s on
 2 cores.
 
 Usage: ``python benchmarks/bench_watch.py [--events 500] [--rate 20]
-[--workers 2] [--mqtt-host 127.0.0.1 --mqtt-port 1883] [--dir D]``.
+[--workers 4] [--mqtt-host 127.0.0.1 --mqtt-port 1883] [--dir D]``.
 """
 
 import argparse
@@ -123,7 +123,7 @@ def main():
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--rate", type=float, default=20.0, help="reports per second")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--history-runs", type=int, default=40)
     parser.add_argument("--estimator", default="dnn")
     parser.add_argument("--params", default='{"hidden_layers": "32/32", "epochs": 5}')

@@ -280,7 +280,7 @@ class Watcher:
     """
 
     def __init__(self, predictor, trigger, *, source=None, data_path=None, publisher=None,
-                 learn=False, max_events=None, workers=2, queue_size=100, fetch_attempts=6,
+                 learn=False, max_events=None, workers=4, queue_size=100, fetch_attempts=6,
                  fetch_delay=5.0, status_interval=60.0, stdout=None, stderr=None,
                  call_hook=True, handle_signals=True, dedup_size=10000):
         if workers < 1:

@@ -34,8 +34,9 @@ class Watch(Command):
         parser.add_argument("--max-events", metavar="N", type=_positive_int, default=None,
                             help="Stop after N runs of the build name were taken (the "
                                  "ones taken are finished)")
-        parser.add_argument("--workers", metavar="N", type=_positive_int, default=2,
-                            help="Runs handled at once (default: 2)")
+        parser.add_argument("--workers", metavar="N", type=_positive_int, default=4,
+                            help="Runs handled at once; fetching logs is mostly waiting, "
+                                 "predicting is one at a time (default: 4)")
         parser.add_argument("--queue-size", metavar="N", type=_positive_int, default=100,
                             help="Runs waiting at most; a full queue makes the trigger wait "
                                  "(default: 100)")
