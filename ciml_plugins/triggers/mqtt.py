@@ -360,6 +360,10 @@ class MqttTrigger(Trigger):
             if not self._stopping:
                 LOG.warning("lost the MQTT broker %s (%s); reconnecting", where, reason_code)
 
+        def on_connect_fail(client, userdata):
+            if not self._stopping:
+                LOG.warning("cannot reach the MQTT broker %s; trying again", where)
+
         def on_message(client, userdata, message):
             # Never raise here: paho would end its network loop.
             accepted = True
@@ -372,6 +376,7 @@ class MqttTrigger(Trigger):
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
+        client.on_connect_fail = on_connect_fail
         client.on_message = on_message
         client.connect_async(self.mqtt_host, self.mqtt_port, keepalive=self.keepalive)
         client.loop_start()

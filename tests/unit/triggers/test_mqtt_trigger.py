@@ -284,3 +284,26 @@ def test_every_generated_event_parses(tmp_path):
             assert event.build_name == run["build_name"]
             assert event.artifacts_url == run["artifacts_url"]
             assert event.status == run["status"]
+
+
+def test_unreachable_broker_is_retried_and_stop_returns(caplog):
+    """No broker: run() keeps trying (logging why) and returns promptly on stop()."""
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once closed
+    trigger = MqttTrigger(mqtt_host="127.0.0.1", mqtt_port=port, client_id="t-unreachable",
+                          clean_session=True)
+    thread = threading.Thread(target=trigger.run, args=(lambda e: True,))
+    thread.start()
+    time.sleep(1.5)
+    assert not trigger.connected
+    started = time.monotonic()
+    trigger.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 5
+    assert "cannot reach the MQTT broker" in caplog.text
