@@ -41,14 +41,14 @@ def wait_port(port, timeout=10.0, up=True):
 class PrivateBroker:
     """A Mosquitto of the test's own, with persistence, that it can stop and restart."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, extra=""):
         self.folder = pathlib.Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = self.folder / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            + (extra or "allow_anonymous true\n") +
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
             "persistence_file ciml-test.db\n"
@@ -216,3 +216,24 @@ def trained_history(tmp_path, *, runs=30, cached=24, seed=5, estimator="linear-s
     train_model(data_path, Dataset.open(data_path, "ds"), Experiment.load(data_path, "exp"),
                 progress=False)
     return data_path, history, server
+
+
+def make_tls_files(folder):
+    """A throwaway CA and a server certificate for 127.0.0.1; returns their paths."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = folder / "ca.key", folder / "ca.crt"
+    key, csr, crt = folder / "server.key", folder / "server.csr", folder / "server.crt"
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        "/CN=ciml-test-ca", "-keyout", ca_key, "-out", ca_crt)
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", key,
+        "-out", csr)
+    run("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+        "-days", "2", "-extfile", ext, "-out", crt)
+    return {"ca": ca_crt, "cert": crt, "key": key}

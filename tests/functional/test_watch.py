@@ -7,7 +7,7 @@ import time
 import uuid
 
 import pytest
-from mqtt_helpers import PrivateBroker, Subscriber, fake_predictor, publish
+from mqtt_helpers import PrivateBroker, Subscriber, fake_predictor, make_tls_files, publish
 
 pytestmark = pytest.mark.mosquitto
 
@@ -428,3 +428,59 @@ def test_cli_watch_sigterm_exits_cleanly(pipeline, mosquitto, tmp_path):
     assert "received SIGTERM" in err_path.read_text()
     assert "ciml watch: seen 0" in err_path.read_text()
     assert out == ""
+
+
+def test_tls_with_user_and_password_file(tmp_path, data_path, caplog):
+    import subprocess
+
+    import paho.mqtt.client as mqtt
+
+    if not PrivateBroker.available():
+        from conftest import skip_or_fail
+
+        skip_or_fail("mosquitto binary not found at /usr/sbin/mosquitto")
+    files = make_tls_files(tmp_path / "tls")
+    secret = "s3cret-Pw-" + _uid()[:6]
+    passwd = tmp_path / "broker-passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "ciml", secret], check=True,
+                   capture_output=True)
+    broker = PrivateBroker(tmp_path / "broker", extra=(
+        f"allow_anonymous false\npassword_file {passwd}\ncafile {files['ca']}\n"
+        f"certfile {files['cert']}\nkeyfile {files['key']}\n"))
+    broker.start()
+    good, bad = tmp_path / "password", tmp_path / "wrong-password"
+    good.write_text(secret + "\n")
+    bad.write_text("not-the-password\n")
+    try:
+        trigger = _trigger("127.0.0.1", broker.port, "t/#", data_path, tls=True,
+                           ca_certs=str(files["ca"]), username="ciml", password_file=str(good),
+                           clean_session=True)
+        running = Running(trigger)
+        try:
+            assert trigger.wait_connected(10), broker.log.read_text()
+            client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+            client.tls_set(ca_certs=str(files["ca"]))
+            client.username_pw_set("ciml", secret)
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            build = _uid()
+            client.publish("t/gearman-subunit/w", json.dumps(_firehose(build)),
+                           qos=1).wait_for_publish(10)
+            client.disconnect()
+            client.loop_stop()
+            records = running.wait_records(1)
+        finally:
+            running.stop()
+        assert [r["run_id"] for r in records] == [build]
+
+        refused = _trigger("127.0.0.1", broker.port, "t/#", data_path, tls=True,
+                           ca_certs=str(files["ca"]), username="ciml",
+                           password_file=str(bad), clean_session=True)
+        running = Running(refused)
+        time.sleep(2)
+        assert not refused.connected
+        running.stop()
+        assert "refused the connection" in caplog.text
+        assert secret not in caplog.text and "not-the-password" not in caplog.text
+    finally:
+        broker.stop()
