@@ -39,6 +39,11 @@ MODEL_FILE = "model.keras"
 PARAMS_FILE = "params.json"
 #: Examples read per step when the input is not chunked (numpy).
 DEFAULT_CHUNK = 1024
+#: A Zarr split at most this large (and under a quarter of the free memory) is
+#: decompressed once and kept in memory for the later epochs; a larger one is
+#: streamed from Zarr again on every epoch.  ``CIML_TRAIN_MEMORY_BYTES``
+#: overrides it (0: always stream).
+MEMORY_BYTES = 1 << 30
 
 
 def hidden_layers_type(value):
@@ -114,18 +119,49 @@ def _as_labels(y):
                       dtype=np.int64).reshape(-1)
 
 
-def _iter_chunks(X, start, stop):
+def _iter_chunks(X, start, stop, size=None):
     """Yield ``(offset, float32 array)`` over ``X[start:stop]``, one chunk at a time.
 
     Boundaries follow the array's own chunks so that each Zarr chunk is
     decompressed exactly once.
     """
-    size = _chunk_size(X)
+    size = size or _chunk_size(X)
     pos = start
     while pos < stop:
         end = min(stop, (pos // size + 1) * size)
         yield pos, np.asarray(X[pos:end], dtype=np.float32)
         pos = end
+
+
+def _memory_budget():
+    import os
+
+    env = os.environ.get("CIML_TRAIN_MEMORY_BYTES")
+    if env is not None:
+        return int(env)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = 0
+    return min(MEMORY_BYTES, free // 4)
+
+
+def in_memory_if_small(X, start, stop):
+    """``(array, start, stop)``: ``X[start:stop]`` as numpy when it fits the budget.
+
+    Decompressing every chunk on every epoch costs CPU that training needs
+    (2 cores); a split small enough is read once, chunk by chunk, instead.
+    Numpy input and large splits are returned as they are.
+    """
+    if isinstance(X, np.ndarray):
+        return X, start, stop
+    nbytes = (stop - start) * int(np.prod(X.shape[1:])) * 4
+    if nbytes > _memory_budget():
+        return X, start, stop
+    out = np.empty((stop - start, *X.shape[1:]), dtype=np.float32)
+    for pos, x in _iter_chunks(X, start, stop):
+        out[pos - start:pos - start + len(x)] = x
+    return out, 0, stop - start
 
 
 def class_weights(y, n_classes):
@@ -199,16 +235,19 @@ class _KerasEstimator(Estimator):
 
     # -- data ---------------------------------------------------------------
 
-    def _dataset(self, tf, X, y, start, stop, weights, n_classes, shuffle, seed):
+    def _dataset(self, tf, X, y, start, stop, weights, n_classes, shuffle, seed, chunk=None):
         """A ``tf.data`` pipeline of ``(x, target, weight)`` batches of ``X[start:stop]``.
 
         A Python generator yields whole chunks (never single rows, which caps
         near 4,000 rows/s); ``rebatch`` cuts them into training batches
         across chunk boundaries.  Each pass visits the chunks in a new
         order and shuffles within each chunk: a good approximation of a full
-        shuffle that never needs the split in memory.
+        shuffle that never needs the split in memory.  ``chunk``: the chunk
+        length to shuffle by (the Zarr array's, also when the split was
+        copied to memory: the same seed then gives the same model whatever
+        the memory budget).
         """
-        size = _chunk_size(X)
+        size = chunk or _chunk_size(X)
         bounds = []
         pos = start
         while pos < stop:
@@ -282,13 +321,15 @@ class _KerasEstimator(Estimator):
 
         weights = (class_weights(y[:n_train], n_classes)
                    if self.class_weight == "balanced" else np.ones(n_classes))
+        tX, ta, tb = in_memory_if_small(X, 0, n_train)
         if self.normalize:
-            mean, variance = feature_moments(X, 0, n_train)
+            mean, variance = feature_moments(tX, ta, tb)
         else:
             mean = variance = None
 
         data_seed = 0 if seed is None else int(seed)
-        train_ds = self._dataset(tf, X, y, 0, n_train, weights, n_classes, True, data_seed)
+        train_ds = self._dataset(tf, tX, y[:n_train], ta, tb, weights, n_classes, True,
+                                 data_seed, chunk=_chunk_size(X))
         batch = int(self.batch_size)
         steps_per_epoch = max(1, math.ceil(n_train / batch))
         epochs = int(self.epochs)
@@ -301,6 +342,9 @@ class _KerasEstimator(Estimator):
         val_steps = None
         if val is not None:
             vX, vy, a, b = val
+            vX, a2, b2 = in_memory_if_small(vX, a, b)
+            if a2 != a:
+                vy, a, b = vy[a:b], a2, b2
             # Validation examples weighted like training ones: the monitored
             # loss then cares about the rare class as much as the fit does.
             val_ds = self._dataset(tf, vX, vy, a, b, weights, n_classes, False, 0)

@@ -116,3 +116,16 @@ def test_linear_svm_probabilities_keep_the_svm_decision():
     assert est.temperature_ > 0
     # One-vs-rest cannot carve out the middle class on one axis; chance is 1/3.
     assert (est.predict(X) == y).mean() > 0.6
+
+
+@pytest.mark.tensorflow
+def test_streaming_from_zarr_gives_the_same_model_as_the_in_memory_copy(tmp_path,
+                                                                        monkeypatch):
+    X, y = make_examples(50, 2, seed=11)
+    zX = zarr_array(X, tmp_path / "x.zarr", chunk=16)
+    params = dict(hidden_layers="8", epochs=2, patience=0, batch_size=10, seed=3)
+    in_memory = kest.DNNEstimator(**params).fit(zX, y, classes=["passed", "failed"])
+    monkeypatch.setenv("CIML_TRAIN_MEMORY_BYTES", "0")
+    assert kest.in_memory_if_small(zX, 0, 50)[0] is zX
+    streamed = kest.DNNEstimator(**params).fit(zX, y, classes=["passed", "failed"])
+    assert np.allclose(in_memory.predict_proba(X), streamed.predict_proba(X), atol=1e-6)
