@@ -92,6 +92,13 @@ def _pid_alive(pid):
     return True
 
 
+def _write_synced(path, data):
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def frame_to_arrays(frame):
     """``(timestamps int64 ns UTC, values 2-D float, columns str)`` of a frame."""
     import pandas as pd
@@ -219,11 +226,16 @@ class RawCache:
         tmp = self.runs_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
-            fileutil.atomic_write_bytes(tmp / raw_name, fetched.data)
+            # The temporary folder is invisible to readers until it is renamed,
+            # so its files need no rename of their own: one fsync each, then
+            # one for the folder, before the move makes them data.
             buf = io.BytesIO()
             np.savez(buf, timestamps=stamps, values=values, columns=columns)
-            fileutil.atomic_write_bytes(tmp / SERIES_FILE, buf.getvalue())
-            fileutil.atomic_write_json(tmp / RECORD_FILE, record)
+            text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+            _write_synced(tmp / raw_name, fetched.data)
+            _write_synced(tmp / SERIES_FILE, buf.getvalue())
+            _write_synced(tmp / RECORD_FILE, text.encode("utf-8"))
+            fileutil.fsync_dir(tmp)
             with self._locked_store():
                 if self.state(run.id) == CACHED and (final / RECORD_FILE).is_file():
                     return

@@ -152,20 +152,22 @@ def test_corrupt_series_is_reported_not_crashing(cache):
 
 
 def test_failure_while_storing_leaves_nothing(cache, monkeypatch):
-    from ciml import fileutil
+    from ciml import cache as cache_module
 
     calls = []
-    real = fileutil.atomic_write_json
+    real = cache_module._write_synced
 
-    def boom(path, obj):
-        calls.append(path)
-        raise OSError("disk full")
+    def boom(path, data):
+        calls.append(path.name)
+        if path.name == "record.json":
+            raise OSError("disk full")
+        real(path, data)
 
-    monkeypatch.setattr(fileutil, "atomic_write_json", boom)
+    monkeypatch.setattr(cache_module, "_write_synced", boom)
     with pytest.raises(OSError):
         cache.store(run(1), fetched(), frame())
-    monkeypatch.setattr(fileutil, "atomic_write_json", real)
-    assert calls
+    monkeypatch.setattr(cache_module, "_write_synced", real)
+    assert calls[-1] == "record.json"
     assert cache.state("run-001") is None
     assert list(cache.runs_dir.iterdir()) == []
 
