@@ -63,12 +63,13 @@ def child(args):
     print(json.dumps(summary))
 
 
-def measure(db_uri, workers, server, workdir, processes=0):
+def measure(db_uri, workers, server, workdir, processes=None):
     data_path = tempfile.mkdtemp(prefix=f"data-w{workers}-", dir=workdir)
     before = server.hits("*dstat-csv_log*")
     proc = subprocess.run(
         [sys.executable, __file__, "--child", "--db-uri", db_uri, "--data-path", data_path,
-         "--workers", str(workers), "--processes", str(processes)],
+         "--workers", str(workers),
+         *([] if processes is None else ["--processes", str(processes)])],
         capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"child failed:\n{proc.stderr}")
@@ -89,8 +90,8 @@ def main(argv=None):
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--duration", type=int, nargs=2, default=[600, 1800],
                         help="run length range in seconds (dstat rows)")
-    parser.add_argument("--processes", type=int, default=0,
-                        help="parse and store in this many processes (cache_data's processes)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="cache_data's processes (default: its automatic choice)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db-uri", help=argparse.SUPPRESS)
@@ -120,14 +121,14 @@ def main(argv=None):
             # Memory is compared at the highest worker count only for the big history.
             counts = args.workers if n_runs == min(args.runs) else [max(args.workers)]
             for workers in counts:
-                result = measure(history.db_uri, workers, server, workdir,
-                                 args.processes if workers > 1 else 0)
+                result = measure(history.db_uri, workers, server, workdir, args.processes)
                 result["runs"] = n_runs
                 rows.append(result)
                 print(json.dumps({k: result[k] for k in (
-                    "runs", "workers", "cached", "unavailable", "wall_s", "runs_per_s_wall",
-                    "per_run_request_s", "limit_runs_per_s", "cpu_ms_per_run", "peak_rss_mib",
-                    "base_rss_mib", "growth_mib")}), flush=True)
+                    "runs", "workers", "processes", "cached", "unavailable", "wall_s",
+                    "runs_per_s_wall", "per_run_request_s", "limit_runs_per_s",
+                    "cpu_ms_per_run", "peak_rss_mib", "base_rss_mib", "growth_mib")}),
+                    flush=True)
         finally:
             server.stop()
     print()

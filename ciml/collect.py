@@ -56,6 +56,8 @@ def _outcome_of(cache, run, exc):
 # GIL, so with many workers one core caps the rate.  With ``processes > 0``
 # the fetching threads hand each file to a pool of processes to parse, and
 # store the frame themselves (storing waits on fsync, which threads overlap).
+# By default the pool starts only once a job proves big enough to repay the
+# start of the processes (about a second each).
 
 _PROCESS = {}
 
@@ -97,6 +99,14 @@ def _parse_remote(procs, run, fetched):
     raise MetricsUnavailable(reason, message, transient=transient)
 
 
+def _rebuildable(metric_source):
+    """Whether a worker process can build the same metric source by its name."""
+    from ciml.plugins import get_manager
+
+    info = get_manager().registry["metric_source"].get(metric_source.name)
+    return info is not None and type(metric_source) in (info.cls, *info.cls.__bases__)
+
+
 def _process_pool(processes, metric_source):
     import multiprocessing
 
@@ -108,6 +118,23 @@ def _process_pool(processes, metric_source):
         initargs=(metric_source.name, metric_source.get_params(include_secrets=True)))
 
 
+#: Runs handed to the workers before the automatic process pool starts.
+AUTO_PROCESSES_AFTER = 64
+
+
+def auto_processes(workers, metric_source=None):
+    """How many parse processes ``processes=None`` means for this many workers."""
+    import os
+
+    if metric_source is not None and not _rebuildable(metric_source):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    if workers < 4 or cores < 2:
+        return 0
+    return min(cores, 8, workers)
+
+
 def _fetch_one(cache, metric_source, run, data_path, stop, procs=None):
     """Fetch, parse and store one run; returns ``(outcome, reason, message)``."""
     if stop.is_set():
@@ -116,10 +143,16 @@ def _fetch_one(cache, metric_source, run, data_path, stop, procs=None):
         fetched = metric_source.fetch(run)
         if stop.is_set():
             return "cancelled", None, None
-        if procs is None:
+        pool = procs() if callable(procs) else procs
+        frame = None
+        if pool is not None:
+            try:
+                frame = _parse_remote(pool, run, fetched)
+            except cf.BrokenExecutor:
+                LOG.warning("parse processes failed; parsing in threads")
+                pool = None
+        if pool is None:
             frame = metric_source.parse(fetched.data, run)
-        else:
-            frame = _parse_remote(procs, run, fetched)
         if frame is None or len(frame) == 0:
             raise MetricsUnavailable("empty", f"run {run.id}: no samples")
     except Exception as exc:
@@ -142,7 +175,7 @@ def _progress_bar(progress, total, desc):
 
 def cache_data(data_path, source, metric_source, build_name, *, since=None, until=None,
                filters=None, limit=None, balanced=False, workers=DEFAULT_WORKERS,
-               retry_unavailable=False, progress=None, processes=0):
+               retry_unavailable=False, progress=None, processes=None):
     """Cache the metrics of a job's runs; returns a summary dict.
 
     :param data_path: a :class:`ciml.paths.DataPath`.
@@ -155,9 +188,10 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
     :param retry_unavailable: try again runs known to be unavailable.
     :param progress: ``None`` shows a bar on a terminal, ``True`` always,
         ``False`` never.
-    :param processes: parse in this many worker processes (0:
-        in the fetching threads).  Worth it with many workers on a machine
-        with spare cores, when parsing, not the network, is the limit.
+    :param processes: parse in this many worker processes (0: in the
+        fetching threads).  ``None`` chooses from the workers and the cores,
+        and starts the processes only after :data:`AUTO_PROCESSES_AFTER`
+        runs, so that small jobs do not pay for them.
     :return: ``selected`` (runs the source listed), ``cached`` (newly),
         ``skipped_cached``, ``skipped_unavailable``, ``unavailable``
         (newly recorded), ``transient`` (failed, to retry later),
@@ -198,10 +232,24 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
                 bar.update(1)
         update_bar()
 
-    processes = int(processes or 0)
+    if processes is None:
+        processes = auto_processes(workers, metric_source)
+        start_after = AUTO_PROCESSES_AFTER
+    else:
+        processes, start_after = int(processes), 0
     if processes < 0:
         raise CimlError("--processes must not be negative")
-    procs = _process_pool(processes, metric_source) if processes else None
+    procs_box = []
+
+    def procs():
+        return procs_box[0] if procs_box else None
+
+    def start_procs():
+        if processes and not procs_box:
+            procs_box.append(_process_pool(processes, metric_source))
+
+    if start_after == 0:
+        start_procs()
     pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
     try:
         for run in source.list_runs(build_name, since=since, until=until, filters=filters,
@@ -218,6 +266,9 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 pending.difference_update(done)
                 collect(done)
+            if counts["submitted"] == start_after:
+                start_procs()
+            counts["submitted"] += 1
             pending.add(pool.submit(_fetch_one, cache, metric_source, run, data_path, stop,
                                     procs))
         while pending:
@@ -240,15 +291,15 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         # nothing half-written is ever indexed.
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
-        if procs is not None:
-            procs.shutdown(wait=False, cancel_futures=True)
+        if procs_box:
+            procs_box[0].shutdown(wait=False, cancel_futures=True)
         raise
     finally:
         if bar is not None:
             bar.close()
         pool.shutdown(wait=True)
-        if procs is not None:
-            procs.shutdown(wait=True)
+        if procs_box:
+            procs_box[0].shutdown(wait=True)
         for component in (source, metric_source):
             close = getattr(component, "close", None)
             if close is not None:
@@ -271,7 +322,7 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         "total_cached": totals[CACHED],
         "total_unavailable": totals[UNAVAILABLE],
         "workers": workers,
-        "processes": processes,
+        "processes": processes if procs_box else 0,
         "elapsed_s": round(elapsed, 3),
         "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
         "data_path": str(data_path.root),

@@ -49,10 +49,10 @@ class CacheData(ShowOne):
                             help="at most N runs from the source")
         parser.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS, metavar="K",
                             help=f"concurrent fetches (default: {DEFAULT_WORKERS})")
-        parser.add_argument("--processes", type=int, default=0, metavar="P",
-                            help="parse and store in P worker processes (default: 0, "
-                                 "in the fetching threads); helps when parsing, not "
-                                 "the network, is the limit and cores are free")
+        parser.add_argument("--processes", type=int, default=None, metavar="P",
+                            help="parse in P worker processes, 0 to parse in the "
+                                 "fetching threads (default: chosen from --workers and "
+                                 "the cores, started once a job is big enough)")
         parser.add_argument("--since", metavar="WHEN",
                             help="only runs started at or after this ISO date/time (UTC)")
         parser.add_argument("--until", metavar="WHEN",

@@ -334,3 +334,22 @@ def test_two_processes_on_one_data_path(served, data_path):
     assert len(cached) == good
     with RawCache(data_path) as cache:
         assert len(cache.unavailable()) == len(history.runs) - good
+
+
+def test_automatic_parse_processes_start_for_big_jobs(served, data_path, run_ciml,
+                                                      monkeypatch):
+    from ciml import collect
+
+    server, root = served
+    history = make_history(root, server.url, runs=24, bad_fraction=0.2)
+    monkeypatch.setattr(collect, "AUTO_PROCESSES_AFTER", 6)
+    monkeypatch.setattr(collect, "auto_processes", lambda workers, source=None: 2)
+    rc, out, err = run_ciml(args(data_path, history.db_uri, "--workers", "4"))
+    assert rc == 0, err
+    summary = summary_of(out)
+    assert summary["processes"] == 2
+    assert summary["cached"] == len(history.good_runs(JOB))
+    with RawCache(data_path) as cache:
+        assert {u["run_id"]: u["reason"] for u in cache.unavailable()} == {
+            r["run_id"]: r["defect"] for r in history.runs if r["defect"]}
+    check_consistent(data_path)

@@ -197,3 +197,15 @@ def test_bad_worker_count(data_path):
 
     with pytest.raises(CimlError):
         cache_data(data_path, FakeSource(1), FakeMetrics(), "job", workers=-1)
+
+
+def test_automatic_processes(data_path):
+    from ciml.collect import auto_processes
+
+    assert auto_processes(1) == 0
+    assert auto_processes(3) == 0
+    # A metric source a worker process could not rebuild by name stays in threads.
+    assert auto_processes(16, FakeMetrics()) == 0
+    summary = cache_data(data_path, FakeSource(100), FakeMetrics(), "job", workers=8,
+                         progress=False)
+    assert summary["processes"] == 0 and summary["cached"] == 100
