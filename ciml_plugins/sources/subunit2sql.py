@@ -30,6 +30,12 @@ ENV_DB_URI = "CIML_DB_URI"
 ARTIFACT_KEYS = ("artifacts", "artifact", "log_url")
 
 
+# MySQL errors that trying again will not fix: access denied (1044, 1045),
+# unknown database (1049), no such table (1146).  Lost connections (2006,
+# 2013) and refused ones (2003) stay transient.
+_PERMANENT_MYSQL_ERRORS = frozenset({1044, 1045, 1049, 1146})
+
+
 def _run_status(fails, passes):
     return FAILED if (fails or 0) > 0 or not passes else PASSED
 
@@ -148,7 +154,11 @@ class Subunit2sqlResultSource(ResultSource):
         transient = isinstance(exc, (sa.exc.OperationalError, sa.exc.TimeoutError,
                                      sa.exc.DisconnectionError)) or getattr(
                                          exc, "connection_invalidated", False)
-        if isinstance(exc, sa.exc.OperationalError) and "no such table" in detail:
+        code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
+        if code in _PERMANENT_MYSQL_ERRORS:
+            transient = False
+        if code in (1146,) or (isinstance(exc, sa.exc.OperationalError)
+                               and "no such table" in detail):
             transient = False
             detail += " (is this a subunit2sql database?)"
         return SourceError(f"subunit2sql database {self.safe_uri}: "

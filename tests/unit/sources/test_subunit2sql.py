@@ -210,6 +210,7 @@ def test_password_never_shown(mariadb_url):
     message = str(info.value)
     assert "Sup3rS3cretPw" not in message
     assert "***" in message
+    assert not info.value.transient  # access denied: trying again will not help
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
