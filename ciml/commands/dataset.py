@@ -17,17 +17,19 @@ def add_build_options(parser):
                         help="Job (build name) whose cached runs are used "
                         "(default: tempest-full)")
     parser.add_argument("--slicer", metavar="START:STOP", default=":",
-                        help="Slice of the cached runs, oldest first (default: all)")
+                        help="Python slice of the cached runs, oldest first: :100 "
+                        "the oldest 100, --slicer=-50: the newest 50 (default: all)")
     parser.add_argument("--features-regex", metavar="RE", default=None,
-                        help="Keep the metric columns whose name matches (re.search); "
-                        "default: all numeric columns")
+                        help="Keep the metric columns whose name matches (re.search), "
+                        "e.g. '^(cpu|mem)_'; default: all columns. Only columns "
+                        "present in every run are kept, sorted by name")
     parser.add_argument("--sample-interval", metavar="INTERVAL", default=None,
                         help="Resample to this interval (mean): 10s, 1min, ...; "
                         "default: the raw 1 s samples")
     parser.add_argument("--aggregation-functions", metavar="FUNC", nargs="+",
                         default=None,
                         help="Instead of the time axis, one row per numpy reduction: "
-                        "mean std max min median ...")
+                        "mean std max min median ..., pNN for a percentile (p95)")
     parser.add_argument("--class-label", metavar="LABEL", default="status",
                         help="status (passed/failed), node_provider (provider family), "
                         "node_provider_all (raw provider) or any run-metadata key "
@@ -58,8 +60,40 @@ def _balance_text(balance):
     return ", ".join(f"{k}={v}" for k, v in balance.items())
 
 
+def _structured(parsed_args):
+    """Whether the output format keeps lists and dicts (json, yaml) as they are."""
+    return getattr(parsed_args, "formatter", None) in ("json", "yaml")
+
+
+def _chain_text(chain):
+    """``filter(31 columns) -> resample(1min) -> ...``: the stored steps, short."""
+    parts = []
+    for spec in chain:
+        params = {k: v for k, v in (spec.get("params") or {}).items() if v is not None}
+        if spec["name"] == "filter" and params.get("columns"):
+            params["columns"] = f"{len(params['columns'])} columns"
+        args = ", ".join(str(v) if not isinstance(v, list) else " ".join(map(str, v))
+                         for v in params.values())
+        parts.append(f"{spec['name']}({args})" if args else spec["name"])
+    return " -> ".join(parts)
+
+
+def _steps_text(config, steps, axis):
+    if axis == "aggregate":
+        return ", ".join(steps)
+    return f"{len(steps)} x {config.get('sample_interval') or '1s'}"
+
+
 class BuildDataset(ShowOne):
     """Build a normalized, split dataset from the cached runs of a job"""
+
+    _epilog = (
+        "Features are the metric columns (matching --features-regex) present in "
+        "every selected run, sorted by name; columns only some runs have (dstat "
+        "0.7.2's cpu_hiq and cpu_siq, 0.7.3's cpu_stl) are left out and listed as "
+        "dropped_features. Runs that cannot be used (unreadable series, no label, "
+        "no matching column) are left out and counted by reason: -v lists them one "
+        "by one, 'ciml dataset show NAME' keeps the list.")
 
     def get_parser(self, prog_name):
         return add_build_options(super().get_parser(prog_name))
@@ -76,18 +110,19 @@ class BuildDataset(ShowOne):
             split=parsed_args.split, seed=parsed_args.seed, force=parsed_args.force,
             scale=parsed_args.scale, visualize=parsed_args.visualize,
             plot_dir=parsed_args.plot_dir)
-        for skip in summary["skipped"]:
-            self.app.stderr.write(f"skipped {skip['run_id']}: {skip['reason']}: "
-                                  f"{skip['message']}\n")
-        columns = ["name", "path", "runs", "examples", "skipped", "example_shape",
-                   "classes", "class_balance", "features", "fingerprint", "elapsed_s"]
+        # Skipped runs and dropped features were logged once by the build.
+        columns = ["name", "path", "runs", "examples", "skipped", "skipped_by_reason",
+                   "example_shape", "classes", "class_balance", "features",
+                   "dropped_features", "fingerprint", "elapsed_s"]
         data = [summary["name"], summary["path"], summary["runs_selected"],
                 ", ".join(f"{k}={v}" for k, v in summary["splits"].items()),
-                len(summary["skipped"]), "x".join(map(str, summary["example_shape"])),
+                len(summary["skipped"]), _balance_text(summary["skipped_by_reason"]),
+                "x".join(map(str, summary["example_shape"])),
                 ", ".join(summary["classes"]),
                 "; ".join(f"{s}: {_balance_text(b)}"
                           for s, b in summary["class_balance"].items()),
-                len(summary["features"]), summary["fingerprint"], summary["elapsed_s"]]
+                len(summary["features"]), ", ".join(summary["dropped_features"]),
+                summary["fingerprint"], summary["elapsed_s"]]
         if summary.get("plots"):
             columns.append("plots")
             data.append("\n".join(summary["plots"]))
@@ -105,11 +140,13 @@ class DatasetList(Lister):
             ds = Dataset.open(data_path(self), name)
             counts = ds.attrs.get("counts", {})
             rows.append((name, ds.config.get("build_name"), ds.config.get("class_label"),
+                         ", ".join(ds.classes),
                          ", ".join(f"{s}={counts.get(s, 0)}" for s in ds.splits),
-                         "x".join(map(str, ds.example_shape)),
+                         _steps_text(ds.config, ds.steps, ds.axis), len(ds.features),
+                         len(ds.attrs.get("skipped", [])),
                          ds.provenance.get("created", "")))
-        return ("name", "build_name", "class_label", "examples", "example_shape",
-                "created"), rows
+        return ("name", "build_name", "class_label", "classes", "examples", "steps",
+                "features", "skipped", "created"), rows
 
 
 class DatasetShow(ShowOne):
@@ -122,29 +159,42 @@ class DatasetShow(ShowOne):
 
     def take_action(self, parsed_args):
         from ciml.dataset import Dataset
+        from ciml.dataset.build import skipped_by_reason
 
         ds = Dataset.open(data_path(self), parsed_args.name)
-        columns = ["name", "path", "fingerprint", "classes", "axis", "features", "steps"]
-        data = [ds.name, str(ds.path), ds.fingerprint, ", ".join(ds.classes), ds.axis,
-                ", ".join(ds.features),
-                ", ".join(ds.steps) if ds.axis == "aggregate" else str(len(ds.steps))]
-        for key, value in ds.config.items():
-            columns.append(f"config.{key}")
-            data.append(value if isinstance(value, (str, int, float, type(None)))
-                        else json.dumps(value))
+        structured = _structured(parsed_args)
+
+        def show(value, text=None):
+            """Lists and dicts as they are for json/yaml, as one line of text otherwise."""
+            if structured or isinstance(value, (str, int, float, type(None))):
+                return value
+            if text is not None:
+                return text(value)
+            return json.dumps(value)
+
+        def joined(values):
+            return ", ".join(map(str, values))
+
+        skipped = ds.attrs.get("skipped", [])
+        rows = [
+            ("name", ds.name), ("path", str(ds.path)), ("fingerprint", ds.fingerprint),
+            ("classes", show(ds.classes, joined)), ("axis", ds.axis),
+            ("steps", show(ds.steps, joined) if ds.axis == "aggregate"
+             else _steps_text(ds.config, ds.steps, ds.axis)),
+            ("feature_count", len(ds.features)),
+            ("features", show(ds.features, joined)),
+            ("dropped_features", show(list(ds.attrs.get("dropped_features", [])), joined)),
+            ("chain", _chain_text(ds.attrs.get("chain", []))),
+        ]
+        rows += [(f"config.{key}", show(value)) for key, value in ds.config.items()]
         balance = ds.attrs.get("class_balance", {})
         for split in ds.splits:
-            X = ds.split(split).X
-            columns.append(f"{split}.shape")
-            data.append("x".join(map(str, X.shape)))
-            columns.append(f"{split}.classes")
-            data.append(_balance_text(balance.get(split, {})))
-        columns.append("skipped")
-        data.append(len(ds.attrs.get("skipped", [])))
-        for key, value in ds.provenance.items():
-            columns.append(f"provenance.{key}")
-            data.append(value if isinstance(value, (str, int, float)) else json.dumps(value))
-        return columns, data
+            rows.append((f"{split}.shape", "x".join(map(str, ds.split(split).X.shape))))
+            rows.append((f"{split}.classes", show(balance.get(split, {}), _balance_text)))
+        rows.append(("skipped", len(skipped)))
+        rows.append(("skipped_by_reason", show(skipped_by_reason(skipped), _balance_text)))
+        rows += [(f"provenance.{key}", show(value)) for key, value in ds.provenance.items()]
+        return tuple(zip(*rows))
 
 
 class DatasetDelete(Command):

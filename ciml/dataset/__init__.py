@@ -97,14 +97,29 @@ class Dataset:
     def example_from_frame(self, frame):
         """One raw run's frame -> its example, float32 ``(t, f)``, as built.
 
-        Raises :class:`ciml.errors.MetricsUnavailable` when the frame lacks a
-        selected column or has no samples.
+        Columns are picked by name from the list pinned in the stored chain
+        (:attr:`features`); extra columns and their order do not matter.
+        Raises :class:`ciml.errors.MetricsUnavailable` (``missing-columns``)
+        when the frame lacks one of them, or (``empty``) has no samples.
         """
+        from ciml.errors import MetricsUnavailable
+
         if not hasattr(self, "_chain"):
             self._chain = self.chain()
+        if len(frame) == 0:
+            raise MetricsUnavailable("empty", "the run has no samples")
         for step in self._chain:
             frame = step.transform(frame)
-        return np.asarray(frame.to_numpy(dtype="float32"), dtype="float32")
+        if [str(c) for c in frame.columns] != self.features:
+            # Only a third-party step that renames columns gets here.
+            raise MetricsUnavailable(
+                "missing-columns", f"the chain of dataset {self.name!r} gave columns "
+                f"{list(frame.columns)[:8]}, not the dataset's features")
+        example = np.asarray(frame.to_numpy(dtype="float32"), dtype="float32")
+        if example.shape != self.example_shape:
+            raise MetricsUnavailable("shape", f"example shape {example.shape}, dataset "
+                                     f"{self.name!r} has {self.example_shape}")
+        return example
 
     def label_of(self, run):
         """The class name of a run under this dataset's class label (or ``None``)."""

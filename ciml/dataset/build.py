@@ -8,6 +8,16 @@ training split while it streams by, then the training chunks are rescaled
 in place and dev/test are scaled as they are written.  Everything goes to
 a hidden folder beside the datasets and is moved into place only when
 complete.
+
+Features are fixed before the build, from column names only (the raw
+cache index, never the series): the columns matching ``--features-regex``
+(all columns without one) that are present in *every* selected run,
+sorted by name.  dstat 0.7.2 has ``cpu_hiq cpu_siq`` where 0.7.3 and
+0.7.4 have ``cpu_stl``, so a cache mixing versions loses those columns,
+reported once as ``dropped_features``, rather than half of its runs.  A
+run with no matching column at all is left out (``missing-columns``).
+The sorted list is pinned in the filter step of the stored chain, so
+prediction selects the same columns, in the same order, by name.
 """
 
 import collections
@@ -164,6 +174,9 @@ def apply_head(head, frame):
     import pandas as pd
 
     length = len(frame)
+    if length == 0:
+        # Cut/pad would turn it into an example of zeros.
+        raise MetricsUnavailable("empty", "the run has no samples")
     for step in head:
         frame = step.transform(frame)
         if isinstance(frame.index, pd.DatetimeIndex):
@@ -412,30 +425,40 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
             labelled.append((run, label))
     if not labelled:
         raise CimlError(f"none of the {len(runs)} runs has a {class_label!r} label")
+    head, tail = split_chain(chain)
+    filter_step = head[0]
+    selection = select_features(cache, [run.id for run, _ in labelled], filter_step)
+    for run_id in selection["unmatched"]:
+        skipped.append({"run_id": run_id, "split": None, "reason": "missing-columns",
+                        "message": _no_match_message(features_regex)})
+    unmatched = set(selection["unmatched"])
+    labelled = [(run, label) for run, label in labelled if run.id not in unmatched]
+    if not selection["columns"]:
+        raise CimlError(_no_common_message(build_name, features_regex, selection))
+    # Pinned by name: every later run, here or at prediction time, gives these.
+    filter_step.columns = selection["columns"]
+    dropped = selection["dropped"]
+    if dropped:
+        LOG.warning("%s: %d feature(s) not in every run left out: %s", name, len(dropped),
+                    ", ".join(f"{c} (missing in {n} of {selection['runs']} runs)"
+                              for c, n in dropped.items()))
+
     classes = labels_mod.class_names(class_label, [lb for _, lb in labelled])
     code = {c: i for i, c in enumerate(classes)}
     parts = split_runs(labelled, tdt, split, seed)
     splits = tuple(s for s, share in zip(SPLITS, tdt) if share > 0)
 
-    # Pin the feature columns by name from the first training run that loads.
-    head, tail = split_chain(chain)
-    filter_step = head[0]
+    # The example layout (time steps or aggregates, output feature labels)
+    # from the first training run that goes through the head.
     features = index_labels = None
     probe_rejects = {}
     for run, _ in parts["training"]:
         try:
-            frame = cache.frame(run.id)
-            filtered = filter_step.transform(frame)
-            if filtered.shape[1] == 0:
-                raise MetricsUnavailable("missing-columns",
-                                         f"no column matches {features_regex!r}")
-            filter_step.columns = list(filtered.columns)
-            _values, index, features, _ = apply_head(head, frame)
+            _values, index, features, _ = apply_head(head, cache.frame(run.id))
             index_labels = [str(i) for i in index]
             break
         except (MetricsUnavailable, CimlError, ValueError, KeyError) as exc:
             probe_rejects[run.id] = str(exc)
-            filter_step.columns = None
             continue
     if features is None:
         raise CimlError(
@@ -508,6 +531,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
             "axis": "time" if time_axis else "aggregate", "steps": index_labels,
             "chain": chain_specs, "splits": list(splits), "counts": counts,
             "class_balance": balance,
+            "dropped_features": list(dropped),
             "skipped": skipped,
             "provenance": {
                 "source": sources[0] if len(sources) == 1 else sources,
@@ -532,13 +556,12 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         "features": features, "example_shape": list(example_shape),
         "class_balance": attrs["class_balance"], "config": config,
         "runs_selected": len(runs), "skipped": skipped,
+        "skipped_by_reason": skipped_by_reason(skipped),
+        "dropped_features": list(dropped),
         "fingerprint": attrs["fingerprint"],
         "elapsed_s": round(time.monotonic() - started, 3),
     }
-    if skipped:
-        LOG.warning("%d run(s) left out of %s: %s", len(skipped), name,
-                    ", ".join(f"{s['run_id']} ({s['reason']})" for s in skipped[:5])
-                    + (" ..." if len(skipped) > 5 else ""))
+    log_skipped(name, skipped)
     from ciml.plugins import get_manager
 
     get_manager().call_lifecycle("ciml_dataset_built", name=name, path=final,
@@ -549,6 +572,101 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         summary["plots"] = [str(p) for p in plot_dataset(data_path, name,
                                                          output_dir=plot_dir)]
     return summary
+
+
+# -- features and reports ------------------------------------------------------
+
+
+def run_columns(cache, run_id):
+    """The column names of a cached run, without loading its series if possible.
+
+    :meth:`ciml.cache.RawCache.info` has them from the index (written at
+    ``store`` time); a cache without them (or a test double) loads the frame.
+    """
+    info = getattr(cache, "info", None)
+    if info is not None:
+        columns = (info(run_id) or {}).get("columns")
+        if columns is not None:
+            return [str(c) for c in columns]
+    return [str(c) for c in cache.frame(run_id).columns]
+
+
+def select_features(cache, run_ids, filter_step):
+    """The features every run has, among those ``filter_step`` selects.
+
+    Returns a dict: ``columns`` (sorted by name: an order that does not
+    depend on which dstat version wrote the first run, so datasets built
+    from other slices line up), ``dropped`` (``{column: runs lacking it}``
+    for the columns matched in some runs only), ``unmatched`` (run ids with
+    no matching column), ``unreadable`` (run ids whose columns could not be
+    read: the build reports them with the real reason when it loads them)
+    and ``runs`` (how many runs the intersection was taken over).
+    """
+    seen = collections.Counter()
+    unmatched, unreadable, n = [], [], 0
+    for run_id in run_ids:
+        try:
+            columns = run_columns(cache, run_id)
+        except (MetricsUnavailable, CimlError, OSError, ValueError, KeyError):
+            unreadable.append(run_id)
+            continue
+        matched = set(filter_step.select(columns))
+        if not matched:
+            unmatched.append(run_id)
+            continue
+        seen.update(matched)
+        n += 1
+    common = sorted(c for c, k in seen.items() if k == n)
+    dropped = {c: n - k for c, k in sorted(seen.items()) if k < n}
+    return {"columns": common, "dropped": dropped, "unmatched": unmatched,
+            "unreadable": unreadable, "runs": n}
+
+
+def _no_match_message(features_regex):
+    if features_regex:
+        return f"no column matches --features-regex {features_regex!r}"
+    return "the run has no metric column"
+
+
+def _no_common_message(build_name, features_regex, selection):
+    what = f" matching --features-regex {features_regex!r}" if features_regex else ""
+    if not selection["runs"]:
+        return (f"no run of {build_name!r} has a metric column{what} "
+                f"({len(selection['unmatched'])} without one, "
+                f"{len(selection['unreadable'])} unreadable)")
+    return (f"no metric column{what} is present in all {selection['runs']} runs of "
+            f"{build_name!r}; columns present in some runs only: "
+            + ", ".join(list(selection["dropped"])[:10])
+            + " (pick runs of one layout with --slicer)")
+
+
+def skipped_by_reason(skipped):
+    """``{reason: count}`` of skipped runs, most frequent first."""
+    return dict(collections.Counter(s["reason"] for s in skipped).most_common())
+
+
+#: How many run ids the one-line-per-reason report names.
+REPORT_IDS = 3
+
+
+def log_skipped(name, skipped):
+    """One warning per reason (count, a few ids); one line per run at DEBUG.
+
+    cliff shows INFO by default and DEBUG with ``-v``: the per-run lines
+    are for ``-v``.
+    """
+    by_reason = collections.defaultdict(list)
+    for skip in skipped:
+        by_reason[skip["reason"]].append(skip)
+    for reason, count in skipped_by_reason(skipped).items():
+        items = by_reason[reason]
+        ids = ", ".join(s["run_id"] for s in items[:REPORT_IDS])
+        more = f" and {count - REPORT_IDS} more" if count > REPORT_IDS else ""
+        LOG.warning("%s: %d run(s) left out, %s: %s%s (%s)", name, count, reason,
+                    ids, more, items[0]["message"])
+    for skip in skipped:
+        LOG.debug("%s: left out %s (%s split): %s: %s", name, skip["run_id"],
+                 skip["split"] or "no", skip["reason"], skip["message"])
 
 
 #: Examples at least this large travel badly between processes (pickled through

@@ -66,7 +66,8 @@ class MissingColumns(MetricsUnavailable):
     def __init__(self, missing):
         self.missing = list(missing)
         shown = ", ".join(self.missing[:8]) + (" ..." if len(self.missing) > 8 else "")
-        super().__init__("missing-columns", f"missing selected column(s): {shown}")
+        super().__init__("missing-columns",
+                         f"missing column(s) the dataset was built with: {shown}")
 
 
 class FilterNormalizer(Normalizer):
@@ -78,7 +79,7 @@ class FilterNormalizer(Normalizer):
                   "(re.search); all numeric columns when not given"),
         Parameter("columns", multiple=True,
                   help="Exact column names to keep, in this order (set by "
-                  "build-dataset from the first usable run)"),
+                  "build-dataset: the matching columns every run has, sorted by name)"),
     )
 
     def select(self, columns):

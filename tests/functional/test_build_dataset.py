@@ -61,13 +61,20 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
     assert rc == 0, err
     summary = json.loads(out)
     assert summary["runs"] == 70 and summary["skipped"] == 1
-    assert "skipped run-007: corrupt-cache" in err
+    assert summary["skipped_by_reason"] == "corrupt-cache=1"
+    # One line per reason at the default verbosity, naming the run.
+    assert err.count("left out") == 1 and "1 run(s) left out, corrupt-cache: run-007" in err
     assert summary["example_shape"] == "550x10"
+    rc, out, err = run_ciml(["--data-path", root, "-v", "build-dataset", "--dataset", "v",
+                             "--build-name", "tempest-full", "--features-regex", REGEX,
+                             "--aggregation-functions", "mean"])
+    assert rc == 0 and "v: left out run-007 (dev split): corrupt-cache" in err
+    assert run_ciml(["--data-path", root, "dataset", "delete", "v"])[0] == 0
 
     from ciml.dataset import Dataset
 
     ds = Dataset.open(data_path, "d10s")
-    assert ds.features[:3] == ["cpu_usr", "cpu_sys", "cpu_idl"]
+    assert ds.features[:3] == ["cpu_idl", "cpu_sys", "cpu_usr"]
     assert "mem_free" in ds.features and "cpu_wai" not in ds.features
     assert sum(len(ds.split(s)) for s in ds.splits) == 69
     assert ds.provenance["source"] == "subunit2sql"
@@ -79,11 +86,21 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
     np.testing.assert_allclose(ds.example_from_frame(frame), tr.X[0], rtol=1e-5, atol=1e-6)
 
     rc, out, err = run_ciml(["--data-path", root, "dataset", "list", "-f", "json"])
-    assert rc == 0 and [d["name"] for d in json.loads(out)] == ["d10s"]
+    listed = json.loads(out)
+    assert rc == 0 and [d["name"] for d in listed] == ["d10s"]
+    assert listed[0]["steps"] == "550 x 10s" and listed[0]["features"] == 10
+    assert listed[0]["skipped"] == 1 and listed[0]["classes"] == "passed, failed"
     rc, out, err = run_ciml(["--data-path", root, "dataset", "show", "d10s", "-f", "json"])
     shown = json.loads(out)
     assert rc == 0 and shown["training.shape"].endswith("x550x10")
-    assert "passed=" in shown["training.classes"] and shown["config.sample_interval"] == "10s"
+    assert set(shown["training.classes"]) == {"passed", "failed"}
+    assert shown["config.sample_interval"] == "10s" and shown["config.tdt_split"] == [6, 2, 2]
+    assert shown["features"] == ds.features and shown["feature_count"] == 10
+    assert shown["skipped_by_reason"] == {"corrupt-cache": 1}
+    assert shown["chain"] == (f"filter({REGEX}, 10 columns) -> resample(10s) -> "
+                              "fixed-length(550) -> scale(range)")
+    rc, out, err = run_ciml(["--data-path", root, "dataset", "show", "d10s"])
+    assert rc == 0 and "corrupt-cache=1" in out and "cpu_idl, cpu_sys" in out
 
     plots = tmp_path / "plots"
     rc, out, err = run_ciml(["--data-path", root, "dataset", "plot", "d10s",
@@ -117,19 +134,34 @@ def test_aggregates_with_providers_and_visualize(run_ciml, data_path, cached, tm
     assert (tmp_path / "p" / "scatter_3d.png").is_file()
 
 
-def test_all_columns_across_layouts_reports_the_odd_ones(run_ciml, data_path, cached):
-    # 0.7.2 has cpu_hiq/cpu_siq, 0.7.3 and 0.7.4 cpu_stl: runs lacking a column
-    # of the first training run are reported and left out, not crashed on.
+def test_all_columns_across_layouts_keeps_every_run(run_ciml, data_path, cached):
+    # 0.7.2 has cpu_hiq/cpu_siq, 0.7.3 and 0.7.4 cpu_stl, only 0.7.4 swap_*:
+    # the default features are the columns every run has; the odd ones are
+    # dropped and reported once, and no run is left out for them.
     rc, out, err = run_ciml(["--data-path", str(data_path.root), "build-dataset",
                              "--dataset", "all", "--aggregation-functions", "mean",
                              "--split", "time", "-f", "json"])
     assert rc == 0, err
-    assert "missing-columns" in err
+    summary = json.loads(out)
+    odd = ["cpu_hiq", "cpu_siq", "cpu_stl", "swap_free", "swap_used"]
+    assert summary["dropped_features"] == ", ".join(odd)
+    assert summary["skipped_by_reason"] == "corrupt-cache=1"
+    assert "missing-columns" not in err and err.count("not in every run") == 1
+    assert "cpu_hiq (missing in 46 of 70 runs)" in err
     from ciml.dataset import Dataset
 
     ds = Dataset.open(data_path, "all")
-    assert "cpu_hiq" in ds.features  # the oldest run is a 0.7.2 one
-    assert sum(len(ds.split(s)) for s in ds.splits) == 24  # the 0.7.2 runs (i % 3 == 0)
+    assert len(ds.features) == 29 and ds.features == sorted(ds.features)
+    assert not set(odd) & set(ds.features)
+    assert sum(len(ds.split(s)) for s in ds.splits) == 69
+    assert ds.attrs["dropped_features"] == odd
+    # At prediction time a run without a pinned column is a clear error.
+    from ciml.cache import RawCache
+    from ciml.errors import MetricsUnavailable
+
+    frame = RawCache(data_path).frame(ds.split("test").ids[0])
+    with pytest.raises(MetricsUnavailable, match="built with: mem_used"):
+        ds.example_from_frame(frame.drop(columns=["mem_used"]))
 
 
 def test_errors_are_one_line(run_ciml, data_path, cached):

@@ -10,9 +10,16 @@ import time
 import numpy as np
 import pytest
 import zarr
+from fakes import COLUMNS_072, fake_history  # conftest puts this folder on the path
 
 from ciml.dataset import Dataset, build_dataset, delete_dataset, iter_batches, list_datasets
-from ciml.errors import AlreadyExistsError, ConfigError, NotFoundError
+from ciml.errors import (
+    AlreadyExistsError,
+    CimlError,
+    ConfigError,
+    MetricsUnavailable,
+    NotFoundError,
+)
 from ciml_plugins.normalizers.builtin import normalized_length
 
 HERE = os.path.dirname(__file__)
@@ -151,18 +158,76 @@ def test_bad_runs_are_reported_and_left_out(data_path, history):
     reasons = {s["run_id"]: s["reason"] for s in summary["skipped"]}
     assert reasons == {"run-0005": "corrupt-cache"}
     ds = Dataset.open(data_path, "ds")
-    assert ds.features == ["usr", "free"]
+    assert ds.features == ["free", "usr"]  # sorted by name, whatever the file order
     assert "run-0005" not in sum((ds.split(s).ids for s in ds.splits), [])
     assert ds.attrs["skipped"][0]["run_id"] == "run-0005"
 
 
-def test_run_missing_a_selected_column_is_skipped(data_path, history):
+def test_features_are_the_columns_every_run_has(data_path, history, caplog):
+    # Like a cache mixing dstat 0.7.2 (hiq, siq) and 0.7.3 (stl) runs: the
+    # odd columns are dropped, reported once, and no run is left out for them.
+    runs = history.runs()
+    for i, run in enumerate(runs):
+        if run.id in history.frames:
+            history.frames[run.id]["hiq" if i % 2 else "stl"] = 1.0
+    history.frames[runs[3].id] = history.frames[runs[3].id].drop(columns=["free"])
+    with caplog.at_level("WARNING", logger="ciml.dataset.build"):
+        summary = build(data_path, history)
+    assert [s["reason"] for s in summary["skipped"]] == ["corrupt-cache"]
+    assert summary["dropped_features"] == ["free", "hiq", "stl"]
+    ds = Dataset.open(data_path, "ds")
+    assert ds.features == sorted(set(COLUMNS_072) - {"free"})
+    assert ds.attrs["dropped_features"] == ["free", "hiq", "stl"]
+    assert runs[3].id in ds.split("training").ids + ds.split("dev").ids + ds.split("test").ids
+    dropped = [r.getMessage() for r in caplog.records if "not in every run" in r.getMessage()]
+    assert len(dropped) == 1 and "free (missing in 1 of 39 runs)" in dropped[0]
+    # The pinned list is in the stored chain: prediction picks the same columns.
+    assert ds.attrs["chain"][0]["params"]["columns"] == ds.features
+
+
+def test_regex_matches_missing_from_some_runs_are_dropped(data_path, history):
     run = history.runs()[3]
     history.frames[run.id] = history.frames[run.id].drop(columns=["free"])
-    summary = build(data_path, history)
+    summary = build(data_path, history, features_regex="^(usr|sys|free)$")
+    assert summary["features"] == ["sys", "usr"]
+    assert summary["dropped_features"] == ["free"]
+    assert summary["skipped_by_reason"] == {"corrupt-cache": 1}
+
+
+def test_run_without_any_matching_column_is_left_out(data_path, history):
+    run = history.runs()[3]
+    history.frames[run.id] = history.frames[run.id].drop(columns=["usr", "sys"])
+    summary = build(data_path, history, features_regex="^(usr|sys)$")
     skipped = {s["run_id"]: s for s in summary["skipped"]}
     assert skipped[run.id]["reason"] == "missing-columns"
-    assert "free" in skipped[run.id]["message"]
+    assert "^(usr|sys)$" in skipped[run.id]["message"]
+    assert summary["features"] == ["sys", "usr"] and summary["dropped_features"] == []
+    with pytest.raises(CimlError, match="no run of 'tempest-full' has a metric column "
+                       "matching"):
+        build(data_path, history, name="none", features_regex="^nosuch$")
+
+
+def test_no_common_column_is_a_clear_error(data_path):
+    cache = fake_history(n=12)
+    for i, run in enumerate(cache.runs()):
+        cache.frames[run.id] = cache.frames[run.id][["usr"] if i % 2 else ["sys"]]
+    with pytest.raises(CimlError, match="no metric column is present in all 12 runs"):
+        build(data_path, cache)
+
+
+def test_skipped_runs_one_line_per_reason(data_path, caplog):
+    cache = fake_history(n=40, bad=(2, 5, 9, 11, 20))
+    cache.records["run-0007"].status = None
+    with caplog.at_level("DEBUG", logger="ciml.dataset.build"):
+        summary = build(data_path, cache)
+    assert summary["skipped_by_reason"] == {"corrupt-cache": 5, "unlabelled": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    corrupt = next(w for w in warnings if "corrupt-cache" in w)
+    assert "ds: 5 run(s) left out, corrupt-cache: " in corrupt and "and 2 more" in corrupt
+    per_run = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"
+               and "left out run-" in r.getMessage()]
+    assert len(per_run) == 6
 
 
 def test_tdt_split_must_sum_to_ten(data_path, history):
@@ -191,6 +256,27 @@ def test_example_from_frame_equals_the_stored_example(data_path, history):
         example = ds.example_from_frame(history.frame(sp.ids[i]))
         assert example.dtype == np.float32 and example.shape == ds.example_shape
         np.testing.assert_allclose(example, sp.X[i], rtol=1e-6, atol=1e-7)
+
+
+def test_example_from_frame_uses_the_pinned_features(data_path, history):
+    run = history.runs()[3]
+    history.frames[run.id] = history.frames[run.id].drop(columns=["free"])
+    build(data_path, history, sample_interval="10s")
+    ds = Dataset.open(data_path, "ds")
+    assert "free" not in ds.features
+    sp = ds.split("test")
+    frame = history.frame(sp.ids[0])
+    # Extra columns and another column order change nothing.
+    frame["cpu_new"] = 7.0
+    frame = frame[list(reversed(frame.columns))]
+    np.testing.assert_allclose(ds.example_from_frame(frame), sp.X[0], rtol=1e-6, atol=1e-7)
+    with pytest.raises(MetricsUnavailable) as info:
+        ds.example_from_frame(frame.drop(columns=["usr", "idl"]))
+    assert info.value.reason == "missing-columns"
+    assert "idl, usr" in str(info.value)
+    with pytest.raises(MetricsUnavailable) as info:
+        ds.example_from_frame(frame.iloc[:0])
+    assert info.value.reason == "empty"
 
 
 def test_node_provider_classes_and_label_of(data_path, history):
