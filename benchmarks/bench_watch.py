@@ -168,7 +168,7 @@ def main():
         "--data-path", str(data_path.root), "watch", "--dataset", "bench",
         "--experiment", "bench", "--trigger", "mqtt", "--mqtt-host", args.mqtt_host,
         "--mqtt-port", str(args.mqtt_port), "--topic", f"{topic_root}/gearman-subunit/#",
-        "--client-id", f"ciml-bench-{tag}", "--clean-session", "true",
+        "--client-id", f"ciml-bench-{tag}", "--clean-session",
         "--publish-topic", out_topic, "--max-events", str(args.events + args.warmup),
         "--workers", str(args.workers), "--status-interval", "5", "--fetch-delay", "0.5"]
     err_path = root / "watch.stderr"

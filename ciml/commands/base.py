@@ -2,6 +2,7 @@
 
 import argparse
 
+from ciml.base import parse_bool
 from ciml.errors import ConfigError
 from ciml.plugins import get_manager
 
@@ -43,8 +44,12 @@ def add_component_options(parser, kind, title=None, names=None):
             if p.default is not None and not p.secret:
                 help_text += f" (default: {p.default})"
             help_text += f" [{info.name}]"
-            kwargs = dict(dest=p.name, default=None, help=help_text,
-                          metavar=p.name.upper())
+            kwargs = dict(dest=p.name, default=None, help=help_text)
+            if p.type is parse_bool:
+                # A switch (--tls / --no-tls) reads better than --tls true.
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["metavar"] = p.name.upper()
             if p.multiple:
                 kwargs["nargs"] = "+"
             group.add_argument(p.option, **kwargs)

@@ -383,7 +383,7 @@ def test_cli_watch_poll_resumes_across_restarts(tmp_path, data_path, fake_model,
                                duration=(60, 120), tests=False)
     args = ["--data-path", data_path.root, "watch", "--dataset", "ds", "--experiment", "exp",
             "--trigger", "poll", "--source", "subunit2sql", "--db-uri", history.db_uri,
-            "--once", "true", "--status-interval", "0"]
+            "--once", "--status-interval", "0"]
     first_start = min(r["start"] for r in history.runs).isoformat()
     rc, out, err = run_ciml(args + ["--since", first_start])
     assert rc == 0, err
@@ -411,7 +411,7 @@ def test_cli_watch_sigterm_exits_cleanly(pipeline, mosquitto, tmp_path):
             [sys.executable, "-c", "import sys; from ciml.shell import main; sys.exit(main())",
              "--data-path", str(data_path.root), "watch", "--dataset", "ds",
              "--mqtt-host", host, "--mqtt-port", str(port), "--topic", f"ciml-test-{_uid()}/#",
-             "--clean-session", "true", "--status-interval", "0.5"],
+             "--clean-session", "--status-interval", "0.5"],
             stdout=subprocess.PIPE, stderr=err, text=True, env=dict(os.environ))
     try:
         deadline = time.monotonic() + 120
