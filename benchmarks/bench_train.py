@@ -11,7 +11,9 @@ ciml dataset (Zarr v3, chunked along examples as ``build-dataset`` does).
 * ``ciml-unbatch``: the same with ``unbatch().batch()`` instead of ``rebatch``.
 * ``ciml-stream``: ``ciml`` with the in-memory copy of small splits disabled
   (``CIML_TRAIN_MEMORY_BYTES=0``): every epoch decompresses every chunk.
-* ``ciml-nodet``: ``ciml`` without TensorFlow's op determinism.
+* ``ciml-nodet``: ``ciml`` with ``-o deterministic=false`` (no TensorFlow op
+  determinism; the seed still fixes initial weights, dropout and batch order).
+* ``keras-det``: ``keras`` with op determinism, as ciml trains by default.
 * ``keras``: the same model (Flatten, Normalization with the same
   statistics, 100/100/100 ReLU with dropout, softmax, Adam, the same batch
   size, balanced class weights, validation on the dev split) built by hand
@@ -81,10 +83,6 @@ def run_ciml(root, epochs, batch_size, unbatch=False, deterministic=True):
     from ciml.experiment import Experiment
     from ciml.model import train_model
 
-    if not deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism = lambda: None
 
     if unbatch:
         import tensorflow as tf
@@ -103,7 +101,8 @@ def run_ciml(root, epochs, batch_size, unbatch=False, deterministic=True):
 
     kest._KerasEstimator.fit = timed_fit
     Experiment.create("bench", "dnn", {"epochs": epochs, "patience": 0,
-                                       "batch_size": batch_size}).save(root, force=True)
+                                       "batch_size": batch_size,
+                                       "deterministic": deterministic}).save(root, force=True)
     t = time.perf_counter()
     metrics = train_model(root, "bench", "bench", seed=0, progress=False)
     total = time.perf_counter() - t
@@ -112,9 +111,14 @@ def run_ciml(root, epochs, batch_size, unbatch=False, deterministic=True):
             "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
 
-def run_keras(root, epochs, batch_size):
+def run_keras(root, epochs, batch_size, deterministic=False):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
+
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
     from ciml.dataset import Dataset
     from ciml_plugins.estimators.keras import class_weights, feature_moments
@@ -149,15 +153,16 @@ def main():
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--dir", default=None, help="Keep the dataset here")
     parser.add_argument("--variants", nargs="+", default=["keras", "ciml", "ciml-stream"],
-                        help="keras ciml ciml-stream ciml-unbatch ciml-nodet")
+                        help="keras keras-det ciml ciml-stream ciml-unbatch ciml-nodet")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.step:
         if args.step == "ciml-stream":
             os.environ["CIML_TRAIN_MEMORY_BYTES"] = "0"
-        if args.step == "keras":
-            out = run_keras(args.dir, args.epochs, args.batch_size)
+        if args.step in ("keras", "keras-det"):
+            out = run_keras(args.dir, args.epochs, args.batch_size,
+                            deterministic=args.step == "keras-det")
         else:
             out = run_ciml(args.dir, args.epochs, args.batch_size,
                            unbatch=args.step == "ciml-unbatch",

@@ -164,6 +164,14 @@ def in_memory_if_small(X, start, stop):
     return out, 0, stop - start
 
 
+def _pipeline_options(tf):
+    options = tf.data.Options()
+    # Keras does the same for numpy input: the default graph rewrites cost a
+    # serialization of the pipeline and buy nothing for these few steps.
+    options.experimental_optimization.apply_default_optimizations = False
+    return options
+
+
 def class_weights(y, n_classes):
     """Balanced weights ``n / (k * count_c)`` over the classes present in ``y``."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -238,14 +246,20 @@ class _KerasEstimator(Estimator):
     def _dataset(self, tf, X, y, start, stop, weights, n_classes, shuffle, seed, chunk=None):
         """A ``tf.data`` pipeline of ``(x, target, weight)`` batches of ``X[start:stop]``.
 
-        A Python generator yields whole chunks (never single rows, which caps
-        near 4,000 rows/s); ``rebatch`` cuts them into training batches
-        across chunk boundaries.  Each pass visits the chunks in a new
-        order and shuffles within each chunk: a good approximation of a full
-        shuffle that never needs the split in memory.  ``chunk``: the chunk
-        length to shuffle by (the Zarr array's, also when the split was
-        copied to memory: the same seed then gives the same model whatever
-        the memory budget).
+        Each pass visits the chunks in a new order and shuffles within each
+        chunk: a good approximation of a full shuffle that never needs the
+        split in memory.  ``chunk``: the chunk length to shuffle by (the
+        Zarr array's, also when the split was copied to memory, so that the
+        same seed gives the same batches, and model, whatever the memory
+        budget).
+
+        A Zarr array is streamed: a Python generator yields whole chunks
+        (never single rows, which caps near 4,000 rows/s) and ``rebatch``
+        cuts them into training batches across chunk boundaries.  A numpy
+        array (a split small enough to be kept in memory) becomes one tensor
+        and the generator yields only the shuffled row indices, gathered
+        per batch inside TensorFlow: copying rows in Python would hold the
+        GIL that the training loop needs.
         """
         size = chunk or _chunk_size(X)
         bounds = []
@@ -257,32 +271,60 @@ class _KerasEstimator(Estimator):
         rng = np.random.default_rng(seed)
         shape = tuple(X.shape[1:])
         w_of_class = weights.astype(np.float32)
+        batch = int(self.batch_size)
+        targets = self._targets
 
-        def gen():
-            order = rng.permutation(len(bounds)) if shuffle else range(len(bounds))
-            for i in order:
+        def order():
+            """``(a, b, permutation or None)`` per chunk, for one pass."""
+            chunks = rng.permutation(len(bounds)) if shuffle else range(len(bounds))
+            for i in chunks:
                 a, b = bounds[i]
+                yield a, b, (rng.permutation(b - a) if shuffle else None)
+
+        if isinstance(X, np.ndarray):
+            rows = slice(start, stop)
+            labels = np.asarray(y[rows], dtype=np.int64)
+            data = (np.asarray(X[rows], dtype=np.float32), labels, w_of_class[labels])
+
+            def indices():
+                # One element per pass: the whole pass's row order.
+                parts = [np.arange(a - start, b - start, dtype=np.int64)[perm]
+                         if perm is not None else np.arange(a - start, b - start)
+                         for a, b, perm in order()]
+                yield np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+            idx = tf.data.Dataset.from_generator(
+                indices, output_signature=tf.TensorSpec((None,), tf.int64)).rebatch(batch)
+            # The arrays travel as one dataset element (as Keras feeds numpy),
+            # not as constants captured in the map function.
+            ds = tf.data.Dataset.zip((idx, tf.data.Dataset.from_tensors(data).repeat()))
+
+            def gather(i, arrays):
+                x, yy, w = (tf.gather(a, i) for a in arrays)
+                return x, targets(tf, yy, n_classes), w
+
+            ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return ds.with_options(_pipeline_options(tf))
+
+        def chunks():
+            for a, b, perm in order():
                 x = np.asarray(X[a:b], dtype=np.float32)
                 yy = y[a:b]
-                if shuffle:
-                    perm = rng.permutation(len(x))
+                if perm is not None:
                     x, yy = x[perm], yy[perm]
                 yield x, yy, w_of_class[yy]
 
         ds = tf.data.Dataset.from_generator(
-            gen, output_signature=(
+            chunks, output_signature=(
                 tf.TensorSpec((None, *shape), tf.float32),
                 tf.TensorSpec((None,), tf.int64),
                 tf.TensorSpec((None,), tf.float32)))
-        batch = int(self.batch_size)
-        ds = ds.rebatch(batch)
-        targets = self._targets
 
         def to_targets(x, yy, w):
             return x, targets(tf, yy, n_classes), w
 
-        ds = ds.map(to_targets, num_parallel_calls=1, deterministic=True)
-        return ds
+        ds = ds.rebatch(batch).map(to_targets, num_parallel_calls=1, deterministic=True)
+        return ds.with_options(_pipeline_options(tf))
 
     # -- fit ----------------------------------------------------------------
 
@@ -295,7 +337,10 @@ class _KerasEstimator(Estimator):
         seed = self.seed if seed is None else seed
         if seed is not None:
             keras.utils.set_random_seed(int(seed))
-            tf.config.experimental.enable_op_determinism()
+            if self.deterministic:
+                # Process-wide and one-way: every later TensorFlow op in this
+                # process runs its deterministic (sometimes slower) kernel.
+                tf.config.experimental.enable_op_determinism()
         y = _as_labels(y)
         n = int(X.shape[0])
         if len(y) != n:
@@ -534,6 +579,9 @@ _COMMON = (
     Parameter("normalize", parse_bool, True,
               "standardize inputs with training-set statistics"),
     Parameter("seed", int, None, "random seed (train-model --seed overrides it)"),
+    Parameter("deterministic", parse_bool, True,
+              "with a seed, use TensorFlow's deterministic kernels: the same seed gives "
+              "the same model bit for bit, at some cost in speed"),
 )
 
 

@@ -1,0 +1,196 @@
+"""train-model end to end: real datasets, the CLI, model directories, safe loading."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from ciml.errors import CimlError, ConfigError
+from ciml.experiment import Experiment
+from ciml.hookspecs import hookimpl
+from ciml.model import TrainedModel, train_model
+from ciml.plugins import get_manager
+from ciml.testing import make_dataset
+from ciml.testing.estimators import NearestCentroidEstimator, synthetic_runs
+
+TF_PARAMS = ["--hidden-layers", "16/8", "--epochs", "2", "--batch-size", "16"]
+
+
+@pytest.fixture
+def datasets(data_path):
+    make_dataset(data_path, "ds", n=60)
+    make_dataset(data_path, "ds2", n=30, seed=5)
+    make_dataset(data_path, "prov", n=60, class_label="node_provider_all")
+    return data_path
+
+
+class CentroidPlugin:
+    """A throwaway third-party plugin: an estimator and a model-trained hook."""
+
+    def __init__(self):
+        self.trained = []
+
+    @hookimpl
+    def ciml_register_estimators(self, register):
+        register(NearestCentroidEstimator)
+
+    @hookimpl
+    def ciml_model_trained(self, dataset, experiment, model_dir, metrics):
+        self.trained.append((dataset, experiment, model_dir, metrics["accuracy"]))
+
+
+@pytest.fixture
+def centroid_plugin():
+    plugin = CentroidPlugin()
+    manager = get_manager()
+    manager.add_plugin(plugin, "centroid-test", distribution="ciml-centroid", version="9.9")
+    try:
+        yield plugin
+    finally:
+        manager.unregister("centroid-test")
+
+
+def _ciml(run_ciml, data_path, *args):
+    rc, out, err = run_ciml(["--data-path", data_path.root, *args])
+    assert rc == 0, err
+    return out
+
+
+@pytest.mark.tensorflow
+def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path):
+    dp = datasets
+    _ciml(run_ciml, dp, "setup-experiment", "--experiment", "dnn", "--estimator", "dnn",
+          *TF_PARAMS)
+    out = _ciml(run_ciml, dp, "train-model", "--dataset", "ds", "--experiment", "dnn",
+                "--eval-dataset", "ds2", "--seed", "7", "--no-gpu", "-f", "json")
+    metrics = json.loads(out)
+    for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "baseline",
+                "roc_auc", "pr_auc"):
+        assert key in metrics, key
+    assert set(metrics["per_class"]) == {"passed", "failed"}
+    assert metrics["baseline"]["per_class"]["failed"]["recall"] == 0.0
+    assert "ds2" in metrics["eval_datasets"]
+    assert "baseline" in metrics["eval_datasets"]["ds2"]
+
+    folder = dp.model("ds", "dnn")
+    assert (folder / "estimator" / "model.keras").is_file()
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["estimator"] == "dnn" and meta["estimator_distribution"] == "ciml"
+    assert meta["estimator_version"] and meta["ciml_version"]
+    assert meta["seed"] == 7 and meta["params"]["hidden_layers"] == "16/8"
+    assert meta["dataset_fingerprint"] and meta["training_time_s"] > 0
+    with open(folder / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert set(rows[0]) == {"dataset", "split", "run_id", "true", "predicted",
+                            "p_passed", "p_failed"}
+    assert {(r["dataset"], r["split"]) for r in rows} == {("ds", "test"), ("ds", "dev"),
+                                                          ("ds2", "test")}
+    assert list((folder / "logs" / "train").glob("events.out.tfevents.*"))
+
+    shown = json.loads(_ciml(run_ciml, dp, "model", "show", "--dataset", "ds",
+                             "--experiment", "dnn", "-f", "json"))
+    assert shown["accuracy"] == metrics["accuracy"]
+    assert shown["model"]["estimator"] == "dnn"
+    table = _ciml(run_ciml, dp, "model", "show", "--dataset", "ds", "--experiment", "dnn")
+    assert "baseline" in table and "roc_auc (failed)" in table
+    listed = _ciml(run_ciml, dp, "model", "list", "-f", "value", "-c", "experiment")
+    assert listed.split() == ["dnn"]
+    plots = _ciml(run_ciml, dp, "model", "plot", "--dataset", "ds", "--experiment", "dnn",
+                  "--output-dir", tmp_path / "plots", "-f", "value", "-c", "plot")
+    assert set(plots.split()) == {"confusion_matrix", "training_curves", "pr_curve"}
+    for name in ("confusion_matrix", "training_curves", "pr_curve"):
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
+
+    model = TrainedModel.load(dp, "ds", "dnn")
+    runs, frames = synthetic_runs(n=4, seed=9)
+    result = model.predict_frame(frames[runs[3].id])
+    assert result["predicted"] in ("passed", "failed")
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0)
+
+    # A model file that would run code when loaded is refused.
+    import keras
+
+    inputs = keras.Input(shape=tuple(meta["example_shape"]))
+    x = keras.layers.Lambda(lambda t: t + 1.0)(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(
+        folder / "estimator" / "model.keras")
+    with pytest.raises(CimlError, match="safe mode"):
+        TrainedModel.load(dp, "ds", "dnn")
+
+
+@pytest.mark.tensorflow
+def test_train_multiclass_linear_svm(run_ciml, datasets):
+    dp = datasets
+    _ciml(run_ciml, dp, "setup-experiment", "--experiment", "svm", "--estimator",
+          "linear-svm", "--epochs", "3")
+    metrics = json.loads(_ciml(run_ciml, dp, "train-model", "--dataset", "prov",
+                               "--experiment", "svm", "--seed", "1", "-f", "json"))
+    assert len(metrics["per_class"]) == 5
+    assert "roc_auc" not in metrics
+    assert len(metrics["confusion_matrix"]) == 5
+    assert metrics["baseline"]["accuracy"] is not None
+
+
+@pytest.mark.tensorflow
+def test_same_seed_same_metrics(datasets):
+    dp = datasets
+    Experiment.create("rep", "dnn", {"hidden_layers": "8", "epochs": 2}).save(dp)
+    first = train_model(dp, "ds", "rep", seed=3)
+    preds = (dp.model("ds", "rep") / "predictions.csv").read_text()
+    second = train_model(dp, "ds", "rep", seed=3)
+    for key in ("accuracy", "macro_f1", "roc_auc", "pr_auc", "confusion_matrix"):
+        assert first[key] == second[key], key
+    assert (dp.model("ds", "rep") / "predictions.csv").read_text() == preds
+
+
+def test_plugin_estimator_trains_and_missing_plugin_names_the_distribution(
+        datasets, centroid_plugin):
+    dp = datasets
+    Experiment.create("cent", "nearest-centroid").save(dp)
+    metrics = train_model(dp, "ds", "cent", seed=0)
+    assert metrics["accuracy"] >= metrics["baseline"]["accuracy"]
+    assert centroid_plugin.trained == [("ds", "cent", dp.model("ds", "cent"),
+                                        metrics["accuracy"])]
+    meta = json.loads((dp.model("ds", "cent") / "metadata.json").read_text())
+    assert (meta["estimator_distribution"], meta["estimator_version"]) == ("ciml-centroid",
+                                                                           "9.9")
+    model = TrainedModel.load(dp, "ds", "cent")
+    proba = model.predict_examples(np.zeros(tuple(meta["example_shape"]), np.float32))
+    assert proba.shape == (1, 2)
+
+    get_manager().unregister("centroid-test")
+    with pytest.raises(CimlError) as info:
+        TrainedModel.load(dp, "ds", "cent")
+    assert "pip install ciml-centroid" in str(info.value)
+    assert "'nearest-centroid'" in str(info.value)
+
+
+def test_eval_dataset_must_have_the_same_features(datasets, centroid_plugin):
+    dp = datasets
+    make_dataset(dp, "cpu-only", n=30, features_regex="usr|sys")
+    Experiment.create("cent", "nearest-centroid").save(dp)
+    with pytest.raises(ConfigError, match="other features.*missing: free, used"):
+        train_model(dp, "ds", "cent", eval_datasets=["cpu-only"])
+    with pytest.raises(ConfigError, match="classes the model does not know"):
+        train_model(dp, "ds", "cent", eval_datasets=["prov"])
+    assert not dp.model("ds", "cent").exists()
+
+
+def test_model_compare_chart(run_ciml, datasets, centroid_plugin, tmp_path):
+    dp = datasets
+    Experiment.create("c1", "nearest-centroid").save(dp)
+    Experiment.create("c2", "nearest-centroid", {"temperature": 5.0}).save(dp)
+    train_model(dp, "ds", "c1", seed=0)
+    train_model(dp, "ds", "c2", seed=0)
+    out = _ciml(run_ciml, dp, "model", "compare",
+                "--dataset-experiment-label", "ds", "c1", "t=1",
+                "--dataset-experiment-label", "ds", "c2", "t=5",
+                "-k", "macro_f1", "--output", tmp_path / "cmp.png", "-f", "json")
+    rows = json.loads(out)
+    assert [r["label"] for r in rows] == ["t=1", "t=5"]
+    assert all(r["baseline"] != "-" for r in rows)
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
+    rc, out, err = run_ciml(["--data-path", dp.root, "model", "compare", "-k", "nonsense",
+                             "--dataset-experiment-label", "ds", "c1", "x"])
+    assert rc != 0 and "cannot compare 'nonsense'" in err
