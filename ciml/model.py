@@ -349,7 +349,11 @@ class TrainedModel:
                 f"dataset {dataset!r} changed since model {dataset}/{experiment} was trained "
                 f"(fingerprint {ds.fingerprint}, was {metadata['dataset_fingerprint']}); "
                 "retrain it with ciml train-model")
-        estimator = est_cls.load(path / ESTIMATOR_DIR)
+        try:
+            estimator = est_cls.load(path / ESTIMATOR_DIR)
+        except OSError as exc:
+            raise CimlError(f"model {dataset}/{experiment} cannot be loaded from "
+                            f"{path / ESTIMATOR_DIR}: {exc}") from None
         exp = Experiment(experiment, name, metadata.get("params") or {})
         return cls(path, metadata, ds, exp, estimator)
 

@@ -194,3 +194,37 @@ def test_model_compare_chart(run_ciml, datasets, centroid_plugin, tmp_path):
     rc, out, err = run_ciml(["--data-path", dp.root, "model", "compare", "-k", "nonsense",
                              "--dataset-experiment-label", "ds", "c1", "x"])
     assert rc != 0 and "cannot compare 'nonsense'" in err
+
+
+def test_example_plugin_estimator_conforms_and_trains_with_the_cli(run_ciml, datasets,
+                                                                   monkeypatch):
+    import pathlib
+
+    from ciml.testing import check_estimator
+
+    example = pathlib.Path(__file__).resolve().parent.parent / "example_plugin"
+    monkeypatch.syspath_prepend(str(example))
+    from ciml_example.estimator import MajorityEstimator
+
+    check_estimator(MajorityEstimator)
+
+    class Plugin:
+        @hookimpl
+        def ciml_register_estimators(self, register):
+            register(MajorityEstimator)
+
+    manager = get_manager()
+    manager.add_plugin(Plugin(), "majority-test", distribution="ciml-example", version="1.0")
+    try:
+        dp = datasets
+        _ciml(run_ciml, dp, "setup-experiment", "--experiment", "maj", "--estimator",
+              "majority")
+        metrics = json.loads(_ciml(run_ciml, dp, "train-model", "--dataset", "ds",
+                                   "--experiment", "maj", "-f", "json"))
+        # A model that predicts the training frequencies is the baseline itself.
+        assert metrics["accuracy"] == metrics["baseline"]["accuracy"]
+        assert metrics["macro_f1"] == metrics["baseline"]["macro_f1"]
+        shown = _ciml(run_ciml, dp, "model", "list", "-f", "value", "-c", "estimator")
+        assert shown.split() == ["majority"]
+    finally:
+        manager.unregister("majority-test")
