@@ -179,5 +179,6 @@ def metric_rows(metrics):
         bscores = (base.get("per_class") or {}).get(cls, {})
         for key in ("precision", "recall", "f1"):
             rows.append((f"{cls} {key}", _fmt(scores.get(key)), _fmt(bscores.get(key))))
-        rows.append((f"{cls} support", str(scores.get("support")), str(bscores.get("support", "-"))))
+        rows.append((f"{cls} support", str(scores.get("support")),
+                     str(bscores.get("support", "-"))))
     return rows

@@ -30,7 +30,8 @@ import uuid
 import numpy as np
 
 import ciml
-from ciml import fileutil, metrics as metrics_mod
+from ciml import fileutil
+from ciml import metrics as metrics_mod
 from ciml.errors import CimlError, ConfigError, NotFoundError, UnknownPluginError
 from ciml.paths import DataPath, check_name
 

@@ -5,7 +5,8 @@ import pathlib
 
 import numpy as np
 
-from ciml import fileutil, metrics as metrics_mod
+from ciml import fileutil
+from ciml import metrics as metrics_mod
 from ciml.errors import ConfigError
 
 #: Metrics ``model compare`` can chart (keys of metrics.json).
@@ -24,7 +25,8 @@ def _pyplot():
 def _read_predictions(path, dataset=None, split="test"):
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    return [r for r in rows if r["split"] == split and (dataset is None or r["dataset"] == dataset)]
+    return [r for r in rows
+            if r["split"] == split and (dataset is None or r["dataset"] == dataset)]
 
 
 def plot_confusion(metrics, out, title):
@@ -174,7 +176,7 @@ def compare_models(data_path, entries, key="accuracy", output=None, title=None,
     width = 0.8 / (n_sets + 1)
     positions = np.arange(max(len(g) for g in entries))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(positions) * (n_sets + 1) + 2), 5))
-    for s, (set_name, group) in enumerate(zip(set_names, entries)):
+    for s, set_name in enumerate(set_names[:n_sets]):
         values = [r[4] for r in rows if r[0] == set_name]
         shown = [np.nan if v is None else v for v in values]
         bars = ax.bar(positions[:len(values)] + s * width, shown, width,

@@ -354,5 +354,6 @@ def make_dataset(data_path, name, *, n=60, class_label="status", seed=0,
                          cache=_MemoryCache(runs, frames), **build_options)
 
 
-__all__ = ["CHECKS", "FAST_PARAMS", "NearestCentroidEstimator", "check_estimator", "make_dataset", "make_examples",
-           "synthetic_runs", "zarr_array"] + [c.__name__ for c in CHECKS]
+__all__ = ["CHECKS", "FAST_PARAMS", "NearestCentroidEstimator", "check_estimator",
+           "make_dataset", "make_examples", "synthetic_runs", "zarr_array"]
+__all__ += [c.__name__ for c in CHECKS]

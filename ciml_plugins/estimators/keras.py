@@ -21,9 +21,9 @@ import pathlib
 
 import numpy as np
 
-from ciml.hookspecs import hookimpl
 from ciml.base import Estimator, Parameter, parse_bool
 from ciml.errors import CimlError, ConfigError, NotFoundError
+from ciml.hookspecs import hookimpl
 
 #: Optimizer names users type (the original ciml's), to Keras class names.
 OPTIMIZERS = {
