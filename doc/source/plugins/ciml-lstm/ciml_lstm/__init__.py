@@ -1,0 +1,1 @@
+"""ciml-lstm: a long short-term memory estimator for ciml."""
