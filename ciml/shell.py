@@ -15,6 +15,10 @@ _QUIET_LOGGERS = ("stevedore", "urllib3", "matplotlib", "PIL", "tensorflow",
                   "absl", "h5py", "numcodecs", "zarr", "asyncio", "paho")
 
 
+#: Root-logger handlers the last CimlApp installed.
+_installed_handlers = []
+
+
 class _VersionAction(argparse.Action):
     """``--version``: ciml's version and every installed plugin distribution."""
 
@@ -99,7 +103,16 @@ class CimlApp(App):
         return parser
 
     def configure_logging(self):
+        # cliff adds root handlers on every run; when ciml runs more than once
+        # in a process (tests, the demo, embedding), handlers of an earlier
+        # app would write to its streams, which may be closed by now.
+        root = logging.getLogger("")
+        for handler in _installed_handlers:
+            root.removeHandler(handler)
+        _installed_handlers.clear()
+        before = set(root.handlers)
         super().configure_logging()
+        _installed_handlers.extend(h for h in root.handlers if h not in before)
         if not self.options.debug:
             for name in _QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
