@@ -80,18 +80,6 @@ def _utc_key(start):
     return start.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def _write_synced(path, data):
     with open(path, "xb") as fh:
         fh.write(data)
@@ -302,7 +290,7 @@ class RawCache:
                 pid = int(name.split("-")[-1] if ".old-" in name else name.split("-")[1])
             except (IndexError, ValueError):
                 continue
-            if pid != os.getpid() and not _pid_alive(pid):
+            if pid != os.getpid() and not fileutil.pid_alive(pid):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed

@@ -102,3 +102,16 @@ def replace_dir(tmp_dir, final_dir):
     fsync_dir(final_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def pid_alive(pid):
+    """Whether a process exists (a leftover of a dead writer may be removed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    except OSError:
+        return False
+    return True

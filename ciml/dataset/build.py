@@ -276,16 +276,6 @@ class _Loader:
 # -- the build ---------------------------------------------------------------
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clean_leftovers(datasets_dir, name):
     """Remove temp folders of builds of ``name`` whose process is gone."""
     if not datasets_dir.is_dir():
@@ -297,7 +287,7 @@ def _clean_leftovers(datasets_dir, name):
                     pid = int(entry.name[len(prefix):].split("-")[0])
                 except ValueError:
                     continue
-                if not _pid_alive(pid):
+                if not fileutil.pid_alive(pid):
                     shutil.rmtree(entry, ignore_errors=True)
 
 

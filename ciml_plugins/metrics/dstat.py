@@ -104,6 +104,7 @@ import numpy as np
 from ciml.base import FetchedMetrics, MetricSource, Parameter
 from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
+from ciml.http import HTTP_PARAMETERS, backoff_delay
 
 LOG = logging.getLogger(__name__)
 
@@ -522,14 +523,7 @@ class DstatMetricSource(MetricSource):
     parameters = (
         Parameter("paths", str, default=list(DEFAULT_PATHS), multiple=True,
                   help="paths under the artifacts URL to try, in order"),
-        Parameter("timeout", float, default=30.0,
-                  help="seconds to wait for the server between bytes (read timeout)"),
-        Parameter("connect_timeout", float, default=10.0,
-                  help="seconds to wait for a connection"),
-        Parameter("retries", int, default=3,
-                  help="retries after a server error (5xx) or a connection error"),
-        Parameter("backoff", float, default=0.5,
-                  help="first wait before a retry, in seconds; doubles each time"),
+        *HTTP_PARAMETERS,
         Parameter("max_bytes", int, default=DEFAULT_MAX_BYTES,
                   help="largest file accepted, compressed or decompressed"),
     )
@@ -628,7 +622,7 @@ class DstatMetricSource(MetricSource):
         safe_url = _redact(url)
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
+                time.sleep(backoff_delay(self.backoff, attempt))
             try:
                 with session.get(url, timeout=(self.connect_timeout, self.timeout),
                                  stream=True) as resp:

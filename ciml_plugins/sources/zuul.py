@@ -26,6 +26,7 @@ import urllib.parse
 from ciml.base import Parameter, ResultSource
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
+from ciml.http import HTTP_PARAMETERS, backoff_delay
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import as_utc, interleave
 
@@ -79,14 +80,7 @@ class ZuulResultSource(ResultSource):
         Parameter("api_token", str, secret=True,
                   help="bearer token sent with every request (env CIML_ZUUL_API_TOKEN)"),
         Parameter("page_size", int, default=100, help="builds requested per page"),
-        Parameter("timeout", float, default=30.0,
-                  help="seconds to wait for the server between bytes (read timeout)"),
-        Parameter("connect_timeout", float, default=10.0,
-                  help="seconds to wait for a connection"),
-        Parameter("retries", int, default=3,
-                  help="retries after a server error (5xx) or a connection error"),
-        Parameter("backoff", float, default=0.5,
-                  help="first wait before a retry, in seconds; doubles each time"),
+        *HTTP_PARAMETERS,
     )
 
     def __init__(self, **params):
@@ -140,7 +134,7 @@ class ZuulResultSource(ResultSource):
         last = None
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
+                time.sleep(backoff_delay(self.backoff, attempt))
             try:
                 resp = self._session().get(url, params=params,
                                            timeout=(self.connect_timeout, self.timeout))
