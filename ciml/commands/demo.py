@@ -64,7 +64,7 @@ class Demo(Command):
             ("2. Caching runs and their dstat metrics (subunit2sql + dstat plugins)",
              ["cache-data", "--source", "subunit2sql", "--db-uri", history.db_uri,
               "--build-name", build]),
-            ("3. Building a dataset: did the run fail? (time series at 1 min, scaled on training data)",
+            ("3. Building a dataset: did the run fail? (1 min time series, scaled on training)",
              ["build-dataset", "--dataset", status_ds, "--build-name", build,
               "--sample-interval", "1min", "--class-label", "status",
               "--seed", str(parsed_args.seed), "--force"]),
