@@ -139,7 +139,7 @@ class CsvMetricSource(MetricSource):
         if size > self.max_bytes:
             raise MetricsUnavailable(
                 "too-large", f"{path} is {size} bytes, over the limit of {self.max_bytes}")
-        return FetchedMetrics(name=path.name, data=path.read_bytes(), url=path.as_uri())
+        return FetchedMetrics(name=path.name, data=path.read_bytes(), url=path.resolve().as_uri())
 
     def parse(self, data, run):
         import numpy as np
