@@ -119,16 +119,23 @@ class Demo(Command):
         dp = f"--data-path {data_path.root} "
         step.title(f"Done in {step.elapsed():.0f} s. Keep exploring:")
         run_id = next(r["run_id"] for r in reversed(history.good_runs(build)))
+        # The last few runs, so that the poll example has something to predict.
+        starts = sorted(_iso(r["start"]) for r in history.runs if r["build_name"] == build)
+        since = starts[-5]
         for line in (
                 f"ciml {dp}run list --build-name {build}",
                 f"ciml {dp}dataset show {status_ds}",
                 f"ciml {dp}model show --dataset {cause_ds} --experiment {exp} -f json",
                 f"ciml {dp}predict --dataset {status_ds} --experiment {exp} "
                 f"--source subunit2sql --db-uri {history.db_uri} {run_id}",
-                f"ciml {dp}watch --trigger poll --once --dataset {status_ds} "
+                f"ciml {dp}watch --trigger poll --once --since {since} --dataset {cause_ds} "
                 f"--experiment {exp} --source subunit2sql --db-uri {history.db_uri}",
                 f"tensorboard --logdir {data_path.model(status_ds, exp) / 'logs'}"):
             step.say("  " + line)
+
+
+def _iso(value):
+    return value if isinstance(value, str) else value.isoformat()
 
 
 def _shown(argv):
