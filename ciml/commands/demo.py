@@ -1,6 +1,8 @@
 """``ciml demo``: the whole pipeline on a generated CI history, with nothing else installed."""
 
+import os
 import shutil
+import sys
 import time
 
 from cliff.command import Command
@@ -116,22 +118,33 @@ class Demo(Command):
             step.say(f"{len(pngs)} plots under {plot_dir}:")
             for png in pngs:
                 step.say(f"  {png}")
-        dp = f"--data-path {data_path.root} "
+        dp = f"{_program()} --data-path {data_path.root} "
         step.title(f"Done in {step.elapsed():.0f} s. Keep exploring:")
         run_id = next(r["run_id"] for r in reversed(history.good_runs(build)))
         # The last few runs, so that the poll example has something to predict.
         starts = sorted(_iso(r["start"]) for r in history.runs if r["build_name"] == build)
         since = starts[-5]
         for line in (
-                f"ciml {dp}run list --build-name {build}",
-                f"ciml {dp}dataset show {status_ds}",
-                f"ciml {dp}model show --dataset {cause_ds} --experiment {exp} -f json",
-                f"ciml {dp}predict --dataset {status_ds} --experiment {exp} "
+                f"{dp}run list --build-name {build}",
+                f"{dp}dataset show {status_ds}",
+                f"{dp}model show --dataset {cause_ds} --experiment {exp} -f json",
+                f"{dp}predict --dataset {status_ds} --experiment {exp} "
                 f"--source subunit2sql --db-uri {history.db_uri} {run_id}",
-                f"ciml {dp}watch --trigger poll --once --since {since} --dataset {cause_ds} "
+                f"{dp}watch --trigger poll --once --since {since} --dataset {cause_ds} "
                 f"--experiment {exp} --source subunit2sql --db-uri {history.db_uri}",
                 f"tensorboard --logdir {data_path.model(status_ds, exp) / 'logs'}"):
             step.say("  " + line)
+
+
+def _program():
+    """How to call this ciml again: plain ``ciml`` when that is what PATH finds."""
+    me = shutil.which(sys.argv[0]) or sys.argv[0]
+    on_path = shutil.which("ciml")
+    if on_path and me and os.path.realpath(on_path) == os.path.realpath(me):
+        return "ciml"
+    if me and os.path.basename(me) == "ciml":
+        return os.path.abspath(me)
+    return "ciml"
 
 
 def _iso(value):

@@ -1,0 +1,65 @@
+"""``ciml demo`` end to end on a small history, and the commands it suggests."""
+
+import json
+import shlex
+import sys
+
+import pytest
+
+from ciml.commands import demo
+
+pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
+
+
+def test_demo_runs_every_step_and_leaves_an_explorable_data_path(tmp_path, run_ciml_subprocess):
+    root = tmp_path / "demo"
+    rc, out, err = run_ciml_subprocess(
+        ["--data-path", str(root), "demo", "--runs", "90", "--epochs", "3"], timeout=600)
+    assert rc == 0, err[-3000:]
+    for step in ("1. Generating", "2. Caching", "3. Building", "4. Building", "5. Building",
+                 "6. Setting up", "7. Training", "8. Training", "9. Training",
+                 "10. All models", "11. Plots", "Done in"):
+        assert f"== {step}" in out, step
+    assert "baseline" in out
+    for name in ("demo-status", "demo-cause", "demo-provider"):
+        assert (root / "datasets" / name).is_dir()
+        assert (root / "models" / name / "demo-dnn" / "metrics.json").is_file()
+    assert list((root / "demo-plots").rglob("*.png"))
+
+    # The suggested commands work as printed (ciml itself is run the test's way).
+    suggested = out.split("Keep exploring:", 1)[1].strip().splitlines()
+    commands = [shlex.split(line) for line in suggested if " --data-path " in line]
+    assert len(commands) == 5
+    for argv in commands:
+        if "watch" in argv:
+            continue  # exercised below with a bounded run
+        rc, cmd_out, cmd_err = run_ciml_subprocess(argv[1:], timeout=300)
+        assert rc == 0, (argv, cmd_err[-2000:])
+    model = json.loads(run_ciml_subprocess(
+        ["--data-path", str(root), "model", "show", "--dataset", "demo-cause",
+         "--experiment", "demo-dnn", "-f", "json"])[1])
+    assert set(model["baseline"]) >= {"accuracy", "macro_f1"}
+    watch = next(argv for argv in commands if "watch" in argv)
+    rc, watch_out, watch_err = run_ciml_subprocess(
+        watch[1:] + ["--status-interval", "0", "--fetch-attempts", "1"], timeout=300)
+    assert rc == 0, watch_err[-2000:]
+    lines = [json.loads(line) for line in watch_out.splitlines() if line.startswith("{")]
+    assert lines and all(line["dataset"] == "demo-cause" for line in lines)
+
+
+def test_demo_refuses_a_history_too_small_to_split(run_ciml):
+    rc, out, err = run_ciml(["demo", "--runs", "5"])
+    assert rc != 0
+    assert "at least 30" in err
+
+
+def test_suggested_program_is_plain_ciml_only_when_path_finds_this_one(monkeypatch, tmp_path):
+    fake = tmp_path / "bin" / "ciml"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(fake)])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert demo._program() == str(fake)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    assert demo._program() == "ciml"
