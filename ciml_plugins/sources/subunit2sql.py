@@ -12,6 +12,7 @@ only with the password replaced by ``***``; it may also come from the
 ``CIML_DB_URI`` environment variable, which keeps it out of ``ps``.
 """
 
+import itertools
 import logging
 import os
 import threading
@@ -289,10 +290,7 @@ class Subunit2sqlResultSource(ResultSource):
                 self._iter_runs(build_name, since, until, filters, PASSED))
         else:
             stream = self._iter_runs(build_name, since, until, filters)
-        for count, run in enumerate(stream, 1):
-            yield run
-            if limit is not None and count >= limit:
-                return
+        yield from itertools.islice(stream, limit)
 
     def get_run(self, run_id):
         import sqlalchemy as sa

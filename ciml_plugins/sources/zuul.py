@@ -18,6 +18,7 @@ Runs come newest first, as Zuul lists them: the API cannot list oldest
 first without reading the whole history.
 """
 
+import itertools
 import logging
 import threading
 import time
@@ -292,10 +293,7 @@ class ZuulResultSource(ResultSource):
                 self._iter_builds(build_name, since, until, filters, result="SUCCESS"))
         else:
             stream = self._iter_builds(build_name, since, until, filters)
-        for count, run in enumerate(stream, 1):
-            yield run
-            if limit is not None and count >= limit:
-                return
+        yield from itertools.islice(stream, limit)
 
     def get_run(self, run_id):
         build = self._get("/build/" + urllib.parse.quote(str(run_id), safe=""))
