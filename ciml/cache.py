@@ -312,14 +312,7 @@ class RawCache:
 
     def runs(self, build_name=None):
         """The cached runs (of a build name), sorted by start time then id."""
-        sql = "SELECT record FROM runs WHERE state = 'cached'"
-        args = ()
-        if build_name is not None:
-            sql += " AND build_name = ?"
-            args = (build_name,)
-        sql += " ORDER BY start, run_id"
-        return [RunRecord.from_dict(json.loads(r[0]))
-                for r in self._conn().execute(sql, args)]
+        return [entry["run"] for entry in self.entries(build_name)]
 
     def entries(self, build_name=None):
         """Cached runs with their sample counts: ``{"run": RunRecord, "samples": n}``."""

@@ -1,6 +1,14 @@
 """The base classes a plugin author codes against, one per plugin kind."""
 
-from ciml.base.component import Component, Parameter, parse_bool
+from ciml.base.component import (
+    Component,
+    Parameter,
+    non_negative_float,
+    non_negative_int,
+    parse_bool,
+    positive_float,
+    positive_int,
+)
 from ciml.base.estimator import Estimator
 from ciml.base.metric_source import FetchedMetrics, MetricSource
 from ciml.base.normalizer import Normalizer
@@ -19,5 +27,6 @@ KINDS = {
 
 __all__ = [
     "KINDS", "Component", "Estimator", "FetchedMetrics", "MetricSource",
-    "Normalizer", "Parameter", "ResultSource", "Trigger", "parse_bool",
+    "Normalizer", "Parameter", "ResultSource", "Trigger", "non_negative_float",
+    "non_negative_int", "parse_bool", "positive_float", "positive_int",
 ]

@@ -27,6 +27,35 @@ def parse_bool(value):
     raise ValueError(f"expected a boolean (true/false), got {value!r}")
 
 
+def positive_int(value):
+    """An integer of at least 1 (counts, sizes)."""
+    value = int(value)
+    if value <= 0:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def non_negative_int(value):
+    value = int(value)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
+def positive_float(value):
+    value = float(value)
+    if not value > 0:
+        raise ValueError("expected a positive number")
+    return value
+
+
+def non_negative_float(value):
+    value = float(value)
+    if value < 0:
+        raise ValueError("expected a number >= 0")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Parameter:
     """One setting a component accepts.

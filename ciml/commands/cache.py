@@ -4,6 +4,7 @@ import datetime as dt
 
 from cliff.show import ShowOne
 
+from ciml.base import positive_int
 from ciml.commands.base import add_component_options, build_component, data_path
 from ciml.errors import ConfigError
 
@@ -25,13 +26,6 @@ def parse_when(value, option):
     return when.astimezone(dt.timezone.utc)
 
 
-def _positive(value):
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
-
-
 class CacheData(ShowOne):
     """Fetch the runs of a job and their metrics into the raw cache"""
 
@@ -45,9 +39,9 @@ class CacheData(ShowOne):
                             help="metric source plugin (default: dstat)")
         parser.add_argument("--build-name", required=True, metavar="NAME",
                             help="the job whose runs to cache, e.g. tempest-full")
-        parser.add_argument("--limit", type=_positive, metavar="N",
+        parser.add_argument("--limit", type=positive_int, metavar="N",
                             help="at most N runs from the source")
-        parser.add_argument("--workers", type=_positive, default=DEFAULT_WORKERS, metavar="K",
+        parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS, metavar="K",
                             help=f"concurrent fetches (default: {DEFAULT_WORKERS})")
         parser.add_argument("--processes", type=int, default=None, metavar="P",
                             help="parse in P worker processes, 0 to parse in the "

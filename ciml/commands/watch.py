@@ -2,17 +2,11 @@
 
 from cliff.command import Command
 
+from ciml.base import positive_int
 from ciml.commands.base import add_component_options, build_component, component_options, data_path
 from ciml.commands.predict import add_model_options, build_source, load_predictor
 from ciml.errors import ConfigError
 from ciml.plugins import get_manager
-
-
-def _positive_int(value):
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
 
 
 class Watch(Command):
@@ -31,16 +25,16 @@ class Watch(Command):
         parser.add_argument("--learn", action="store_true",
                             help="Add finished, labelled runs to the raw cache, so that the "
                                  "next build-dataset includes them")
-        parser.add_argument("--max-events", metavar="N", type=_positive_int, default=None,
+        parser.add_argument("--max-events", metavar="N", type=positive_int, default=None,
                             help="Stop after N runs of the build name were taken (the "
                                  "ones taken are finished)")
-        parser.add_argument("--workers", metavar="N", type=_positive_int, default=4,
+        parser.add_argument("--workers", metavar="N", type=positive_int, default=4,
                             help="Runs handled at once; fetching logs is mostly waiting, "
                                  "predicting is one at a time (default: 4)")
-        parser.add_argument("--queue-size", metavar="N", type=_positive_int, default=100,
+        parser.add_argument("--queue-size", metavar="N", type=positive_int, default=100,
                             help="Runs waiting at most; a full queue makes the trigger wait "
                                  "(default: 100)")
-        parser.add_argument("--fetch-attempts", metavar="N", type=_positive_int, default=6,
+        parser.add_argument("--fetch-attempts", metavar="N", type=positive_int, default=6,
                             help="Tries to look a run up and fetch its metrics, which CI "
                                  "systems upload after reporting (default: 6)")
         parser.add_argument("--fetch-delay", metavar="SECONDS", type=float, default=5.0,

@@ -21,7 +21,15 @@ import pathlib
 
 import numpy as np
 
-from ciml.base import Estimator, Parameter, parse_bool
+from ciml.base import (
+    Estimator,
+    Parameter,
+    non_negative_float,
+    non_negative_int,
+    parse_bool,
+    positive_float,
+    positive_int,
+)
 from ciml.errors import CimlError, ConfigError, NotFoundError
 from ciml.hookspecs import hookimpl
 
@@ -65,34 +73,6 @@ def _fraction(value):
     value = float(value)
     if not 0.0 <= value < 1.0:
         raise ValueError("expected a number in [0, 1)")
-    return value
-
-
-def _positive_int(value):
-    value = int(value)
-    if value <= 0:
-        raise ValueError("expected a positive integer")
-    return value
-
-
-def _non_negative_int(value):
-    value = int(value)
-    if value < 0:
-        raise ValueError("expected an integer >= 0")
-    return value
-
-
-def _positive_float(value):
-    value = float(value)
-    if not value > 0:
-        raise ValueError("expected a positive number")
-    return value
-
-
-def _non_negative_float(value):
-    value = float(value)
-    if value < 0:
-        raise ValueError("expected a number >= 0")
     return value
 
 
@@ -582,12 +562,12 @@ def _tensorboard_callback(tf, keras, log_dir):
 
 _COMMON = (
     Parameter("optimizer", str, "Adam", "optimizer", choices=tuple(OPTIMIZERS)),
-    Parameter("learning_rate", _positive_float, 0.001, "learning rate"),
-    Parameter("batch_size", _positive_int, 64, "examples per training step"),
-    Parameter("epochs", _positive_int, 100, "most passes over the training examples"),
-    Parameter("steps", _non_negative_int, None,
+    Parameter("learning_rate", positive_float, 0.001, "learning rate"),
+    Parameter("batch_size", positive_int, 64, "examples per training step"),
+    Parameter("epochs", positive_int, 100, "most passes over the training examples"),
+    Parameter("steps", non_negative_int, None,
               "cap on the total number of training steps (optional)"),
-    Parameter("patience", _non_negative_int, 10,
+    Parameter("patience", non_negative_int, 10,
               "epochs without improvement of the validation loss before stopping "
               "(the best weights are kept); 0 disables early stopping"),
     Parameter("validation_fraction", _fraction, 0.1,
@@ -622,7 +602,7 @@ class DNNEstimator(_KerasEstimator):
                   "units per hidden layer, separated by '/'"),
         Parameter("activation", str, "relu", "hidden layer activation", choices=ACTIVATIONS),
         Parameter("dropout", _fraction, 0.2, "dropout rate after each hidden layer"),
-        Parameter("l2", _non_negative_float, 1e-4, "L2 weight regularisation"),
+        Parameter("l2", non_negative_float, 1e-4, "L2 weight regularisation"),
     ) + _COMMON
 
     def _build(self, keras, input_shape, n_classes, mean, variance):
@@ -659,9 +639,9 @@ class LinearSVMEstimator(_KerasEstimator):
 
     name = "linear-svm"
     parameters = (
-        Parameter("l2", _non_negative_float, 1e-3, "L2 regularisation (the SVM's 1/C)"),
+        Parameter("l2", non_negative_float, 1e-3, "L2 regularisation (the SVM's 1/C)"),
     ) + tuple(p if p.name != "learning_rate"
-              else Parameter("learning_rate", _positive_float, 0.01, "learning rate")
+              else Parameter("learning_rate", positive_float, 0.01, "learning rate")
               for p in _COMMON)
 
     def __init__(self, **params):
