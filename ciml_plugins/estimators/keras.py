@@ -379,12 +379,19 @@ class _KerasEstimator(Estimator):
         steps_per_epoch = max(1, math.ceil(n_train / batch))
         epochs = int(self.epochs)
         if self.steps:
-            steps_per_epoch = min(steps_per_epoch, int(self.steps))
+            # The cap spread over whole epochs (each a prefix of a freshly
+            # shuffled pass): at most one step per epoch over it.
             epochs = max(1, min(epochs, math.ceil(int(self.steps) / steps_per_epoch)))
-        train_ds = train_ds.repeat().prefetch(tf.data.AUTOTUNE)
+            steps_per_epoch = min(steps_per_epoch, math.ceil(int(self.steps) / epochs))
+            train_ds = train_ds.take(steps_per_epoch)
+        # One finite pass per epoch with its length declared, rather than an
+        # endless dataset cut by ``steps_per_epoch``: with several steps per
+        # execution Keras would run past the end of an epoch, and a dataset
+        # of unknown length makes it warn that the input "ran out of data".
+        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
+        train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
 
         val_ds = None
-        val_steps = None
         if val is not None:
             vX, vy, a, b = val
             vX, a2, b2 = in_memory_if_small(vX, a, b)
@@ -393,13 +400,18 @@ class _KerasEstimator(Estimator):
             # Validation examples weighted like training ones: the monitored
             # loss then cares about the rare class as much as the fit does.
             val_ds = self._dataset(tf, vX, vy, a, b, weights, n_classes, False, 0)
+            val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
+                max(1, math.ceil((b - a) / batch))))
             val_ds = val_ds.prefetch(tf.data.AUTOTUNE)
-            val_steps = max(1, math.ceil((b - a) / batch))
 
         input_shape = tuple(int(d) for d in X.shape[1:])
         model = self._build(keras, input_shape, n_classes, mean, variance)
+        # Several steps per call of the compiled train function: for the
+        # small models this estimator builds, Keras' per-step Python work
+        # costs as much as the step itself.
         model.compile(optimizer=self._optimizer(keras), loss=self._loss(keras, n_classes),
-                      weighted_metrics=[])
+                      weighted_metrics=[],
+                      steps_per_execution=min(int(self.steps_per_execution), steps_per_epoch))
         callbacks = [_ProgressCallback.make(keras, epochs)]
         if val_ds is not None and self.patience:
             callbacks.append(keras.callbacks.EarlyStopping(
@@ -408,8 +420,7 @@ class _KerasEstimator(Estimator):
         if log_dir is not None:
             pathlib.Path(log_dir).mkdir(parents=True, exist_ok=True)
             callbacks.append(_tensorboard_callback(tf, keras, log_dir))
-        history = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                            validation_data=val_ds, validation_steps=val_steps,
+        history = model.fit(train_ds, epochs=epochs, validation_data=val_ds,
                             callbacks=callbacks, verbose=0,
                             shuffle=False)
         self.model_ = model
@@ -567,6 +578,9 @@ _COMMON = (
     Parameter("epochs", positive_int, 100, "most passes over the training examples"),
     Parameter("steps", non_negative_int, None,
               "cap on the total number of training steps (optional)"),
+    Parameter("steps_per_execution", positive_int, 32,
+              "training steps run per call into TensorFlow (fewer Python round trips; "
+              "the model trained is the same)"),
     Parameter("patience", non_negative_int, 10,
               "epochs without improvement of the validation loss before stopping "
               "(the best weights are kept); 0 disables early stopping"),

@@ -91,8 +91,9 @@ def test_fit_writes_tensorboard_scalars_and_honours_steps(tmp_path):
     vX, vy = make_examples(16, 2, seed=9)
     est = kest.DNNEstimator(hidden_layers="8", epochs=50, steps=6, batch_size=16, seed=0)
     est.fit(X, y, classes=["passed", "failed"], validation=(vX, vy), log_dir=tmp_path)
-    # 4 steps per epoch, capped at 6 steps: 2 epochs.
+    # 4 steps per epoch, capped at 6 steps: 2 epochs of 3 steps.
     assert est.history_["epochs_run"] == 2
+    assert est.model_.optimizer.iterations.numpy() == 6
     assert set(est.history_) >= {"loss", "val_loss"}
     tags = {}
     for sub in ("train", "validation"):
@@ -129,3 +130,20 @@ def test_streaming_from_zarr_gives_the_same_model_as_the_in_memory_copy(tmp_path
     assert kest.in_memory_if_small(zX, 0, 50)[0] is zX
     streamed = kest.DNNEstimator(**params).fit(zX, y, classes=["passed", "failed"])
     assert np.allclose(in_memory.predict_proba(X), streamed.predict_proba(X), atol=1e-6)
+
+
+@pytest.mark.tensorflow
+def test_steps_per_execution_trains_the_same_model():
+    # 46 examples in batches of 4: 12 steps per epoch, not a multiple of 5,
+    # so the last call of each epoch runs a short loop.
+    X, y = make_examples(46, 2, seed=12)
+    vX, vy = make_examples(12, 2, seed=13)
+    params = dict(hidden_layers="8", epochs=3, patience=0, batch_size=4, seed=5)
+    one = kest.DNNEstimator(steps_per_execution=1, **params).fit(
+        X, y, classes=["passed", "failed"], validation=(vX, vy))
+    five = kest.DNNEstimator(steps_per_execution=5, **params).fit(
+        X, y, classes=["passed", "failed"], validation=(vX, vy))
+    assert five.model_.optimizer.iterations.numpy() == 3 * 12
+    assert one.history_["loss"] == five.history_["loss"]
+    assert one.history_["val_loss"] == five.history_["val_loss"]
+    assert np.array_equal(one.predict_proba(vX), five.predict_proba(vX))
