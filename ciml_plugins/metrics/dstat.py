@@ -305,6 +305,13 @@ def _parse_times(values, anchor):
             "bad-time", f"data row {bad + 1}: time {str(values[bad])!r} is not dstat's "
             "'dd-mm HH:MM:SS'")
     codes = np.frombuffer(joined, dtype=np.uint8).reshape(n, 14)
+    return _parse_time_codes(codes, anchor, lambda i: values[i])
+
+
+def _parse_time_codes(codes, anchor, cell):
+    """The body of :func:`_parse_times`: ``codes`` is an ``(n, 14)`` uint8 array of
+    the cells' bytes; ``cell(i)`` gives row ``i``'s cell for error messages."""
+    values = _Cells(cell)
     digits = codes.astype(np.int64) - ord("0")
     digit_pos = [0, 1, 3, 4, 6, 7, 9, 10, 12, 13]
     ok = (codes[:, 2] == ord("-")) & (codes[:, 5] == ord(" "))
@@ -346,6 +353,37 @@ def _parse_times(values, anchor):
         raise MetricsUnavailable("bad-time",
                                  f"data row {bad + 1}: no such date {str(values[bad])!r}")
     return best
+
+
+class _Cells:
+    """Index access to the time cells, built only for an error message."""
+
+    def __init__(self, cell):
+        self._cell = cell
+
+    def __getitem__(self, i):
+        return self._cell(i)
+
+
+def _time_codes_of_lines(body, rows):
+    """The time cells as an ``(rows, 14)`` uint8 array, straight from the lines.
+
+    The fast path for dstat's usual layout, the time first and unquoted
+    (``dd-mm HH:MM:SS,``): no string per row is made.  ``None`` when any
+    line does not look so (quoted, another width, blank lines that the
+    CSV reader counted differently); the caller then reads the column as
+    text.
+    """
+    lines = [line for line in body.split(b"\n") if line and line != b"\r"]
+    if len(lines) != rows:
+        return None
+    heads = b"".join([line[:15] for line in lines])
+    if len(heads) != 15 * rows:
+        return None
+    codes = np.frombuffer(heads, dtype=np.uint8).reshape(rows, 15)
+    if not (codes[:, 14] == ord(",")).all():
+        return None
+    return codes[:, :14], lines
 
 
 def _first_bad_cell(body, positions, names):
@@ -443,12 +481,20 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
     positions = [p for p, _ in named]
     names = [n for _, n in named]
     ncols = len(columns)
-    dtypes = {p: np.float64 for p in positions}
-    dtypes[time_index] = str
+    # The usual layout (time first, as ``dd-mm HH:MM:SS``) reads only the
+    # metric columns, all float64, and takes the time cells from the
+    # lines: a text column costs the CSV reader a Python string per row.
+    fast_time = time_index == 0 and columns[0].strip().lower() == "time"
+    if fast_time:
+        usecols, dtypes = positions, np.float64
+    else:
+        usecols = [time_index, *positions]
+        dtypes = {p: np.float64 for p in positions}
+        dtypes[time_index] = str
     try:
         frame = pd.read_csv(
             io.BytesIO(body), header=None, names=list(range(ncols)),
-            usecols=[time_index, *positions], dtype=dtypes, engine="c",
+            usecols=usecols, dtype=dtypes, engine="c",
             encoding="latin-1", skip_blank_lines=True, keep_default_na=False,
             na_values=[""], index_col=False)
     except ValueError as exc:
@@ -467,20 +513,36 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
     # surplus fields; counting separators catches both at memory speed.
     if body.count(b",") != len(frame) * (ncols - 1):
         raise MetricsUnavailable("malformed", _first_bad_row(body, ncols))
-    values = frame[positions].to_numpy(dtype=np.float64)
+    frame_times = None if fast_time else frame[time_index].tolist()
+    if list(frame.columns) != positions:
+        frame = frame[positions]
+    values = frame.to_numpy(dtype=np.float64)
     if np.isnan(values).any():
         row, col = (int(v[0]) for v in np.nonzero(np.isnan(values)))
         raise MetricsUnavailable(
             "malformed", f"data row {row + 1}, column {names[col]}: empty cell")
 
-    times = frame[time_index].tolist()
-    if columns[time_index].strip().lower() == "epoch":
+    fast = _time_codes_of_lines(body, len(frame)) if fast_time else None
+    if fast is not None:
+        codes, lines = fast
+        stamps = _parse_time_codes(codes, _anchor_year(data, start),
+                                   lambda i: lines[i].split(b",", 1)[0].decode("latin-1"))
+    elif fast_time:
+        # An unusual time cell: read the column as text for the checks and
+        # the message.
+        times = pd.read_csv(
+            io.BytesIO(body), header=None, names=list(range(ncols)), usecols=[0],
+            dtype=str, engine="c", encoding="latin-1", skip_blank_lines=True,
+            keep_default_na=False, index_col=False)[0].tolist()
+        stamps = _parse_times(times, _anchor_year(data, start))
+    elif columns[time_index].strip().lower() == "epoch":
+        times = frame_times
         try:
             stamps = (np.asarray(times, dtype=np.float64) * 1e9).astype(np.int64)
         except ValueError:
             raise MetricsUnavailable("bad-time", "non-numeric epoch time stamp") from None
     else:
-        stamps = _parse_times(times, _anchor_year(data, start))
+        stamps = _parse_times(frame_times, _anchor_year(data, start))
 
     # A repeated or backward time stamp would break every resampling step.
     if len(stamps) > 1:
@@ -530,35 +592,25 @@ class DstatMetricSource(MetricSource):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._local = threading.local()
-        self._sessions = []
-        self._sessions_lock = threading.Lock()
+        self._client = None
+        self._client_lock = threading.Lock()
 
-    # Sessions are per thread: cache-data fetches from several workers, and a
-    # requests.Session is not documented as thread-safe.
-    def _session(self):
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-            from requests.adapters import HTTPAdapter
+    def _http(self):
+        # One pooled client for every fetching thread (urllib3's pools are
+        # thread-safe); created on first use so that ``--help`` stays light.
+        with self._client_lock:
+            if self._client is None:
+                from ciml.http import Downloader
 
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = "ciml-dstat"
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+                self._client = Downloader(user_agent="ciml-dstat")
+            return self._client
 
     def close(self):
-        """Close every thread's HTTP session.  Idempotent."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._local = threading.local()
+        """Close the pooled HTTP connections.  Idempotent; the source stays usable."""
+        with self._client_lock:
+            client = self._client
+        if client is not None:
+            client.close()
 
     def fetch(self, run):
         base = run.artifacts_url
@@ -615,42 +667,49 @@ class DstatMetricSource(MetricSource):
         return data
 
     def _fetch_http(self, url, problems):
-        import requests
+        import http.client
+
         import urllib3
 
-        session = self._session()
+        client = self._http()
         safe_url = _redact(url)
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(backoff_delay(self.backoff, attempt))
+            resp = None
+            data = None
             try:
-                with session.get(url, timeout=(self.connect_timeout, self.timeout),
-                                 stream=True) as resp:
-                    status = resp.status_code
-                    if status in (404, 410):
-                        return None
-                    if status >= 500 or status == 429:
-                        message = f"HTTP {status} from {safe_url}"
-                        LOG.debug("%s (attempt %d)", message, attempt + 1)
-                        if attempt == self.retries:
-                            problems.append(("http-error", message, True))
-                        continue
-                    if status >= 400:
-                        problems.append(("http-error", f"HTTP {status} from {safe_url}",
-                                         False))
-                        return None
-                    data = self._read_capped(resp, safe_url)
+                resp = client.get(url, self.connect_timeout, self.timeout)
+                status = resp.status
+                if status in (404, 410):
+                    return None
+                if status >= 500 or status == 429:
+                    message = f"HTTP {status} from {safe_url}"
+                    LOG.debug("%s (attempt %d)", message, attempt + 1)
+                    if attempt == self.retries:
+                        problems.append(("http-error", message, True))
+                    continue
+                if status >= 400:
+                    problems.append(("http-error", f"HTTP {status} from {safe_url}", False))
+                    return None
+                data = self._read_capped(resp, safe_url)
             except MetricsUnavailable as exc:
                 problems.append((exc.reason, str(exc), exc.transient))
                 return None
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError,
-                    urllib3.exceptions.HTTPError) as exc:
-                LOG.debug("fetching %s failed (attempt %d): %s", safe_url, attempt + 1, exc)
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                # A connection refused, reset or timed out, before or during
+                # the body; MaxRetryError names the cause (too many
+                # redirects among them).
+                cause = getattr(exc, "reason", None) or exc
+                LOG.debug("fetching %s failed (attempt %d): %s", safe_url, attempt + 1,
+                          type(cause).__name__)
                 if attempt == self.retries:
                     problems.append(("connection-error",
-                                     f"cannot fetch {safe_url}: {type(exc).__name__}", True))
+                                     f"cannot fetch {safe_url}: {type(cause).__name__}", True))
                 continue
+            finally:
+                if resp is not None:
+                    _finish(resp, body_read=data is not None)
             if not data.startswith(GZIP_MAGIC) and _looks_like_html(data[:8192]):
                 problems.append(("html", f"{safe_url} is an HTML page, not dstat CSV", False))
                 return None
@@ -666,7 +725,7 @@ class DstatMetricSource(MetricSource):
         total = 0
         # decode_content=False: keep the bytes exactly as the server holds them,
         # even when it labels a .gz file with Content-Encoding: gzip.
-        for chunk in resp.raw.stream(1 << 16, decode_content=False):
+        for chunk in resp.stream(1 << 16, decode_content=False):
             total += len(chunk)
             if total > self.max_bytes:
                 raise MetricsUnavailable(
@@ -677,6 +736,29 @@ class DstatMetricSource(MetricSource):
     def parse(self, data, run):
         start = run.start if run is not None else None
         return parse_dstat(data, start=start, max_bytes=self.max_bytes)
+
+
+#: An unread error page up to this size is read to keep its connection.
+_DRAIN_BYTES = 64 * 1024
+
+
+def _finish(resp, body_read):
+    """Return a response's connection to the pool, or close it.
+
+    A connection can be reused only once its body was read: a small error
+    page is read and dropped (keep-alive saves a handshake per 404), a
+    large or unsized one, or a body abandoned half way, closes it.
+    """
+    try:
+        if not body_read:
+            length = resp.headers.get("Content-Length")
+            if not (length and length.isdigit() and int(length) <= _DRAIN_BYTES):
+                resp.close()
+                return
+            resp.drain_conn()
+        resp.release_conn()
+    except Exception:  # the connection is gone either way
+        resp.close()
 
 
 def _redact(url):

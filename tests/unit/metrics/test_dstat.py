@@ -344,7 +344,7 @@ def test_http_read_timeout_is_retried_then_transient(log_tree):
     assert "Timeout" in str(info.value)
 
 
-def test_sessions_per_thread_and_close(log_tree):
+def test_one_pooled_client_for_all_threads_and_close(log_tree):
     import concurrent.futures
 
     source = DstatMetricSource()
@@ -353,10 +353,11 @@ def test_sessions_per_thread_and_close(log_tree):
             sizes = list(pool.map(lambda _: len(source.load(_run(server.url + "a"))[1]),
                                   range(12)))
         assert sizes == [150] * 12
-        assert 1 <= len(source._sessions) <= 4
+        client = source._client
+        assert client is not None and len(client._managers) == 1
         source.close()
         source.close()
-        assert source._sessions == []
+        assert client._managers == {}
         assert len(source.load(_run(server.url + "a"))[1]) == 150
 
 
@@ -383,3 +384,17 @@ def test_registered_as_plugin():
 
     assert plugins.get_manager().get("metric_source", "dstat") is DstatMetricSource
     assert DstatMetricSource.description().startswith("dstat CSV logs")
+
+
+def test_line_endings_and_blank_lines_do_not_change_the_series(samples):
+    # The usual layout takes its time cells straight from the lines; CRLF,
+    # blank and whitespace-only lines must give what the CSV reader gives.
+    data = samples["0.7.3"]
+    start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
+    plain = parse_dstat(data, start=start)
+    head_end = data.index(b"\n", data.index(b'"time"')) + 1
+    rows = data[head_end:].split(b"\n")
+    odd = data[:head_end] + b"\r\n".join(rows[:3] + [b"", b"   "] + rows[3:])
+    assert dstat._time_codes_of_lines(odd[head_end:], len(plain)) is None
+    other = parse_dstat(odd, start=start)
+    assert other.equals(plain) and other.index.equals(plain.index)
