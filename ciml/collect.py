@@ -17,6 +17,7 @@ interruption at any moment loses at most the runs in flight.
 import collections
 import concurrent.futures as cf
 import logging
+import os
 import threading
 import time
 
@@ -50,82 +51,98 @@ def _outcome_of(cache, run, exc):
     return "transient", "error", f"{type(exc).__name__}: {exc}"
 
 
-# -- parsing in worker processes -------------------------------------------------
+# -- parsing and storing in worker processes -----------------------------------
 #
-# Fetching is I/O and scales with threads; parsing is CPU work that holds the
-# GIL, so with many workers one core caps the rate.  With ``processes > 0``
-# the fetching threads hand each file to a pool of processes to parse, and
-# store the frame themselves (storing waits on fsync, which threads overlap).
-# By default the pool starts only once a job proves big enough to repay the
-# start of the processes (about a second each).
+# Fetching is I/O and scales with threads; parsing and storing are CPU work
+# that holds the GIL, so with many workers one core caps the rate.  With
+# ``processes > 0`` the fetching threads hand each file to a pool of
+# processes that parse it and store the run (folder and index) themselves:
+# only a short verdict comes back, never the parsed frame, whose unpickling
+# would again hold the fetching process's GIL.  By default the pool starts
+# only once a job proves big enough to repay the start of the processes
+# (about a second each).
 
 _PROCESS = {}
 
 
-def _init_process(metric_name, metric_params):
+def _init_process(cls, metric_params, data_root):
     import signal
 
-    from ciml.plugins import get_manager
+    from ciml.paths import DataPath
 
     # Ctrl-C is the parent's to handle: it stops handing out work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cls = get_manager().get("metric_source", metric_name)
     _PROCESS["metrics"] = cls(**metric_params)
+    _PROCESS["cache"] = RawCache(DataPath(data_root))
 
 
-def _process_parse(run, data):
-    """Parse in a worker process: ``(frame, None)`` or ``(None, error)``.
+def _process_ready():
+    return os.getpid()
+
+
+def _process_parse_store(run, fetched):
+    """Parse and store one run in a worker process: ``None`` or an error tuple.
 
     Errors travel as plain tuples: ciml's exceptions take keyword-only
     details that pickling would lose.
     """
     try:
-        return _PROCESS["metrics"].parse(data, run), None
+        frame = _PROCESS["metrics"].parse(fetched.data, run)
+        if frame is None or len(frame) == 0:
+            raise MetricsUnavailable("empty", f"run {run.id}: no samples")
     except MetricsUnavailable as exc:
-        return None, ("unavailable", exc.reason, str(exc), exc.transient)
+        return ("unavailable", exc.reason, str(exc), exc.transient)
     except CimlError as exc:
-        return None, ("ciml", "error", str(exc), getattr(exc, "transient", False))
+        return ("ciml", "error", str(exc), getattr(exc, "transient", False))
     except Exception as exc:
-        return None, ("bug", "error", f"{type(exc).__name__}: {exc}", True)
+        return ("bug", "error", f"{type(exc).__name__}: {exc}", True)
+    try:
+        _PROCESS["cache"].store(run, fetched, frame)
+    except Exception as exc:
+        return ("store", "error", f"{type(exc).__name__}: {exc}", True)
+    return None
 
 
-def _parse_remote(procs, run, fetched):
-    frame, error = procs.submit(_process_parse, run, fetched.data).result()
-    if error is None:
-        return frame
-    kind, reason, message, transient = error
-    if kind == "bug":
-        raise RuntimeError(message)
-    raise MetricsUnavailable(reason, message, transient=transient)
+class _StoreFailed(CimlError):
+    """Storing a run failed in a worker process."""
+
+
+def _registered_class(metric_source):
+    """The registered class a worker process builds ``metric_source`` from, or ``None``."""
+    from ciml.plugins import get_manager
+
+    info = get_manager().registry["metric_source"].get(metric_source.name)
+    if info is not None and type(metric_source) in (info.cls, *info.cls.__bases__):
+        return info.cls
+    return None
 
 
 def _rebuildable(metric_source):
     """Whether a worker process can build the same metric source by its name."""
-    from ciml.plugins import get_manager
-
-    info = get_manager().registry["metric_source"].get(metric_source.name)
-    return info is not None and type(metric_source) in (info.cls, *info.cls.__bases__)
+    return _registered_class(metric_source) is not None
 
 
-def _process_pool(processes, metric_source):
+def _process_pool(processes, metric_source, data_root):
     import multiprocessing
 
+    cls = _registered_class(metric_source)
     # forkserver: forking a process that runs threads can copy held locks.
+    # What every worker needs is imported once, in the fork server, so that
+    # a worker starts in milliseconds instead of a second of imports; the
+    # class travels by reference, so no worker scans the plugin entry points.
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["ciml.collect", type(metric_source).__module__])
+    ctx.set_forkserver_preload(["ciml.collect", "ciml.cache", "pandas", cls.__module__])
     return cf.ProcessPoolExecutor(
         max_workers=processes, mp_context=ctx, initializer=_init_process,
-        initargs=(metric_source.name, metric_source.get_params(include_secrets=True)))
+        initargs=(cls, metric_source.get_params(include_secrets=True), str(data_root)))
 
 
 #: Runs handed to the workers before the automatic process pool starts.
-AUTO_PROCESSES_AFTER = 64
+AUTO_PROCESSES_AFTER = 16
 
 
 def auto_processes(workers, metric_source=None):
     """How many parse processes ``processes=None`` means for this many workers."""
-    import os
-
     if metric_source is not None and not _rebuildable(metric_source):
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
@@ -135,33 +152,65 @@ def auto_processes(workers, metric_source=None):
     return min(cores, 8, workers)
 
 
-def _fetch_one(cache, metric_source, run, data_path, stop, procs=None):
-    """Fetch, parse and store one run; returns ``(outcome, reason, message)``."""
-    if stop.is_set():
-        return "cancelled", None, None
+class _Result(collections.namedtuple("_Result", "outcome reason message run")):
+    """What became of one run: ``cached``, ``unavailable``, ``transient`` or ``cancelled``."""
+
+
+class _Handoff(collections.namedtuple("_Handoff", "run fetched future")):
+    """A fetched run being parsed and stored by the processes (``future``)."""
+
+
+def _remote_result(cache, handoff):
+    """The :class:`_Result` of a finished handoff; raises what storing here would."""
+    error = handoff.future.result()
+    run = handoff.run
+    if error is None:
+        return _Result(CACHED, None, None, run)
+    kind, reason, message, transient = error
+    if kind == "store":
+        # Not a fact about the run (a full disk, say): stop, as storing in
+        # this process would.
+        raise _StoreFailed(f"storing run {run.id} failed: {message}")
+    exc = (RuntimeError(message) if kind == "bug"
+           else MetricsUnavailable(reason, message, transient=transient))
+    return _Result(*_outcome_of(cache, run, exc), run)
+
+
+def _parse_store_here(cache, metric_source, run, fetched):
+    """Parse and store in this process; returns a :class:`_Result`."""
     try:
-        fetched = metric_source.fetch(run)
-        if stop.is_set():
-            return "cancelled", None, None
-        pool = procs() if callable(procs) else procs
-        frame = None
-        if pool is not None:
-            try:
-                frame = _parse_remote(pool, run, fetched)
-            except cf.BrokenExecutor:
-                LOG.warning("parse processes failed; parsing in threads")
-                pool = None
-        if pool is None:
-            frame = metric_source.parse(fetched.data, run)
+        frame = metric_source.parse(fetched.data, run)
         if frame is None or len(frame) == 0:
             raise MetricsUnavailable("empty", f"run {run.id}: no samples")
     except Exception as exc:
-        return _outcome_of(cache, run, exc)
+        return _Result(*_outcome_of(cache, run, exc), run)
+    # Outside the ``try``: a failure to store (a full disk) stops the job.
     cache.store(run, fetched, frame)
-    from ciml.plugins import get_manager
+    return _Result(CACHED, None, None, run)
 
-    get_manager().call_lifecycle("ciml_run_cached", run=run, data_path=data_path)
-    return CACHED, None, None
+
+def _fetch_one(cache, metric_source, run, stop, procs=None):
+    """Fetch one run, then parse and store it here or hand it to the processes.
+
+    Returns a :class:`_Result`, or a :class:`_Handoff` when the processes
+    took the run: the thread is then free to fetch the next one instead of
+    waiting for a parse queued behind other runs.
+    """
+    if stop.is_set():
+        return _Result("cancelled", None, None, run)
+    try:
+        fetched = metric_source.fetch(run)
+    except Exception as exc:
+        return _Result(*_outcome_of(cache, run, exc), run)
+    if stop.is_set():
+        return _Result("cancelled", None, None, run)
+    pool = procs() if callable(procs) else procs
+    if pool is not None:
+        try:
+            return _Handoff(run, fetched, pool.submit(_process_parse_store, run, fetched))
+        except cf.BrokenExecutor:
+            LOG.warning("parse processes failed; parsing in threads")
+    return _parse_store_here(cache, metric_source, run, fetched)
 
 
 def _progress_bar(progress, total, desc):
@@ -218,16 +267,38 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
                             unavailable=counts[UNAVAILABLE] + counts["transient"],
                             refresh=False)
 
+    handoffs = {}   # process future -> _Handoff
+
     def collect(done):
+        from ciml.plugins import get_manager
+
         for future in done:
-            outcome, reason, message = future.result()
-            if outcome == "cancelled":
+            handoff = handoffs.pop(future, None)
+            if handoff is not None:
+                try:
+                    result = _remote_result(cache, handoff)
+                except cf.BrokenExecutor:
+                    LOG.warning("parse processes failed; parsing in threads")
+                    procs_ready.clear()
+                    pending.add(pool.submit(_parse_store_here, cache, metric_source,
+                                            handoff.run, handoff.fetched))
+                    continue
+            else:
+                result = future.result()
+                if isinstance(result, _Handoff):
+                    handoffs[result.future] = result
+                    pending.add(result.future)
+                    continue
+            if result.outcome == "cancelled":
                 continue
-            counts[outcome] += 1
+            counts[result.outcome] += 1
             counts["fetched"] += 1
-            if reason:
-                reasons[reason] += 1
-                LOG.debug("%s", message)
+            if result.reason:
+                reasons[result.reason] += 1
+                LOG.debug("%s", result.message)
+            if result.outcome == CACHED:
+                get_manager().call_lifecycle("ciml_run_cached", run=result.run,
+                                             data_path=data_path)
             if bar is not None:
                 bar.update(1)
         update_bar()
@@ -240,13 +311,25 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
     if processes < 0:
         raise CimlError("--processes must not be negative")
     procs_box = []
+    procs_ready = threading.Event()
 
     def procs():
-        return procs_box[0] if procs_box else None
+        return procs_box[0] if procs_ready.is_set() else None
 
     def start_procs():
         if processes and not procs_box:
-            procs_box.append(_process_pool(processes, metric_source))
+            procs_box.append(_process_pool(processes, metric_source, data_path.root))
+            # Starting a process takes about a second (imports): the threads
+            # go on parsing themselves until the processes answer, instead of
+            # all waiting on a pool that is not there yet.
+            warmups = [procs_box[0].submit(_process_ready) for _ in range(processes)]
+
+            def answered(_):
+                if all(f.done() for f in warmups):
+                    procs_ready.set()
+
+            for future in warmups:
+                future.add_done_callback(answered)
 
     if start_after == 0:
         start_procs()
@@ -269,8 +352,7 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
             if counts["submitted"] == start_after:
                 start_procs()
             counts["submitted"] += 1
-            pending.add(pool.submit(_fetch_one, cache, metric_source, run, data_path, stop,
-                                    procs))
+            pending.add(pool.submit(_fetch_one, cache, metric_source, run, stop, procs))
         while pending:
             done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             pending.difference_update(done)

@@ -102,7 +102,8 @@ def ciml_run_cached(run, data_path):
     """A run's record and metrics were stored in the raw cache.
 
     Called by ``cache-data`` (and ``watch --learn``) once per newly cached
-    run, after the cache index records it, from the thread that stored it.
+    run, after the cache index records it; ``cache-data`` calls it from its
+    main thread, one run at a time, whichever thread or process stored it.
 
     :param run: the :class:`ciml.records.RunRecord` that was cached.
     :param data_path: the :class:`ciml.paths.DataPath` it was cached under.

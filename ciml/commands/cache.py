@@ -44,7 +44,7 @@ class CacheData(ShowOne):
         parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS, metavar="K",
                             help=f"concurrent fetches (default: {DEFAULT_WORKERS})")
         parser.add_argument("--processes", type=int, default=None, metavar="P",
-                            help="parse in P worker processes, 0 to parse in the "
+                            help="parse and store in P worker processes, 0 to parse in the "
                                  "fetching threads (default: chosen from --workers and "
                                  "the cores, started once a job is big enough)")
         parser.add_argument("--since", metavar="WHEN",
