@@ -15,8 +15,13 @@ subprocess on an empty data path and reports:
   where the per-run request time is the server's latency times the requests
   a run needs (the dstat source tries its paths in order, so a file at the
   third path costs three requests);
+* CPU per run: the subprocess and its parse processes (which are the
+  fork server's children, so they are read from ``/proc`` before they
+  exit), the parse processes alone, and the whole machine (the log server
+  and the subprocess's start included);
 * peak RSS of the subprocess (``ru_maxrss``) and its growth over the RSS
-  after imports, which must not grow with the number of runs.
+  after imports, and the largest peak RSS of a parse process: none may
+  grow with the number of runs.
 """
 
 import argparse
@@ -35,9 +40,40 @@ def child(args):
     """Run cache_data once in this (fresh) process and print a JSON line."""
     import resource
 
+    from ciml import collect
     from ciml.collect import cache_data
     from ciml.paths import DataPath
     from ciml.plugins import get_manager
+
+    # The parse processes are the forkserver's children, not ours: neither
+    # RUSAGE_CHILDREN nor our ru_maxrss sees them.  Read their peak RSS
+    # (VmHWM) and CPU from /proc just before the pool shuts down.
+    pool_stats = {"peak_rss_kib": [], "cpu_s": 0.0}
+    make_pool = collect._process_pool
+
+    def watched_pool(*a, **kw):
+        pool = make_pool(*a, **kw)
+        shutdown = pool.shutdown
+
+        def read_then_shutdown(*sa, **skw):
+            for pid in list((getattr(pool, "_processes", None) or {}).keys()):
+                try:
+                    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+                    stat = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        pool_stats["peak_rss_kib"].append(int(line.split()[1]))
+                ticks = stat.split()
+                pool_stats["cpu_s"] += (int(ticks[11]) + int(ticks[12])) / os.sysconf(
+                    "SC_CLK_TCK")
+            return shutdown(*sa, **skw)
+
+        pool.shutdown = read_then_shutdown
+        return pool
+
+    collect._process_pool = watched_pool
 
     manager = get_manager()
     source = manager.get("result_source", "subunit2sql")(db_uri=args.db_uri)
@@ -55,17 +91,31 @@ def child(args):
     peak = after.ru_maxrss
     fetched = max(summary["cached"] + summary["unavailable"] + summary["transient"], 1)
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-           + children.ru_utime + children.ru_stime)
+           + children.ru_utime + children.ru_stime + pool_stats["cpu_s"])
     summary["cpu_ms_per_run"] = round(cpu / fetched * 1000, 1)
+    summary["parser_cpu_ms_per_run"] = round(pool_stats["cpu_s"] / fetched * 1000, 1)
     summary.update(wall_s=round(elapsed, 3), peak_rss_mib=round(peak / 1024, 1),
                    base_rss_mib=round(base_rss / 1024, 1),
-                   growth_mib=round((peak - base_rss) / 1024, 1))
+                   growth_mib=round((peak - base_rss) / 1024, 1),
+                   process_peak_rss_mib=round(max(pool_stats["peak_rss_kib"], default=0)
+                                              / 1024, 1))
     print(json.dumps(summary))
+
+
+def _machine_cpu_s():
+    """CPU seconds used on the whole machine so far (every process: the log
+    server, the parse processes of the forkserver, which ``RUSAGE_CHILDREN``
+    does not see, and anything else running)."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(db_uri, workers, server, workdir, processes=None):
     data_path = tempfile.mkdtemp(prefix=f"data-w{workers}-", dir=workdir)
     before = server.hits("*dstat-csv_log*")
+    machine_before = _machine_cpu_s()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", "--db-uri", db_uri, "--data-path", data_path,
          "--workers", str(workers),
@@ -73,6 +123,7 @@ def measure(db_uri, workers, server, workdir, processes=None):
         capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"child failed:\n{proc.stderr}")
+    machine_cpu = _machine_cpu_s() - machine_before
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["requests"] = server.hits("*dstat-csv_log*") - before
     fetched = result["cached"] + result["unavailable"] + result["transient"]
@@ -80,6 +131,8 @@ def measure(db_uri, workers, server, workdir, processes=None):
     result["per_run_request_s"] = round(per_run, 4)
     result["limit_runs_per_s"] = round(workers / per_run, 1) if per_run else None
     result["runs_per_s_wall"] = round(fetched / result["wall_s"], 1)
+    # Includes the child's start and imports: an upper bound per run.
+    result["machine_cpu_ms_per_run"] = round(machine_cpu / max(fetched, 1) * 1000, 1)
     return result
 
 
@@ -127,19 +180,21 @@ def main(argv=None):
                 print(json.dumps({k: result[k] for k in (
                     "runs", "workers", "processes", "cached", "unavailable", "wall_s",
                     "runs_per_s_wall", "per_run_request_s", "limit_runs_per_s",
-                    "cpu_ms_per_run", "peak_rss_mib", "base_rss_mib", "growth_mib")}),
+                    "cpu_ms_per_run", "parser_cpu_ms_per_run", "machine_cpu_ms_per_run",
+                    "peak_rss_mib", "base_rss_mib", "growth_mib", "process_peak_rss_mib")}),
                     flush=True)
         finally:
             server.stop()
     print()
     print(f"{'runs':>5} {'workers':>7} {'runs/s':>8} {'limit':>7} {'of limit':>8} "
-          f"{'CPU/run':>8} {'peak RSS':>9} {'growth':>7}")
+          f"{'CPU/run':>8} {'machine':>8} {'peak RSS':>9} {'growth':>7} {'parser RSS':>10}")
     for r in rows:
         share = r["runs_per_s_wall"] / r["limit_runs_per_s"] if r["limit_runs_per_s"] else 0
         print(f"{r['runs']:>5} {r['workers']:>7} {r['runs_per_s_wall']:>8.1f} "
               f"{r['limit_runs_per_s']:>7.1f} {share:>8.0%} {r['cpu_ms_per_run']:>6.1f}ms "
+              f"{r['machine_cpu_ms_per_run']:>6.1f}ms "
               f"{r['peak_rss_mib']:>7.0f}Mi "
-              f"{r['growth_mib']:>5.0f}Mi")
+              f"{r['growth_mib']:>5.0f}Mi {r['process_peak_rss_mib']:>8.0f}Mi")
     small = [r for r in rows if r["runs"] == min(args.runs)]
     one = next((r for r in small if r["workers"] == 1), None)
     many = max(small, key=lambda r: r["workers"])
