@@ -156,7 +156,14 @@ def test_broker_restart_reconnects_and_keeps_reports(private_broker, data_path):
         assert len(running.wait_records(1)) == 1
         time.sleep(1.5)  # the broker's autosave has the session
         private_broker.stop()
-        time.sleep(3.5)  # the watcher's reconnection attempts back off (1 s, 2 s, 4 s)
+        deadline = time.monotonic() + 10
+        while trigger.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The watcher's attempts back off 1 s, 2 s, 4 s: about 1 s and 3 s
+        # after the disconnect, then 7 s.  Restart the broker mid-way between
+        # the last two, so that a busy machine's delays cannot make an attempt
+        # land on the restart and reconnect before the next publish.
+        time.sleep(4.8)
         private_broker.start()
         while_away = _uid()
         publish(host, port, [(f"{root}/gearman-subunit/w", _firehose(while_away))])
