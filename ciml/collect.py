@@ -310,6 +310,10 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         processes, start_after = int(processes), 0
     if processes < 0:
         raise CimlError("--processes must not be negative")
+    if processes and not _rebuildable(metric_source):
+        LOG.warning("metric source %r is not a registered plugin that a worker process can "
+                    "build; parsing in threads", metric_source.name)
+        processes = 0
     procs_box = []
     procs_ready = threading.Event()
 

@@ -15,6 +15,7 @@ from ciml.collect import cache_data
 from ciml.errors import MetricsUnavailable, SourceError
 from ciml.plugins import get_manager
 from ciml.records import RunRecord
+from ciml_plugins.metrics.dstat import DstatMetricSource
 
 UTC = dt.timezone.utc
 
@@ -209,3 +210,53 @@ def test_automatic_processes(data_path):
     summary = cache_data(data_path, FakeSource(100), FakeMetrics(), "job", workers=8,
                          progress=False)
     assert summary["processes"] == 0 and summary["cached"] == 100
+
+
+def test_explicit_processes_with_an_unregistered_source_parse_in_threads(data_path, caplog):
+    summary = cache_data(data_path, FakeSource(30), FakeMetrics(), "job", workers=4,
+                         processes=2, progress=False)
+    assert summary["processes"] == 0 and summary["cached"] == 30
+    assert "parsing in threads" in caplog.text
+
+
+# A registered metric source whose parse kills the worker process it runs in:
+# importable by module name, so that a worker can rebuild it.
+class DyingInWorkers(DstatMetricSource):
+    name = "dying-in-workers"
+
+    def parse(self, data, run):
+        import multiprocessing
+        import os
+
+        if multiprocessing.parent_process() is not None:
+            os._exit(3)
+        return super().parse(data, run)
+
+
+class _DyingPlugin:
+    @hookspecs.hookimpl
+    def ciml_register_metric_sources(self, register):
+        register(DyingInWorkers)
+
+
+def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, shared_data, caplog):
+    sample = (shared_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt").read_bytes()
+
+    class LocalRuns(FakeSource):
+        def list_runs(self, build_name, **kw):
+            for run in super().list_runs(build_name, **kw):
+                folder = tmp_path / "logs" / run.id
+                (folder / "logs").mkdir(parents=True)
+                (folder / "logs" / "dstat-csv_log.txt").write_bytes(sample)
+                run.artifacts_url = str(folder)
+                yield run
+
+    get_manager().add_plugin(_DyingPlugin(), "dying")
+    metrics = get_manager().get("metric_source", "dying-in-workers")()
+    summary = cache_data(data_path, LocalRuns(40), metrics, "job", workers=4, processes=2,
+                         progress=False)
+    assert summary["cached"] == 40 and summary["transient"] == 0
+    assert "parse processes failed; parsing in threads" in caplog.text
+    with RawCache(data_path) as cache:
+        assert len(cache.runs()) == 40
+        assert len(cache.frame("r0039")) == 150
