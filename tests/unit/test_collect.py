@@ -1,6 +1,7 @@
 """The cache-data stage with fake sources: outcomes, bounded in-flight work, hooks, Ctrl-C."""
 
 import datetime as dt
+import pathlib
 import threading
 import time
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ciml import hookspecs
-from ciml.base import FetchedMetrics, MetricSource, ResultSource
+from ciml.base import FetchedMetrics, MetricSource, Parameter, ResultSource
 from ciml.cache import RawCache
 from ciml.collect import cache_data
 from ciml.errors import MetricsUnavailable, SourceError
@@ -223,6 +224,15 @@ def test_explicit_processes_with_an_unregistered_source_parse_in_threads(data_pa
 # importable by module name, so that a worker can rebuild it.
 class DyingInWorkers(DstatMetricSource):
     name = "dying-in-workers"
+    parameters = (*DstatMetricSource.parameters,
+                  Parameter("marker", str, default=None, help="touched by a worker's copy"))
+
+    def __init__(self, **params):
+        import multiprocessing
+
+        super().__init__(**params)
+        if self.marker and multiprocessing.parent_process() is not None:
+            pathlib.Path(self.marker).touch()
 
     def parse(self, data, run):
         import multiprocessing
@@ -242,19 +252,30 @@ class _DyingPlugin:
 def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, shared_data, caplog):
     sample = (shared_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt").read_bytes()
 
+    marker = tmp_path / "worker-started"
+
     class LocalRuns(FakeSource):
         def list_runs(self, build_name, **kw):
-            for run in super().list_runs(build_name, **kw):
+            for i, run in enumerate(super().list_runs(build_name, **kw)):
                 folder = tmp_path / "logs" / run.id
                 (folder / "logs").mkdir(parents=True)
                 (folder / "logs" / "dstat-csv_log.txt").write_bytes(sample)
                 run.artifacts_url = str(folder)
                 yield run
+                if i == 0:
+                    # Local files fetch at once: without a pause, a busy
+                    # machine caches every run in threads before the
+                    # processes have started, and none of them dies.
+                    deadline = time.monotonic() + 60
+                    while not marker.exists() and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    time.sleep(1.0)
 
     get_manager().add_plugin(_DyingPlugin(), "dying")
-    metrics = get_manager().get("metric_source", "dying-in-workers")()
+    metrics = get_manager().get("metric_source", "dying-in-workers")(marker=str(marker))
     summary = cache_data(data_path, LocalRuns(40), metrics, "job", workers=4, processes=2,
                          progress=False)
+    assert marker.exists()
     assert summary["cached"] == 40 and summary["transient"] == 0
     assert "parse processes failed; parsing in threads" in caplog.text
     with RawCache(data_path) as cache:
