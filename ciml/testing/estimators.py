@@ -19,6 +19,7 @@ import numpy as np
 
 from ciml.base import Estimator, Parameter
 from ciml.errors import CimlError
+from ciml.testing.components import check_component_declaration
 
 #: Parameters that keep the built-in estimators quick in the kit.
 FAST_PARAMS = {"epochs": 2, "patience": 0}
@@ -53,13 +54,7 @@ def _construct(cls, params):
 
 
 def check_declares_parameters(cls, params=None):
-    assert issubclass(cls, Estimator), f"{cls.__name__} does not derive from ciml.base.Estimator"
-    assert cls.name, f"{cls.__name__} has no name"
-    assert cls.description(), f"{cls.__name__} has no docstring (ciml plugin list shows it)"
-    names = [p.name for p in cls.parameters]
-    assert len(names) == len(set(names)), f"{cls.__name__} declares a parameter twice"
-    for p in cls.parameters:
-        assert p.name.isidentifier(), f"parameter name {p.name!r} is not an identifier"
+    check_component_declaration(cls, Estimator)
 
 
 def check_constructs_with_defaults(cls, params=None):

@@ -35,6 +35,7 @@ import numpy as np
 
 from ciml.base import Normalizer
 from ciml.errors import CimlError
+from ciml.testing.components import check_component_declaration
 
 #: Column names like the dstat plugin's (see ciml_plugins.metrics.dstat).
 COLUMNS = ("cpu_usr", "cpu_sys", "cpu_idl", "cpu_wai", "mem_used", "mem_free",
@@ -106,14 +107,7 @@ def _assert_same_values(x, y, what, exact=True):
 
 
 def check_declares_parameters(cls, params=None, frames=None):
-    assert isinstance(cls, type) and issubclass(cls, Normalizer), \
-        f"{cls!r} does not derive from ciml.base.Normalizer"
-    assert cls.name, f"{cls.__name__} has no name"
-    assert cls.description(), f"{cls.__name__} has no docstring (ciml plugin list shows it)"
-    names = [p.name for p in cls.parameters]
-    assert len(names) == len(set(names)), f"{cls.__name__} declares a parameter twice"
-    for p in cls.parameters:
-        assert p.name.isidentifier(), f"parameter name {p.name!r} is not an identifier"
+    names = check_component_declaration(cls, Normalizer)
     unknown = set(params or {}) - set(names)
     assert not unknown, f"example params {sorted(unknown)} are not declared parameters"
 
