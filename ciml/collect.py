@@ -76,6 +76,14 @@ def _init_process(cls, metric_params, data_root):
     _PROCESS["cache"] = RawCache(DataPath(data_root))
 
 
+def _parse(metric_source, run, fetched):
+    """The run's frame; an empty one is unavailable, like a file that is not there."""
+    frame = metric_source.parse(fetched.data, run)
+    if frame is None or len(frame) == 0:
+        raise MetricsUnavailable("empty", f"run {run.id}: no samples")
+    return frame
+
+
 def _process_ready():
     return os.getpid()
 
@@ -87,9 +95,7 @@ def _process_parse_store(run, fetched):
     details that pickling would lose.
     """
     try:
-        frame = _PROCESS["metrics"].parse(fetched.data, run)
-        if frame is None or len(frame) == 0:
-            raise MetricsUnavailable("empty", f"run {run.id}: no samples")
+        frame = _parse(_PROCESS["metrics"], run, fetched)
     except MetricsUnavailable as exc:
         return ("unavailable", exc.reason, str(exc), exc.transient)
     except CimlError as exc:
@@ -137,6 +143,47 @@ def _process_pool(processes, metric_source, data_root):
         initargs=(cls, metric_source.get_params(include_secrets=True), str(data_root)))
 
 
+class _ParsePool:
+    """A job's parse processes: started on demand, used once they answer."""
+
+    def __init__(self, processes, metric_source, data_root):
+        self.processes = processes
+        self._metric_source = metric_source
+        self._data_root = data_root
+        self.executor = None
+        self._ready = threading.Event()
+
+    def start(self):
+        if not self.processes or self.executor is not None:
+            return
+        self.executor = _process_pool(self.processes, self._metric_source, self._data_root)
+        # Starting a process takes about a second (imports): the threads go
+        # on parsing themselves until the processes answer, instead of all
+        # waiting on a pool that is not there yet.
+        warmups = [self.executor.submit(_process_ready) for _ in range(self.processes)]
+
+        def answered(_):
+            if all(f.done() for f in warmups):
+                self._ready.set()
+
+        for future in warmups:
+            future.add_done_callback(answered)
+
+    def get(self):
+        """The executor once every process has answered; ``None``: parse here."""
+        return self.executor if self._ready.is_set() else None
+
+    def failed(self):
+        """The processes died: parse in the threads from now on."""
+        if self._ready.is_set():
+            self._ready.clear()
+            LOG.warning("parse processes failed; parsing in threads")
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        if self.executor is not None:
+            self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 #: Runs handed to the workers before the automatic process pool starts.
 AUTO_PROCESSES_AFTER = 16
 
@@ -179,9 +226,7 @@ def _remote_result(cache, handoff):
 def _parse_store_here(cache, metric_source, run, fetched):
     """Parse and store in this process; returns a :class:`_Result`."""
     try:
-        frame = metric_source.parse(fetched.data, run)
-        if frame is None or len(frame) == 0:
-            raise MetricsUnavailable("empty", f"run {run.id}: no samples")
+        frame = _parse(metric_source, run, fetched)
     except Exception as exc:
         return _Result(*_outcome_of(cache, run, exc), run)
     # Outside the ``try``: a failure to store (a full disk) stops the job.
@@ -189,7 +234,7 @@ def _parse_store_here(cache, metric_source, run, fetched):
     return _Result(CACHED, None, None, run)
 
 
-def _fetch_one(cache, metric_source, run, stop, procs=None):
+def _fetch_one(cache, metric_source, run, stop, parse_pool=None):
     """Fetch one run, then parse and store it here or hand it to the processes.
 
     Returns a :class:`_Result`, or a :class:`_Handoff` when the processes
@@ -204,12 +249,12 @@ def _fetch_one(cache, metric_source, run, stop, procs=None):
         return _Result(*_outcome_of(cache, run, exc), run)
     if stop.is_set():
         return _Result("cancelled", None, None, run)
-    pool = procs() if callable(procs) else procs
-    if pool is not None:
+    executor = parse_pool.get() if parse_pool is not None else None
+    if executor is not None:
         try:
-            return _Handoff(run, fetched, pool.submit(_process_parse_store, run, fetched))
+            return _Handoff(run, fetched, executor.submit(_process_parse_store, run, fetched))
         except cf.BrokenExecutor:
-            LOG.warning("parse processes failed; parsing in threads")
+            parse_pool.failed()
     return _parse_store_here(cache, metric_source, run, fetched)
 
 
@@ -278,8 +323,7 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
                 try:
                     result = _remote_result(cache, handoff)
                 except cf.BrokenExecutor:
-                    LOG.warning("parse processes failed; parsing in threads")
-                    procs_ready.clear()
+                    parse_pool.failed()
                     pending.add(pool.submit(_parse_store_here, cache, metric_source,
                                             handoff.run, handoff.fetched))
                     continue
@@ -314,29 +358,9 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         LOG.warning("metric source %r is not a registered plugin that a worker process can "
                     "build; parsing in threads", metric_source.name)
         processes = 0
-    procs_box = []
-    procs_ready = threading.Event()
-
-    def procs():
-        return procs_box[0] if procs_ready.is_set() else None
-
-    def start_procs():
-        if processes and not procs_box:
-            procs_box.append(_process_pool(processes, metric_source, data_path.root))
-            # Starting a process takes about a second (imports): the threads
-            # go on parsing themselves until the processes answer, instead of
-            # all waiting on a pool that is not there yet.
-            warmups = [procs_box[0].submit(_process_ready) for _ in range(processes)]
-
-            def answered(_):
-                if all(f.done() for f in warmups):
-                    procs_ready.set()
-
-            for future in warmups:
-                future.add_done_callback(answered)
-
+    parse_pool = _ParsePool(processes, metric_source, data_path.root)
     if start_after == 0:
-        start_procs()
+        parse_pool.start()
     pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
     try:
         for run in source.list_runs(build_name, since=since, until=until, filters=filters,
@@ -354,9 +378,9 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
                 pending.difference_update(done)
                 collect(done)
             if counts["submitted"] == start_after:
-                start_procs()
+                parse_pool.start()
             counts["submitted"] += 1
-            pending.add(pool.submit(_fetch_one, cache, metric_source, run, stop, procs))
+            pending.add(pool.submit(_fetch_one, cache, metric_source, run, stop, parse_pool))
         while pending:
             done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             pending.difference_update(done)
@@ -377,15 +401,13 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         # nothing half-written is ever indexed.
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
-        if procs_box:
-            procs_box[0].shutdown(wait=False, cancel_futures=True)
+        parse_pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
         if bar is not None:
             bar.close()
         pool.shutdown(wait=True)
-        if procs_box:
-            procs_box[0].shutdown(wait=True)
+        parse_pool.shutdown(wait=True)
         for component in (source, metric_source):
             close = getattr(component, "close", None)
             if close is not None:
@@ -408,7 +430,7 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         "total_cached": totals[CACHED],
         "total_unavailable": totals[UNAVAILABLE],
         "workers": workers,
-        "processes": processes if procs_box else 0,
+        "processes": processes if parse_pool.executor is not None else 0,
         "elapsed_s": round(elapsed, 3),
         "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
         "data_path": str(data_path.root),
