@@ -26,6 +26,10 @@ def backoff_delay(backoff, attempt, cap=30.0):
     return min(backoff * 2 ** (attempt - 1), cap)
 
 
+#: An unread error page up to this size is read to keep its connection.
+_DRAIN_BYTES = 64 * 1024
+
+
 class Downloader:
     """A thread-safe HTTP(S) GET client for many small files, on urllib3.
 
@@ -41,9 +45,13 @@ class Downloader:
     """
 
     def __init__(self, user_agent="ciml", max_redirects=10, pool_size=32):
+        import urllib3
+
         self.user_agent = user_agent
-        self.max_redirects = max_redirects
         self.pool_size = pool_size
+        # Redirects only: errors go back to the caller's own retry loop.
+        self._retries = urllib3.Retry(total=None, connect=0, read=0, other=0, status=0,
+                                      redirect=max_redirects, raise_on_redirect=True)
         self._lock = threading.Lock()
         self._managers = {}   # proxy URL (or None) -> PoolManager / ProxyManager
 
@@ -83,7 +91,7 @@ class Downloader:
             return manager
 
     def get(self, url, connect_timeout, read_timeout):
-        """Start a GET; the caller reads ``.stream()`` and must ``.release_conn()``.
+        """Start a GET; the caller reads ``.stream()`` and then calls :meth:`release`.
 
         Raises ``urllib3.exceptions.HTTPError`` subclasses for connection
         errors, timeouts and too many redirects.
@@ -92,18 +100,32 @@ class Downloader:
 
         parts = urllib.parse.urlsplit(url)
         headers = {"User-Agent": self.user_agent}
-        if parts.username is not None or parts.password is not None:
+        if "@" in parts.netloc:
             headers.update(urllib3.make_headers(basic_auth=_userinfo(parts)))
-            host = parts.hostname or ""
-            if parts.port:
-                host += f":{parts.port}"
-            url = urllib.parse.urlunsplit(parts._replace(netloc=host))
-        retries = urllib3.Retry(total=None, connect=0, read=0, other=0, status=0,
-                                redirect=self.max_redirects, raise_on_redirect=True)
+            url = without_credentials(url)
         return self._manager(url).request(
             "GET", url, headers=headers, preload_content=False,
-            decode_content=False, redirect=True, retries=retries,
+            decode_content=False, redirect=True, retries=self._retries,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
+
+    def release(self, resp, body_read):
+        """Give a response's connection back to the pool, or close it.
+
+        A connection can be reused only once its body was read: a small
+        error page is read and dropped (keep-alive saves a handshake per
+        404); a large or unsized one, or a body abandoned half way, closes
+        the connection.
+        """
+        try:
+            if not body_read:
+                length = resp.headers.get("Content-Length")
+                if not (length and length.isdigit() and int(length) <= _DRAIN_BYTES):
+                    resp.close()
+                    return
+                resp.drain_conn()
+            resp.release_conn()
+        except Exception:  # the connection is gone either way
+            resp.close()
 
     def close(self):
         """Close every pooled connection.  Idempotent; the client stays usable."""
@@ -116,3 +138,11 @@ class Downloader:
 def _userinfo(parts):
     return (f"{urllib.parse.unquote(parts.username or '')}:"
             f"{urllib.parse.unquote(parts.password or '')}")
+
+
+def without_credentials(url):
+    """``url`` without its ``user:password@`` part (host and port as written)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

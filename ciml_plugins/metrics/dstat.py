@@ -104,7 +104,7 @@ import numpy as np
 from ciml.base import FetchedMetrics, MetricSource, Parameter
 from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, backoff_delay
+from ciml.http import HTTP_PARAMETERS, backoff_delay, without_credentials
 
 LOG = logging.getLogger(__name__)
 
@@ -305,13 +305,12 @@ def _parse_times(values, anchor):
             "bad-time", f"data row {bad + 1}: time {str(values[bad])!r} is not dstat's "
             "'dd-mm HH:MM:SS'")
     codes = np.frombuffer(joined, dtype=np.uint8).reshape(n, 14)
-    return _parse_time_codes(codes, anchor, lambda i: values[i])
+    return _parse_time_codes(codes, anchor, values.__getitem__)
 
 
 def _parse_time_codes(codes, anchor, cell):
-    """The body of :func:`_parse_times`: ``codes`` is an ``(n, 14)`` uint8 array of
-    the cells' bytes; ``cell(i)`` gives row ``i``'s cell for error messages."""
-    values = _Cells(cell)
+    """:func:`_parse_times` on an ``(n, 14)`` uint8 array of the cells' bytes;
+    ``cell(i)`` gives row ``i``'s cell, for an error message."""
     digits = codes.astype(np.int64) - ord("0")
     digit_pos = [0, 1, 3, 4, 6, 7, 9, 10, 12, 13]
     ok = (codes[:, 2] == ord("-")) & (codes[:, 5] == ord(" "))
@@ -327,7 +326,7 @@ def _parse_time_codes(codes, anchor, cell):
     if not ok.all():
         bad = int(np.flatnonzero(~ok)[0])
         raise MetricsUnavailable(
-            "bad-time", f"data row {bad + 1}: time {str(values[bad])!r} is not dstat's "
+            "bad-time", f"data row {bad + 1}: time {str(cell(bad))!r} is not dstat's "
             "'dd-mm HH:MM:SS'")
     month0 = np.clip(month - 1, 0, 11)
     seconds_of_day = hour * 3600 + minute * 60 + second
@@ -351,18 +350,8 @@ def _parse_time_codes(codes, anchor, cell):
     if (best_dist == np.iinfo(np.int64).max).any():
         bad = int(np.flatnonzero(best_dist == np.iinfo(np.int64).max)[0])
         raise MetricsUnavailable("bad-time",
-                                 f"data row {bad + 1}: no such date {str(values[bad])!r}")
+                                 f"data row {bad + 1}: no such date {str(cell(bad))!r}")
     return best
-
-
-class _Cells:
-    """Index access to the time cells, built only for an error message."""
-
-    def __init__(self, cell):
-        self._cell = cell
-
-    def __getitem__(self, i):
-        return self._cell(i)
 
 
 def _time_codes_of_lines(body, rows):
@@ -536,9 +525,8 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
             keep_default_na=False, index_col=False)[0].tolist()
         stamps = _parse_times(times, _anchor_year(data, start))
     elif columns[time_index].strip().lower() == "epoch":
-        times = frame_times
         try:
-            stamps = (np.asarray(times, dtype=np.float64) * 1e9).astype(np.int64)
+            stamps = (np.asarray(frame_times, dtype=np.float64) * 1e9).astype(np.int64)
         except ValueError:
             raise MetricsUnavailable("bad-time", "non-numeric epoch time stamp") from None
     else:
@@ -672,7 +660,7 @@ class DstatMetricSource(MetricSource):
         import urllib3
 
         client = self._http()
-        safe_url = _redact(url)
+        safe_url = without_credentials(url)
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(backoff_delay(self.backoff, attempt))
@@ -709,7 +697,7 @@ class DstatMetricSource(MetricSource):
                 continue
             finally:
                 if resp is not None:
-                    _finish(resp, body_read=data is not None)
+                    client.release(resp, body_read=data is not None)
             if not data.startswith(GZIP_MAGIC) and _looks_like_html(data[:8192]):
                 problems.append(("html", f"{safe_url} is an HTML page, not dstat CSV", False))
                 return None
@@ -736,40 +724,6 @@ class DstatMetricSource(MetricSource):
     def parse(self, data, run):
         start = run.start if run is not None else None
         return parse_dstat(data, start=start, max_bytes=self.max_bytes)
-
-
-#: An unread error page up to this size is read to keep its connection.
-_DRAIN_BYTES = 64 * 1024
-
-
-def _finish(resp, body_read):
-    """Return a response's connection to the pool, or close it.
-
-    A connection can be reused only once its body was read: a small error
-    page is read and dropped (keep-alive saves a handshake per 404), a
-    large or unsized one, or a body abandoned half way, closes it.
-    """
-    try:
-        if not body_read:
-            length = resp.headers.get("Content-Length")
-            if not (length and length.isdigit() and int(length) <= _DRAIN_BYTES):
-                resp.close()
-                return
-            resp.drain_conn()
-        resp.release_conn()
-    except Exception:  # the connection is gone either way
-        resp.close()
-
-
-def _redact(url):
-    """Drop user:password from a URL before it goes into a message."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        parts = parts._replace(netloc=host)
-    return urllib.parse.urlunsplit(parts)
 
 
 @hookimpl

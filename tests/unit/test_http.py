@@ -54,7 +54,7 @@ def _get(client, url):
     try:
         return resp.status, resp.read()
     finally:
-        resp.release_conn()
+        client.release(resp, body_read=True)
 
 
 def test_credentials_in_the_url_become_basic_auth(server):
@@ -102,3 +102,11 @@ def test_close_keeps_the_client_usable(server):
     client.close()
     client.close()
     assert _get(client, server.url + "/f") == (200, b"x")
+
+
+def test_without_credentials_keeps_host_and_port_as_written():
+    from ciml.http import without_credentials
+
+    assert without_credentials("http://u:p%40ss@[::1]:8080/a?b=1") == "http://[::1]:8080/a?b=1"
+    assert without_credentials("https://token@Logs.Example.org/x") == "https://Logs.Example.org/x"
+    assert without_credentials("http://logs.example.org/x") == "http://logs.example.org/x"
