@@ -253,6 +253,10 @@ class _KerasEstimator(Estimator):
         w_of_class = weights.astype(np.float32)
         batch = int(self.batch_size)
         targets = self._targets
+        # One finite pass with its length declared: Keras then knows an
+        # epoch's end, also when it runs several steps per call.
+        known_length = tf.data.experimental.assert_cardinality(
+            math.ceil((stop - start) / batch))
 
         def order():
             """``(a, b, permutation or None)`` per chunk, for one pass."""
@@ -294,7 +298,7 @@ class _KerasEstimator(Estimator):
                 return x, targets(tf, yy, n_classes), w
 
             ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            return ds.with_options(_pipeline_options(tf))
+            return ds.apply(known_length).with_options(_pipeline_options(tf))
 
         plan = []
 
@@ -324,7 +328,7 @@ class _KerasEstimator(Estimator):
             return x, targets(tf, yy, n_classes), w
 
         ds = ds.rebatch(batch).map(to_targets, num_parallel_calls=1, deterministic=True)
-        return ds.with_options(_pipeline_options(tf))
+        return ds.apply(known_length).with_options(_pipeline_options(tf))
 
     # -- fit ----------------------------------------------------------------
 
@@ -384,11 +388,9 @@ class _KerasEstimator(Estimator):
             epochs = max(1, min(epochs, math.ceil(int(self.steps) / steps_per_epoch)))
             steps_per_epoch = min(steps_per_epoch, math.ceil(int(self.steps) / epochs))
             train_ds = train_ds.take(steps_per_epoch)
-        # One finite pass per epoch with its length declared, rather than an
-        # endless dataset cut by ``steps_per_epoch``: with several steps per
-        # execution Keras would run past the end of an epoch, and a dataset
-        # of unknown length makes it warn that the input "ran out of data".
-        train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
+        # A finite pass per epoch (see ``_dataset``), not an endless dataset
+        # cut by ``steps_per_epoch``: with several steps per execution Keras
+        # would run past the end of an epoch.
         train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
 
         val_ds = None
@@ -400,8 +402,6 @@ class _KerasEstimator(Estimator):
             # Validation examples weighted like training ones: the monitored
             # loss then cares about the rare class as much as the fit does.
             val_ds = self._dataset(tf, vX, vy, a, b, weights, n_classes, False, 0)
-            val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(
-                max(1, math.ceil((b - a) / batch))))
             val_ds = val_ds.prefetch(tf.data.AUTOTUNE)
 
         input_shape = tuple(int(d) for d in X.shape[1:])
