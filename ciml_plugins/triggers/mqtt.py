@@ -344,15 +344,30 @@ class MqttTrigger(Trigger):
         self._client = client
         where = f"{self.mqtt_host}:{self.mqtt_port}"
         topics = self.topic or ["gearman-subunit/#"]
+        pending = [None]  # the mid of the latest SUBSCRIBE
 
         def on_connect(client, userdata, flags, reason_code, properties):
             if reason_code.is_failure:
                 LOG.error("MQTT broker %s refused the connection: %s", where, reason_code)
                 return
             # Subscribing here restores the subscription after every reconnect.
-            client.subscribe([(t, self.qos) for t in topics])
-            LOG.info("connected to MQTT broker %s (session present: %s), subscribed to %s",
+            result, mid = client.subscribe([(t, self.qos) for t in topics])
+            pending[0] = mid
+            LOG.info("connected to MQTT broker %s (session present: %s), subscribing to %s",
                      where, flags.session_present, ", ".join(topics))
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties):
+            # Ready only once the broker has granted the subscription: a
+            # message published between CONNACK and SUBACK may not reach us.
+            if mid != pending[0]:
+                return
+            refused = [t for t, rc in zip(topics, reason_codes) if rc.is_failure]
+            if refused:
+                LOG.error("MQTT broker %s refused the subscription to %s",
+                          where, ", ".join(refused))
+                if len(refused) == len(topics):
+                    return
+            LOG.info("subscribed to %s on MQTT broker %s", ", ".join(topics), where)
             self._connected.set()
 
         def on_disconnect(client, userdata, flags, reason_code, properties):
@@ -377,6 +392,7 @@ class MqttTrigger(Trigger):
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_connect_fail = on_connect_fail
+        client.on_subscribe = on_subscribe
         client.on_message = on_message
         client.connect_async(self.mqtt_host, self.mqtt_port, keepalive=self.keepalive)
         client.loop_start()

@@ -117,7 +117,6 @@ def test_persistent_session_delivers_what_was_sent_while_away(mosquitto, data_pa
     client_id = "ciml-test-" + _uid()[:12]
     first = Running(_trigger(host, port, f"{root}/#", data_path, client_id=client_id))
     assert first.trigger.wait_connected(10)
-    time.sleep(0.2)  # the subscription is registered with the broker
     first.stop()
     away = [_uid() for _ in range(3)]
     publish(host, port, [(f"{root}/gearman-subunit/w", _firehose(u)) for u in away])
