@@ -23,28 +23,71 @@ def parse_key_values(items):
     return out
 
 
+def _shape(param):
+    """What argparse must know of a parameter: a switch or not, one value or a list."""
+    return (param.type is parse_bool, bool(param.multiple))
+
+
+def qualified_dest(cls, param_name):
+    """The ``argparse`` dest of a parameter whose plain option another owns."""
+    return f"{cls.kind}:{cls.name}:{param_name}"
+
+
+def _help(owners):
+    """Help for an option: each owner's text and default, owners of one text together."""
+    by_text = {}
+    for name, p in owners:
+        by_text.setdefault(p.help or "", []).append((name, p))
+    parts = []
+    for text, group in by_text.items():
+        defaults = [(name, p.default) for name, p in group
+                    if p.default is not None and not p.secret]
+        if len({repr(d) for _, d in defaults}) == 1:
+            text += f" (default: {defaults[0][1]})"
+        elif defaults:
+            text += " (default: " + ", ".join(f"{d} for {name}" for name, d in defaults) + ")"
+        parts.append(f"{text} [{', '.join(name for name, _ in group)}]".strip())
+    return "; ".join(parts)
+
+
 def add_component_options(parser, kind, title=None, names=None):
     """Add a ``--long-option`` for every parameter of the components of a kind.
 
-    Options of different components that share a name share one option
-    (e.g. ``--limit``); each component later takes only what it declares.
-    Defaults stay ``None`` here so that a component's own default applies.
+    Parameters of several components that share a name, even across kinds
+    (``--timeout`` of a result and of a metric source), share one option
+    when argparse can read it the same way for all (a switch or a value,
+    one or a list); each component later takes only what it declares.  A
+    parameter that cannot share (a switch where the option takes a value,
+    say) gets its own ``--<component>-<name>`` option instead, so that no
+    plugin's parameter is unusable because of another plugin's.  A
+    component's parameter named like one of the command's own options takes
+    the command's value.  Defaults stay ``None`` here so that a component's
+    own default applies.
     """
     manager = get_manager()
     group = parser.add_argument_group(title or f"{kind.replace('_', ' ')} options")
-    seen = {action.dest for action in parser._actions}
+    # Per parser, across calls (one per kind): option name -> its owners.
+    shared = parser.__dict__.setdefault("_ciml_component_options", {})
+    taken = {action.dest for action in parser._actions}
     for info in manager.all(kind):
         if names is not None and info.name not in names:
             continue
         for p in info.cls.parameters:
-            if p.name in seen:
+            entry = shared.get(p.name)
+            if entry is None and p.name in taken:
+                continue  # the command's own option
+            if entry is not None and entry["shape"] == _shape(p):
+                entry["owners"].append((info.name, p))
+                entry["action"].help = _help(entry["owners"])
                 continue
-            seen.add(p.name)
-            help_text = p.help or ""
-            if p.default is not None and not p.secret:
-                help_text += f" (default: {p.default})"
-            help_text += f" [{info.name}]"
-            kwargs = dict(dest=p.name, default=None, help=help_text)
+            if entry is None:
+                option, dest = p.option, p.name
+            else:
+                option = f"--{info.name}-{p.name}".replace("_", "-")
+                if option in parser._option_string_actions:
+                    option = f"--{kind}-{info.name}-{p.name}".replace("_", "-")
+                dest = qualified_dest(info.cls, p.name)
+            kwargs = dict(dest=dest, default=None)
             if p.type is parse_bool:
                 # A switch (--tls / --no-tls) reads better than --tls true.
                 kwargs["action"] = argparse.BooleanOptionalAction
@@ -52,14 +95,26 @@ def add_component_options(parser, kind, title=None, names=None):
                 kwargs["metavar"] = p.name.upper()
             if p.multiple:
                 kwargs["nargs"] = "+"
-            group.add_argument(p.option, **kwargs)
+            action = group.add_argument(option, **kwargs)
+            own = {"shape": _shape(p), "owners": [(info.name, p)], "action": action}
+            action.help = _help(own["owners"])
+            if entry is None:
+                shared[p.name] = own
     return group
 
 
 def component_options(cls, parsed_args, extra=None):
     """The options of ``parsed_args`` (and ``-o`` pairs) that ``cls`` declares."""
     values = vars(parsed_args) if isinstance(parsed_args, argparse.Namespace) else parsed_args
-    options = cls.pick_options(values)
+    options = {}
+    for p in cls.parameters:
+        # A parameter with an option of its own never reads the shared one,
+        # whose values have another shape.
+        key = qualified_dest(cls, p.name)
+        if key not in values:
+            key = p.name
+        if values.get(key) is not None:
+            options[p.name] = values[key]
     for key, value in (extra or {}).items():
         if key not in {p.name for p in cls.parameters}:
             raise ConfigError(cls._unknown_message(key))
