@@ -1,7 +1,10 @@
 """What ciml's HTTP clients share: their timeout and retry settings, a fast downloader."""
 
+import logging
 import os
+import pathlib
 import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -19,6 +22,35 @@ HTTP_PARAMETERS = (
     Parameter("backoff", float, default=0.5,
               help="first wait before a retry, in seconds; doubles each time"),
 )
+
+
+LOG = logging.getLogger(__name__)
+
+
+class FetchError(Exception):
+    """A file could not be fetched.
+
+    ``reason`` is a short code (``http-error``, ``connection-error``,
+    ``too-large``, ``read-error``); ``transient`` says that trying again
+    later may work (a server error, a dropped connection).
+    """
+
+    def __init__(self, reason, message, transient=False):
+        super().__init__(message)
+        self.reason = reason
+        self.transient = transient
+
+
+def is_remote(url):
+    """Whether ``url`` is fetched over HTTP(S) (else it is a local path or ``file:``)."""
+    return url.split(":", 1)[0].lower() in ("http", "https")
+
+
+def local_path(url):
+    """The path a ``file:`` URL or a plain local path names."""
+    if url.lower().startswith("file:"):
+        return pathlib.Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    return pathlib.Path(url).expanduser()
 
 
 def backoff_delay(backoff, attempt, cap=30.0):
@@ -126,6 +158,74 @@ class Downloader:
             resp.release_conn()
         except Exception:  # the connection is gone either way
             resp.close()
+
+    def fetch(self, url, *, connect_timeout, read_timeout, retries, backoff, max_bytes):
+        """The bytes at ``url``, exactly as served; ``None`` for 404 or 410.
+
+        Server errors (5xx, 429), refused, reset and timed-out connections
+        are retried ``retries`` times with exponential ``backoff``.  Raises
+        :class:`FetchError` for what remains, and for a body over
+        ``max_bytes`` (checked as it streams in, so a huge file cannot
+        exhaust memory).  Messages never show URL credentials.
+        """
+        import http.client
+
+        import urllib3
+
+        safe_url = without_credentials(url)
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(backoff_delay(backoff, attempt))
+            resp = None
+            data = None
+            try:
+                resp = self.get(url, connect_timeout, read_timeout)
+                status = resp.status
+                if status in (404, 410):
+                    return None
+                if status >= 500 or status == 429:
+                    message = f"HTTP {status} from {safe_url}"
+                    LOG.debug("%s (attempt %d)", message, attempt + 1)
+                    if attempt == retries:
+                        raise FetchError("http-error", message, transient=True)
+                    continue
+                if status >= 400:
+                    raise FetchError("http-error", f"HTTP {status} from {safe_url}")
+                data = self._read_capped(resp, safe_url, max_bytes)
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                # A connection refused, reset or timed out, before or during
+                # the body; MaxRetryError names the cause (too many
+                # redirects among them).
+                cause = getattr(exc, "reason", None) or exc
+                LOG.debug("fetching %s failed (attempt %d): %s", safe_url, attempt + 1,
+                          type(cause).__name__)
+                if attempt == retries:
+                    raise FetchError("connection-error",
+                                     f"cannot fetch {safe_url}: {type(cause).__name__}",
+                                     transient=True) from None
+                continue
+            finally:
+                if resp is not None:
+                    self.release(resp, body_read=data is not None)
+            return data
+        return None  # retries < 0: nothing was tried
+
+    @staticmethod
+    def _read_capped(resp, safe_url, max_bytes):
+        length = resp.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > max_bytes:
+            raise FetchError("too-large",
+                             f"{safe_url} is {length} bytes, over the {max_bytes} limit")
+        parts = []
+        total = 0
+        # decode_content=False: keep the bytes exactly as the server holds them,
+        # even when it labels a .gz file with Content-Encoding: gzip.
+        for chunk in resp.stream(1 << 16, decode_content=False):
+            total += len(chunk)
+            if total > max_bytes:
+                raise FetchError("too-large", f"{safe_url} is over the {max_bytes} byte limit")
+            parts.append(chunk)
+        return b"".join(parts)
 
     def close(self):
         """Close every pooled connection.  Idempotent; the client stays usable."""

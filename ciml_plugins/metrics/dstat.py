@@ -91,12 +91,8 @@ import csv
 import datetime as dt
 import io
 import logging
-import pathlib
 import re
 import threading
-import time
-import urllib.parse
-import urllib.request
 import zlib
 
 import numpy as np
@@ -104,7 +100,7 @@ import numpy as np
 from ciml.base import FetchedMetrics, MetricSource, Parameter
 from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, backoff_delay, without_credentials
+from ciml.http import HTTP_PARAMETERS, FetchError, is_remote, local_path, without_credentials
 
 LOG = logging.getLogger(__name__)
 
@@ -546,17 +542,6 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
 # -- fetching ------------------------------------------------------------------
 
 
-def _is_remote(url):
-    return url.split(":", 1)[0].lower() in ("http", "https")
-
-
-def _local_base(url):
-    if url.lower().startswith("file:"):
-        parsed = urllib.parse.urlparse(url)
-        return pathlib.Path(urllib.request.url2pathname(parsed.path))
-    return pathlib.Path(url).expanduser()
-
-
 class DstatMetricSource(MetricSource):
     """dstat CSV logs (gzipped or not) from a run's artifacts, over HTTP(S) or on disk
 
@@ -607,11 +592,11 @@ class DstatMetricSource(MetricSource):
         tried = []
         problems = []   # (reason, message, transient)
         for path in self.paths:
-            if _is_remote(base):
+            if is_remote(base):
                 url = base.rstrip("/") + "/" + path.lstrip("/")
                 result = self._fetch_http(url, problems)
             else:
-                local = _local_base(base) / path
+                local = local_path(base) / path
                 url = local.as_uri() if local.is_absolute() else str(local)
                 result = self._fetch_file(local, problems)
             tried.append(url)
@@ -655,71 +640,19 @@ class DstatMetricSource(MetricSource):
         return data
 
     def _fetch_http(self, url, problems):
-        import http.client
-
-        import urllib3
-
-        client = self._http()
-        safe_url = without_credentials(url)
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(backoff_delay(self.backoff, attempt))
-            resp = None
-            data = None
-            try:
-                resp = client.get(url, self.connect_timeout, self.timeout)
-                status = resp.status
-                if status in (404, 410):
-                    return None
-                if status >= 500 or status == 429:
-                    message = f"HTTP {status} from {safe_url}"
-                    LOG.debug("%s (attempt %d)", message, attempt + 1)
-                    if attempt == self.retries:
-                        problems.append(("http-error", message, True))
-                    continue
-                if status >= 400:
-                    problems.append(("http-error", f"HTTP {status} from {safe_url}", False))
-                    return None
-                data = self._read_capped(resp, safe_url)
-            except MetricsUnavailable as exc:
-                problems.append((exc.reason, str(exc), exc.transient))
-                return None
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                # A connection refused, reset or timed out, before or during
-                # the body; MaxRetryError names the cause (too many
-                # redirects among them).
-                cause = getattr(exc, "reason", None) or exc
-                LOG.debug("fetching %s failed (attempt %d): %s", safe_url, attempt + 1,
-                          type(cause).__name__)
-                if attempt == self.retries:
-                    problems.append(("connection-error",
-                                     f"cannot fetch {safe_url}: {type(cause).__name__}", True))
-                continue
-            finally:
-                if resp is not None:
-                    client.release(resp, body_read=data is not None)
-            if not data.startswith(GZIP_MAGIC) and _looks_like_html(data[:8192]):
-                problems.append(("html", f"{safe_url} is an HTML page, not dstat CSV", False))
-                return None
-            return data
-        return None
-
-    def _read_capped(self, resp, safe_url):
-        length = resp.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self.max_bytes:
-            raise MetricsUnavailable(
-                "too-large", f"{safe_url} is {length} bytes, over the {self.max_bytes} limit")
-        parts = []
-        total = 0
-        # decode_content=False: keep the bytes exactly as the server holds them,
-        # even when it labels a .gz file with Content-Encoding: gzip.
-        for chunk in resp.stream(1 << 16, decode_content=False):
-            total += len(chunk)
-            if total > self.max_bytes:
-                raise MetricsUnavailable(
-                    "too-large", f"{safe_url} is over the {self.max_bytes} byte limit")
-            parts.append(chunk)
-        return b"".join(parts)
+        try:
+            data = self._http().fetch(url, connect_timeout=self.connect_timeout,
+                                      read_timeout=self.timeout, retries=self.retries,
+                                      backoff=self.backoff, max_bytes=self.max_bytes)
+        except FetchError as exc:
+            problems.append((exc.reason, str(exc), exc.transient))
+            return None
+        if data is not None and not data.startswith(GZIP_MAGIC) \
+                and _looks_like_html(data[:8192]):
+            problems.append(("html", f"{without_credentials(url)} is an HTML page, "
+                             "not dstat CSV", False))
+            return None
+        return data
 
     def parse(self, data, run):
         start = run.start if run is not None else None
