@@ -234,7 +234,20 @@ def _parse_store_here(cache, metric_source, run, fetched):
     return _Result(CACHED, None, None, run)
 
 
-def _fetch_one(cache, metric_source, run, stop, parse_pool=None):
+def complete_run(source, run):
+    """``source.complete(run)``, or ``run`` itself when that fails: it is optional."""
+    complete = getattr(source, "complete", None)
+    if complete is None:
+        return run
+    try:
+        return complete(run) or run
+    except Exception as exc:
+        LOG.warning("result source %r could not complete run %s: %s",
+                    getattr(source, "name", source), run.id, exc)
+        return run
+
+
+def _fetch_one(cache, source, metric_source, run, stop, parse_pool=None):
     """Fetch one run, then parse and store it here or hand it to the processes.
 
     Returns a :class:`_Result`, or a :class:`_Handoff` when the processes
@@ -243,6 +256,7 @@ def _fetch_one(cache, metric_source, run, stop, parse_pool=None):
     """
     if stop.is_set():
         return _Result("cancelled", None, None, run)
+    run = complete_run(source, run)
     try:
         fetched = metric_source.fetch(run)
     except Exception as exc:
@@ -380,7 +394,8 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
             if counts["submitted"] == start_after:
                 parse_pool.start()
             counts["submitted"] += 1
-            pending.add(pool.submit(_fetch_one, cache, metric_source, run, stop, parse_pool))
+            pending.add(pool.submit(_fetch_one, cache, source, metric_source, run, stop,
+                                    parse_pool))
         while pending:
             done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             pending.difference_update(done)

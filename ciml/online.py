@@ -230,6 +230,9 @@ def load_run(ref, *, predictor, data_path=None, source=None):
 
         if RawCache(data_path).state(run.id) == "cached":
             return run, None, RawCache(data_path).frame(run.id)
+    from ciml.collect import complete_run
+
+    run = complete_run(source, run)
     fetched, frame = predictor.metric_source.load(run)
     return run, fetched, frame
 
@@ -475,6 +478,12 @@ class Watcher:
             if self.build_name and run.build_name != self.build_name:
                 self._count("ignored")
                 return None
+            if self.source is not None:
+                from ciml.collect import complete_run
+
+                # The metadata a label may need (the node provider), and
+                # what the report shows; never a reason to fail the run.
+                run = complete_run(self.source, run)
             fetched, frame = self.fetch(run)
             record = self.predictor.record(run, frame, event)
         except Interrupted:

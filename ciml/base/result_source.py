@@ -48,6 +48,18 @@ class ResultSource(Component, abc.ABC):
         :raises ciml.errors.NotFoundError: no such run.
         """
 
+    def complete(self, run):
+        """Return ``run`` with what the listing could not cheaply say.
+
+        Optional.  The pipeline calls it on its fetch threads, several at
+        once (so it must be thread-safe), for each run it is about to cache;
+        it may fetch a file (the ``zuul`` source reads the
+        node provider from the build's Ansible inventory).  What it adds is
+        extra metadata: when it cannot be had, return ``run`` as it is
+        rather than raise, so that the run's metrics are still cached.
+        """
+        return run
+
     def test_results(self, run):
         """Yield :class:`ciml.records.TestResult` for a run's tests.
 

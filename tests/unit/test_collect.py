@@ -116,6 +116,40 @@ def test_outcomes_are_counted_and_recorded(data_path):
     assert retry["cached"] == 2 and retry["total_unavailable"] == 0
 
 
+class CompletingSource(FakeSource):
+    """Adds a provider on the fetch threads; fails for some runs."""
+
+    def __init__(self, n, broken):
+        super().__init__(n)
+        self.broken = broken
+        self.threads = set()
+
+    def complete(self, run):
+        import dataclasses
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        if run.id in self.broken:
+            raise RuntimeError("inventory server on fire")
+        return dataclasses.replace(run, metadata={**run.metadata, "node_provider": "p-" + run.id})
+
+
+def test_complete_adds_metadata_and_its_failure_costs_only_the_metadata(data_path, caplog):
+    import logging
+
+    source = CompletingSource(6, broken={"r0002"})
+    with caplog.at_level(logging.WARNING, logger="ciml.collect"):
+        summary = cache_data(data_path, source, FakeMetrics(), "job", workers=2,
+                             progress=False)
+    assert summary["cached"] == 6
+    assert all(name.startswith("ciml-fetch") for name in source.threads)
+    with RawCache(data_path) as cache:
+        providers = {r.id: r.metadata.get("node_provider") for r in cache.runs()}
+    assert providers == {f"r{i:04d}": None if i == 2 else f"p-r{i:04d}" for i in range(6)}
+    assert ["could not complete run r0002: inventory server on fire" in r.getMessage()
+            for r in caplog.records] == [True]
+
+
 def test_in_flight_work_is_bounded(data_path):
     """Listing stays a bounded window ahead of the workers: memory stays flat."""
     source, metrics = FakeSource(200), FakeMetrics(delay=0.002)

@@ -1,5 +1,6 @@
 """The online stage with a fake model, metric source and trigger: queue, errors, signals."""
 
+import dataclasses
 import io
 import json
 import os
@@ -220,6 +221,24 @@ def test_resolves_through_result_source_with_retries():
     assert records[0]["build_uuid"] == "uuid-1"
     assert records[0]["status"] == "failed"
     assert stats["retries"] == 2
+
+
+def test_the_source_completes_the_run_it_resolved():
+    class Completing(FakeSource):
+        def complete(self, run):
+            if run.id == "run-2":
+                raise OSError("inventory gone")
+            return dataclasses.replace(run, metadata={"node_provider": "rax-dfw"})
+
+    runs = [RunRecord(id=f"run-{i}", build_name="tempest-full", status="failed",
+                      build_uuid=f"uuid-{i}", artifacts_url=f"http://logs/run-{i}/")
+            for i in (1, 2)]
+    events = [Event(build_name=None, build_uuid=f"uuid-{i}", trigger="mqtt") for i in (1, 2)]
+    _, stats, records, _ = _watch(events, source=Completing(runs))
+    by_id = {r["run_id"]: r for r in records}
+    assert by_id["run-1"]["metadata"]["node_provider"] == "rax-dfw"
+    assert "node_provider" not in by_id["run-2"]["metadata"]
+    assert by_id["run-2"]["predicted"] is not None and stats["predicted"] == 2
 
 
 def test_source_resolves_to_other_job_is_ignored():
