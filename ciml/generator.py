@@ -587,6 +587,7 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
         host = f"{_NODESETS[variant]}-{provider}-{int(r.integers(10 ** 6, 10 ** 7))}"
         cols = _signals(r, n_rows, job, hw, cause, interval)
         text = render_dstat(cols, variant, dstat_start, host, interval)
+        _write_inventory(run_dir, host, provider, _NODESETS[variant], build_uuid, job)
         dstat_path = DSTAT_PATHS[path_of[i]]
         defect = defect_of.get(i)
         if defect in ("truncated-gzip", "corrupt-gzip") and not dstat_path.endswith(".gz"):
@@ -639,6 +640,34 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
     (out_dir / "history.json").write_text(json.dumps(manifest, indent=1))
     return History(out_dir=out_dir, db_uri=db_uri, logs_dir=logs_dir, zuul_builds=zuul_path,
                    zuul_builds_flat=flat_path, mqtt_events=mqtt_path, runs=history_runs)
+
+
+def _write_inventory(run_dir, host, provider, label, build_uuid, job):
+    """``zuul-info/inventory.yaml`` as Zuul publishes it, nodepool section and all.
+
+    The Zuul API does not name a build's cloud; this file does, and the
+    ``zuul`` result source reads ``node_provider`` from it.
+    """
+    import yaml
+
+    family = PROVIDERS[provider][0]
+    region = provider[len(family) + 1:] or provider
+    node = {
+        "ansible_connection": "ssh", "ansible_host": "203.0.113.10", "ansible_port": 22,
+        "ansible_python_interpreter": "auto", "ansible_user": "zuul",
+        "nodepool": {
+            "az": "nova", "cloud": family, "external_id": build_uuid[:8],
+            "host_id": build_uuid[8:24], "interface_ip": "203.0.113.10", "label": label,
+            "private_ipv4": "10.0.0.10", "provider": provider, "public_ipv4": "203.0.113.10",
+            "region": region.upper() if family == "rax" else region,
+        },
+    }
+    inventory = {"all": {"hosts": {"controller": node},
+                         "vars": {"zuul": {"build": build_uuid, "job": job,
+                                           "tenant": _TENANT}}}}
+    target = run_dir / "zuul-info" / "inventory.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(inventory, default_flow_style=False))
 
 
 def _write_db(db_uri, db_rows, with_tests, cause_key=None):

@@ -100,6 +100,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path.startswith("/api/"):
             self._api(path, urllib.parse.parse_qs(parsed.query), head)
             return
+        if self.headers.get("Authorization"):
+            with owner._lock:
+                owner.authorized_files.append(path)
         self._file(path, head, truncate=bool(rule and rule.truncate))
 
     # -- responses -----------------------------------------------------------
@@ -235,6 +238,9 @@ class CIServer:
         self.token = token
         self.gzip_content_encoding = gzip_content_encoding
         self.requests = []
+        #: Paths of log files asked for with an ``Authorization`` header: an
+        #: API token must never reach the log server.
+        self.authorized_files = []
         self._rules = []
         self._lock = threading.Lock()
         self._server = None

@@ -16,8 +16,17 @@ from), are skipped, as are results that say the job never really ran
 
 Runs come newest first, as Zuul lists them: the API cannot list oldest
 first without reading the whole history.
+
+Zuul's API does not say which cloud a build ran on.  Before a run is
+cached, :meth:`ZuulResultSource.complete` reads the Ansible inventory Zuul
+publishes with the logs (``zuul-info/inventory.yaml``): its hosts'
+``nodepool`` sections give ``node_provider`` (``rax-dfw``), ``node_cloud``,
+``node_region``, ``node_az`` and ``node_label``, from the ``controller``
+host when there is one, else from the first host that names a provider.
+A run whose inventory is missing or unreadable is cached without them.
 """
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -27,7 +36,14 @@ import urllib.parse
 from ciml.base import Parameter, ResultSource
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, backoff_delay
+from ciml.http import (
+    HTTP_PARAMETERS,
+    FetchError,
+    backoff_delay,
+    is_remote,
+    local_path,
+    without_credentials,
+)
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import as_utc, interleave
 
@@ -46,6 +62,58 @@ _REF_KEYS = ("project", "branch", "change", "patchset", "ref", "ref_url",
              "oldrev", "newrev")
 _BUILD_KEYS = ("pipeline", "voting", "nodeset", "node_name", "event_id",
                "event_timestamp", "end_time", "error_detail", "held", "final")
+
+
+#: Where Zuul publishes a build's Ansible inventory, under its log URL.
+DEFAULT_INVENTORY_PATH = "zuul-info/inventory.yaml"
+
+#: Inventories are a few kB to a few hundred; anything larger is not one.
+MAX_INVENTORY_BYTES = 8 << 20
+
+#: Inventory ``nodepool`` keys copied into a run's metadata, and as what.
+_NODEPOOL_KEYS = (("provider", "node_provider"), ("cloud", "node_cloud"),
+                  ("region", "node_region"), ("az", "node_az"), ("label", "node_label"))
+
+
+class InventoryError(ValueError):
+    """An inventory file that cannot be read as one."""
+
+
+def nodepool_metadata(data):
+    """Run metadata from the bytes of a Zuul ``inventory.yaml``.
+
+    ``{}`` when no host names a provider.  Raises :class:`InventoryError`
+    for what is not a YAML inventory (an HTML error page, a corrupt file).
+    """
+    import yaml
+
+    if data[:512].lstrip().lower().startswith((b"<!doctype", b"<html")):
+        raise InventoryError("an HTML page, not an inventory")
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        doc = yaml.load(data, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InventoryError(f"not valid YAML{where}") from None
+    hosts = doc.get("all", {}).get("hosts") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(doc.get("all"), dict):
+        raise InventoryError("no 'all' group")
+    if not isinstance(hosts, dict):
+        return {}
+
+    def nodepool(host):
+        section = hosts.get(host)
+        section = section.get("nodepool") if isinstance(section, dict) else None
+        return section if isinstance(section, dict) and section.get("provider") else None
+
+    # dstat is read from the controller first, so its node is the one to name.
+    names = ["controller", *(h for h in hosts if h != "controller")]
+    section = next((s for s in map(nodepool, names) if s is not None), None)
+    if section is None:
+        return {}
+    return {key: str(section[field]) for field, key in _NODEPOOL_KEYS
+            if isinstance(section.get(field), (str, int, float)) and section[field] != ""}
 
 
 def run_status(result):
@@ -81,6 +149,9 @@ class ZuulResultSource(ResultSource):
         Parameter("api_token", str, secret=True,
                   help="bearer token sent with every request (env CIML_ZUUL_API_TOKEN)"),
         Parameter("page_size", int, default=100, help="builds requested per page"),
+        Parameter("inventory_path", str, default=DEFAULT_INVENTORY_PATH,
+                  help="file under a build's log URL whose nodepool section names the "
+                       "node provider; '' to skip"),
         *HTTP_PARAMETERS,
     )
 
@@ -97,6 +168,8 @@ class ZuulResultSource(ResultSource):
         if self.page_size < 1:
             raise ConfigError("page_size must be at least 1")
         self._local = threading.local()
+        self._logs = None
+        self._logs_lock = threading.Lock()
 
     @property
     def api_url(self):
@@ -121,11 +194,24 @@ class ZuulResultSource(ResultSource):
             self._local.session = session
         return session
 
+    def _log_client(self):
+        # Logs are served by another host than the API: a client of their
+        # own, which never sends the API token.
+        with self._logs_lock:
+            if self._logs is None:
+                from ciml.http import Downloader
+
+                self._logs = Downloader(user_agent="ciml-zuul")
+            return self._logs
+
     def close(self):
         session = getattr(self._local, "session", None)
         if session is not None:
             session.close()
             self._local.session = None
+        with self._logs_lock:
+            if self._logs is not None:
+                self._logs.close()
 
     def _get(self, path, params=None):
         """GET a JSON document; ``None`` on 404; retries 5xx and connection errors."""
@@ -164,6 +250,37 @@ class ZuulResultSource(ResultSource):
                           transient=True)
 
     # -- records ---------------------------------------------------------------
+
+    def complete(self, run):
+        """Add the node provider (and cloud, region, az, label) from the inventory."""
+        if not self.inventory_path or not run.artifacts_url:
+            return run
+        base = run.artifacts_url
+        try:
+            if is_remote(base):
+                url = base.rstrip("/") + "/" + self.inventory_path.lstrip("/")
+                where = without_credentials(url)
+                data = self._log_client().fetch(
+                    url, connect_timeout=self.connect_timeout, read_timeout=self.timeout,
+                    retries=self.retries, backoff=self.backoff,
+                    max_bytes=MAX_INVENTORY_BYTES)
+            else:
+                path = local_path(base) / self.inventory_path
+                where = str(path)
+                data = _read_local(path)
+            if data is None:
+                LOG.debug("run %s has no inventory at %s", run.id, where)
+                return run
+            found = nodepool_metadata(data)
+        except (FetchError, InventoryError) as exc:
+            LOG.warning("run %s: no node provider from its inventory %s: %s",
+                        run.id, where, exc)
+            return run
+        if not found:
+            LOG.debug("run %s: the inventory %s names no node provider", run.id, where)
+            return run
+        # What the build record said explicitly wins.
+        return dataclasses.replace(run, metadata={**found, **run.metadata})
 
     def record(self, build):
         """A :class:`RunRecord` for a build dict, or ``None`` if it is to be skipped."""
@@ -309,9 +426,22 @@ class ZuulResultSource(ResultSource):
                 f"api_token={'****' if self.api_token else None})")
 
 
+def _read_local(path):
+    """A local inventory's bytes; ``None`` when there is none."""
+    try:
+        if path.stat().st_size > MAX_INVENTORY_BYTES:
+            raise FetchError("too-large", f"{path} is over the {MAX_INVENTORY_BYTES} "
+                             "byte limit")
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise FetchError("read-error", f"cannot read {path}: {exc}") from None
+
+
 @hookimpl
 def ciml_register_result_sources(register):
     register(ZuulResultSource)
 
 
-__all__ = ["ZuulResultSource", "run_status"]
+__all__ = ["ZuulResultSource", "nodepool_metadata", "run_status"]

@@ -189,20 +189,36 @@ def test_zuul_source(served, data_path, run_ciml):
     server, root = served
     history = make_history(root, server.url, runs=20, bad_fraction=0.1)
     builds = json.loads(history.zuul_builds.read_text())
-    with CIServer(root=history.logs_dir, builds=builds) as zuul:
+    token = "zuul-token-s3cret"
+    with CIServer(root=history.logs_dir, builds=builds, token=token) as zuul:
         rc, out, err = run_ciml([
             "--data-path", str(data_path.root), "cache-data", "--source", "zuul",
             "--zuul-url", zuul.zuul_url, "--tenant", "openstack", "--build-name", JOB,
-            "--page-size", "7", "-f", "json"])
+            "--api-token", token, "--page-size", "7", "-f", "json"])
     assert rc == 0, err
     summary = summary_of(out)
     # The builds a Zuul source must skip (no logs, not final) are not listed.
     assert summary["selected"] == len(history.runs)
     assert summary["cached"] == len(history.good_runs(JOB))
     with RawCache(data_path) as cache:
-        rec = cache.runs()[0]
-        assert rec.source == "zuul" and rec.result in ("SUCCESS", "FAILURE", "TIMED_OUT",
-                                                       "POST_FAILURE")
+        records = cache.runs()
+    rec = records[0]
+    assert rec.source == "zuul" and rec.result in ("SUCCESS", "FAILURE", "TIMED_OUT",
+                                                   "POST_FAILURE")
+    # The API does not say where a build ran: each build's inventory does.
+    provider = {r["build_uuid"]: r["node_provider"] for r in history.runs}
+    assert {r.id: r.metadata.get("node_provider") for r in records} == {
+        r.id: provider[r.id] for r in records}
+    assert all(r.metadata["node_cloud"] == provider[r.id].split("-")[0] for r in records)
+    assert server.hits("*/zuul-info/inventory.yaml") == summary["selected"]
+    # The token is for the API: the log server never sees it, nor does the output.
+    assert server.authorized_files == []
+    assert token not in out + err
+    rc, out, err = run_ciml(["--data-path", str(data_path.root), "run", "list",
+                             "-f", "json", "-c", "id", "-c", "provider"])
+    assert rc == 0, err
+    assert {r["id"]: r["provider"] for r in json.loads(out)} == {
+        r.id: provider[r.id] for r in records}
 
 
 def test_lifecycle_hook_and_path_traversal(served, data_path, run_ciml):
