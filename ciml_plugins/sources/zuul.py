@@ -96,9 +96,9 @@ def nodepool_metadata(data):
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise InventoryError(f"not valid YAML{where}") from None
-    hosts = doc.get("all", {}).get("hosts") if isinstance(doc, dict) else None
     if not isinstance(doc, dict) or not isinstance(doc.get("all"), dict):
         raise InventoryError("no 'all' group")
+    hosts = doc["all"].get("hosts")
     if not isinstance(hosts, dict):
         return {}
 

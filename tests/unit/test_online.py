@@ -234,11 +234,17 @@ def test_the_source_completes_the_run_it_resolved():
                       build_uuid=f"uuid-{i}", artifacts_url=f"http://logs/run-{i}/")
             for i in (1, 2)]
     events = [Event(build_name=None, build_uuid=f"uuid-{i}", trigger="mqtt") for i in (1, 2)]
+    # A Zuul report carries its record: the source completes it all the same.
+    zuul_run = RunRecord(id="run-3", build_name="tempest-full", status="passed",
+                         artifacts_url="http://logs/run-3/")
+    events.append(Event(build_name="tempest-full", build_uuid="run-3", trigger="mqtt",
+                        payload=zuul_run))
     _, stats, records, _ = _watch(events, source=Completing(runs))
     by_id = {r["run_id"]: r for r in records}
     assert by_id["run-1"]["metadata"]["node_provider"] == "rax-dfw"
+    assert by_id["run-3"]["metadata"]["node_provider"] == "rax-dfw"
     assert "node_provider" not in by_id["run-2"]["metadata"]
-    assert by_id["run-2"]["predicted"] is not None and stats["predicted"] == 2
+    assert by_id["run-2"]["predicted"] is not None and stats["predicted"] == 3
 
 
 def test_source_resolves_to_other_job_is_ignored():

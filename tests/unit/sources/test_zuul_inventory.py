@@ -75,6 +75,8 @@ def test_no_provider_is_nothing_to_add(data):
     (b"<!DOCTYPE html><html><body>Not here</body></html>", "HTML page"),
     (b"all:\n  hosts: [unclosed\n", "not valid YAML at line"),
     (b"- a list\n- not an inventory\n", "no 'all' group"),
+    (b"all: 3\n", "no 'all' group"),
+    (b"", "no 'all' group"),
     (b"\x1f\x8b\x08\x00garbage", "not valid YAML"),
     (b"!!python/object/apply:os.system ['true']\n", "not valid YAML"),
 ])
