@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_cache_data.py    # 500 runs: 1 and 16 workers; 2000 runs: 16
     python benchmarks/bench_cache_data.py --runs 500 --workers 16 --latency 0.05
+    python benchmarks/bench_cache_data.py --source zuul --runs 500   # Zuul's API instead
 
 A generated CI history (``ciml.generator``, one job, realistic 10-30 minute
 dstat files in every layout, gzipped or not, at the real artifact paths) is
@@ -14,7 +15,9 @@ subprocess on an empty data path and reports:
 * runs/s, and the latency-bound limit ``workers / per-run request time``,
   where the per-run request time is the server's latency times the requests
   a run needs (the dstat source tries its paths in order, so a file at the
-  third path costs three requests);
+  third path costs three requests; with ``--source zuul`` each run also
+  costs its ``zuul-info/inventory.yaml``, and the API, served with the same
+  latency, is paged on the main thread while the workers fetch);
 * CPU per run: the subprocess and its parse processes (which are the
   fork server's children, so they are read from ``/proc`` before they
   exit), the parse processes alone, and the whole machine (the log server
@@ -76,7 +79,11 @@ def child(args):
     collect._process_pool = watched_pool
 
     manager = get_manager()
-    source = manager.get("result_source", "subunit2sql")(db_uri=args.db_uri)
+    if args.zuul_url:
+        source = manager.get("result_source", "zuul")(zuul_url=args.zuul_url,
+                                                      tenant="openstack")
+    else:
+        source = manager.get("result_source", "subunit2sql")(db_uri=args.db_uri)
     metrics = manager.get("metric_source", "dstat")(retries=0)
     import pandas  # noqa: F401  (imported by the first parse anyway: count it in the baseline)
 
@@ -112,20 +119,29 @@ def _machine_cpu_s():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(db_uri, workers, server, workdir, processes=None):
+#: The log-server requests a run costs: its dstat paths and its inventory.
+_RUN_FILES = ("*dstat-csv_log*", "*/zuul-info/inventory.yaml")
+
+
+def _run_requests(server):
+    return sum(server.hits(pattern) for pattern in _RUN_FILES)
+
+
+def measure(db_uri, workers, server, workdir, processes=None, zuul_url=None):
     data_path = tempfile.mkdtemp(prefix=f"data-w{workers}-", dir=workdir)
-    before = server.hits("*dstat-csv_log*")
+    before = _run_requests(server)
     machine_before = _machine_cpu_s()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", "--db-uri", db_uri, "--data-path", data_path,
          "--workers", str(workers),
-         *([] if processes is None else ["--processes", str(processes)])],
+         *([] if processes is None else ["--processes", str(processes)]),
+         *([] if zuul_url is None else ["--zuul-url", zuul_url])],
         capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"child failed:\n{proc.stderr}")
     machine_cpu = _machine_cpu_s() - machine_before
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["requests"] = server.hits("*dstat-csv_log*") - before
+    result["requests"] = _run_requests(server) - before
     fetched = result["cached"] + result["unavailable"] + result["transient"]
     per_run = result["requests"] / max(fetched, 1) * server.latency
     result["per_run_request_s"] = round(per_run, 4)
@@ -146,6 +162,10 @@ def main(argv=None):
     parser.add_argument("--processes", type=int, default=None,
                         help="cache_data's processes (default: its automatic choice)")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--source", choices=("subunit2sql", "zuul"), default="subunit2sql",
+                        help="result source: the generated subunit2sql database, or the "
+                             "same runs from a Zuul API server")
+    parser.add_argument("--zuul-url", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db-uri", help=argparse.SUPPRESS)
     parser.add_argument("--data-path", help=argparse.SUPPRESS)
@@ -160,21 +180,25 @@ def main(argv=None):
 
     workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="ciml-bench-"))
     print(f"# work dir {workdir}; latency {args.latency * 1000:.0f} ms a request; "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs; result source {args.source}")
     rows = []
     for n_runs in args.runs:
         root = workdir / f"hist-{n_runs}"
         server = CIServer(root=root / "logs", latency=args.latency).start()
+        api = None
         try:
             t0 = time.monotonic()
             history = generate_history(root, runs=n_runs, seed=1, jobs=(JOB,),
                                        duration=tuple(args.duration), base_url=server.url,
                                        bad_fraction=0.01, tests=False)
             print(f"# generated {n_runs} runs in {time.monotonic() - t0:.1f} s")
+            if args.source == "zuul":
+                api = CIServer(builds=history.zuul_builds, latency=args.latency).start()
             # Memory is compared at the highest worker count only for the big history.
             counts = args.workers if n_runs == min(args.runs) else [max(args.workers)]
             for workers in counts:
-                result = measure(history.db_uri, workers, server, workdir, args.processes)
+                result = measure(history.db_uri, workers, server, workdir, args.processes,
+                                 zuul_url=api.zuul_url if api else None)
                 result["runs"] = n_runs
                 rows.append(result)
                 print(json.dumps({k: result[k] for k in (
@@ -185,6 +209,8 @@ def main(argv=None):
                     flush=True)
         finally:
             server.stop()
+            if api is not None:
+                api.stop()
     print()
     print(f"{'runs':>5} {'workers':>7} {'runs/s':>8} {'limit':>7} {'of limit':>8} "
           f"{'CPU/run':>8} {'machine':>8} {'peak RSS':>9} {'growth':>7} {'parser RSS':>10}")
