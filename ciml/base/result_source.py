@@ -16,8 +16,9 @@ class ResultSource(Component, abc.ABC):
     and the index for free.
 
     Sources may hold connections: the pipeline uses them as context managers
-    (or calls :meth:`close`), and may call them from several threads only
-    through :meth:`list_runs` on one thread at a time.
+    (or calls :meth:`close`).  It calls :meth:`list_runs` and :meth:`get_run`
+    on one thread at a time, and only :meth:`complete` from several threads
+    at once.
     """
 
     kind = "result_source"
