@@ -8,18 +8,18 @@ import time
 import urllib.parse
 import urllib.request
 
-from ciml.base.component import Parameter
+from ciml.base.component import Parameter, non_negative_float, non_negative_int, positive_float
 
 #: The settings of a plugin that talks HTTP with retries (dstat logs, Zuul's
 #: API); declared once so that both read and document them alike.
 HTTP_PARAMETERS = (
-    Parameter("timeout", float, default=30.0,
+    Parameter("timeout", positive_float, default=30.0,
               help="seconds to wait for the server between bytes (read timeout)"),
-    Parameter("connect_timeout", float, default=10.0,
+    Parameter("connect_timeout", positive_float, default=10.0,
               help="seconds to wait for a connection"),
-    Parameter("retries", int, default=3,
+    Parameter("retries", non_negative_int, default=3,
               help="retries after a server error (5xx) or a connection error"),
-    Parameter("backoff", float, default=0.5,
+    Parameter("backoff", non_negative_float, default=0.5,
               help="first wait before a retry, in seconds; doubles each time"),
 )
 
@@ -208,7 +208,7 @@ class Downloader:
                 if resp is not None:
                     self.release(resp, body_read=data is not None)
             return data
-        return None  # retries < 0: nothing was tried
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     @staticmethod
     def _read_capped(resp, safe_url, max_bytes):

@@ -246,7 +246,9 @@ class ZuulResultSource(ResultSource):
             except ValueError:
                 raise SourceError(f"Zuul API: {url} did not return JSON "
                                   "(is --zuul-url the Zuul web root?)") from None
-        raise SourceError(f"Zuul API failed after {self.retries + 1} attempts: {last}",
+        tries = self.retries + 1
+        raise SourceError(f"Zuul API failed after {tries} attempt{'s' if tries > 1 else ''}: "
+                          f"{last}",
                           transient=True)
 
     # -- records ---------------------------------------------------------------
