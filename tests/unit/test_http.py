@@ -110,3 +110,16 @@ def test_without_credentials_keeps_host_and_port_as_written():
     assert without_credentials("http://u:p%40ss@[::1]:8080/a?b=1") == "http://[::1]:8080/a?b=1"
     assert without_credentials("https://token@Logs.Example.org/x") == "https://Logs.Example.org/x"
     assert without_credentials("http://logs.example.org/x") == "http://logs.example.org/x"
+
+
+@pytest.mark.parametrize("name,value", [("retries", "-1"), ("timeout", "0"),
+                                        ("connect_timeout", "-2"), ("backoff", "-0.5")])
+def test_http_settings_are_checked_when_given(name, value):
+    from ciml.errors import ConfigError
+    from ciml_plugins.metrics.dstat import DstatMetricSource
+    from ciml_plugins.sources.zuul import ZuulResultSource
+
+    for make in (DstatMetricSource, lambda **kw: ZuulResultSource(zuul_url="http://z",
+                                                                  tenant="t", **kw)):
+        with pytest.raises(ConfigError, match=name):
+            make(**{name: value})
