@@ -105,6 +105,20 @@ class Experiment:
             raise ConfigError(f"experiment {self.name!r}: {exc}") from None
 
 
+def delete_experiment(data_path, name):
+    """Remove a saved experiment; the models trained from it stay.
+
+    :class:`NotFoundError` if there is none.
+    """
+    path = _data_path(data_path).experiment(name)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        raise NotFoundError(f"no experiment named {name!r}") from None
+    fileutil.fsync_dir(path.parent)
+    return path
+
+
 def list_experiments(data_path):
     """The saved experiments, sorted by name (unreadable files are skipped)."""
     root = _data_path(data_path).experiments
@@ -119,11 +133,3 @@ def list_experiments(data_path):
         except (ConfigError, NotFoundError):
             continue
     return out
-
-
-def delete_experiment(data_path, name):
-    path = _data_path(data_path).experiment(name)
-    if not path.is_file():
-        raise NotFoundError(f"no experiment named {name!r}")
-    path.unlink()
-    return path

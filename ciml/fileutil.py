@@ -104,6 +104,23 @@ def replace_dir(tmp_dir, final_dir):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_dir(path):
+    """Remove a folder so that no reader ever sees it half removed.
+
+    It is renamed aside first (``.<name>.old-<pid>``, which readers skip and
+    the cleanup of a dead writer's leftovers removes), then deleted: an
+    interruption leaves either the whole folder or none under its name.
+    """
+    path = pathlib.Path(path)
+    aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if aside.exists():
+        shutil.rmtree(aside, ignore_errors=True)
+    os.replace(path, aside)
+    fsync_dir(path.parent)
+    shutil.rmtree(aside, ignore_errors=True)
+    return path
+
+
 def pid_alive(pid):
     """Whether a process exists (a leftover of a dead writer may be removed)."""
     try:

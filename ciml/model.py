@@ -294,9 +294,8 @@ def list_models(data_path):
 
 
 def delete_model(data_path, dataset, experiment):
-    path = model_dir(data_path, dataset, experiment)
-    shutil.rmtree(path)
-    return path
+    """Remove a trained model; :class:`NotFoundError` if there is none."""
+    return fileutil.remove_dir(model_dir(data_path, dataset, experiment))
 
 
 class TrainedModel:

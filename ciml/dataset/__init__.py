@@ -4,10 +4,9 @@ The names here are the contract the training and prediction stages use;
 zarr's API itself is used only in :mod:`ciml.dataset.store`.
 """
 
-import shutil
-
 import numpy as np
 
+from ciml import fileutil
 from ciml.dataset.build import build_dataset
 from ciml.dataset.labels import run_label
 from ciml.errors import NotFoundError
@@ -159,5 +158,4 @@ def delete_dataset(data_path, name):
     path = _data_path(data_path).dataset(name)
     if not path.is_dir():
         raise NotFoundError(f"no dataset named {name!r}")
-    shutil.rmtree(path)
-    return path
+    return fileutil.remove_dir(path)
