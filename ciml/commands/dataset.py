@@ -207,9 +207,18 @@ class DatasetDelete(Command):
 
     def take_action(self, parsed_args):
         from ciml.dataset import delete_dataset
+        from ciml.model import list_models
 
         path = delete_dataset(data_path(self), parsed_args.name)
         self.app.stdout.write(f"deleted dataset {parsed_args.name} ({path})\n")
+        # A model replays its dataset's normalizers: it cannot predict any more.
+        orphans = [m["experiment"] for m in list_models(data_path(self))
+                   if m["dataset"] == parsed_args.name]
+        if orphans:
+            self.app.stderr.write(
+                f"{len(orphans)} model(s) trained on {parsed_args.name} can no longer "
+                f"predict: {', '.join(orphans)}; remove them with ciml model delete "
+                f"--dataset {parsed_args.name} --experiment NAME\n")
 
 
 class DatasetPlot(Lister):

@@ -1,5 +1,6 @@
-"""``ciml setup-experiment`` and ``ciml experiment list|show``."""
+"""``ciml setup-experiment`` and ``ciml experiment list|show|delete``."""
 
+from cliff.command import Command
 from cliff.lister import Lister
 from cliff.show import ShowOne
 
@@ -87,3 +88,17 @@ class ExperimentShow(ShowOne):
                     [exp.name, exp.estimator, exp.params, exp.created, exp.ciml_version])
         return _experiment_data(exp)
 
+
+class ExperimentDelete(Command):
+    """Delete a saved experiment (the models trained from it stay)"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("name", metavar="NAME", help="Experiment name")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.experiment import delete_experiment
+
+        path = delete_experiment(data_path(self), parsed_args.name)
+        self.app.stdout.write(f"deleted experiment {parsed_args.name} ({path})\n")

@@ -1,7 +1,8 @@
-"""``ciml train-model`` and ``ciml model list|show|plot|compare``."""
+"""``ciml train-model`` and ``ciml model list|show|plot|compare|delete``."""
 
 import argparse
 
+from cliff.command import Command
 from cliff.lister import Lister
 from cliff.show import ShowOne
 
@@ -192,3 +193,21 @@ class ModelCompare(Lister):
         self.app.stderr.write(f"chart written to {output}\n")
         return (("set", "label", "dataset", "experiment", parsed_args.key, "baseline"),
                 [(s, lb, d, e, _fmt(v), _fmt(b)) for s, lb, d, e, v, b in rows])
+
+
+class ModelDelete(Command):
+    """Delete a trained model (its dataset and experiment stay)"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--dataset", metavar="NAME", required=True, help="Dataset name")
+        parser.add_argument("--experiment", metavar="NAME", required=True,
+                            help="Experiment name")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.model import delete_model
+
+        path = delete_model(data_path(self), parsed_args.dataset, parsed_args.experiment)
+        self.app.stdout.write(f"deleted model {parsed_args.dataset}/{parsed_args.experiment} "
+                              f"({path})\n")

@@ -196,6 +196,32 @@ def test_model_compare_chart(run_ciml, datasets, centroid_plugin, tmp_path):
     assert rc != 0 and "cannot compare 'nonsense'" in err
 
 
+def test_delete_experiment_model_and_dataset(run_ciml, datasets, centroid_plugin):
+    dp = datasets
+    root = str(dp.root)
+    Experiment.create("c1", "nearest-centroid").save(dp)
+    train_model(dp, "ds", "c1", seed=0)
+    rc, out, err = run_ciml(["--data-path", root, "experiment", "delete", "c1"])
+    assert rc == 0 and "deleted experiment c1" in out, err
+    assert _ciml(run_ciml, dp, "experiment", "list", "-f", "value").strip() == ""
+    # The model keeps its own copy of the experiment: it still loads.
+    assert TrainedModel.load(dp, "ds", "c1").classes
+    rc, out, err = run_ciml(["--data-path", root, "experiment", "delete", "c1"])
+    assert rc != 0 and "no experiment named 'c1'" in err
+
+    rc, out, err = run_ciml(["--data-path", root, "dataset", "delete", "ds"])
+    assert rc == 0, err
+    assert "1 model(s) trained on ds can no longer predict: c1" in err
+    rc, out, err = run_ciml(["--data-path", root, "model", "delete", "--dataset", "ds",
+                             "--experiment", "c1"])
+    assert rc == 0 and "deleted model ds/c1" in out, err
+    assert _ciml(run_ciml, dp, "model", "list", "-f", "value").strip() == ""
+    assert not [p for p in (dp.models / "ds").iterdir()]
+    rc, out, err = run_ciml(["--data-path", root, "model", "delete", "--dataset", "ds",
+                             "--experiment", "c1"])
+    assert rc != 0 and "no model trained for dataset 'ds'" in err
+
+
 def test_example_plugin_estimator_conforms_and_trains_with_the_cli(run_ciml, datasets,
                                                                    monkeypatch):
     import pathlib
