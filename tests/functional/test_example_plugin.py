@@ -266,6 +266,26 @@ def test_components_through_ciml_loading_path(example_installed, tmp_path, runs_
     assert set(result["names"].values()) == {"ciml-example"}
 
 
+def test_example_sources_pass_the_conformance_kits(example_installed, tmp_path, runs_file):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    rows = "".join(f"2026-01-01T10:00:{s:02d}Z,{s % 7},{1000 + s}\n" for s in range(60))
+    (metrics / "r1.csv").write_text("time,cpu,mem\n" + rows)
+    result = _python(f"""
+        import json
+        from ciml.plugins import get_manager
+        from ciml.testing.sources import check_metric_source, check_result_source
+
+        m = get_manager()
+        source = m.get("result_source", "jsonl")(path={str(runs_file)!r})
+        check_result_source(source, "job")
+        run = source.get_run("r1")
+        check_metric_source(m.get("metric_source", "csv")(directory={str(metrics)!r}), run)
+        print(json.dumps({{"ok": True}}))
+    """, cwd=tmp_path)
+    assert result == {"ok": True}
+
+
 def test_trigger_reads_stdin(example_installed, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent("""
