@@ -35,8 +35,11 @@ class ResultSource(Component, abc.ABC):
         :param limit: at most this many runs.
         :param balanced: interleave failed and passed runs, so that a
             limited selection is not all passes (the original ciml did).
-        :return: an iterator, oldest run first unless ``balanced``.  It
-            must stream: memory may not grow with the size of the history.
+        :return: an iterator, oldest run first where the system can list
+            that way (Zuul's API lists newest first, and so does the
+            ``zuul`` source); ``limit`` keeps the first runs of that order.
+            It must stream: memory may not grow with the size of the
+            history.
         :raises ciml.errors.SourceError: the source cannot be queried.
         """
 
