@@ -70,6 +70,9 @@ DEFAULT_INVENTORY_PATH = "zuul-info/inventory.yaml"
 #: Inventories are a few kB to a few hundred; anything larger is not one.
 MAX_INVENTORY_BYTES = 8 << 20
 
+#: Warnings about unreadable inventories before the rest go to debug level.
+MAX_INVENTORY_WARNINGS = 3
+
 #: Inventory ``nodepool`` keys copied into a run's metadata, and as what.
 _NODEPOOL_KEYS = (("provider", "node_provider"), ("cloud", "node_cloud"),
                   ("region", "node_region"), ("az", "node_az"), ("label", "node_label"))
@@ -170,6 +173,7 @@ class ZuulResultSource(ResultSource):
         self._local = threading.local()
         self._logs = None
         self._logs_lock = threading.Lock()
+        self._inventory_warnings = 0
 
     @property
     def api_url(self):
@@ -275,8 +279,7 @@ class ZuulResultSource(ResultSource):
                 return run
             found = nodepool_metadata(data)
         except (FetchError, InventoryError) as exc:
-            LOG.warning("run %s: no node provider from its inventory %s: %s",
-                        run.id, where, exc)
+            self._inventory_problem(run, where, exc)
             return run
         if not found:
             LOG.debug("run %s: the inventory %s names no node provider", run.id, where)
@@ -345,6 +348,19 @@ class ZuulResultSource(ResultSource):
             status=run_status(result), artifacts_url=str(build["log_url"]),
             build_uuid=str(build["uuid"]), start=start, duration=duration,
             result=str(result), source=self.name, metadata=meta)
+
+    def _inventory_problem(self, run, where, exc):
+        # One broken log server would otherwise print a warning per run.
+        with self._logs_lock:
+            self._inventory_warnings += 1
+            count = self._inventory_warnings
+        if count <= MAX_INVENTORY_WARNINGS:
+            more = (" (more of these are logged at debug level)"
+                    if count == MAX_INVENTORY_WARNINGS else "")
+            LOG.warning("run %s: no node provider from its inventory %s: %s%s",
+                        run.id, where, exc, more)
+        else:
+            LOG.debug("run %s: no node provider from its inventory %s: %s", run.id, where, exc)
 
     # -- listing ---------------------------------------------------------------
 

@@ -150,3 +150,15 @@ def test_an_empty_inventory_path_fetches_nothing(logs):
     run = _run(server.url + "b1/")
     assert _source(inventory_path="").complete(run) is run
     assert server.hits() == 0
+
+
+def test_a_broken_log_server_warns_a_few_times_not_once_per_run(logs, caplog):
+    server, _ = logs
+    server.fault("*/inventory.yaml", status=403)
+    source = _source()
+    with caplog.at_level(logging.DEBUG, logger="ciml_plugins.sources.zuul"):
+        for _ in range(6):
+            source.complete(_run(server.url + "b1/"))
+    levels = [r.levelno for r in caplog.records if "no node provider" in r.getMessage()]
+    assert levels == [logging.WARNING] * 3 + [logging.DEBUG] * 3
+    assert "more of these are logged at debug level" in caplog.records[2].getMessage()
