@@ -172,8 +172,12 @@ class PollTrigger(Trigger):
             if close is not None:
                 close()
         if baseline:
-            if cursor.cursor is None:
-                cursor.cursor = _utcnow()
+            # The cursor starts at now, not at the newest run recorded: the
+            # next window (cursor - lookback) must not reach back past this
+            # one, or older runs this poll never listed would be announced.
+            now = _utcnow()
+            if cursor.cursor is None or cursor.cursor < now:
+                cursor.cursor = now
             LOG.info("poll: first run for %s; %d existing runs recorded, watching from now",
                      self.build_name, len(cursor.seen))
         cursor.prune(self.lookback)

@@ -9,7 +9,8 @@ from ciml.errors import CimlError, ConfigError, SourceError
 from ciml.records import RunRecord
 from ciml_plugins.triggers.poll import PollTrigger
 
-T0 = dt.datetime(2026, 11, 27, 6, 0, tzinfo=dt.timezone.utc)
+# Relative to now: a first poll looks back from the real clock.
+T0 = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=1)
 
 
 class FakeSource(ResultSource):
@@ -61,6 +62,16 @@ def test_first_poll_records_history_without_announcing(data_path):
     assert _collect(_trigger(data_path, source)) == []
     source.add("new1", 5)
     assert _collect(_trigger(data_path, source)) == ["new1"]
+
+
+def test_history_older_than_the_first_window_is_never_announced(data_path):
+    source = FakeSource()
+    source.add("ancient", -330)   # 6.5 h ago: before the first poll's window (6 h)
+    source.add("recent", -30)
+    assert _collect(_trigger(data_path, source)) == []
+    source.add("new1", 5)
+    assert _collect(_trigger(data_path, source)) == ["new1"]
+    assert _collect(_trigger(data_path, source)) == []
 
 
 def test_since_announces_history(data_path):
