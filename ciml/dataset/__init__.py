@@ -93,22 +93,29 @@ class Dataset:
         return make_chain(resolve_state(
             self.attrs["chain"], lambda key: store.read_state_array(self.path, key)))
 
-    def example_from_frame(self, frame):
+    def example_from_frame(self, frame, with_length=False):
         """One raw run's frame -> its example, float32 ``(t, f)``, as built.
 
         Columns are picked by name from the list pinned in the stored chain
         (:attr:`features`); extra columns and their order do not matter.
         Raises :class:`ciml.errors.MetricsUnavailable` (``missing-columns``)
         when the frame lacks one of them, or (``empty``) has no samples.
+        With ``with_length``, returns ``(example, length)``: the number of
+        time steps before the series lost its time axis, as stored at build.
         """
+        import pandas as pd
+
         from ciml.errors import MetricsUnavailable
 
         if not hasattr(self, "_chain"):
             self._chain = self.chain()
         if len(frame) == 0:
             raise MetricsUnavailable("empty", "the run has no samples")
+        length = len(frame)
         for step in self._chain:
             frame = step.transform(frame)
+            if isinstance(frame.index, pd.DatetimeIndex):
+                length = len(frame)
         if [str(c) for c in frame.columns] != self.features:
             # Only a third-party step that renames columns gets here.
             raise MetricsUnavailable(
@@ -118,7 +125,28 @@ class Dataset:
         if example.shape != self.example_shape:
             raise MetricsUnavailable("shape", f"example shape {example.shape}, dataset "
                                      f"{self.name!r} has {self.example_shape}")
-        return example
+        return (example, length) if with_length else example
+
+    @property
+    def profile(self):
+        """The training runs' profile (:mod:`ciml.dataset.profile`), or ``None``.
+
+        Datasets built before profiles existed have none.
+        """
+        from ciml.dataset.profile import usable
+
+        profile = self.attrs.get("profile")
+        return profile if usable(profile) else None
+
+    def unusual(self, example, length, percentile=None):
+        """How unusual one example is among the training runs (``None`` without a profile)."""
+        from ciml.dataset import profile as prof
+
+        if self.profile is None:
+            return None
+        return prof.score(self.profile, example, length, self.axis,
+                          percentile=prof.DEFAULT_PERCENTILE if percentile is None
+                          else percentile)
 
     def label_of(self, run):
         """The class name of a run under this dataset's class label (or ``None``)."""

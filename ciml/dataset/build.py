@@ -37,9 +37,13 @@ import ciml
 from ciml import fileutil
 from ciml.dataset import labels as labels_mod
 from ciml.dataset import store
+from ciml.dataset.profile import fit_profile
 from ciml.errors import AlreadyExistsError, CimlError, ConfigError, MetricsUnavailable
 
 LOG = logging.getLogger(__name__)
+
+#: Passed training runs needed to profile "normal" on them alone.
+MIN_PROFILE_RUNS = 10
 
 SPLITS = ("training", "dev", "test")
 
@@ -502,6 +506,20 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         bar.close()
         loader.close()
 
+        # What a new run is compared with to say how unusual it is: the
+        # training runs that passed, which is what normal means to a CI
+        # operator, or all of them when too few passed.
+        train = writer.arrays["training"]
+        n_train = counts["training"]
+        status_of = {run.id: run.status for run, _ in parts["training"]}
+        passed = np.array([status_of.get(i) == "passed" for i in ids_by_split["training"]])
+        use_passed = passed.sum() >= MIN_PROFILE_RUNS
+        profile = fit_profile(train["X"], np.asarray(train["length"][:n_train]),
+                              "time" if time_axis else "aggregate", index_labels, features,
+                              chunk=writer.chunk, reference=passed if use_passed else None,
+                              reference_name="passed training runs" if use_passed
+                              else "training runs")
+
         chain_specs, state_arrays = externalize_state(
             head_specs + [step_spec(s) for s in tail])
         config = {
@@ -521,6 +539,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
             "axis": "time" if time_axis else "aggregate", "steps": index_labels,
             "chain": chain_specs, "splits": list(splits), "counts": counts,
             "class_balance": balance,
+            "profile": profile,
             "dropped_features": list(dropped),
             "skipped": skipped,
             "provenance": {
