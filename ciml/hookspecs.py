@@ -151,7 +151,10 @@ def ciml_prediction_made(prediction):
 
     :param prediction: a dict with at least ``run_id``, ``build_name``,
         ``predicted`` (class name), ``probabilities`` (class name to
-        probability), ``dataset``, ``experiment``; ``error`` is set instead
-        of ``predicted`` when the run could not be predicted.
+        probability), ``unusual`` (how the run compares with the dataset's
+        passed training runs: ``score``, ``percentile``, ``unusual``,
+        ``features``; ``None`` for a dataset without a profile),
+        ``dataset``, ``experiment``; ``error`` is set instead of
+        ``predicted`` when the run could not be predicted.
     :return: ignored.
     """

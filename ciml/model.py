@@ -368,9 +368,15 @@ class TrainedModel:
             X = X[None, ...]
         return np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
 
-    def predict_frame(self, frame):
-        """One raw run's metrics frame -> ``{"predicted": cls, "probabilities": {cls: p}}``."""
-        example = self.dataset.example_from_frame(frame)
+    def predict_frame(self, frame, unusual_percentile=None):
+        """One raw run's metrics frame -> ``{"predicted", "probabilities", "unusual"}``.
+
+        ``unusual`` compares the run with the dataset's training runs
+        (:meth:`ciml.dataset.Dataset.unusual`); ``None`` for a dataset built
+        without a profile.
+        """
+        example, length = self.dataset.example_from_frame(frame, with_length=True)
         proba = self.predict_examples(example[None, ...])[0]
         return {"predicted": self.classes[int(proba.argmax())],
-                "probabilities": {c: float(p) for c, p in zip(self.classes, proba)}}
+                "probabilities": {c: float(p) for c, p in zip(self.classes, proba)},
+                "unusual": self.dataset.unusual(example, length, unusual_percentile)}

@@ -6,11 +6,14 @@ were made (:meth:`ciml.model.TrainedModel.predict_frame`).  Every
 prediction is a plain dict, the *prediction record*::
 
     {"run_id", "build_uuid", "build_name", "status", "predicted",
-     "probabilities": {class: p}, "dataset", "experiment", "model",
-     "artifacts_url", "trigger", "metadata", "time"}
+     "probabilities": {class: p}, "unusual", "actual", "dataset",
+     "experiment", "model", "artifacts_url", "trigger", "metadata", "time"}
 
 with ``error`` (and ``reason``) set instead of ``predicted`` when the run
-could not be predicted.  ``watch`` prints one record per line on stdout,
+could not be predicted.  ``unusual`` compares the run with the dataset's
+training runs, whatever the model predicts (:mod:`ciml.dataset.profile`):
+``{"score", "percentile", "unusual", "features": [{"feature", "z"}]}``, or
+``None`` for a dataset built without a profile.  ``watch`` prints one record per line on stdout,
 publishes it to an MQTT topic if asked, and hands it to the
 ``ciml_prediction_made`` hook.
 
@@ -81,8 +84,10 @@ class Predictor:
     """
 
     def __init__(self, model, *, dataset_name, experiment_name, build_name=None,
-                 metric_source=None, dataset=None):
+                 metric_source=None, dataset=None, unusual_percentile=None):
         self.model = model
+        #: Runs at or above this percentile of the training runs are unusual.
+        self.unusual_percentile = unusual_percentile
         self.dataset = dataset if dataset is not None else getattr(model, "dataset", None)
         self.dataset_name = dataset_name
         self.experiment_name = experiment_name
@@ -91,13 +96,15 @@ class Predictor:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, data_path, dataset, experiment, *, metric_source=None):
+    def load(cls, data_path, dataset, experiment, *, metric_source=None,
+             unusual_percentile=None):
         from ciml.model import TrainedModel
 
         model = TrainedModel.load(data_path, dataset, experiment)
         source = metric_source or _metric_source_for(model.dataset)
         return cls(model, dataset_name=dataset, experiment_name=experiment,
-                   metric_source=source, dataset=model.dataset)
+                   metric_source=source, dataset=model.dataset,
+                   unusual_percentile=unusual_percentile)
 
     @property
     def classes(self):
@@ -115,9 +122,14 @@ class Predictor:
 
     def predict_frame(self, frame):
         with self._lock:
-            result = self.model.predict_frame(frame)
+            if self.unusual_percentile is None:
+                result = self.model.predict_frame(frame)
+            else:
+                result = self.model.predict_frame(
+                    frame, unusual_percentile=self.unusual_percentile)
         probabilities = {str(k): float(v) for k, v in result["probabilities"].items()}
-        return {"predicted": str(result["predicted"]), "probabilities": probabilities}
+        return {"predicted": str(result["predicted"]), "probabilities": probabilities,
+                "unusual": result.get("unusual")}
 
     def base_record(self, run=None, event=None):
         record = {
@@ -157,6 +169,7 @@ class Predictor:
             record["run_id"] = run_id
         record["predicted"] = None
         record["probabilities"] = {}
+        record["unusual"] = None
         record["error"] = str(exc) or type(exc).__name__
         record["reason"] = getattr(exc, "reason", None) or type(exc).__name__
         return record
@@ -184,7 +197,11 @@ def default_experiment(data_path, dataset):
 def prediction_table(records, classes):
     """``(columns, rows)`` for ``ciml predict``: one row per run, one column per class."""
     classes = list(classes) or sorted({c for r in records for c in r.get("probabilities", {})})
-    columns = ["run", "predicted"] + [f"p_{c}" for c in classes] + ["model"]
+    columns = ["run", "predicted"] + [f"p_{c}" for c in classes]
+    with_unusual = any(r.get("unusual") for r in records)
+    if with_unusual:
+        columns += ["unusual", "percentile", "unusual_features"]
+    columns.append("model")
     with_errors = any(r.get("error") for r in records)
     if with_errors:
         columns.append("error")
@@ -193,6 +210,11 @@ def prediction_table(records, classes):
         probabilities = r.get("probabilities") or {}
         row = [r.get("run_id"), r.get("predicted") or ""]
         row += [round(probabilities[c], 6) if c in probabilities else "" for c in classes]
+        if with_unusual:
+            unusual = r.get("unusual") or {}
+            row += [unusual.get("unusual", ""), unusual.get("percentile", ""),
+                    ", ".join(f"{f['feature']} ({f['z']:+.1f})"
+                              for f in unusual.get("features") or ())]
         row.append(r.get("model"))
         if with_errors:
             row.append(r.get("error") or "")

@@ -16,7 +16,22 @@ def add_model_options(parser):
                         help="Result source to look runs up in (e.g. subunit2sql, zuul)")
     parser.add_argument("--build-name", metavar="JOB", default=None,
                         help="Job whose runs are predicted (default: the dataset's)")
+    parser.add_argument("--unusual-percentile", metavar="P", type=_percentile, default=None,
+                        help="A run scoring at or above this percentile of the dataset's "
+                             "training runs is reported unusual (default: 99)")
     add_component_options(parser, "result_source", title="result source options")
+
+
+def _percentile(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"a percentile is between 0 and 100, not {text}")
+    return value
 
 
 def load_predictor(cmd, parsed_args):
@@ -25,6 +40,7 @@ def load_predictor(cmd, parsed_args):
     path = data_path(cmd)
     experiment = parsed_args.experiment or online.default_experiment(path, parsed_args.dataset)
     predictor = online.Predictor.load(path, parsed_args.dataset, experiment)
+    predictor.unusual_percentile = parsed_args.unusual_percentile
     if parsed_args.build_name:
         predictor.build_name = parsed_args.build_name
     return predictor
