@@ -197,7 +197,9 @@ def default_experiment(data_path, dataset):
 def prediction_table(records, classes):
     """``(columns, rows)`` for ``ciml predict``: one row per run, one column per class."""
     classes = list(classes) or sorted({c for r in records for c in r.get("probabilities", {})})
-    columns = ["run", "predicted"] + [f"p_{c}" for c in classes]
+    with_actual = any(r.get("actual") is not None for r in records)
+    columns = ["run"] + (["actual"] if with_actual else []) + ["predicted"]
+    columns += [f"p_{c}" for c in classes]
     with_unusual = any(r.get("unusual") for r in records)
     if with_unusual:
         columns += ["unusual", "percentile", "unusual_features"]
@@ -208,7 +210,8 @@ def prediction_table(records, classes):
     rows = []
     for r in records:
         probabilities = r.get("probabilities") or {}
-        row = [r.get("run_id"), r.get("predicted") or ""]
+        row = [r.get("run_id")] + ([r.get("actual") or ""] if with_actual else [])
+        row.append(r.get("predicted") or "")
         row += [round(probabilities[c], 6) if c in probabilities else "" for c in classes]
         if with_unusual:
             unusual = r.get("unusual") or {}

@@ -42,6 +42,9 @@ class Demo(Command):
             help="Skip writing the PNG plots.")
         return parser
 
+    def _run(self, step, plan):
+        _run_plan(self.app, step, plan)
+
     def take_action(self, parsed_args):
         from ciml.generator import generate_history
 
@@ -94,10 +97,28 @@ class Demo(Command):
                          ["train-model", "--dataset", dataset, "--experiment", exp, *seed]))
         plan.append(("10. All models: test metrics beside the majority-class baseline",
                      ["model", "list"]))
+        self._run(step, plan)
+
+        # One held-out run of each failure cause: the model says why it
+        # failed, and the dataset's profile whether it is unusual.
+        from ciml.dataset import Dataset
+
+        cause_of = {r["run_id"]: r["cause"] for r in history.runs}
+        picked = {}
+        for run_id in Dataset.open(data_path, cause_ds).split("test").ids:
+            picked.setdefault(cause_of.get(run_id), run_id)
+        step.title("11. Predicting held-out runs: why they failed, and are they unusual?")
+        self._run(step, [(None, [
+            "predict", "--dataset", cause_ds, "--experiment", exp, "--source", "subunit2sql",
+            "--db-uri", history.db_uri, "-c", "run", "-c", "actual", "-c", "predicted",
+            "-c", "unusual", "-c", "percentile", "-c", "unusual_features",
+            *[picked[c] for c in sorted(picked, key=str)]])])
+
         plot_dir = data_path.root / "demo-plots"
+        plan = []
         if parsed_args.plots:
             plan += [
-                ("11. Plots",
+                ("12. Plots",
                  ["dataset", "plot", status_ds, "--output-dir", str(plot_dir / status_ds)]),
                 (None,
                  ["dataset", "plot", cause_ds, "--output-dir", str(plot_dir / cause_ds)]),
@@ -105,13 +126,7 @@ class Demo(Command):
             plan += [(None, ["model", "plot", "--dataset", dataset, "--experiment", exp,
                              "--output-dir", str(plot_dir / f"{dataset}-{exp}")])
                      for dataset in (status_ds, cause_ds, provider_ds)]
-        for title, argv in plan:
-            if title:
-                step.title(title)
-            step.say("$ ciml " + " ".join(_shown(argv)))
-            rc = self.app.run_subcommand(argv)
-            if rc:
-                raise CimlError(f"demo step failed: ciml {' '.join(_shown(argv))} (exit {rc})")
+        self._run(step, plan)
 
         if parsed_args.plots:
             pngs = sorted(p.relative_to(data_path.root) for p in plot_dir.rglob("*.png"))
@@ -134,6 +149,16 @@ class Demo(Command):
                 f"--experiment {exp} --source subunit2sql --db-uri {history.db_uri}",
                 f"tensorboard --logdir {data_path.model(status_ds, exp) / 'logs'}"):
             step.say("  " + line)
+
+
+def _run_plan(app, step, plan):
+    for title, argv in plan:
+        if title:
+            step.title(title)
+        step.say("$ ciml " + " ".join(_shown(argv)))
+        rc = app.run_subcommand(argv)
+        if rc:
+            raise CimlError(f"demo step failed: ciml {' '.join(_shown(argv))} (exit {rc})")
 
 
 def _program():

@@ -18,9 +18,11 @@ def test_demo_runs_every_step_and_leaves_an_explorable_data_path(tmp_path, run_c
     assert rc == 0, err[-3000:]
     for step in ("1. Generating", "2. Caching", "3. Building", "4. Building", "5. Building",
                  "6. Setting up", "7. Training", "8. Training", "9. Training",
-                 "10. All models", "11. Plots", "Done in"):
+                 "10. All models", "11. Predicting", "12. Plots", "Done in"):
         assert f"== {step}" in out, step
     assert "baseline" in out
+    predicted = out.split("== 11. Predicting", 1)[1].split("== 12.", 1)[0]
+    assert "| actual " in predicted and "unusual_features" in predicted
     for name in ("demo-status", "demo-cause", "demo-provider"):
         assert (root / "datasets" / name).is_dir()
         assert (root / "models" / name / "demo-dnn" / "metrics.json").is_file()
