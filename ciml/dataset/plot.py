@@ -1,4 +1,4 @@
-"""Plots of a dataset (PNG, matplotlib Agg): sizes, class balance, feature distributions.
+"""Plots of a dataset (PNG, matplotlib Agg): sizes, class balance, features, unusual runs.
 
 Examples are read chunk by chunk and summarized per example (n, feature),
 so plotting a large dataset does not load it whole.
@@ -191,6 +191,48 @@ def plot_scatter(ds, out, summaries, codes):
     return _save(fig, out / f"scatter_{len(steps)}d.png")
 
 
+def plot_unusual(ds, out):
+    """unusual_scores.png: how unusual the dev and test runs are, by class.
+
+    Each held-out run's score against the profile of the passed training
+    runs, one row per class; the dashed line is the score above which a
+    run is reported unusual (the profiled runs' 99th percentile).
+    """
+    from ciml.dataset import profile as prof
+
+    profile = ds.profile
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.6 * len(ds.classes)))
+    rng = np.random.default_rng(0)
+    colors = _colors(len(ds.classes))
+    for split, marker in (("dev", "s"), ("test", "^")):
+        if split not in ds.splits:
+            continue
+        sp = ds.split(split)
+        values, start = [], 0
+        for x, _ in iter_batches(sp.X):
+            values.append(prof.scores(profile, x, sp.lengths[start:start + len(x)], ds.axis))
+            start += len(x)
+        values = np.concatenate(values) if values else np.zeros(0)
+        for code in range(len(ds.classes)):
+            part = values[sp.y == code]
+            if len(part):
+                ax.scatter(part, code + rng.uniform(-0.25, 0.25, len(part)), s=14,
+                           alpha=0.7, color=colors[code], marker=marker)
+    line = prof.threshold(profile)
+    ax.axvline(line, color="grey", linestyle="--", linewidth=1)
+    ax.text(line, 0.98, " unusual", transform=ax.get_xaxis_transform(), fontsize=8,
+            color="grey", ha="left", va="top")
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(ds.classes)), ds.classes)
+    ax.set_ylim(-0.6, len(ds.classes) - 0.4)
+    ax.set_xlabel(f"score against the {profile['runs']} {profile.get('reference', 'runs')} "
+                  "(RMS of z-scores)")
+    ax.set_ylabel(ds.config.get("class_label", "class"))
+    ax.set_title(f"{ds.name}: how unusual held-out runs are, by class (s dev, ^ test)")
+    return _save(fig, out / "unusual_scores.png")
+
+
 def plot_dataset(data_path, name, output_dir=None):
     """Write the dataset's PNGs; returns their paths."""
     ds = Dataset.open(data_path, name)
@@ -206,4 +248,6 @@ def plot_dataset(data_path, name, output_dir=None):
             paths.append(plot_scatter(ds, out, summaries, codes))
     else:
         paths.append(plot_distributions(ds, out, summaries[:, 0, :], codes))
+    if ds.profile is not None:
+        paths.append(plot_unusual(ds, out))
     return paths

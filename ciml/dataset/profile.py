@@ -109,6 +109,16 @@ def fit_profile(X, lengths, axis, steps, features, chunk=256, reference=None,
     return profile
 
 
+def scores(profile, X, lengths, axis):
+    """The scores of a batch of examples ``(n, t, f)`` (no percentiles, no features)."""
+    return _scores(_z(profile, summarize(X, lengths, axis)))
+
+
+def threshold(profile, percentile=DEFAULT_PERCENTILE):
+    """The score at ``percentile`` of the profiled runs."""
+    return float(np.quantile(np.asarray(profile["scores"], dtype=np.float64), percentile / 100))
+
+
 def score(profile, example, length, axis, percentile=DEFAULT_PERCENTILE, top=3):
     """How unusual one example is: ``score``, ``percentile``, ``unusual``, ``features``.
 

@@ -107,7 +107,8 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
                              "--output-dir", str(plots), "-f", "value"])
     assert rc == 0, err
     names = sorted(p.name for p in plots.iterdir())
-    assert names == ["class_balance.png", "feature_distributions.png", "sizes_by_result.png"]
+    assert names == ["class_balance.png", "feature_distributions.png", "sizes_by_result.png",
+                     "unusual_scores.png"]
     assert all((plots / n).read_bytes()[:4] == b"\x89PNG" for n in names)
 
     rc, out, err = run_ciml(["--data-path", root, "dataset", "delete", "d10s"])
