@@ -134,3 +134,13 @@ def test_a_dataset_without_a_profile_scores_nothing(data_path, history):
     example, length = ds.example_from_frame(history.frame(ds.split("test").ids[0]),
                                             with_length=True)
     assert ds.profile is None and ds.unusual(example, length) is None
+
+
+def test_batch_scores_agree_with_one_at_a_time():
+    X, lengths = _examples(n=30)
+    profile = prof.fit_profile(X, lengths, "time", [], FEATURES)
+    batch = prof.scores(profile, X, lengths, "time")
+    one = [prof.score(profile, X[i], lengths[i], "time")["score"] for i in range(30)]
+    assert np.allclose(np.round(batch, 4), one)
+    line = prof.threshold(profile)
+    assert np.mean(batch >= line) <= 0.05
