@@ -9,6 +9,12 @@ from cliff.show import ShowOne
 from ciml.commands.base import data_path
 
 
+def _add_model_arguments(parser):
+    """``--dataset`` and ``--experiment``: which trained model a command is about."""
+    parser.add_argument("--dataset", metavar="NAME", required=True, help="Dataset name")
+    parser.add_argument("--experiment", metavar="NAME", required=True, help="Experiment name")
+
+
 def _fmt(value):
     return "-" if value is None else f"{value:.4f}"
 
@@ -103,9 +109,7 @@ class ModelShow(_MetricsTable):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("--dataset", metavar="NAME", required=True, help="Dataset name")
-        parser.add_argument("--experiment", metavar="NAME", required=True,
-                            help="Experiment name")
+        _add_model_arguments(parser)
         parser.add_argument("--eval-dataset", metavar="NAME", default=None,
                             help="Show the metrics on this eval dataset instead")
         parser.add_argument("--split", choices=("test", "dev"), default="test",
@@ -143,9 +147,7 @@ class ModelPlot(Lister):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("--dataset", metavar="NAME", required=True, help="Dataset name")
-        parser.add_argument("--experiment", metavar="NAME", required=True,
-                            help="Experiment name")
+        _add_model_arguments(parser)
         parser.add_argument("--output-dir", metavar="DIR", default=None,
                             help="Where to write the PNGs (default: <model dir>/plots)")
         return parser
@@ -200,9 +202,7 @@ class ModelDelete(Command):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("--dataset", metavar="NAME", required=True, help="Dataset name")
-        parser.add_argument("--experiment", metavar="NAME", required=True,
-                            help="Experiment name")
+        _add_model_arguments(parser)
         return parser
 
     def take_action(self, parsed_args):

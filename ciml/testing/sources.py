@@ -56,6 +56,7 @@ A **metric source** (given a run whose metrics it can fetch):
 """
 
 import datetime as dt
+import functools
 import json
 import pickle
 import tempfile
@@ -81,16 +82,14 @@ class _Listing:
     def __init__(self, source, build_name):
         self.source = source
         self.build_name = build_name
-        self._runs = None
 
-    @property
+    @functools.cached_property
     def runs(self):
-        if self._runs is None:
-            self._runs = list(self.source.list_runs(self.build_name))
-            assert len(self._runs) >= 2, (
-                f"the kit needs a history with at least two runs of {self.build_name!r}; "
-                f"list_runs gave {len(self._runs)}")
-        return self._runs
+        runs = list(self.source.list_runs(self.build_name))
+        assert len(runs) >= 2, (
+            f"the kit needs a history with at least two runs of {self.build_name!r}; "
+            f"list_runs gave {len(runs)}")
+        return runs
 
 
 def check_result_source_declaration(listing):
@@ -301,13 +300,10 @@ class _Fetched:
     def __init__(self, source, run):
         self.source = source
         self.run = run
-        self._fetched = None
 
-    @property
+    @functools.cached_property
     def fetched(self):
-        if self._fetched is None:
-            self._fetched = self.source.fetch(self.run)
-        return self._fetched
+        return self.source.fetch(self.run)
 
 
 def check_metric_source_declaration(case):
