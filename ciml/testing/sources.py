@@ -73,6 +73,18 @@ from ciml.testing.components import check_component_declaration
 HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
              b"<body><h1>Not Found</h1><p>The requested URL was not found.</p></body></html>\n")
 
+
+
+def _run_checks(source, case, checks):
+    """Run ``checks`` on ``case``; the first failure names the source and the check."""
+    for check in checks:
+        try:
+            check(case)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{type(source).__name__} fails {check.__name__}: {exc}") from None
+
+
 # -- result sources ---------------------------------------------------------------
 
 
@@ -246,13 +258,7 @@ def check_result_source(source, build_name, checks=None):
     :param checks: a subset of :data:`RESULT_SOURCE_CHECKS` to run.
     :raises AssertionError: ``"<source> fails <check>: <what is wrong>"``.
     """
-    listing = _Listing(source, build_name)
-    for check in checks or RESULT_SOURCE_CHECKS:
-        try:
-            check(listing)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{type(source).__name__} fails {check.__name__}: {exc}") from None
+    _run_checks(source, _Listing(source, build_name), checks or RESULT_SOURCE_CHECKS)
 
 
 # -- metric sources ---------------------------------------------------------------
@@ -390,10 +396,4 @@ def check_metric_source(source, run, checks=None):
     :param checks: a subset of :data:`METRIC_SOURCE_CHECKS` to run.
     :raises AssertionError: ``"<source> fails <check>: <what is wrong>"``.
     """
-    case = _Fetched(source, run)
-    for check in checks or METRIC_SOURCE_CHECKS:
-        try:
-            check(case)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{type(source).__name__} fails {check.__name__}: {exc}") from None
+    _run_checks(source, _Fetched(source, run), checks or METRIC_SOURCE_CHECKS)
