@@ -74,7 +74,6 @@ HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\
              b"<body><h1>Not Found</h1><p>The requested URL was not found.</p></body></html>\n")
 
 
-
 def _run_checks(source, case, checks):
     """Run ``checks`` on ``case``; the first failure names the source and the check."""
     for check in checks:
