@@ -359,6 +359,8 @@ class Watcher:
                  f"skipped {s.get('ignored', 0) + s.get('skipped', 0) + s.get('duplicate', 0)}",
                  f"malformed {trigger_stats.get('malformed', 0)}",
                  f"queue {self.queue.qsize()}/{self.queue.maxsize}"]
+        if s.get("unusual"):
+            parts.append(f"unusual {s['unusual']}")
         if s.get("learned"):
             parts.append(f"learned {s['learned']}")
         if s.get("dropped"):
@@ -526,6 +528,8 @@ class Watcher:
                 self._mark_unavailable(run, exc)
             return record
         self._count("predicted")
+        if (record.get("unusual") or {}).get("unusual"):
+            self._count("unusual")
         self.report(record)
         if self.learn:
             self._learn(run, fetched, frame)

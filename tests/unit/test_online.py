@@ -337,6 +337,27 @@ def test_status_line_on_stderr():
     assert "queue 0/100" in line
 
 
+def test_unusual_runs_are_counted_in_the_status_line():
+    class Profiled(FakeModel):
+        def predict_frame(self, frame):
+            result = super().predict_frame(frame)
+            odd = float(frame["cpu_usr"].mean()) > 50
+            result["unusual"] = {"score": 9.0 if odd else 1.0,
+                                 "percentile": 100.0 if odd else 40.0,
+                                 "unusual": odd, "features": []}
+            return result
+
+    # FakeMetrics gives runs named *fail* 90% CPU, the others 10%.
+    events = [_event("calm"), _event("busy-fail"), _event("calm2")]
+    watcher, stats, records, err = _watch(events, predictor=_predictor(model=Profiled()),
+                                          status_interval=0.05)
+    by_id = {r["run_id"]: r for r in records}
+    assert by_id["busy-fail"]["unusual"]["unusual"] is True
+    assert by_id["calm"]["unusual"]["percentile"] == 40.0
+    assert stats["unusual"] == 1
+    assert "unusual 1" in err.strip().splitlines()[-1]
+
+
 def test_hook_and_publisher(monkeypatch):
     from ciml.hookspecs import hookimpl
     from ciml.plugins import get_manager
