@@ -53,6 +53,37 @@ def local_path(url):
     return pathlib.Path(url).expanduser()
 
 
+def looks_like_html(head):
+    """Whether the first bytes of a download are an HTML (or XML) page.
+
+    Log servers answer 200 with an error or login page where a file was
+    expected; callers reject such a page instead of parsing it.
+    """
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return (text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml"))
+            or (text.startswith(b"<") and b"<html" in text[:4096]))
+
+
+def read_local(path, max_bytes):
+    """A local file's bytes; ``None`` when there is no file at ``path``.
+
+    Raises :class:`FetchError` for a file over ``max_bytes`` (checked
+    before reading) or one that cannot be read.
+    """
+    path = pathlib.Path(path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            return None
+        if size > max_bytes:
+            raise FetchError("too-large", f"{path} is {size} bytes, over the {max_bytes} limit")
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise FetchError("read-error", f"cannot read {path}: {exc}") from None
+
+
 def backoff_delay(backoff, attempt, cap=30.0):
     """Seconds to wait before retry number ``attempt`` (1 for the first)."""
     return min(backoff * 2 ** (attempt - 1), cap)

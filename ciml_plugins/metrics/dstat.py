@@ -100,7 +100,15 @@ import numpy as np
 from ciml.base import FetchedMetrics, MetricSource, Parameter
 from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, FetchError, is_remote, local_path, without_credentials
+from ciml.http import (
+    HTTP_PARAMETERS,
+    FetchError,
+    is_remote,
+    local_path,
+    looks_like_html,
+    read_local,
+    without_credentials,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -223,12 +231,6 @@ def _gunzip(data, max_bytes):
                 raise MetricsUnavailable(
                     "corrupt-gzip", f"{len(pending)} bytes of garbage after the gzip data")
             return bytes(out)
-
-
-def _looks_like_html(head):
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return (text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml"))
-            or (text.startswith(b"<") and b"<html" in text[:4096]))
 
 
 def _lines(data, limit):
@@ -442,7 +444,7 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
         data = _gunzip(data, max_bytes)
     if not data[:4096].strip() and not data.strip():
         raise MetricsUnavailable("empty", "the dstat file is empty")
-    if _looks_like_html(data[:8192]):
+    if looks_like_html(data[:8192]):
         raise MetricsUnavailable("html", "got an HTML page where dstat CSV was expected")
     header = _find_header(data)
     if header is None:
@@ -621,20 +623,12 @@ class DstatMetricSource(MetricSource):
 
     def _fetch_file(self, path, problems):
         try:
-            size = path.stat().st_size
-            if not path.is_file():
-                return None
-            if size > self.max_bytes:
-                problems.append(("too-large", f"{path} is {size} bytes, over the "
-                                 f"{self.max_bytes} limit", False))
-                return None
-            data = path.read_bytes()
-        except FileNotFoundError:
+            data = read_local(path, self.max_bytes)
+        except FetchError as exc:
+            problems.append((exc.reason, str(exc), exc.transient))
             return None
-        except OSError as exc:
-            problems.append(("read-error", f"cannot read {path}: {exc}", False))
-            return None
-        if not data.startswith(GZIP_MAGIC) and _looks_like_html(data[:8192]):
+        if data is not None and not data.startswith(GZIP_MAGIC) \
+                and looks_like_html(data[:8192]):
             problems.append(("html", f"{path} is an HTML page, not dstat CSV", False))
             return None
         return data
@@ -648,7 +642,7 @@ class DstatMetricSource(MetricSource):
             problems.append((exc.reason, str(exc), exc.transient))
             return None
         if data is not None and not data.startswith(GZIP_MAGIC) \
-                and _looks_like_html(data[:8192]):
+                and looks_like_html(data[:8192]):
             problems.append(("html", f"{without_credentials(url)} is an HTML page, "
                              "not dstat CSV", False))
             return None

@@ -42,6 +42,8 @@ from ciml.http import (
     backoff_delay,
     is_remote,
     local_path,
+    looks_like_html,
+    read_local,
     without_credentials,
 )
 from ciml.records import FAILED, PASSED, RunRecord
@@ -90,7 +92,7 @@ def nodepool_metadata(data):
     """
     import yaml
 
-    if data[:512].lstrip().lower().startswith((b"<!doctype", b"<html")):
+    if looks_like_html(data[:8192]):
         raise InventoryError("an HTML page, not an inventory")
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -273,7 +275,7 @@ class ZuulResultSource(ResultSource):
             else:
                 path = local_path(base) / self.inventory_path
                 where = str(path)
-                data = _read_local(path)
+                data = read_local(path, MAX_INVENTORY_BYTES)
             if data is None:
                 LOG.debug("run %s has no inventory at %s", run.id, where)
                 return run
@@ -442,19 +444,6 @@ class ZuulResultSource(ResultSource):
     def __repr__(self):
         return (f"{type(self).__name__}(zuul_url={self.zuul_url!r}, tenant={self.tenant!r}, "
                 f"api_token={'****' if self.api_token else None})")
-
-
-def _read_local(path):
-    """A local inventory's bytes; ``None`` when there is none."""
-    try:
-        if path.stat().st_size > MAX_INVENTORY_BYTES:
-            raise FetchError("too-large", f"{path} is over the {MAX_INVENTORY_BYTES} "
-                             "byte limit")
-        return path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise FetchError("read-error", f"cannot read {path}: {exc}") from None
 
 
 @hookimpl

@@ -123,3 +123,27 @@ def test_http_settings_are_checked_when_given(name, value):
                                                                   tenant="t", **kw)):
         with pytest.raises(ConfigError, match=name):
             make(**{name: value})
+
+
+def test_read_local(tmp_path):
+    from ciml.http import FetchError, read_local
+
+    (tmp_path / "f.txt").write_bytes(b"x" * 10)
+    assert read_local(tmp_path / "f.txt", 10) == b"x" * 10
+    # Nothing there: no file, a folder, a path under a file.
+    assert read_local(tmp_path / "missing", 10) is None
+    assert read_local(tmp_path, 10) is None
+    assert read_local(tmp_path / "f.txt" / "below", 10) is None
+    with pytest.raises(FetchError, match="is 10 bytes, over the 9 limit") as info:
+        read_local(tmp_path / "f.txt", 9)
+    assert info.value.reason == "too-large" and not info.value.transient
+
+
+def test_looks_like_html():
+    from ciml.http import looks_like_html
+
+    for page in (b"<!DOCTYPE html><html>", b"\xef\xbb\xbf  <HTML lang=en>", b"<?xml version",
+                 b"<!-- x -->\n<html>"):
+        assert looks_like_html(page), page
+    for data in (b'"Dstat 0.7.3 CSV output"\n', b"all:\n  hosts: {}\n", b"\x1f\x8b\x08"):
+        assert not looks_like_html(data), data
