@@ -103,19 +103,12 @@ class Dataset:
         With ``with_length``, returns ``(example, length)``: the number of
         time steps before the series lost its time axis, as stored at build.
         """
-        import pandas as pd
-
+        from ciml.dataset.build import transform_with_length
         from ciml.errors import MetricsUnavailable
 
         if not hasattr(self, "_chain"):
             self._chain = self.chain()
-        if len(frame) == 0:
-            raise MetricsUnavailable("empty", "the run has no samples")
-        length = len(frame)
-        for step in self._chain:
-            frame = step.transform(frame)
-            if isinstance(frame.index, pd.DatetimeIndex):
-                length = len(frame)
+        frame, length = transform_with_length(self._chain, frame)
         if [str(c) for c in frame.columns] != self.features:
             # Only a third-party step that renames columns gets here.
             raise MetricsUnavailable(
@@ -142,9 +135,10 @@ class Dataset:
         """How unusual one example is among the training runs (``None`` without a profile)."""
         from ciml.dataset import profile as prof
 
-        if self.profile is None:
+        profile = self.profile
+        if profile is None:
             return None
-        return prof.score(self.profile, example, length, self.axis,
+        return prof.score(profile, example, length, self.axis,
                           percentile=prof.DEFAULT_PERCENTILE if percentile is None
                           else percentile)
 

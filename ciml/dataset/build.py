@@ -169,11 +169,12 @@ def split_chain(chain):
     return chain, []
 
 
-def apply_head(head, frame):
-    """Run the stateless steps; returns (values float32, index labels, columns, length).
+def transform_with_length(steps, frame):
+    """Run ``steps`` over a run's frame; returns ``(frame, length)``.
 
     ``length`` is the number of time steps the series had just before it
-    lost its time axis (cut/pad or aggregation): the original's example size.
+    lost its time axis (cut/pad or aggregation), or at the end if it kept
+    it: what a dataset stores as the example's length.
     """
     import pandas as pd
 
@@ -181,10 +182,20 @@ def apply_head(head, frame):
     if length == 0:
         # Cut/pad would turn it into an example of zeros.
         raise MetricsUnavailable("empty", "the run has no samples")
-    for step in head:
+    for step in steps:
         frame = step.transform(frame)
         if isinstance(frame.index, pd.DatetimeIndex):
             length = len(frame)
+    return frame, length
+
+
+def apply_head(head, frame):
+    """Run the stateless steps; returns (values float32, index labels, columns, length).
+
+    ``length`` is the number of time steps the series had just before it
+    lost its time axis (cut/pad or aggregation): the original's example size.
+    """
+    frame, length = transform_with_length(head, frame)
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise MetricsUnavailable("empty", "no samples or no columns after normalization")
     return frame.to_numpy(dtype="float32"), frame.index, [str(c) for c in frame.columns], length
