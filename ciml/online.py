@@ -13,9 +13,9 @@ with ``error`` (and ``reason``) set instead of ``predicted`` when the run
 could not be predicted.  ``unusual`` compares the run with the dataset's
 training runs, whatever the model predicts (:mod:`ciml.dataset.profile`):
 ``{"score", "percentile", "unusual", "features": [{"feature", "z"}]}``, or
-``None`` for a dataset built without a profile.  ``watch`` prints one record per line on stdout,
-publishes it to an MQTT topic if asked, and hands it to the
-``ciml_prediction_made`` hook.
+``None`` for a dataset built without a profile.  ``watch`` prints one
+record per line on stdout, publishes it to an MQTT topic if asked, and
+hands it to the ``ciml_prediction_made`` hook.
 
 The watcher's shape: the trigger runs on the main thread and hands events
 to :meth:`Watcher.on_event`, which only filters and queues them; a bounded

@@ -193,25 +193,17 @@ class DatasetShow(ShowOne):
             rows.append((f"{split}.classes", show(balance.get(split, {}), _balance_text)))
         rows.append(("skipped", len(skipped)))
         rows.append(("skipped_by_reason", show(skipped_by_reason(skipped), _balance_text)))
+        from ciml.dataset.profile import threshold
+
         profile = ds.profile
         rows.append(("unusual_profile", (
             f"{profile['runs']} {profile.get('reference', 'training runs')}, "
             f"{len(profile['labels'])} summary values; "
-            f"score median {_median(profile['scores']):.2f}, 99th percentile "
-            f"{_quantile(profile['scores'], 0.99):.2f}") if profile
+            f"score median {threshold(profile, 50):.2f}, 99th percentile "
+            f"{threshold(profile, 99):.2f}") if profile
             else "none (built before ciml scored unusual runs: rebuild with --force)"))
         rows += [(f"provenance.{key}", show(value)) for key, value in ds.provenance.items()]
         return tuple(zip(*rows))
-
-
-def _quantile(sorted_values, q):
-    import numpy as np
-
-    return float(np.quantile(np.asarray(sorted_values, dtype=float), q))
-
-
-def _median(sorted_values):
-    return _quantile(sorted_values, 0.5)
 
 
 class DatasetDelete(Command):

@@ -7,6 +7,7 @@ the build reads ``series.npz`` files exactly as after ``cache-data``.
 
 import datetime as dt
 import json
+import re
 
 import numpy as np
 import pytest
@@ -101,6 +102,8 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
                               "fixed-length(550) -> scale(range)")
     rc, out, err = run_ciml(["--data-path", root, "dataset", "show", "d10s"])
     assert rc == 0 and "corrupt-cache=1" in out and "cpu_idl, cpu_sys" in out
+    assert re.search(r"unusual_profile +\| \d+ (passed )?training runs, 21 summary values; "
+                     r"score median \d+\.\d\d, 99th percentile \d+\.\d\d", out), out
 
     plots = tmp_path / "plots"
     rc, out, err = run_ciml(["--data-path", root, "dataset", "plot", "d10s",
