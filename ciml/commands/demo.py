@@ -42,9 +42,6 @@ class Demo(Command):
             help="Skip writing the PNG plots.")
         return parser
 
-    def _run(self, step, plan):
-        _run_plan(self.app, step, plan)
-
     def take_action(self, parsed_args):
         from ciml.generator import generate_history
 
@@ -97,7 +94,7 @@ class Demo(Command):
                          ["train-model", "--dataset", dataset, "--experiment", exp, *seed]))
         plan.append(("10. All models: test metrics beside the majority-class baseline",
                      ["model", "list"]))
-        self._run(step, plan)
+        _run_plan(self.app, step, plan)
 
         # One held-out run of each failure cause: the model says why it
         # failed, and the dataset's profile whether it is unusual.
@@ -108,7 +105,7 @@ class Demo(Command):
         for run_id in Dataset.open(data_path, cause_ds).split("test").ids:
             picked.setdefault(cause_of.get(run_id), run_id)
         step.title("11. Predicting held-out runs: why they failed, and are they unusual?")
-        self._run(step, [(None, [
+        _run_plan(self.app, step, [(None, [
             "predict", "--dataset", cause_ds, "--experiment", exp, "--source", "subunit2sql",
             "--db-uri", history.db_uri, "-c", "run", "-c", "actual", "-c", "predicted",
             "-c", "unusual", "-c", "percentile", "-c", "unusual_features",
@@ -126,7 +123,7 @@ class Demo(Command):
             plan += [(None, ["model", "plot", "--dataset", dataset, "--experiment", exp,
                              "--output-dir", str(plot_dir / f"{dataset}-{exp}")])
                      for dataset in (status_ds, cause_ds, provider_ds)]
-        self._run(step, plan)
+        _run_plan(self.app, step, plan)
 
         if parsed_args.plots:
             pngs = sorted(p.relative_to(data_path.root) for p in plot_dir.rglob("*.png"))

@@ -102,10 +102,9 @@ def fit_profile(X, lengths, axis, steps, features, chunk=256, reference=None,
     profile = {"version": VERSION, "runs": count, "reference": reference_name,
                "labels": summary_labels(axis, steps, features),
                "center": center.tolist(), "scale": scale.tolist()}
-    scores = np.sort(_scores(_z(profile, summaries)))
     keep = min(QUANTILES, n)
-    profile["scores"] = [float(v) for v in
-                         np.quantile(scores, np.linspace(0, 1, keep), method="linear")]
+    profile["scores"] = [float(v) for v in np.quantile(
+        _scores(_z(profile, summaries)), np.linspace(0, 1, keep), method="linear")]
     return profile
 
 
