@@ -108,15 +108,23 @@ class Downloader:
     """
 
     def __init__(self, user_agent="ciml", max_redirects=10, pool_size=32):
-        import urllib3
-
+        # Nothing is imported or connected here: a source builds its client
+        # when it is built, and parse processes that never fetch pay nothing.
         self.user_agent = user_agent
         self.pool_size = pool_size
-        # Redirects only: errors go back to the caller's own retry loop.
-        self._retries = urllib3.Retry(total=None, connect=0, read=0, other=0, status=0,
-                                      redirect=max_redirects, raise_on_redirect=True)
+        self.max_redirects = max_redirects
+        self._retries = None
         self._lock = threading.Lock()
         self._managers = {}   # proxy URL (or None) -> PoolManager / ProxyManager
+
+    def _retry_policy(self):
+        if self._retries is None:  # two threads racing build the same policy
+            import urllib3
+
+            # Redirects only: errors go back to the caller's own retry loop.
+            self._retries = urllib3.Retry(total=None, connect=0, read=0, other=0, status=0,
+                                          redirect=self.max_redirects, raise_on_redirect=True)
+        return self._retries
 
     def _ca_certs(self):
         for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
@@ -168,7 +176,7 @@ class Downloader:
             url = without_credentials(url)
         return self._manager(url).request(
             "GET", url, headers=headers, preload_content=False,
-            decode_content=False, redirect=True, retries=self._retries,
+            decode_content=False, redirect=True, retries=self._retry_policy(),
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
 
     def release(self, resp, body_read):

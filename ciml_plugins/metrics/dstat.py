@@ -92,7 +92,6 @@ import datetime as dt
 import io
 import logging
 import re
-import threading
 import zlib
 
 import numpy as np
@@ -102,6 +101,7 @@ from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
 from ciml.http import (
     HTTP_PARAMETERS,
+    Downloader,
     FetchError,
     is_remote,
     local_path,
@@ -567,25 +567,13 @@ class DstatMetricSource(MetricSource):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._client = None
-        self._client_lock = threading.Lock()
-
-    def _http(self):
         # One pooled client for every fetching thread (urllib3's pools are
-        # thread-safe); created on first use so that ``--help`` stays light.
-        with self._client_lock:
-            if self._client is None:
-                from ciml.http import Downloader
-
-                self._client = Downloader(user_agent="ciml-dstat")
-            return self._client
+        # thread-safe).
+        self._client = Downloader(user_agent="ciml-dstat")
 
     def close(self):
         """Close the pooled HTTP connections.  Idempotent; the source stays usable."""
-        with self._client_lock:
-            client = self._client
-        if client is not None:
-            client.close()
+        self._client.close()
 
     def fetch(self, run):
         base = run.artifacts_url
@@ -635,7 +623,7 @@ class DstatMetricSource(MetricSource):
 
     def _fetch_http(self, url, problems):
         try:
-            data = self._http().fetch(url, connect_timeout=self.connect_timeout,
+            data = self._client.fetch(url, connect_timeout=self.connect_timeout,
                                       read_timeout=self.timeout, retries=self.retries,
                                       backoff=self.backoff, max_bytes=self.max_bytes)
         except FetchError as exc:

@@ -38,6 +38,7 @@ from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
 from ciml.http import (
     HTTP_PARAMETERS,
+    Downloader,
     FetchError,
     backoff_delay,
     is_remote,
@@ -173,8 +174,10 @@ class ZuulResultSource(ResultSource):
         if self.page_size < 1:
             raise ConfigError("page_size must be at least 1")
         self._local = threading.local()
-        self._logs = None
-        self._logs_lock = threading.Lock()
+        # Logs are served by another host than the API: a client of their
+        # own, which never sends the API token.
+        self._logs = Downloader(user_agent="ciml-zuul")
+        self._warnings_lock = threading.Lock()
         self._inventory_warnings = 0
 
     @property
@@ -200,24 +203,12 @@ class ZuulResultSource(ResultSource):
             self._local.session = session
         return session
 
-    def _log_client(self):
-        # Logs are served by another host than the API: a client of their
-        # own, which never sends the API token.
-        with self._logs_lock:
-            if self._logs is None:
-                from ciml.http import Downloader
-
-                self._logs = Downloader(user_agent="ciml-zuul")
-            return self._logs
-
     def close(self):
         session = getattr(self._local, "session", None)
         if session is not None:
             session.close()
             self._local.session = None
-        with self._logs_lock:
-            if self._logs is not None:
-                self._logs.close()
+        self._logs.close()
 
     def _get(self, path, params=None):
         """GET a JSON document; ``None`` on 404; retries 5xx and connection errors."""
@@ -268,7 +259,7 @@ class ZuulResultSource(ResultSource):
             if is_remote(base):
                 url = base.rstrip("/") + "/" + self.inventory_path.lstrip("/")
                 where = without_credentials(url)
-                data = self._log_client().fetch(
+                data = self._logs.fetch(
                     url, connect_timeout=self.connect_timeout, read_timeout=self.timeout,
                     retries=self.retries, backoff=self.backoff,
                     max_bytes=MAX_INVENTORY_BYTES)
@@ -353,7 +344,7 @@ class ZuulResultSource(ResultSource):
 
     def _inventory_problem(self, run, where, exc):
         # One broken log server would otherwise print a warning per run.
-        with self._logs_lock:
+        with self._warnings_lock:
             self._inventory_warnings += 1
             count = self._inventory_warnings
         if count <= MAX_INVENTORY_WARNINGS:
