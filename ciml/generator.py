@@ -96,7 +96,7 @@ _NODESETS = {"0.7.2": "ubuntu-xenial", "0.7.3": "ubuntu-bionic", "0.7.4": "debia
 _TENANT = "openstack"
 _LOG_HOST = "https://logs.example.org"
 
-# dstat's header lines, copied from real output (see shared/data/dstat).
+# dstat's header lines, copied from real output (see tests/data/dstat).
 _GROUPS = {
     "0.7.2": '"system","total cpu usage",,,,,,"memory usage",,,,"net/total",,"dsk/total",,'
              '"io/total",,"system",,"load avg",,,"procs",,,"paging",,"tcp sockets",,,,',

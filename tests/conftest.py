@@ -35,14 +35,17 @@ def skip_or_fail(reason):
 # -- data ----------------------------------------------------------------------
 
 
+SAMPLE_DATA = REPO_ROOT / "tests" / "data"
+
+
 @pytest.fixture(scope="session")
-def shared_data():
-    """The shared sample data (read-only): ``$CIML_SHARED_DATA`` or ``../shared/data``."""
-    env = os.environ.get("CIML_SHARED_DATA")
-    path = pathlib.Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "data"
-    if not path.is_dir():
-        skip_or_fail(f"shared sample data not found at {path} (set CIML_SHARED_DATA)")
-    return path
+def sample_data():
+    """The real-format sample files the tests read (``tests/data``, read-only).
+
+    They travel with the project: ``tests/data/PROVENANCE.md`` says where
+    each one comes from and how it was made.  Tests never edit them.
+    """
+    return SAMPLE_DATA
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The subunit2sql database schema at its last migration, as SQLAlchemy Core tables.
 
 This mirrors subunit2sql's alembic head ``10a2b6d4b06e`` ("Add even more
-indexes"), as reconstructed in ``shared/data/subunit2sql/
+indexes"), as reconstructed in ``tests/data/subunit2sql/
 schema-mysql.reconstructed.sql``.  Points that matter to readers of real
 databases:
 

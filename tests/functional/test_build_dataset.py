@@ -24,13 +24,13 @@ REGEX = "^(cpu_usr|cpu_sys|cpu_idl|mem_|net_|load_1m)"
 
 
 @pytest.fixture
-def cached(data_path, shared_data):
+def cached(data_path, sample_data):
     """70 runs in a real raw cache: real dstat series, shifted, scaled and cut."""
     from ciml.cache import RawCache
     from ciml_plugins.metrics.dstat import parse_dstat
 
-    parsed = [parse_dstat((shared_data / "dstat" / n).read_bytes()) for n in SAMPLES]
-    raw = [(shared_data / "dstat" / n).read_bytes() for n in SAMPLES]
+    parsed = [parse_dstat((sample_data / "dstat" / n).read_bytes()) for n in SAMPLES]
+    raw = [(sample_data / "dstat" / n).read_bytes() for n in SAMPLES]
     cache = RawCache(data_path)
     rng = np.random.default_rng(0)
     t0 = dt.datetime(2025, 12, 31, 20, tzinfo=dt.timezone.utc)

@@ -68,7 +68,7 @@ def _trigger(host, port, topic, data_path, **params):
     return trigger
 
 
-def test_firehose_zuul_and_bad_messages(mosquitto, data_path, shared_data):
+def test_firehose_zuul_and_bad_messages(mosquitto, data_path, sample_data):
     host, port = mosquitto
     root = "ciml-test-" + _uid()
     trigger = _trigger(host, port, f"{root}/#", data_path, clean_session=True)
@@ -79,7 +79,7 @@ def test_firehose_zuul_and_bad_messages(mosquitto, data_path, shared_data):
     running = Running(trigger, publisher=publisher)
     try:
         assert trigger.wait_connected(10)
-        zuul = json.loads((shared_data / "mqtt" /
+        zuul = json.loads((sample_data / "mqtt" /
                            "zuul-mqtt.success.zuul3-2019-code.constructed.json").read_text())
         zuul["buildset"]["builds"][0]["uuid"] = zuul_uuid = _uid()
         zuul["buildset"]["builds"][0]["result"] = "FAILURE"

@@ -283,8 +283,8 @@ class _DyingPlugin:
         register(DyingInWorkers)
 
 
-def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, shared_data, caplog):
-    sample = (shared_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt").read_bytes()
+def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, sample_data, caplog):
+    sample = (sample_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt").read_bytes()
 
     marker = tmp_path / "worker-started"
 

@@ -104,14 +104,14 @@ def _dstat_bytes(run):
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
-def test_layouts_are_the_real_ones(history, shared_data):
+def test_layouts_are_the_real_ones(history, sample_data):
     real = {
         "0.7.2": "dstat-csv_log.dstat-0.7.2.generated.txt",
         "0.7.3": "dstat-csv_log.dstat-0.7.3.generated.txt",
         "0.7.4": "dstat-csv_log.debian-0.7.4-devstack-top-opts.generated.txt",
     }
     for variant, name in real.items():
-        real_bytes = (shared_data / "dstat" / name).read_bytes()
+        real_bytes = (sample_data / "dstat" / name).read_bytes()
         real_lines = real_bytes.decode().split("\n")
         data = _dstat_bytes(next(r for r in history.good_runs() if r["variant"] == variant))
         ours = data.decode().split("\n")

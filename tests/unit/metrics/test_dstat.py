@@ -26,8 +26,8 @@ COMMON = ["cpu_usr", "cpu_sys", "cpu_idl", "cpu_wai", "mem_used", "mem_free", "m
 
 
 @pytest.fixture(scope="module")
-def samples(shared_data):
-    return {v: (shared_data / "dstat" / name).read_bytes() for v, name in SAMPLES.items()}
+def samples(sample_data):
+    return {v: (sample_data / "dstat" / name).read_bytes() for v, name in SAMPLES.items()}
 
 
 def _reason(data, **kwargs):

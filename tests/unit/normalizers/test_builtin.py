@@ -143,10 +143,10 @@ def test_scale_state_round_trips_through_json_and_aligns_by_name():
         t.transform(x[["a"]])
 
 
-def test_real_dstat_samples_through_the_chain(shared_data):
+def test_real_dstat_samples_through_the_chain(sample_data):
     from ciml_plugins.metrics.dstat import parse_dstat
 
-    frames = [parse_dstat((shared_data / "dstat" / name).read_bytes())
+    frames = [parse_dstat((sample_data / "dstat" / name).read_bytes())
               for name in ("dstat-csv_log.dstat-0.7.2.generated.txt",
                            "dstat-csv_log.dstat-0.7.3.generated.txt",
                            "dstat-csv_log.debian-0.7.4-devstack-top-opts.generated.txt")]

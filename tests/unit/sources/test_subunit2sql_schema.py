@@ -48,8 +48,8 @@ def _type(compiled):
 
 
 @pytest.fixture(scope="module")
-def ddl(shared_data):
-    return parse_ddl((shared_data / DDL_FILE).read_text())
+def ddl(sample_data):
+    return parse_ddl((sample_data / DDL_FILE).read_text())
 
 
 def test_ddl_parses_every_table(ddl):

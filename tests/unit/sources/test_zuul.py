@@ -33,11 +33,11 @@ def server(request, history):
         yield srv
 
 
-def test_sample_records_both_formats(shared_data):
+def test_sample_records_both_formats(sample_data):
     src = ZuulResultSource(zuul_url="http://x", tenant="t")
-    flat = json.loads((shared_data / "zuul/build.flat-format.logjuicer-softwarefactory-2021.json")
+    flat = json.loads((sample_data / "zuul/build.flat-format.logjuicer-softwarefactory-2021.json")
                       .read_text())
-    nested = json.loads((shared_data / "zuul/build.nested-ref-format.logjuicer-opendev-2024.json")
+    nested = json.loads((sample_data / "zuul/build.nested-ref-format.logjuicer-opendev-2024.json")
                         .read_text())
     a = src.record(flat)
     assert (a.id, a.build_name, a.status, a.result) == (
@@ -59,7 +59,7 @@ def test_sample_records_both_formats(shared_data):
     lists = []
     for name in ("builds.current-list-format.constructed.json",
                  "builds.zuul3-2019-format.constructed.json"):
-        lists += [src.record(x) for x in json.loads((shared_data / "zuul" / name).read_text())]
+        lists += [src.record(x) for x in json.loads((sample_data / "zuul" / name).read_text())]
     # NODE_FAILURE without log_url is skipped; the rest are kept.
     assert [r.result if r else None for r in lists] == [
         "SUCCESS", None, "SUCCESS", "FAILURE", "SUCCESS"]

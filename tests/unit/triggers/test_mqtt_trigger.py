@@ -10,15 +10,15 @@ from ciml_plugins.triggers import mqtt
 from ciml_plugins.triggers.mqtt import MalformedPayload, MqttTrigger, parse_payload
 
 
-def _sample(shared_data, name):
-    return (shared_data / "mqtt" / name).read_bytes()
+def _sample(sample_data, name):
+    return (sample_data / "mqtt" / name).read_bytes()
 
 
 # -- the samples ---------------------------------------------------------------
 
 
-def test_firehose_messages_sample(shared_data):
-    messages = json.loads(_sample(shared_data, "firehose-gearman-subunit.messages.json"))
+def test_firehose_messages_sample(sample_data):
+    messages = json.loads(_sample(sample_data, "firehose-gearman-subunit.messages.json"))
     events = [e for m in messages
               for e in parse_payload(m["topic"], json.dumps(m["payload"]).encode())]
     assert [e.build_uuid for e in events] == [
@@ -36,18 +36,18 @@ def test_firehose_messages_sample(shared_data):
     assert second.status == "failed"
 
 
-def test_firehose_payload_success_sample(shared_data):
+def test_firehose_payload_success_sample(sample_data):
     [event] = parse_payload("gearman-subunit/w1",
-                            _sample(shared_data, "firehose-gearman-subunit.payload.success.json"))
+                            _sample(sample_data, "firehose-gearman-subunit.payload.success.json"))
     assert event.build_uuid == "5f3c0b2a9e4d4c7a8b1e2d3f4a5b6c7d"
     assert event.build_name == "tempest-full"
     assert event.payload["source_url"].endswith("testrepository.subunit")
 
 
-def test_firehose_docs_example_without_url(shared_data):
+def test_firehose_docs_example_without_url(sample_data):
     # The documented example's source_url is "A url": usable only through a source.
     [event] = parse_payload(
-        "gearman-subunit/w1", _sample(shared_data,
+        "gearman-subunit/w1", _sample(sample_data,
                                       "firehose-gearman-subunit.payload.docs-example.json"))
     assert event.build_uuid == "45f7c1ddbfd74c6aba94662623bd61b8"
     assert event.build_name is None
@@ -55,8 +55,8 @@ def test_firehose_docs_example_without_url(shared_data):
     assert event.status == "passed"
 
 
-def test_zuul_start_message_announces_nothing(shared_data):
-    assert parse_payload("zuul/check", _sample(shared_data,
+def test_zuul_start_message_announces_nothing(sample_data):
+    assert parse_payload("zuul/check", _sample(sample_data,
                                                "zuul-mqtt.start.docs-example.json")) == []
 
 
@@ -67,8 +67,8 @@ def test_zuul_start_message_announces_nothing(shared_data):
      "1a2b3c4d5e6f47a8b9c0d1e2f3a4b5c6",
      "https://example-logs.opendev.org/01/940001/3/gate/tempest-full-py3/1a2b3c4/"),
 ])
-def test_zuul_success_samples(shared_data, name, job, uuid, log_url):
-    [event] = parse_payload("zuul/gate", _sample(shared_data, name))
+def test_zuul_success_samples(sample_data, name, job, uuid, log_url):
+    [event] = parse_payload("zuul/gate", _sample(sample_data, name))
     assert event.build_name == job
     assert event.run_id == event.build_uuid == uuid
     assert event.artifacts_url == log_url
@@ -77,9 +77,9 @@ def test_zuul_success_samples(shared_data, name, job, uuid, log_url):
     assert event.start is not None and event.start.tzinfo is not None
 
 
-def test_zuul_2019_sample_gives_one_event_per_build(shared_data):
+def test_zuul_2019_sample_gives_one_event_per_build(sample_data):
     events = parse_payload("zuul/gate", _sample(
-        shared_data, "zuul-mqtt.success.zuul3-2019-code.constructed.json"))
+        sample_data, "zuul-mqtt.success.zuul3-2019-code.constructed.json"))
     assert [e.build_name for e in events] == ["tempest-full", "openstack-tox-pep8"]
     assert events[0].metadata["pipeline"] == "gate"
     assert events[0].metadata["change"] == "640845"
@@ -205,10 +205,10 @@ def _message(payload, topic="gearman-subunit/w1/openstack/nova/1", qos=1):
     return types.SimpleNamespace(topic=topic, payload=payload, qos=qos, mid=1)
 
 
-def test_handler_counts_and_never_raises(shared_data, caplog):
+def test_handler_counts_and_never_raises(sample_data, caplog):
     trigger = MqttTrigger()
     seen = []
-    good = _sample(shared_data, "firehose-gearman-subunit.payload.success.json")
+    good = _sample(sample_data, "firehose-gearman-subunit.payload.success.json")
     for payload in (good, b"{bad", b"\xff", b"[]", good):
         assert trigger._handle_message(_message(payload), seen.append) is True
     assert len(seen) == 2
