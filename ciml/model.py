@@ -258,10 +258,27 @@ def _epochs_run(estimator):
 
 def model_dir(data_path, dataset, experiment):
     """The folder of a trained model; :class:`NotFoundError` if there is none."""
-    path = _data_path(data_path).model(dataset, experiment)
+    data_path = _data_path(data_path)
+    path = data_path.model(dataset, experiment)
     if not (path / METADATA_FILE).is_file():
+        # Name what is missing: a misspelt name must not read as "train it".
+        missing = []
+        if not data_path.dataset(dataset).is_dir():
+            missing.append(f"dataset {dataset!r} does not exist (see ciml dataset list)")
+        if not data_path.experiment(experiment).is_file():
+            missing.append(f"experiment {experiment!r} does not exist "
+                           "(see ciml experiment list)")
+        trained = sorted(p.name for p in (data_path.models / dataset).glob("*")
+                         if (p / METADATA_FILE).is_file()) \
+            if (data_path.models / dataset).is_dir() else []
+        if missing:
+            detail = "; ".join(missing)
+            if trained:
+                detail += f"; models trained on {dataset!r}: {', '.join(trained)}"
+            raise NotFoundError(f"no model {dataset}/{experiment}: {detail}")
         raise NotFoundError(f"no model trained for dataset {dataset!r} and experiment "
-                            f"{experiment!r}; run ciml train-model first")
+                            f"{experiment!r}; run ciml train-model --dataset {dataset} "
+                            f"--experiment {experiment} first")
     return path
 
 

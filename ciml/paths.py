@@ -33,6 +33,37 @@ def check_name(name, what="name"):
     return name
 
 
+def check_data_path(path, create=False, explicit=True):
+    """Refuse a data path that is not a folder or, unless ``create``, does not exist.
+
+    ``create`` makes a missing one; a path given explicitly (``--data-path``,
+    ``$CIML_DATA_PATH``) only when its parent folder exists, so that a typo
+    is reported instead of creating a tree in the wrong place.
+    """
+    root = path.root if isinstance(path, DataPath) else pathlib.Path(path)
+    how = ("give an existing folder with --data-path or $" + ENV_VAR
+           if explicit else "it is the default; give one with --data-path or $" + ENV_VAR)
+    if root.exists():
+        if not root.is_dir():
+            raise ConfigError(f"data path {root} is not a folder ({how})")
+        return root
+    if not create:
+        from ciml.errors import NotFoundError
+
+        raise NotFoundError(
+            f"data path {root} does not exist ({how}; 'ciml cache-data' or "
+            "'ciml demo' creates one)")
+    parent = root.parent
+    if explicit and not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise ConfigError(f"data path {root} cannot be created: its parent {parent} {what}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"data path {root} cannot be created: {exc.strerror}") from None
+    return root
+
+
 class DataPath:
     """Where everything lives under the data path, in one place."""
 

@@ -117,6 +117,11 @@ class CimlApp(App):
             for name in _QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
 
+    def prepare_to_run_command(self, cmd):
+        from ciml.commands.base import shape_output
+
+        shape_output(cmd)
+
     @property
     def data_path(self):
         return paths.DataPath(self.options.data_path)

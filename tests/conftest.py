@@ -50,10 +50,12 @@ def sample_data():
 
 @pytest.fixture
 def data_path(tmp_path):
-    """An empty :class:`ciml.paths.DataPath` of its own for one test."""
+    """An empty :class:`ciml.paths.DataPath` of its own for one test (the folder exists)."""
     from ciml.paths import DataPath
 
-    return DataPath(tmp_path / "ciml-data")
+    path = DataPath(tmp_path / "ciml-data")
+    path.root.mkdir()
+    return path
 
 
 # -- real services -------------------------------------------------------------

@@ -1,15 +1,31 @@
 """What ciml's commands share: the data path, plugin options, ``-o key=value``."""
 
 import argparse
+import os
+import re
 
 from ciml.base import parse_bool
 from ciml.errors import ConfigError
+from ciml.paths import ENV_VAR
 from ciml.plugins import get_manager
 
 
-def data_path(cmd):
-    """The :class:`ciml.paths.DataPath` chosen by ``--data-path``."""
-    return cmd.app.data_path
+def data_path(cmd, create=False):
+    """The :class:`ciml.paths.DataPath` chosen by ``--data-path``, checked.
+
+    A data path that is not a folder, or (unless ``create``) does not exist,
+    is an error naming it: a mistyped ``--data-path`` must not read as an
+    empty one.  ``create`` (commands that fill a data path) makes it, with
+    its parents only when it is the default one: a mistyped path whose
+    parent folder is missing too is refused rather than created.
+    """
+    from ciml.paths import check_data_path
+
+    path = cmd.app.data_path
+    explicit = bool(getattr(cmd.app.options, "data_path", None)) or bool(
+        os.environ.get(ENV_VAR))
+    check_data_path(path, create=create, explicit=explicit)
+    return path
 
 
 def parse_key_values(items):
@@ -126,3 +142,81 @@ def build_component(kind, name, parsed_args=None, extra=None):
     """Instantiate the component ``name`` of ``kind`` from parsed options."""
     cls = get_manager().get(kind, name)
     return cls.from_options(component_options(cls, parsed_args or {}, extra))
+
+
+# -- output: one shape for every command's -f table|csv|value|json|yaml|shell ----
+
+#: Formats that carry numbers, lists and dicts as they are.
+STRUCTURED_FORMATS = ("json", "yaml")
+
+_NOT_NAME = re.compile(r"[^0-9A-Za-z]+")
+
+
+def column_name(name):
+    """The one spelling of an output key: snake_case, a valid shell variable name.
+
+    ``"build name"`` and ``"config.build_name"`` become ``build_name`` and
+    ``config_build_name``, ``"roc_auc (failed)"`` ``roc_auc_failed``: the same
+    key in every format and every command, and ``-c`` takes it.
+    """
+    text = _NOT_NAME.sub("_", str(name)).strip("_").lower() or "_"
+    return "_" + text if text[0].isdigit() else text
+
+
+def _text(value):
+    """A value as one line of text, for the formats that have no lists or dicts."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(str(_text(v)) for v in value)
+    if value is None:
+        return ""
+    return value
+
+
+def _shell_safe(value):
+    # cliff's shell formatter quotes with "..." and escapes only '"': '$',
+    # '`' and '\' would still be expanded by the shell that evals the output.
+    if isinstance(value, str):
+        return value.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
+    return value
+
+
+def cell(value, formatter):
+    """One value shaped for ``formatter``: native for json/yaml, text otherwise."""
+    if formatter in STRUCTURED_FORMATS:
+        if isinstance(value, (tuple, set, frozenset)):
+            return list(value)
+        return value
+    value = _text(value)
+    return _shell_safe(value) if formatter == "shell" else value
+
+
+def shape_output(cmd):
+    """Route a display command's output through :func:`column_name` and :func:`cell`.
+
+    The app calls it on every command it runs, so built-in and third-party
+    commands alike give snake_case keys, valid shell, and numbers and lists
+    as such in JSON/YAML; a command returns plain Python values and never
+    formats them itself.
+    """
+    from cliff.display import DisplayCommandBase
+    from cliff.lister import Lister
+
+    if not isinstance(cmd, DisplayCommandBase) or getattr(cmd, "_ciml_shaped", False):
+        return cmd
+    original = cmd.produce_output
+    is_list = isinstance(cmd, Lister)
+
+    def produce_output(parsed_args, column_names, data):
+        fmt = getattr(parsed_args, "formatter", None)
+        columns = [column_name(c) for c in column_names]
+        if is_list:
+            data = [[cell(v, fmt) for v in row] for row in data]
+        else:
+            data = [cell(v, fmt) for v in data]
+        return original(parsed_args, columns, data)
+
+    cmd.produce_output = produce_output
+    cmd._ciml_shaped = True
+    return cmd

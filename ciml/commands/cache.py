@@ -77,7 +77,7 @@ class CacheData(ShowOne):
         source = build_component("result_source", parsed_args.source, parsed_args)
         metrics = build_component("metric_source", parsed_args.metric_source, parsed_args)
         summary = cache_data(
-            data_path(self), source, metrics, parsed_args.build_name,
+            data_path(self, create=True), source, metrics, parsed_args.build_name,
             since=since, until=until, filters=filters or None, limit=parsed_args.limit,
             balanced=parsed_args.balanced, workers=parsed_args.workers,
             retry_unavailable=parsed_args.retry_unavailable,
@@ -90,7 +90,7 @@ class CacheData(ShowOne):
                    "data_path"]
         values = [summary[c] for c in columns]
         columns.append("reasons")
-        values.append(", ".join(f"{k}={v}" for k, v in reasons.items()) if reasons else "")
+        values.append(dict(reasons or {}))
         return columns, values
 
 

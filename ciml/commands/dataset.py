@@ -65,6 +65,19 @@ def _structured(parsed_args):
     return getattr(parsed_args, "formatter", None) in ("json", "yaml")
 
 
+def _shape_value(shape, parsed_args):
+    """An array shape: a list in JSON/YAML, ``60x31`` as text."""
+    shape = [int(n) for n in shape]
+    return shape if _structured(parsed_args) else "x".join(map(str, shape))
+
+
+def _nested_value(value, parsed_args):
+    """A dict of dicts (per split counts): as it is in JSON/YAML, ``split: k=v; ...`` as text."""
+    if _structured(parsed_args):
+        return value
+    return "; ".join(f"{k}: {_balance_text(v)}" for k, v in value.items())
+
+
 def _chain_text(chain):
     """``filter(31 columns) -> resample(1min) -> ...``: the stored steps, short."""
     parts = []
@@ -80,7 +93,7 @@ def _chain_text(chain):
 
 def _steps_text(config, steps, axis):
     if axis == "aggregate":
-        return ", ".join(steps)
+        return list(steps)
     return f"{len(steps)} x {config.get('sample_interval') or '1s'}"
 
 
@@ -114,18 +127,17 @@ class BuildDataset(ShowOne):
         columns = ["name", "path", "runs", "examples", "skipped", "skipped_by_reason",
                    "example_shape", "classes", "class_balance", "features",
                    "dropped_features", "fingerprint", "elapsed_s"]
-        data = [summary["name"], summary["path"], summary["runs_selected"],
-                ", ".join(f"{k}={v}" for k, v in summary["splits"].items()),
-                len(summary["skipped"]), _balance_text(summary["skipped_by_reason"]),
-                "x".join(map(str, summary["example_shape"])),
-                ", ".join(summary["classes"]),
-                "; ".join(f"{s}: {_balance_text(b)}"
-                          for s, b in summary["class_balance"].items()),
-                len(summary["features"]), ", ".join(summary["dropped_features"]),
+        data = [summary["name"], str(summary["path"]), summary["runs_selected"],
+                dict(summary["splits"]), len(summary["skipped"]),
+                dict(summary["skipped_by_reason"]),
+                _shape_value(summary["example_shape"], parsed_args),
+                list(summary["classes"]),
+                _nested_value(summary["class_balance"], parsed_args),
+                len(summary["features"]), list(summary["dropped_features"]),
                 summary["fingerprint"], summary["elapsed_s"]]
         if summary.get("plots"):
             columns.append("plots")
-            data.append("\n".join(summary["plots"]))
+            data.append([str(p) for p in summary["plots"]])
         return columns, data
 
 
@@ -140,8 +152,7 @@ class DatasetList(Lister):
             ds = Dataset.open(data_path(self), name)
             counts = ds.attrs.get("counts", {})
             rows.append((name, ds.config.get("build_name"), ds.config.get("class_label"),
-                         ", ".join(ds.classes),
-                         ", ".join(f"{s}={counts.get(s, 0)}" for s in ds.splits),
+                         list(ds.classes), {s: int(counts.get(s, 0)) for s in ds.splits},
                          _steps_text(ds.config, ds.steps, ds.axis), len(ds.features),
                          len(ds.attrs.get("skipped", [])),
                          ds.provenance.get("created", "")))
@@ -164,35 +175,32 @@ class DatasetShow(ShowOne):
         ds = Dataset.open(data_path(self), parsed_args.name)
         structured = _structured(parsed_args)
 
-        def show(value, text=None):
-            """Lists and dicts as they are for json/yaml, as one line of text otherwise."""
-            if structured or isinstance(value, (str, int, float, type(None))):
+        def show(value):
+            """Lists and dicts as they are; nested ones as JSON text outside json/yaml."""
+            if structured or not isinstance(value, (list, dict)):
                 return value
-            if text is not None:
-                return text(value)
-            return json.dumps(value)
-
-        def joined(values):
-            return ", ".join(map(str, values))
+            flat = all(not isinstance(v, (list, dict))
+                       for v in (value.values() if isinstance(value, dict) else value))
+            return value if flat else json.dumps(value)
 
         skipped = ds.attrs.get("skipped", [])
         rows = [
             ("name", ds.name), ("path", str(ds.path)), ("fingerprint", ds.fingerprint),
-            ("classes", show(ds.classes, joined)), ("axis", ds.axis),
-            ("steps", show(ds.steps, joined) if ds.axis == "aggregate"
+            ("classes", list(ds.classes)), ("axis", ds.axis),
+            ("steps", list(ds.steps) if ds.axis == "aggregate"
              else _steps_text(ds.config, ds.steps, ds.axis)),
             ("feature_count", len(ds.features)),
-            ("features", show(ds.features, joined)),
-            ("dropped_features", show(list(ds.attrs.get("dropped_features", [])), joined)),
+            ("features", list(ds.features)),
+            ("dropped_features", list(ds.attrs.get("dropped_features", []))),
             ("chain", _chain_text(ds.attrs.get("chain", []))),
         ]
         rows += [(f"config.{key}", show(value)) for key, value in ds.config.items()]
         balance = ds.attrs.get("class_balance", {})
         for split in ds.splits:
-            rows.append((f"{split}.shape", "x".join(map(str, ds.split(split).X.shape))))
-            rows.append((f"{split}.classes", show(balance.get(split, {}), _balance_text)))
+            rows.append((f"{split}.shape", _shape_value(ds.split(split).X.shape, parsed_args)))
+            rows.append((f"{split}.classes", dict(balance.get(split, {}))))
         rows.append(("skipped", len(skipped)))
-        rows.append(("skipped_by_reason", show(skipped_by_reason(skipped), _balance_text)))
+        rows.append(("skipped_by_reason", dict(skipped_by_reason(skipped))))
         from ciml.dataset.profile import threshold
 
         profile = ds.profile

@@ -4,28 +4,23 @@ from cliff.command import Command
 from cliff.lister import Lister
 from cliff.show import ShowOne
 
-from ciml.commands.base import data_path, parse_key_values
-
-#: The original ciml's options, each a hyper-parameter of the estimator.
-_SHORTCUTS = (
-    ("hidden_layers", "--hidden-layers", "UNITS",
-     "Units per hidden layer separated by '/', e.g. 100/100/100"),
-    ("steps", "--steps", "N", "Cap on the total number of training steps"),
-    ("batch_size", "--batch-size", "N", "Examples per training step"),
-    ("epochs", "--epochs", "N", "Most passes over the training examples"),
-    ("optimizer", "--optimizer", "NAME", "Adagrad, Adam, Ftrl, RMSProp or SGD"),
-    ("learning_rate", "--learning-rate", "X", "Learning rate"),
+from ciml.commands.base import (
+    add_component_options,
+    component_options,
+    data_path,
+    parse_key_values,
 )
+from ciml.errors import ConfigError
 
 
-def _params_text(params):
-    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
+def _params(params):
+    """The hyper-parameters that are set, sorted (a dict: JSON keeps it one)."""
+    return {k: v for k, v in sorted(params.items()) if v is not None}
 
 
 def _experiment_data(exp):
     return (["name", "estimator", "params", "created", "ciml_version"],
-            [exp.name, exp.estimator, _params_text(exp.params), exp.created or "",
-             exp.ciml_version or ""])
+            [exp.name, exp.estimator, _params(exp.params), exp.created, exp.ciml_version])
 
 
 class SetupExperiment(ShowOne):
@@ -37,26 +32,41 @@ class SetupExperiment(ShowOne):
                             help="Name of the experiment (default: experiment)")
         parser.add_argument("--estimator", metavar="NAME", default="dnn",
                             help="Estimator plugin: dnn, linear-svm or any installed one "
-                            "(see 'ciml plugin list estimator'; default: dnn)")
-        for dest, option, metavar, help_text in _SHORTCUTS:
-            parser.add_argument(option, dest=dest, metavar=metavar, default=None,
-                                help=help_text)
+                            "(see 'ciml plugin list --kind estimator'; default: dnn)")
         parser.add_argument("-o", "--option", dest="options", metavar="KEY=VALUE",
                             action="append", default=[],
-                            help="Any hyper-parameter the estimator declares, repeatable "
-                            "(see 'ciml plugin show estimator NAME')")
+                            help="A hyper-parameter as key=value, repeatable: the same as "
+                            "its option below (see 'ciml plugin show estimator NAME')")
         parser.add_argument("--force", action="store_true",
                             help="Replace an existing experiment of the same name")
+        # Every hyper-parameter of every installed estimator is an option;
+        # the chosen estimator takes those it declares, the others are refused.
+        group = add_component_options(
+            parser, "estimator",
+            "estimator hyper-parameters (each applies to the estimators named in brackets)")
+        self._estimator_options = [(a.dest, a.option_strings[0])
+                                   for a in group._group_actions]
         return parser
 
     def take_action(self, parsed_args):
         from ciml.experiment import Experiment
+        from ciml.plugins import get_manager
 
-        params = {dest: getattr(parsed_args, dest) for dest, *_ in _SHORTCUTS
-                  if getattr(parsed_args, dest) is not None}
+        cls = get_manager().get("estimator", parsed_args.estimator)
+        params = component_options(cls, parsed_args)
+        taken = {p.name for p in cls.parameters}
+        for dest, option in getattr(self, "_estimator_options", ()):
+            name = dest.rsplit(":", 1)[-1]
+            if getattr(parsed_args, dest, None) is None:
+                continue
+            if name not in taken or (":" in dest and not dest.startswith(
+                    f"estimator:{cls.name}:")):
+                raise ConfigError(
+                    f"{option} is not a hyper-parameter of estimator {cls.name!r}; it takes: "
+                    + ", ".join(p.option for p in cls.parameters))
         params.update(parse_key_values(parsed_args.options))
         exp = Experiment.create(parsed_args.experiment, parsed_args.estimator, params)
-        exp.save(data_path(self), force=parsed_args.force)
+        exp.save(data_path(self, create=True), force=parsed_args.force)
         return _experiment_data(exp)
 
 
@@ -66,7 +76,7 @@ class ExperimentList(Lister):
     def take_action(self, parsed_args):
         from ciml.experiment import list_experiments
 
-        rows = [(e.name, e.estimator, _params_text(e.params), e.created or "")
+        rows = [(e.name, e.estimator, _params(e.params), e.created)
                 for e in list_experiments(data_path(self))]
         return ("name", "estimator", "params", "created"), rows
 
@@ -83,9 +93,6 @@ class ExperimentShow(ShowOne):
         from ciml.experiment import Experiment
 
         exp = Experiment.load(data_path(self), parsed_args.name)
-        if parsed_args.formatter in ("json", "yaml"):
-            return (["name", "estimator", "params", "created", "ciml_version"],
-                    [exp.name, exp.estimator, exp.params, exp.created, exp.ciml_version])
         return _experiment_data(exp)
 
 

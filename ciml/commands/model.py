@@ -6,7 +6,8 @@ from cliff.command import Command
 from cliff.lister import Lister
 from cliff.show import ShowOne
 
-from ciml.commands.base import data_path
+from ciml.commands.base import column_name, data_path
+from ciml.errors import ConfigError
 
 
 def _add_model_arguments(parser):
@@ -17,6 +18,11 @@ def _add_model_arguments(parser):
 
 def _fmt(value):
     return "-" if value is None else f"{value:.4f}"
+
+
+def _num(value):
+    """A metric as a number (JSON/YAML keep it one), rounded as the table shows it."""
+    return None if value is None else round(float(value), 4)
 
 
 class _MetricsTable(ShowOne):
@@ -32,7 +38,19 @@ class _MetricsTable(ShowOne):
 
     def produce_output(self, parsed_args, column_names, data):
         if parsed_args.formatter == "table" and self._rows is not None:
-            self.formatter.emit_list(("metric", "model", "baseline"), self._rows,
+            rows = self._rows
+            if parsed_args.columns:
+                # -c picks metrics, by the names the other formats give them.
+                wanted = set(parsed_args.columns)
+                rows = [r for r in rows if column_name(r[0]) in wanted
+                        or "baseline_" + column_name(r[0]) in wanted]
+                names = [column_name(r[0]) for r in self._rows]
+                unknown = wanted - set(names) - {"baseline_" + n for n in names}
+                if unknown:
+                    raise ConfigError(
+                        "no such column: " + ", ".join(sorted(unknown)) + "; columns: "
+                        + ", ".join(column_name(r[0]) for r in self._rows))
+            self.formatter.emit_list(("metric", "model", "baseline"), rows,
                                      self.app.stdout, parsed_args)
             return 0
         return super().produce_output(parsed_args, column_names, data)
@@ -97,8 +115,8 @@ class ModelList(Lister):
             meta, metrics = m["metadata"], m["metrics"]
             base = metrics.get("baseline") or {}
             rows.append((m["dataset"], m["experiment"], meta.get("estimator"),
-                         _fmt(metrics.get("accuracy")), _fmt(metrics.get("macro_f1")),
-                         _fmt(base.get("macro_f1")), meta.get("seed"),
+                         _num(metrics.get("accuracy")), _num(metrics.get("macro_f1")),
+                         _num(base.get("macro_f1")), meta.get("seed"),
                          meta.get("trained", "")))
         return ("dataset", "experiment", "estimator", "accuracy", "macro_f1",
                 "baseline_macro_f1", "seed", "trained"), rows
@@ -194,7 +212,7 @@ class ModelCompare(Lister):
                                       set_names=parsed_args.experiment_sets_names)
         self.app.stderr.write(f"chart written to {output}\n")
         return (("set", "label", "dataset", "experiment", parsed_args.key, "baseline"),
-                [(s, lb, d, e, _fmt(v), _fmt(b)) for s, lb, d, e, v, b in rows])
+                [(s, lb, d, e, _num(v), _num(b)) for s, lb, d, e, v, b in rows])
 
 
 class ModelDelete(Command):

@@ -25,14 +25,14 @@ class RunList(Lister):
 
         cache = RawCache(data_path(self))
         if not cache.index_path.exists():
-            return (("id", "build name", "status", "provider", "start", "samples"), [])
+            return (("id", "build_name", "status", "provider", "start", "samples"), [])
         with cache:
             if parsed_args.unavailable:
-                columns = ("id", "build name", "reason", "message", "time")
+                columns = ("id", "build_name", "reason", "message", "time")
                 rows = [(u["run_id"], u["build_name"], u["reason"], u["message"], u["time"])
                         for u in cache.unavailable(parsed_args.build_name)]
                 return columns, rows
-            columns = ("id", "build name", "status", "provider", "start", "samples")
+            columns = ("id", "build_name", "status", "provider", "start", "samples")
             rows = []
             for entry in cache.entries(parsed_args.build_name):
                 run = entry["run"]
@@ -62,7 +62,7 @@ class RunShow(ShowOne):
             if cache.state(parsed_args.id) == UNAVAILABLE:
                 for entry in cache.unavailable():
                     if entry["run_id"] == parsed_args.id:
-                        return (("id", "build name", "state", "reason", "message", "time"),
+                        return (("id", "build_name", "state", "reason", "message", "time"),
                                 (entry["run_id"], entry["build_name"], UNAVAILABLE,
                                  entry["reason"], entry["message"], entry["time"]))
             run = cache.record(parsed_args.id)
@@ -71,10 +71,10 @@ class RunShow(ShowOne):
             metadata = data.pop("metadata") or {}
             columns = list(data)
             values = [data[c] if data[c] is not None else "" for c in columns]
-            columns += ["state", "samples", "first", "last", "raw file", "fetched from",
-                        "metric columns", "metadata"]
+            columns += ["state", "samples", "first", "last", "raw_file", "fetched_from",
+                        "metric_columns", "metadata"]
             values += ["cached", info.get("samples"), info.get("first") or "",
                        info.get("last") or "", str(cache.raw_file(parsed_args.id)),
-                       info.get("url") or "", " ".join(info.get("columns") or ()),
-                       ", ".join(f"{k}={v}" for k, v in sorted(metadata.items()))]
-            return [c.replace("_", " ") for c in columns], values
+                       info.get("url") or "", list(info.get("columns") or ()),
+                       dict(sorted(metadata.items()))]
+            return columns, values

@@ -90,12 +90,14 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
     listed = json.loads(out)
     assert rc == 0 and [d["name"] for d in listed] == ["d10s"]
     assert listed[0]["steps"] == "550 x 10s" and listed[0]["features"] == 10
-    assert listed[0]["skipped"] == 1 and listed[0]["classes"] == "passed, failed"
+    assert listed[0]["skipped"] == 1 and listed[0]["classes"] == ["passed", "failed"]
+    assert list(listed[0]["examples"]) == list(ds.splits)
+    assert [type(n) for n in listed[0]["examples"].values()] == [int] * len(ds.splits)
     rc, out, err = run_ciml(["--data-path", root, "dataset", "show", "d10s", "-f", "json"])
     shown = json.loads(out)
-    assert rc == 0 and shown["training.shape"].endswith("x550x10")
-    assert set(shown["training.classes"]) == {"passed", "failed"}
-    assert shown["config.sample_interval"] == "10s" and shown["config.tdt_split"] == [6, 2, 2]
+    assert rc == 0 and shown["training_shape"][1:] == [550, 10]
+    assert set(shown["training_classes"]) == {"passed", "failed"}
+    assert shown["config_sample_interval"] == "10s" and shown["config_tdt_split"] == [6, 2, 2]
     assert shown["features"] == ds.features and shown["feature_count"] == 10
     assert shown["skipped_by_reason"] == {"corrupt-cache": 1}
     assert shown["chain"] == (f"filter({REGEX}, 10 columns) -> resample(10s) -> "

@@ -92,14 +92,14 @@ def test_every_rejection_reason_is_indexed(served, data_path, run_ciml, processe
     rc, out, err = run_ciml(["--data-path", str(data_path.root), "run", "list", "-f", "json"])
     listed = json.loads(out)
     assert len(listed) == len(good)
-    assert set(listed[0]) == {"id", "build name", "status", "provider", "start", "samples"}
+    assert set(listed[0]) == {"id", "build_name", "status", "provider", "start", "samples"}
     rc, out, err = run_ciml(["--data-path", str(data_path.root), "run", "list",
                              "--unavailable", "-f", "json"])
     assert {row["id"]: row["reason"] for row in json.loads(out)} == defects
     rc, out, err = run_ciml(["--data-path", str(data_path.root), "run", "show",
                              good[0]["run_id"], "-f", "json"])
     shown = json.loads(out)
-    assert shown["state"] == "cached" and "cpu_usr" in shown["metric columns"]
+    assert shown["state"] == "cached" and "cpu_usr" in shown["metric_columns"]
 
 
 def test_too_large_and_retry_unavailable(served, data_path, run_ciml):
@@ -108,7 +108,7 @@ def test_too_large_and_retry_unavailable(served, data_path, run_ciml):
     rc, out, err = run_ciml(args(data_path, history.db_uri, "--max-bytes", "100"))
     summary = summary_of(out)
     assert summary["unavailable"] == 6
-    assert json.loads(out)["reasons"] == "too-large=6"
+    assert json.loads(out)["reasons"] == {"too-large": 6}
     rc, out, err = run_ciml(args(data_path, history.db_uri))
     assert summary_of(out)["skipped_unavailable"] == 6
     rc, out, err = run_ciml(args(data_path, history.db_uri, "--retry-unavailable"))

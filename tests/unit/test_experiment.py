@@ -69,7 +69,7 @@ def test_setup_experiment_command(run_ciml, data_path):
                              "--learning-rate", "0.1", "-o", "dropout=0.5", "-f", "json"])
     assert rc == 0, err
     shown = json.loads(out)
-    assert shown["name"] == "cmd" and "dropout=0.5" in shown["params"]
+    assert shown["name"] == "cmd" and shown["params"]["dropout"] == 0.5
     rc, out, err = run_ciml(["--data-path", data_path.root, "experiment", "show", "cmd",
                              "-f", "json"])
     assert rc == 0, err
@@ -81,7 +81,43 @@ def test_setup_experiment_command(run_ciml, data_path):
                              "--experiment", "bad", "--estimator", "linear-svm",
                              "--hidden-layers", "10"])
     assert rc != 0
-    assert "has no parameter 'hidden_layers'" in err
+    assert "--hidden-layers is not a hyper-parameter of estimator 'linear-svm'" in err
+
+
+def test_every_estimator_hyper_parameter_is_an_option(run_ciml, data_path):
+    """What 'plugin show estimator dnn' lists as --dropout is an option that works."""
+    from ciml.plugins import get_manager
+
+    rc, out, err = run_ciml(["setup-experiment", "--help"])
+    for info in get_manager().all("estimator"):
+        for p in info.cls.parameters:
+            assert p.option in out, (info.name, p.option)
+    rc, out, err = run_ciml(["--data-path", data_path.root, "setup-experiment",
+                             "--experiment", "drop", "--dropout", "0.3", "--l2", "0.01",
+                             "--no-normalize", "-f", "json"])
+    assert rc == 0, err
+    params = json.loads(out)["params"]
+    assert params["dropout"] == 0.3 and params["l2"] == 0.01 and params["normalize"] is False
+    # --l2 is linear-svm's too: the chosen estimator takes it.
+    rc, out, err = run_ciml(["--data-path", data_path.root, "setup-experiment",
+                             "--experiment", "svm", "--estimator", "linear-svm", "--l2",
+                             "0.5", "-f", "json"])
+    assert rc == 0 and json.loads(out)["params"]["l2"] == 0.5, err
+    rc, out, err = run_ciml(["--data-path", data_path.root, "setup-experiment",
+                             "--experiment", "svm2", "--estimator", "linear-svm",
+                             "--dropout", "0.3"])
+    assert rc == 1 and "--dropout is not a hyper-parameter of estimator 'linear-svm'" in err
+    rc, out, err = run_ciml(["--data-path", data_path.root, "setup-experiment",
+                             "--experiment", "bad", "--dropout", "1.5"])
+    assert rc == 1 and "bad value for dropout" in err
+
+
+def test_setup_experiment_help_names_commands_that_work(run_ciml):
+    rc, out, err = run_ciml(["setup-experiment", "--help"])
+    assert "ciml plugin list --kind estimator" in " ".join(out.split())
+    rc, out, err = run_ciml(["plugin", "list", "--kind", "estimator", "-f", "value",
+                             "-c", "name"])
+    assert rc == 0 and "dnn" in out.split()
 
 
 def test_legacy_setup_experiment_translates_seed_options(data_path, monkeypatch):

@@ -87,7 +87,7 @@ def _fill(data_path):
 def test_run_list(app, data_path):
     cmd = RunList(app, None)
     columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
-    assert columns == ("id", "build name", "status", "provider", "start", "samples")
+    assert columns == ("id", "build_name", "status", "provider", "start", "samples")
     assert list(rows) == []
     _fill(data_path)
     columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
@@ -98,7 +98,7 @@ def test_run_list(app, data_path):
                                                                     "grenade"]))
     assert list(rows) == []
     columns, rows = cmd.take_action(cmd.get_parser("x").parse_args(["--unavailable"]))
-    assert columns[:3] == ("id", "build name", "reason")
+    assert columns[:3] == ("id", "build_name", "reason")
     assert [r[:3] for r in rows] == [("run-9", "grenade", "html")]
 
 
@@ -109,8 +109,8 @@ def test_run_show(app, data_path):
     shown = dict(zip(columns, values))
     assert shown["id"] == "run-1" and shown["state"] == "cached"
     assert shown["samples"] == 4
-    assert shown["metric columns"] == "cpu_usr mem_used"
-    assert "node_provider=ovh-bhs1" in shown["metadata"]
+    assert shown["metric_columns"] == ["cpu_usr", "mem_used"]
+    assert shown["metadata"]["node_provider"] == "ovh-bhs1"
     columns, values = cmd.take_action(cmd.get_parser("x").parse_args(["run-9"]))
     assert dict(zip(columns, values))["reason"] == "html"
     with pytest.raises(NotFoundError):
