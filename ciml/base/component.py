@@ -56,6 +56,23 @@ def non_negative_float(value):
     return value
 
 
+def interval(value):
+    """A sampling interval (``10s``, ``1min``...): a positive, fixed duration, as typed."""
+    import pandas as pd
+
+    text = str(value).strip()
+    hint = "give a number and a unit, e.g. 10s, 30s, 1min or 5min"
+    try:
+        duration = pd.Timedelta(text)
+        pd.tseries.frequencies.to_offset(text)
+    except (ValueError, TypeError, OverflowError):
+        # pandas' own message names its internals, not what to type.
+        raise ValueError(f"{value!r} is not an interval; {hint}") from None
+    if pd.isna(duration) or duration <= pd.Timedelta(0):
+        raise ValueError(f"{value!r} is not longer than zero; {hint}")
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class Parameter:
     """One setting a component accepts.

@@ -1,5 +1,6 @@
 """``ciml build-dataset`` and ``ciml dataset list|show|delete|plot``."""
 
+import argparse
 import json
 
 from cliff.command import Command
@@ -7,6 +8,15 @@ from cliff.lister import Lister
 from cliff.show import ShowOne
 
 from ciml.commands.base import data_path
+
+
+def _interval_option(value):
+    from ciml.base.component import interval
+
+    try:
+        return interval(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_build_options(parser):
@@ -24,6 +34,7 @@ def add_build_options(parser):
                         "e.g. '^(cpu|mem)_'; default: all columns. Only columns "
                         "present in every run are kept, sorted by name")
     parser.add_argument("--sample-interval", metavar="INTERVAL", default=None,
+                        type=_interval_option,
                         help="Resample to this interval (mean): 10s, 1min, ...; "
                         "default: the raw 1 s samples")
     parser.add_argument("--aggregation-functions", metavar="FUNC", nargs="+",

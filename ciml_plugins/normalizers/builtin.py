@@ -16,6 +16,7 @@ import numpy as np
 
 from ciml import hookspecs
 from ciml.base import Normalizer, Parameter
+from ciml.base.component import interval
 from ciml.errors import ConfigError, MetricsUnavailable
 
 #: The original ciml's fixed example length, in samples at 1 s.
@@ -32,6 +33,10 @@ def normalized_length(sample_interval=None, base_length=BASE_LENGTH):
         return base_length
     import pandas as pd
 
+    try:
+        check_interval(sample_interval)
+    except ValueError as exc:
+        raise ConfigError(f"bad --sample-interval: {exc}") from None
     index = pd.date_range("2012-01-01", periods=base_length, freq="s")
     try:
         return int(pd.Series(np.ones(base_length), index=index)
@@ -41,14 +46,15 @@ def normalized_length(sample_interval=None, base_length=BASE_LENGTH):
 
 
 def check_interval(value):
-    """Validate a pandas offset alias (``10s``, ``1min``...) and return it."""
-    import pandas as pd
+    """Validate a sampling interval (``10s``, ``1min``...) and return it."""
+    return interval(value)
 
-    try:
-        pd.tseries.frequencies.to_offset(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"not a pandas interval: {value!r} ({exc})") from None
-    return str(value)
+
+def _duration(delta):
+    seconds = int(delta.total_seconds())
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _fill_gaps(values):
@@ -121,7 +127,18 @@ class ResampleNormalizer(Normalizer):
     def transform(self, frame):
         # A bin with no sample (dstat skipped a beat) takes the previous bin's
         # value: a hole must not become a NaN in a float32 example.
-        return frame.resample(self.interval).mean().ffill()
+        import pandas as pd
+
+        if len(frame) >= 2:
+            span = frame.index[-1] - frame.index[0]
+            if span < pd.Timedelta(self.interval):
+                # Shorter than one interval: one or two partial bins, no time series.
+                raise MetricsUnavailable(
+                    "too-short",
+                    f"the run spans {_duration(span)}, less than the sample interval "
+                    f"{self.interval}; use a --sample-interval well under the runs' length")
+        out = frame.resample(self.interval).mean().ffill()
+        return out
 
 
 class FixedLengthNormalizer(Normalizer):
