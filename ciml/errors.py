@@ -63,3 +63,14 @@ class MetricsUnavailable(CimlError):
         super().__init__(message)
         self.reason = reason
         self.transient = transient
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was kept: the CLI prints ``interrupted: <message>``, exits 130."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self):
+        return self.message

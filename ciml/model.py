@@ -49,29 +49,21 @@ def _data_path(data_path):
     return data_path if isinstance(data_path, DataPath) else DataPath(data_path)
 
 
-def configure_devices(gpu):
-    """Apply ``--gpu`` / ``--no-gpu``: ``None`` leaves TensorFlow's choice alone.
+def _with_device(estimator, exp, gpu):
+    """``train-model --gpu/--no-gpu``: the estimator's ``gpu`` parameter, for this training.
 
-    Hiding the GPUs only works before TensorFlow has initialized them, so
-    it must run before any model is built in this process.
+    The device is the estimator's business (only it knows its library); an
+    estimator that declares no ``gpu`` parameter cannot honour the option.
     """
     if gpu is None:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpu:
-        if not gpus:
-            raise ConfigError("--gpu was given but TensorFlow sees no GPU "
-                              "(is a CUDA-enabled tensorflow installed?)")
-        return
-    if gpus:
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError as exc:
-            raise CimlError(f"--no-gpu came too late: TensorFlow already uses the GPU "
-                            f"({exc})") from None
+        return estimator
+    if "gpu" not in {p.name for p in estimator.parameters}:
+        raise ConfigError(f"estimator {exp.estimator!r} has no device choice: "
+                          f"{'--gpu' if gpu else '--no-gpu'} does not apply to it")
+    params = {k: v for k, v in estimator.get_params(include_secrets=True).items()
+              if v is not None}
+    params["gpu"] = gpu
+    return type(estimator).from_options(params)
 
 
 def _class_map(model_classes, other):
@@ -125,13 +117,19 @@ def estimator_distribution(name):
 
 
 def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
-                gpu=None, progress=None):
+                gpu=None, progress=None, keep_on_interrupt=False):
     """Train ``experiment`` on ``dataset``, evaluate, save the model; returns the metrics.
 
     The training split streams from Zarr into the estimator; the dev split,
     when there is one, is the estimator's validation set (early stopping)
     and is predicted; the test split, and the test split of each eval
     dataset, are evaluated beside a majority-class baseline.
+
+    ``gpu`` (``True``/``False``) overrides the estimator's ``gpu`` parameter.
+    Ctrl-C during the fit raises :class:`ciml.errors.Interrupted` and saves
+    nothing, unless ``keep_on_interrupt`` and the estimator can finish with
+    the best model so far (``finish_interrupted``): that one is evaluated and
+    saved, its metrics marked ``interrupted``.
     """
     from ciml.dataset import Dataset
     from ciml.experiment import Experiment
@@ -156,14 +154,15 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
         # Recorded in the metadata, so even an unseeded model can be re-made.
         seed = random.SystemRandom().randrange(2**31)
     seed = int(seed)
-    configure_devices(gpu)
+    estimator = _with_device(estimator, exp, gpu)
 
     final = data_path.model(ds.name, exp.name)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{exp.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        metrics = _train_into(tmp, ds, exp, estimator, others, seed, progress)
+        metrics = _train_into(tmp, ds, exp, estimator, others, seed, progress,
+                              keep_on_interrupt)
         metadata = {
             "dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
             "dataset_classes": list(ds.classes), "features": list(ds.features),
@@ -178,6 +177,8 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
             "trained": dt.datetime.now(dt.timezone.utc).isoformat(),
             "gpu": gpu,
         }
+        if metrics.get("interrupted"):
+            metadata["interrupted"] = metrics["interrupted"]
         fileutil.atomic_write_json(tmp / METADATA_FILE, metadata)
         fileutil.replace_dir(tmp, final)
     except BaseException:
@@ -188,15 +189,37 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
     return metrics
 
 
-def _train_into(folder, ds, exp, estimator, others, seed, progress):
+def _fit(estimator, train, classes, validation, log_dir, seed, keep_on_interrupt):
+    """Fit; on Ctrl-C keep the best model so far if asked and possible, else say so."""
+    from ciml.errors import Interrupted
+
+    try:
+        estimator.fit(train.X, train.y, classes=classes, validation=validation,
+                      log_dir=log_dir, seed=seed)
+        return None
+    except KeyboardInterrupt:
+        partial = getattr(estimator, "interrupted_", None)
+        finish = getattr(estimator, "finish_interrupted", None)
+        if not keep_on_interrupt or not partial or finish is None:
+            hint = (" (train-model --keep-on-interrupt keeps the best model so far)"
+                    if partial and finish is not None else "")
+            raise Interrupted(f"training stopped, nothing was saved{hint}") from None
+    LOG.warning("interrupted after %s epoch(s): keeping the model of epoch %s, the best "
+                "so far", partial.get("epochs_run"), partial.get("best_epoch"))
+    if not finish(train.X, train.y, validation):
+        raise Interrupted("training stopped, nothing was saved")
+    return dict(partial)
+
+
+def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_interrupt=False):
     classes = list(ds.classes)
     train = ds.split("training")
     dev = ds.split("dev") if "dev" in ds.splits else None
     validation = (dev.X, dev.y) if dev is not None and len(dev) else None
 
     started = time.monotonic()
-    estimator.fit(train.X, train.y, classes=classes, validation=validation,
-                  log_dir=folder / LOGS_DIR, seed=seed)
+    interrupted = _fit(estimator, train, classes, validation, folder / LOGS_DIR, seed,
+                       keep_on_interrupt)
     training_time = time.monotonic() - started
     prior = metrics_mod.majority_baseline(train.y, len(classes))
 
@@ -236,6 +259,8 @@ def _train_into(folder, ds, exp, estimator, others, seed, progress):
         metrics["dev"]["used_for_early_stopping"] = validation is not None
     if eval_metrics:
         metrics["eval_datasets"] = eval_metrics
+    if interrupted:
+        metrics["interrupted"] = interrupted
 
     (folder / ESTIMATOR_DIR).mkdir()
     estimator.save(folder / ESTIMATOR_DIR)

@@ -9,6 +9,7 @@ from cliff.commandmanager import CommandManager
 
 import ciml
 from ciml import paths
+from ciml.errors import Interrupted
 
 # Third-party loggers that are chatty at INFO, which is cliff's default level.
 _QUIET_LOGGERS = ("stevedore", "urllib3", "matplotlib", "PIL", "tensorflow",
@@ -113,9 +114,20 @@ class CimlApp(App):
         before = set(root.handlers)
         super().configure_logging()
         _installed_handlers.extend(h for h in root.handlers if h not in before)
+        from ciml import progress
+
+        progress.set_verbosity(self.options.verbose_level)
         if not self.options.debug:
             for name in _QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
+
+    def clean_up(self, cmd, result, err):
+        # cliff exits 130 on Ctrl-C without a word; say so, and what was kept
+        # (commands raise ciml.errors.Interrupted to tell).
+        if isinstance(err, KeyboardInterrupt):
+            detail = str(err) if isinstance(err, Interrupted) else ""
+            self.stderr.write(f"interrupted{': ' + detail if detail else ''}\n")
+            self.stderr.flush()
 
     def prepare_to_run_command(self, cmd):
         from ciml.commands.base import shape_output
@@ -131,6 +143,9 @@ def main(argv=None):
     """Entry point of the ``ciml`` console script."""
     if argv is None:
         argv = sys.argv[1:]
+    from ciml import native_logs
+
+    native_logs.enable()
     return CimlApp().run(argv)
 
 

@@ -6,7 +6,7 @@ from cliff.show import ShowOne
 
 from ciml.base import positive_int
 from ciml.commands.base import add_component_options, build_component, data_path
-from ciml.errors import ConfigError
+from ciml.errors import ConfigError, Interrupted
 
 
 def parse_when(value, option):
@@ -24,6 +24,16 @@ def parse_when(value, option):
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     return when.astimezone(dt.timezone.utc)
+
+
+def _cached_count(path, build_name):
+    from ciml.cache import CACHED, RawCache
+
+    cache = RawCache(path)
+    if not cache.index_path.exists():
+        return 0
+    with cache:
+        return cache.counts(build_name)[CACHED]
 
 
 class CacheData(ShowOne):
@@ -76,12 +86,22 @@ class CacheData(ShowOne):
             filters[key.strip()] = value
         source = build_component("result_source", parsed_args.source, parsed_args)
         metrics = build_component("metric_source", parsed_args.metric_source, parsed_args)
-        summary = cache_data(
-            data_path(self, create=True), source, metrics, parsed_args.build_name,
-            since=since, until=until, filters=filters or None, limit=parsed_args.limit,
-            balanced=parsed_args.balanced, workers=parsed_args.workers,
-            retry_unavailable=parsed_args.retry_unavailable,
-            processes=parsed_args.processes)
+        path = data_path(self, create=True)
+        before = _cached_count(path, parsed_args.build_name)
+        try:
+            summary = cache_data(
+                path, source, metrics, parsed_args.build_name,
+                since=since, until=until, filters=filters or None, limit=parsed_args.limit,
+                balanced=parsed_args.balanced, workers=parsed_args.workers,
+                retry_unavailable=parsed_args.retry_unavailable,
+                processes=parsed_args.processes)
+        except KeyboardInterrupt:
+            # Every run stored before Ctrl-C is complete in the cache (stores
+            # are atomic), and a rerun skips it.
+            after = _cached_count(path, parsed_args.build_name)
+            raise Interrupted(
+                f"{max(0, after - before)} runs cached ({after} of "
+                f"{parsed_args.build_name} in the cache), rerun to continue") from None
         summary["source"] = parsed_args.source
         reasons = summary.pop("reasons")
         columns = ["build_name", "source", "selected", "cached", "skipped_cached",

@@ -123,17 +123,27 @@ class BuildDataset(ShowOne):
         return add_build_options(super().get_parser(prog_name))
 
     def take_action(self, parsed_args):
-        from ciml.dataset import build_dataset
+        from ciml.dataset import build_dataset, store
+        from ciml.errors import Interrupted
 
-        summary = build_dataset(
-            data_path(self), parsed_args.dataset, parsed_args.build_name,
-            slicer=parsed_args.slicer, features_regex=parsed_args.features_regex,
-            sample_interval=parsed_args.sample_interval,
-            aggregation_functions=parsed_args.aggregation_functions,
-            class_label=parsed_args.class_label, tdt_split=parsed_args.tdt_split,
-            split=parsed_args.split, seed=parsed_args.seed, force=parsed_args.force,
-            scale=parsed_args.scale, visualize=parsed_args.visualize,
-            plot_dir=parsed_args.plot_dir)
+        path = data_path(self)
+        existed = store.is_dataset(path.dataset(parsed_args.dataset))
+        try:
+            summary = build_dataset(
+                path, parsed_args.dataset, parsed_args.build_name,
+                slicer=parsed_args.slicer, features_regex=parsed_args.features_regex,
+                sample_interval=parsed_args.sample_interval,
+                aggregation_functions=parsed_args.aggregation_functions,
+                class_label=parsed_args.class_label, tdt_split=parsed_args.tdt_split,
+                split=parsed_args.split, seed=parsed_args.seed, force=parsed_args.force,
+                scale=parsed_args.scale, visualize=parsed_args.visualize,
+                plot_dir=parsed_args.plot_dir)
+        except KeyboardInterrupt:
+            # The build writes into a staging folder it removes on the way out.
+            raise Interrupted(
+                f"nothing was written; dataset {parsed_args.dataset!r} "
+                + ("is unchanged" if existed else "was not created")
+                + ", rerun build-dataset to build it") from None
         # Skipped runs and dropped features were logged once by the build.
         columns = ["name", "path", "runs", "examples", "skipped", "skipped_by_reason",
                    "example_shape", "classes", "class_balance", "features",

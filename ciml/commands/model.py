@@ -7,7 +7,7 @@ from cliff.lister import Lister
 from cliff.show import ShowOne
 
 from ciml.commands.base import column_name, data_path
-from ciml.errors import ConfigError
+from ciml.errors import ConfigError, Interrupted
 
 
 def _add_model_arguments(parser):
@@ -83,18 +83,42 @@ class TrainModel(_MetricsTable):
                             help="Random seed: the same seed gives the same metrics on CPU "
                             "(default: the experiment's, else a random one, recorded)")
         parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
-                            help="Require a GPU (--gpu) or hide every GPU (--no-gpu); "
-                            "default: TensorFlow's choice")
+                            help="Require a GPU (--gpu) or hide every GPU (--no-gpu) for "
+                            "this training: sets the estimator's gpu parameter; default: "
+                            "the experiment's, else TensorFlow's choice")
+        parser.add_argument("--keep-on-interrupt", action="store_true",
+                            help="On Ctrl-C, evaluate and save the best model so far "
+                            "(default: save nothing)")
         return parser
+
+    _interrupted = None
+
+    def run(self, parsed_args):
+        result = super().run(parsed_args)
+        if self._interrupted:
+            # The user pressed Ctrl-C: exit as interrupted, the kept model said.
+            raise Interrupted(self._interrupted)
+        return result
 
     def take_action(self, parsed_args):
         from ciml.model import train_model
 
-        metrics = train_model(data_path(self), parsed_args.dataset, parsed_args.experiment,
-                              eval_datasets=parsed_args.eval_dataset, seed=parsed_args.seed,
-                              gpu=parsed_args.gpu)
+        try:
+            metrics = train_model(data_path(self), parsed_args.dataset, parsed_args.experiment,
+                                  eval_datasets=parsed_args.eval_dataset,
+                                  seed=parsed_args.seed, gpu=parsed_args.gpu,
+                                  keep_on_interrupt=parsed_args.keep_on_interrupt)
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted("nothing was saved") from None
         path = data_path(self).model(parsed_args.dataset, parsed_args.experiment)
         self.app.stderr.write(f"model saved in {path} (tensorboard --logdir {path / 'logs'})\n")
+        if metrics.get("interrupted"):
+            stopped = metrics["interrupted"]
+            self._interrupted = (f"training stopped after {stopped.get('epochs_run')} "
+                                 f"epoch(s); kept the model of epoch "
+                                 f"{stopped.get('best_epoch')}, the best so far, in {path}")
         for name, other in (metrics.get("eval_datasets") or {}).items():
             self.app.stderr.write(
                 f"eval on {name}: accuracy {_fmt(other.get('accuracy'))} (baseline "

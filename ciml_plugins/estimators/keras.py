@@ -16,6 +16,7 @@ file that would run code on load (a ``Lambda`` layer) is refused.
 """
 
 import json
+import logging
 import math
 import pathlib
 
@@ -32,6 +33,8 @@ from ciml.base import (
 )
 from ciml.errors import CimlError, ConfigError, NotFoundError
 from ciml.hookspecs import hookimpl
+
+LOG = logging.getLogger(__name__)
 
 #: Optimizer names users type (the original ciml's), to Keras class names.
 OPTIMIZERS = {
@@ -79,12 +82,38 @@ def _fraction(value):
 def _tf():
     import os
 
-    # TensorFlow's C++ start-up chatter is not for ciml's users.
+    from ciml import native_logs
+
+    # TensorFlow's C++ chatter is not for ciml's users: what the log level
+    # does not hide goes to ciml's debug log (the CLI only).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    native_logs.install()
     import keras
     import tensorflow as tf
 
     return tf, keras
+
+
+def configure_devices(tf, gpu):
+    """``True`` requires a GPU, ``False`` hides them all, ``None`` is TensorFlow's choice.
+
+    Hiding GPUs only works before TensorFlow has initialized them: it runs
+    first thing in :meth:`_KerasEstimator.fit`.
+    """
+    if gpu is None:
+        return
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpu:
+        if not gpus:
+            raise ConfigError("a GPU was required (--gpu) but TensorFlow sees none "
+                              "(is a CUDA-enabled tensorflow installed?)")
+        return
+    if gpus:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError as exc:
+            raise CimlError(f"--no-gpu came too late: TensorFlow already uses the GPU "
+                            f"({exc})") from None
 
 
 def _chunk_size(X):
@@ -334,6 +363,7 @@ class _KerasEstimator(Estimator):
 
     def fit(self, X, y, *, classes, validation=None, log_dir=None, seed=None):
         tf, keras = _tf()
+        configure_devices(tf, self.gpu)
         classes = [str(c) for c in classes]
         n_classes = len(classes)
         if n_classes < 2:
@@ -412,7 +442,8 @@ class _KerasEstimator(Estimator):
         model.compile(optimizer=self._optimizer(keras), loss=self._loss(keras, n_classes),
                       weighted_metrics=[],
                       steps_per_execution=min(int(self.steps_per_execution), steps_per_epoch))
-        callbacks = [_ProgressCallback.make(keras, epochs)]
+        progress = _ProgressCallback.make(keras, epochs)
+        callbacks = [progress]
         if val_ds is not None and self.patience:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=int(self.patience),
@@ -420,9 +451,23 @@ class _KerasEstimator(Estimator):
         if log_dir is not None:
             pathlib.Path(log_dir).mkdir(parents=True, exist_ok=True)
             callbacks.append(_tensorboard_callback(tf, keras, log_dir))
-        history = model.fit(train_ds, epochs=epochs, validation_data=val_ds,
-                            callbacks=callbacks, verbose=0,
-                            shuffle=False)
+        self.interrupted_ = None
+        try:
+            history = model.fit(train_ds, epochs=epochs, validation_data=val_ds,
+                                callbacks=callbacks, verbose=0,
+                                shuffle=False)
+        except KeyboardInterrupt:
+            progress.reporter.close()
+            if progress.best_weights is not None:
+                # Fitted to the best epoch so far: the caller may keep it.
+                model.set_weights(progress.best_weights)
+                self.model_ = model
+                self.classes_ = classes
+                self.input_shape_ = input_shape
+                self.history_ = dict(progress.history, epochs_run=progress.epochs_run)
+                self.interrupted_ = {"epochs_run": progress.epochs_run,
+                                     "best_epoch": progress.best_epoch}
+            raise
         self.model_ = model
         self.classes_ = classes
         self.input_shape_ = input_shape
@@ -430,6 +475,16 @@ class _KerasEstimator(Estimator):
         self.history_["epochs_run"] = len(next(iter(history.history.values()), []))
         self._after_fit(X, y, val)
         return self
+
+    def finish_interrupted(self, X, y, validation=None):
+        """After an interrupted :meth:`fit`, complete the best model so far; ``False`` if none."""
+        if not self.interrupted_:
+            return False
+        val = None
+        if validation is not None and int(validation[0].shape[0]) > 0:
+            val = (validation[0], _as_labels(validation[1]), 0, int(validation[0].shape[0]))
+        self._after_fit(X, _as_labels(y), val)
+        return True
 
     def _optimizer(self, keras):
         cls = getattr(keras.optimizers, OPTIMIZERS[self.optimizer])
@@ -496,10 +551,19 @@ class _KerasEstimator(Estimator):
         _, keras = _tf()
         try:
             model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
-        except ValueError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CimlError(f"refusing to load {model_file}: it is not a plain Keras model "
-                            f"that loads without running code (safe mode): {first}") from None
+        except Exception as exc:
+            # Keras' message is a page long (a config dump and a traceback of
+            # its own): the reason in ciml's words, the details in the debug log.
+            LOG.debug("keras could not load %s", model_file, exc_info=True)
+            text = str(exc)
+            if "safe_mode" in text or "Lambda" in text or "arbitrary code" in text:
+                reason = ("it holds code that would run when loaded (a Lambda layer), "
+                          "which Keras' safe mode refuses")
+            else:
+                reason = ("it is not a Keras model file this version can read: "
+                          f"{type(exc).__name__}")
+            raise CimlError(f"refusing to load {model_file}: {reason}; retrain the model "
+                            "with ciml train-model (ciml -vv shows Keras' message)") from None
         est.model_ = model
         est.classes_ = list(state.get("classes") or [])
         est.input_shape_ = tuple(state.get("input_shape") or model.input_shape[1:])
@@ -509,25 +573,40 @@ class _KerasEstimator(Estimator):
 
 
 class _ProgressCallback:
-    """A tqdm bar over epochs on stderr (quiet when stderr is not a terminal)."""
+    """Epochs reported through :mod:`ciml.progress`; the best weights so far kept.
+
+    The best epoch (lowest ``val_loss``, else ``loss``) is remembered so that
+    an interrupted fit can still leave a usable model when the caller wants
+    it (``train-model --keep-on-interrupt``).
+    """
 
     @staticmethod
     def make(keras, epochs):
-        from tqdm import tqdm
+        from ciml.progress import EpochProgress
 
         class Progress(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                self.bar = tqdm(total=epochs, desc="training", unit="epoch", disable=None,
-                                leave=False)
+                self.reporter = EpochProgress(epochs, desc="training")
+                self.history = {}
+                self.best = None
+                self.best_weights = None
+                self.best_epoch = None
+                self.epochs_run = 0
 
             def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()
-                                      if k in ("loss", "val_loss")})
-                self.bar.update(1)
+                logs = dict(logs or {})
+                self.epochs_run = epoch + 1
+                for key, value in logs.items():
+                    self.history.setdefault(key, []).append(float(value))
+                monitor = "val_loss" if "val_loss" in logs else "loss"
+                value = logs.get(monitor)
+                if value is not None and (self.best is None or value < self.best):
+                    self.best, self.best_epoch = float(value), epoch + 1
+                    self.best_weights = self.model.get_weights()
+                self.reporter.update(epoch + 1, logs)
 
             def on_train_end(self, logs=None):
-                self.bar.close()
+                self.reporter.close()
 
         return Progress()
 
@@ -593,6 +672,9 @@ _COMMON = (
     Parameter("normalize", parse_bool, True,
               "standardize inputs with training-set statistics"),
     Parameter("seed", int, None, "random seed (train-model --seed overrides it)"),
+    Parameter("gpu", parse_bool, None,
+              "true: require a GPU; false: hide every GPU; unset: TensorFlow's choice "
+              "(train-model --gpu/--no-gpu sets it for one training)"),
     Parameter("deterministic", parse_bool, True,
               "with a seed, use TensorFlow's deterministic kernels: the same seed gives "
               "the same model bit for bit, at some cost in speed"),
