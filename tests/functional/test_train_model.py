@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -115,8 +116,70 @@ def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path):
     x = keras.layers.Lambda(lambda t: t + 1.0)(keras.layers.Flatten()(inputs))
     keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(
         folder / "estimator" / "model.keras")
-    with pytest.raises(CimlError, match="safe mode"):
+    with pytest.raises(CimlError, match="safe mode") as info:
         TrainedModel.load(dp, "ds", "dnn")
+    # One line in ciml's words; Keras' page-long message is for the debug log.
+    message = str(info.value)
+    assert message.startswith("refusing to load ") and "Lambda" in message
+    assert "\n" not in message and len(message) < 400 and "Traceback" not in message
+    rc, out, err = run_ciml(["--data-path", dp.root, "predict", "--dataset", "ds",
+                             "--experiment", "dnn", "--source", "subunit2sql", "--db-uri",
+                             f"sqlite:///{tmp_path / 'none.db'}", "some-run"])
+    assert rc != 0 and "refusing to load" in err and "Traceback" not in err
+
+
+@pytest.mark.tensorflow
+def test_train_model_shows_epochs_and_no_native_chatter(run_ciml_subprocess, datasets):
+    dp = datasets
+    rc, out, err = run_ciml_subprocess(["--data-path", str(dp.root), "setup-experiment",
+                                        "--experiment", "e", *TF_PARAMS, "--epochs", "3",
+                                        "--patience", "0", "--dropout", "0.3"])
+    assert rc == 0, err
+    rc, out, err = run_ciml_subprocess(["--data-path", str(dp.root), "train-model",
+                                        "--dataset", "ds", "--experiment", "e", "--seed",
+                                        "1", "-c", "accuracy"], timeout=600)
+    assert rc == 0, err
+    # stderr is a pipe here: one line per epoch, with the losses.
+    for epoch in (1, 2, 3):
+        assert re.search(rf"^training: epoch {epoch}/3: loss \d+\.\d{{4}}, val_loss "
+                         r"\d+\.\d{4}$", err, re.M), err
+    # TensorFlow's C++ log lines (I0000 oneDNN, E0000 use_unbounded_threadpool) are not
+    # ciml's output.
+    assert not re.search(r"^[IWE]\d{4} ", err, re.M), err
+    assert "absl::InitializeLog" not in err
+    assert [line.split("|")[1].strip() for line in out.splitlines()
+            if line.startswith("| ")][1:] == ["accuracy"]
+    rc, out, err = run_ciml_subprocess(["-q", "--data-path", str(dp.root), "train-model",
+                                        "--dataset", "ds", "--experiment", "e", "--seed",
+                                        "1", "-f", "value", "-c", "accuracy"], timeout=600)
+    assert rc == 0 and "training: epoch" not in err, err
+
+
+@pytest.mark.tensorflow
+def test_interrupted_keras_fit_keeps_the_best_epoch_when_asked(datasets, monkeypatch):
+    from ciml import progress
+    from ciml.errors import Interrupted
+
+    dp = datasets
+    Experiment.create("k", "dnn", {"hidden_layers": "8", "epochs": 20, "patience": 0,
+                                   "batch_size": 16}).save(dp)
+    real_update = progress.EpochProgress.update
+
+    def ctrl_c_at_epoch_3(self, epoch, logs):
+        real_update(self, epoch, logs)
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.EpochProgress, "update", ctrl_c_at_epoch_3)
+    with pytest.raises(Interrupted, match="--keep-on-interrupt keeps the best model"):
+        train_model(dp, "ds", "k", seed=1)
+    assert not dp.model("ds", "k").exists()
+    metrics = train_model(dp, "ds", "k", seed=1, keep_on_interrupt=True)
+    assert metrics["interrupted"]["epochs_run"] == 3
+    assert 1 <= metrics["interrupted"]["best_epoch"] <= 3
+    model = TrainedModel.load(dp, "ds", "k")
+    assert model.metadata["interrupted"] == metrics["interrupted"]
+    assert len(model.estimator.history_["loss"]) == 3
 
 
 @pytest.mark.tensorflow
@@ -219,7 +282,7 @@ def test_delete_experiment_model_and_dataset(run_ciml, datasets, centroid_plugin
     assert not [p for p in (dp.models / "ds").iterdir()]
     rc, out, err = run_ciml(["--data-path", root, "model", "delete", "--dataset", "ds",
                              "--experiment", "c1"])
-    assert rc != 0 and "no model trained for dataset 'ds'" in err
+    assert rc != 0 and "no model ds/c1: dataset 'ds' does not exist" in err
 
 
 def test_example_plugin_estimator_conforms_and_trains_with_the_cli(run_ciml, datasets,
