@@ -80,6 +80,7 @@ def plot_pr(rows, classes, out, title):
     fig, ax = plt.subplots(figsize=(6.5, 5))
     true = np.array([r["true"] for r in rows])
     targets = [metrics_mod.positive_class(classes)] if len(classes) == 2 else classes
+    multiclass = len(targets) > 1
     for cls in targets:
         score = np.array([float(r[f"p_{cls}"]) for r in rows])
         truth = true == cls
@@ -90,18 +91,23 @@ def plot_pr(rows, classes, out, title):
         # Start at recall 0 with the first precision: a step plot from the top threshold.
         ax.step(np.r_[0.0, recall], np.r_[precision[:1], precision], where="post",
                 label=f"{cls} (AP {ap:.3f})")
+        # Several classes: one legend entry says what the dotted lines are.
         ax.axhline(truth.mean(), linestyle=":", linewidth=1,
                    color=ax.lines[-1].get_color(),
-                   label=f"{cls} baseline (prevalence {truth.mean():.3f})")
+                   label="_nolegend_" if multiclass
+                   else f"{cls} baseline (prevalence {truth.mean():.3f})")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    if multiclass:
+        ax.plot([], [], linestyle=":", color="grey", linewidth=1,
+                label="dotted: each class's prevalence (a random model)")
+    # Beside the plot, never over the curves (they fill the top right).
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 

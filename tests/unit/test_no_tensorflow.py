@@ -99,3 +99,43 @@ def test_plugin_modules_leave_tensorflow_unloaded():
     """)
     assert result["heavy"] == []
     assert result["failures"] == []
+
+
+def test_train_model_device_choice_is_the_estimators_not_the_core(tmp_path):
+    """--gpu/--no-gpu reach the estimator's gpu parameter; ciml.model imports no TensorFlow."""
+    result = _run(f"""
+        import json, sys
+        sys.modules["tensorflow"] = None  # any import of it fails
+        from ciml.base import Parameter, parse_bool
+        from ciml.experiment import Experiment
+        from ciml.hookspecs import hookimpl
+        from ciml.model import train_model
+        from ciml.plugins import get_manager
+        from ciml.testing import make_dataset
+        from ciml.testing.estimators import NearestCentroidEstimator
+
+        seen = []
+
+        class DeviceEstimator(NearestCentroidEstimator):
+            name = "device-centroid"
+            parameters = NearestCentroidEstimator.parameters + (
+                Parameter("gpu", parse_bool, None, "device"),)
+
+            def fit(self, X, y, **kwargs):
+                seen.append(self.gpu)
+                return super().fit(X, y, **kwargs)
+
+        class Plugin:
+            @hookimpl
+            def ciml_register_estimators(self, register):
+                register(DeviceEstimator)
+
+        get_manager().add_plugin(Plugin(), "device-test")
+        root = {str(tmp_path)!r}
+        make_dataset(root, "ds", n=30)
+        Experiment.create("e", "device-centroid").save(root)
+        train_model(root, "ds", "e", gpu=False)
+        train_model(root, "ds", "e")
+        print(json.dumps({{"seen": seen}}))
+    """)
+    assert result["seen"] == [False, None]
