@@ -87,6 +87,10 @@ class CimlApp(App):
             command_manager=CommandManager("ciml.cli"),
             deferred_help=True,
         )
+        from ciml.commands.complete import Complete
+
+        # Completes ciml's names too, and needs no bash-completion package.
+        self.command_manager.add_command("complete", Complete)
 
     def build_option_parser(self, description, version, argparse_kwargs=None):
         kwargs = dict(argparse_kwargs or {})
@@ -120,6 +124,16 @@ class CimlApp(App):
         if not self.options.debug:
             for name in _QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
+
+    def interact(self):
+        # Bare ``ciml`` prints the help (commands included) instead of cliff's
+        # interactive shell: one way to use ciml, the one the docs describe.
+        self._bare_result = self.run_subcommand(["help"])
+
+    def run(self, argv):
+        self._bare_result = None
+        result = super().run(argv)
+        return self._bare_result if self._bare_result is not None else result
 
     def clean_up(self, cmd, result, err):
         # cliff exits 130 on Ctrl-C without a word; say so, and what was kept

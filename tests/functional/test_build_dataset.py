@@ -62,10 +62,10 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
     assert rc == 0, err
     summary = json.loads(out)
     assert summary["runs"] == 70 and summary["skipped"] == 1
-    assert summary["skipped_by_reason"] == "corrupt-cache=1"
+    assert summary["skipped_by_reason"] == {"corrupt-cache": 1}
     # One line per reason at the default verbosity, naming the run.
     assert err.count("left out") == 1 and "1 run(s) left out, corrupt-cache: run-007" in err
-    assert summary["example_shape"] == "550x10"
+    assert summary["example_shape"] == [550, 10]
     rc, out, err = run_ciml(["--data-path", root, "-v", "build-dataset", "--dataset", "v",
                              "--build-name", "tempest-full", "--features-regex", REGEX,
                              "--aggregation-functions", "mean"])
@@ -150,8 +150,8 @@ def test_all_columns_across_layouts_keeps_every_run(run_ciml, data_path, cached)
     assert rc == 0, err
     summary = json.loads(out)
     odd = ["cpu_hiq", "cpu_siq", "cpu_stl", "swap_free", "swap_used"]
-    assert summary["dropped_features"] == ", ".join(odd)
-    assert summary["skipped_by_reason"] == "corrupt-cache=1"
+    assert summary["dropped_features"] == odd
+    assert summary["skipped_by_reason"] == {"corrupt-cache": 1}
     assert "missing-columns" not in err and err.count("not in every run") == 1
     assert "cpu_hiq (missing in 46 of 70 runs)" in err
     from ciml.dataset import Dataset
