@@ -324,9 +324,14 @@ def test_ctrl_c_then_resume(served, data_path):
     while _cached_count(data_path) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
     partial = check_consistent(data_path)
+    # It says what was kept, in one line, and no worker's traceback.
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: {len(partial)} runs cached ({len(partial)} of {JOB} in the cache), "
+        "rerun to continue")
+    assert "Traceback" not in err
     server.latency = 0.0
     proc = _cache_data_process(data_path, history.db_uri)
     out, err = proc.communicate(timeout=120)
