@@ -30,7 +30,7 @@ NATIVE_LINE = re.compile(
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written "
     rb"to STDERR\r?\n?$)")
 
-_state = {"enabled": False, "installed": False}
+_state = {"enabled": False, "installed": False, "tty": False}
 
 
 def enable():
@@ -40,6 +40,16 @@ def enable():
     except (AttributeError, OSError, ValueError):
         real = False
     _state["enabled"] = real and os.environ.get("CIML_NATIVE_STDERR") != "1"
+
+
+def is_terminal(stream):
+    """``stream.isatty()``, answered for the real stderr also while fd 2 is the filter's pipe."""
+    try:
+        if _state["installed"] and stream.fileno() == 2:
+            return _state["tty"]
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def is_native(line):
@@ -135,5 +145,6 @@ def install():
     if not _state["enabled"] or _state["installed"]:
         return False
     _state["installed"] = True
+    _state["tty"] = os.isatty(2)
     atexit.register(_Filter().close)
     return True

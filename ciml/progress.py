@@ -41,7 +41,9 @@ class EpochProgress:
         self.desc = desc
         stream = stream if stream is not None else sys.stderr
         self.bar = None
-        if verbosity() >= 1 and getattr(stream, "isatty", lambda: False)():
+        from ciml.native_logs import is_terminal
+
+        if verbosity() >= 1 and is_terminal(stream):
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, desc=desc, unit="epoch", file=stream,

@@ -11,7 +11,9 @@ CHILD = textwrap.dedent("""
     logging.basicConfig(filename=sys.argv[1], level=logging.DEBUG, format="%(message)s")
     from ciml import native_logs
     native_logs.enable()
+    tty = os.isatty(2)
     assert native_logs.install()
+    assert not os.isatty(2) and native_logs.is_terminal(sys.stderr) == tty
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
                 b"written to STDERR\\n")
     os.write(2, b"I0000 00:00:1796186954.793223   11534 port.cc:153] oneDNN custom "
