@@ -85,6 +85,26 @@ class _Filter:
                 return
 
     def _pump(self):
+        try:
+            self._filter_lines()
+        except Exception:
+            # Never leave fd 2 on a pipe nobody drains (writers would block):
+            # give stderr back and pass the rest through unfiltered.
+            try:
+                os.dup2(self.saved, 2)
+            except OSError:
+                pass
+            while True:
+                try:
+                    chunk = os.read(self.read, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self._forward(chunk)
+            self.records.put(None)
+
+    def _filter_lines(self):
         pending = b""
         while True:
             try:
