@@ -75,8 +75,13 @@ from ciml.base import FetchedMetrics, MetricSource, Parameter
 from ciml.base.component import non_negative_float, parse_bool, positive_float, positive_int
 from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, Downloader, backoff_delay, looks_like_html, \
-    without_credentials
+from ciml.http import (
+    HTTP_PARAMETERS,
+    Downloader,
+    backoff_delay,
+    looks_like_html,
+    without_credentials,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -280,7 +285,10 @@ class PrometheusMetricSource(MetricSource):
 
     def render(self, template, selector):
         window = self.window_seconds()
-        window_text = f"{int(window)}s" if float(window).is_integer() else f"{int(window * 1000)}ms"
+        if float(window).is_integer():
+            window_text = f"{int(window)}s"
+        else:
+            window_text = f"{int(window * 1000)}ms"
         return string.Template(template).safe_substitute(selector=selector, window=window_text)
 
     def _window(self, run):
