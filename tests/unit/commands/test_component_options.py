@@ -120,4 +120,4 @@ def test_builtin_http_options_are_shared_with_one_help_per_meaning():
     parser = cmd(app, None).get_parser("ciml cache-data")
     help_text = _options(parser)["--connect-timeout"].help
     assert help_text.endswith("[subunit2sql]; seconds to wait for a connection "
-                              "(default: 10.0) [zuul, dstat]")
+                              "(default: 10.0) [zuul, dstat, pcp, prometheus]")
