@@ -37,8 +37,9 @@ _HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Log server</title></head>\n"
 
 
 class _Rule:
-    def __init__(self, pattern, status, times, drop, truncate, html, latency):
+    def __init__(self, pattern, status, times, drop, truncate, html, latency, headers=None):
         self.pattern = pattern
+        self.headers = dict(headers or {})
         self.status = status
         self.remaining = times
         self.drop = drop
@@ -91,7 +92,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return
             if rule.status is not None:
                 body = f"{rule.status} injected by the test server\n".encode()
-                self._send(rule.status, body, "text/plain", head=head)
+                self._send(rule.status, body, "text/plain", head=head, headers=rule.headers)
                 return
         if owner.token and path.startswith("/api/"):
             if self.headers.get("Authorization") != f"Bearer {owner.token}":
@@ -293,20 +294,21 @@ class CIServer:
     # -- faults --------------------------------------------------------------
 
     def fault(self, pattern="*", *, status=None, times=None, drop=False, truncate=False,
-              html=False, latency=None):
+              html=False, latency=None, headers=None):
         """Add a fault for request paths matching the glob ``pattern``.
 
         Exactly one effect: ``status`` (answer that HTTP status), ``drop``
         (close the connection without answering), ``truncate`` (send half of
         a file, then close), ``html`` (an HTML page with status 200) or only
         ``latency`` (extra seconds).  ``times``: how many matching requests
-        it affects before it stops (``None``: all of them).  Rules are tried
+        it affects before it stops (``None``: all of them).  ``headers`` go
+        with a ``status`` answer (``{"Retry-After": "2"}``).  Rules are tried
         in the order they were added; the first that applies wins.
         """
         effects = sum(bool(x) for x in (status is not None, drop, truncate, html))
         if effects > 1 or (effects == 0 and latency is None):
             raise ValueError("give exactly one of status, drop, truncate, html (or latency)")
-        rule = _Rule(pattern, status, times, drop, truncate, html, latency)
+        rule = _Rule(pattern, status, times, drop, truncate, html, latency, headers)
         with self._lock:
             self._rules.append(rule)
         return rule

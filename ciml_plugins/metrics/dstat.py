@@ -74,9 +74,12 @@ Rejections
 Bad input raises :class:`ciml.errors.MetricsUnavailable` with one of these
 reason codes: ``no-artifacts-url``, ``missing`` (not found on any path),
 ``http-error`` / ``connection-error`` (transient: server error or
-network, after retries), ``corrupt-gzip``, ``truncated-gzip``,
-``too-large`` (over ``max_bytes`` compressed or decompressed; gzip is
-decompressed as a capped stream, so a gzip bomb cannot exhaust memory),
+network, after retries), ``auth`` (transient: the server refused the
+credentials, 401/403; fix them and run again), ``rate-limited``
+(transient: the server asked for a longer wait than ``max_wait``),
+``corrupt-gzip``, ``truncated-gzip``, ``too-large`` (over ``max_bytes``
+compressed or decompressed; gzip is decompressed as a capped stream, so a
+gzip bomb cannot exhaust memory),
 ``read-error`` (a local file that cannot be read), ``empty``, ``html`` (a
 web page instead of CSV), ``not-dstat`` (no dstat
 header), ``header-only`` (no data rows), ``malformed`` (rows with the wrong
@@ -100,14 +103,15 @@ from ciml.base import FetchedMetrics, MetricSource, Parameter
 from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
 from ciml.http import (
+    DEFAULT_MAX_BYTES,
     HTTP_PARAMETERS,
-    Downloader,
     FetchError,
+    HttpClient,
     is_remote,
     local_path,
     looks_like_html,
     read_local,
-    without_credentials,
+    redact_url,
 )
 
 LOG = logging.getLogger(__name__)
@@ -119,9 +123,6 @@ DEFAULT_PATHS = (
     "logs/dstat-csv_log.txt.gz",
     "logs/dstat-csv_log.txt",
 )
-
-#: Default cap on the size of a file, compressed or decompressed.
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -569,7 +570,7 @@ class DstatMetricSource(MetricSource):
         super().__init__(**params)
         # One pooled client for every fetching thread (urllib3's pools are
         # thread-safe).
-        self._client = Downloader(user_agent="ciml-dstat")
+        self._client = HttpClient.for_component(self, "ciml-dstat")
 
     def close(self):
         """Close the pooled HTTP connections.  Idempotent; the source stays usable."""
@@ -623,15 +624,13 @@ class DstatMetricSource(MetricSource):
 
     def _fetch_http(self, url, problems):
         try:
-            data = self._client.fetch(url, connect_timeout=self.connect_timeout,
-                                      read_timeout=self.timeout, retries=self.retries,
-                                      backoff=self.backoff, max_bytes=self.max_bytes)
+            data = self._client.fetch(url, max_bytes=self.max_bytes)
         except FetchError as exc:
             problems.append((exc.reason, str(exc), exc.transient))
             return None
         if data is not None and not data.startswith(GZIP_MAGIC) \
                 and looks_like_html(data[:8192]):
-            problems.append(("html", f"{without_credentials(url)} is an HTML page, "
+            problems.append(("html", f"{redact_url(url)} is an HTML page, "
                              "not dstat CSV", False))
             return None
         return data

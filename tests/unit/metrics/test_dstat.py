@@ -326,7 +326,17 @@ def test_http_fetch_with_faults(log_tree):
             source.fetch(_run(server.url + "c/"))
         assert info.value.reason == "missing" and not info.value.transient
 
-        server.fault("/a/*", status=403)
+        # A refused credential is not a fact about the run: it is tried
+        # again once the token is fixed, never recorded as missing.
+        for status in (401, 403):
+            server.clear_faults()
+            server.fault("/a/*", status=status)
+            with pytest.raises(MetricsUnavailable) as info:
+                source.fetch(_run(server.url + "a"))
+            assert info.value.reason == "auth" and info.value.transient
+            assert f"HTTP {status}" in str(info.value)
+        server.clear_faults()
+        server.fault("/a/*", status=400)
         with pytest.raises(MetricsUnavailable) as info:
             source.fetch(_run(server.url + "a"))
         assert info.value.reason == "http-error" and not info.value.transient
