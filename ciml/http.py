@@ -541,7 +541,7 @@ class HttpClient:
                           type(cause).__name__)
                 if attempt == self.retries or resp is None:
                     raise FetchError("connection-error",
-                                     f"cannot fetch {safe_url}: {type(cause).__name__}",
+                                     f"cannot fetch {safe_url}: {_why(cause)}",
                                      transient=True) from None
             finally:
                 if resp is not None:
@@ -636,6 +636,22 @@ def check_status(resp, safe_url, what="the server"):
         raise FetchError("http-error", f"HTTP {status} from {safe_url}", transient=True,
                          status=status)
     raise FetchError("http-error", f"HTTP {status} from {safe_url}", status=status)
+
+
+def _why(exc):
+    """A connection failure in words, with the library's name for it."""
+    name = type(exc).__name__
+    if "Timeout" in name or isinstance(exc, TimeoutError):
+        words = "the server did not answer in time"
+    elif "Protocol" in name or "IncompleteRead" in name or isinstance(exc, ConnectionError):
+        words = "the connection closed before the whole answer came"
+    elif "NewConnection" in name or "NameResolution" in name:
+        words = "cannot connect to the server"
+    elif "SSL" in name:
+        words = "the TLS handshake failed"
+    else:
+        words = "the request failed"
+    return f"{words} ({name})"
 
 
 def _userinfo(parts):
