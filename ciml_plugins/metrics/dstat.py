@@ -74,9 +74,12 @@ Rejections
 Bad input raises :class:`ciml.errors.MetricsUnavailable` with one of these
 reason codes: ``no-artifacts-url``, ``missing`` (not found on any path),
 ``http-error`` / ``connection-error`` (transient: server error or
-network, after retries), ``corrupt-gzip``, ``truncated-gzip``,
-``too-large`` (over ``max_bytes`` compressed or decompressed; gzip is
-decompressed as a capped stream, so a gzip bomb cannot exhaust memory),
+network, after retries), ``auth`` (transient: the server refused the
+credentials, 401/403; fix them and run again), ``rate-limited``
+(transient: the server asked for a longer wait than ``max_wait``),
+``corrupt-gzip``, ``truncated-gzip``, ``too-large`` (over ``max_bytes``
+compressed or decompressed; gzip is decompressed as a capped stream, so a
+gzip bomb cannot exhaust memory),
 ``read-error`` (a local file that cannot be read), ``empty``, ``html`` (a
 web page instead of CSV), ``not-dstat`` (no dstat
 header), ``header-only`` (no data rows), ``malformed`` (rows with the wrong
@@ -92,6 +95,7 @@ import datetime as dt
 import io
 import logging
 import re
+import urllib.parse
 import zlib
 
 import numpy as np
@@ -100,14 +104,15 @@ from ciml.base import FetchedMetrics, MetricSource, Parameter
 from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
 from ciml.http import (
+    DEFAULT_MAX_BYTES,
     HTTP_PARAMETERS,
-    Downloader,
     FetchError,
+    HttpClient,
     is_remote,
     local_path,
     looks_like_html,
     read_local,
-    without_credentials,
+    redact_url,
 )
 
 LOG = logging.getLogger(__name__)
@@ -118,10 +123,20 @@ DEFAULT_PATHS = (
     "controller/logs/dstat-csv_log.txt",
     "logs/dstat-csv_log.txt.gz",
     "logs/dstat-csv_log.txt",
+    # At the top of a build's artifacts (the recipes' Jenkins archiveArtifacts).
+    "dstat-csv_log.txt.gz",
+    "dstat-csv_log.txt",
 )
 
-#: Default cap on the size of a file, compressed or decompressed.
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: Default cap on an artifacts archive's (zip) download; it is spooled to a
+#: temporary file, never held in memory whole.
+DEFAULT_MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024
+
+#: A zip with more members than this is not a job's artifacts but an attack
+#: on the reader (its central directory alone would fill memory).
+MAX_ARCHIVE_MEMBERS = 100_000
+
+ZIP_MAGIC = b"PK\x03\x04"
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -569,13 +584,16 @@ class DstatMetricSource(MetricSource):
         *HTTP_PARAMETERS,
         Parameter("max_bytes", int, default=DEFAULT_MAX_BYTES,
                   help="largest file accepted, compressed or decompressed"),
+        Parameter("max_archive_bytes", int, default=DEFAULT_MAX_ARCHIVE_BYTES,
+                  help="largest artifacts archive (zip) downloaded; the file in it is "
+                       "held to --max-bytes"),
     )
 
     def __init__(self, **params):
         super().__init__(**params)
         # One pooled client for every fetching thread (urllib3's pools are
         # thread-safe).
-        self._client = Downloader(user_agent="ciml-dstat")
+        self._client = HttpClient.for_component(self, "ciml-dstat")
 
     def close(self):
         """Close the pooled HTTP connections.  Idempotent; the source stays usable."""
@@ -585,6 +603,8 @@ class DstatMetricSource(MetricSource):
         base = run.artifacts_url
         if not base:
             raise MetricsUnavailable("no-artifacts-url", f"run {run.id} has no artifacts URL")
+        if is_archive(run):
+            return self._fetch_archive(run)
         tried = []
         problems = []   # (reason, message, transient)
         for path in self.paths:
@@ -629,22 +649,159 @@ class DstatMetricSource(MetricSource):
 
     def _fetch_http(self, url, problems):
         try:
-            data = self._client.fetch(url, connect_timeout=self.connect_timeout,
-                                      read_timeout=self.timeout, retries=self.retries,
-                                      backoff=self.backoff, max_bytes=self.max_bytes)
+            data = self._client.fetch(url, max_bytes=self.max_bytes)
         except FetchError as exc:
             problems.append((exc.reason, str(exc), exc.transient))
             return None
         if data is not None and not data.startswith(GZIP_MAGIC) \
                 and looks_like_html(data[:8192]):
-            problems.append(("html", f"{without_credentials(url)} is an HTML page, "
+            problems.append(("html", f"{redact_url(url)} is an HTML page, "
                              "not dstat CSV", False))
             return None
         return data
 
+    # -- artifacts kept as a zip archive ---------------------------------------------
+
+    def _fetch_archive(self, run):
+        """The dstat file inside the run's artifacts archive (GitHub, GitLab: a zip)."""
+        import tempfile
+
+        url = run.artifacts_url
+        safe = redact_url(url)
+        # Spooled: a small archive stays in memory, a large one goes to disk,
+        # and neither is held twice.
+        with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
+            try:
+                if is_remote(url):
+                    found = self._client.fetch(url, max_bytes=self.max_archive_bytes,
+                                               sink=spool)
+                else:
+                    found = self._copy_local(local_path(url), spool)
+            except FetchError as exc:
+                raise MetricsUnavailable(exc.reason, f"run {run.id}: {exc}",
+                                         transient=exc.transient) from None
+            if found is None:
+                # GitHub answers 410 for an expired artifact.
+                raise MetricsUnavailable("missing",
+                                         f"run {run.id}: no artifacts archive at {safe}")
+            name, data = read_from_zip(spool, self.paths, self.max_bytes, safe)
+        if data.startswith(GZIP_MAGIC) and not name.endswith(".gz"):
+            name += ".gz"
+        elif not data.startswith(GZIP_MAGIC) and looks_like_html(data[:8192]):
+            raise MetricsUnavailable("html", f"run {run.id}: {name} in {safe} is an HTML "
+                                     "page, not dstat CSV")
+        return FetchedMetrics(name=name.rsplit("/", 1)[-1], data=data, url=f"{safe}#{name}")
+
+    def _copy_local(self, path, spool):
+        import shutil
+
+        try:
+            size = path.stat().st_size
+            if not path.is_file():
+                return None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise FetchError("read-error", f"cannot read {path}: {exc}") from None
+        if size > self.max_archive_bytes:
+            raise FetchError("too-large", f"{path} is {size} bytes, over the "
+                             f"{self.max_archive_bytes} limit")
+        with open(path, "rb") as handle:
+            shutil.copyfileobj(handle, spool)
+        return b""
+
     def parse(self, data, run):
         start = run.start if run is not None else None
         return parse_dstat(data, start=start, max_bytes=self.max_bytes)
+
+
+def is_archive(run):
+    """Whether a run's artifacts URL is an archive to look into, not a folder.
+
+    The result source says so (``artifacts_archive: zip`` in the metadata:
+    GitHub Actions artifacts, GitLab job artifacts); a URL or path ending in
+    ``.zip`` is taken as one too.
+    """
+    kind = (run.metadata or {}).get("artifacts_archive")
+    if kind:
+        return str(kind).lower() == "zip"
+    path = urllib.parse.urlsplit(run.artifacts_url or "").path
+    return path.lower().endswith(".zip")
+
+
+def read_from_zip(fileobj, paths, max_bytes, where="the archive"):
+    """``(member name, bytes)`` of the first of ``paths`` in a zip archive.
+
+    A path matches a member of the same name, else (an artifact zip holds
+    files relative to what was uploaded) a member with the same base name,
+    the shallowest first.  Zip bombs cannot exhaust memory: the number of
+    members is capped, and the member is decompressed as a stream that
+    stops past ``max_bytes`` whatever size the archive declares.
+
+    :raises MetricsUnavailable: ``corrupt-archive``, ``too-large``,
+        ``html`` (a web page instead of a zip), ``missing`` (no such file
+        in the archive; the message lists what is there).
+    """
+    import zipfile
+
+    fileobj.seek(0)
+    head = fileobj.read(8192)
+    fileobj.seek(0)
+    if not head:
+        raise MetricsUnavailable("empty", f"{where}: the artifacts archive is empty")
+    if looks_like_html(head):
+        raise MetricsUnavailable("html", f"{where} is an HTML page, not a zip archive")
+    try:
+        archive = zipfile.ZipFile(fileobj)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        raise MetricsUnavailable("corrupt-archive",
+                                 f"{where} is not a readable zip archive: {exc}") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise MetricsUnavailable("too-large", f"{where} has {len(members)} members, "
+                                     f"over the {MAX_ARCHIVE_MEMBERS} limit")
+        files = [m for m in members if not m.is_dir()]
+        by_name = {m.filename.lstrip("/"): m for m in files}
+        chosen = None
+        for path in paths:
+            path = path.lstrip("/")
+            chosen = by_name.get(path)
+            if chosen is None:
+                base = path.rsplit("/", 1)[-1]
+                same = sorted((m for m in files if m.filename.rsplit("/", 1)[-1] == base),
+                              key=lambda m: (m.filename.count("/"), m.filename))
+                chosen = same[0] if same else None
+            if chosen is not None:
+                break
+        if chosen is None:
+            names = ", ".join(sorted(by_name)[:10]) or "nothing"
+            raise MetricsUnavailable("missing", f"no dstat file in {where} (it holds {names})")
+        if chosen.file_size > max_bytes:
+            raise MetricsUnavailable("too-large", f"{chosen.filename} in {where} is "
+                                     f"{chosen.file_size} bytes, over the {max_bytes} limit")
+        if chosen.flag_bits & 0x1:
+            raise MetricsUnavailable("corrupt-archive",
+                                     f"{chosen.filename} in {where} is encrypted")
+        parts, total = [], 0
+        try:
+            with archive.open(chosen) as member:
+                while True:
+                    chunk = member.read(1 << 16)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    # The declared size can lie: count what comes out.
+                    if total > max_bytes:
+                        raise MetricsUnavailable(
+                            "too-large", f"{chosen.filename} in {where} decompresses to "
+                            f"more than {max_bytes} bytes")
+                    parts.append(chunk)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError,
+                zlib.error) as exc:
+            raise MetricsUnavailable("corrupt-archive", f"cannot read {chosen.filename} "
+                                     f"from {where}: {exc}") from None
+        return chosen.filename, b"".join(parts)
 
 
 @hookimpl
@@ -652,4 +809,5 @@ def ciml_register_metric_sources(register):
     register(DstatMetricSource)
 
 
-__all__ = ["DEFAULT_PATHS", "DstatMetricSource", "column_names", "parse_dstat"]
+__all__ = ["DEFAULT_PATHS", "DstatMetricSource", "column_names", "is_archive", "parse_dstat",
+           "read_from_zip"]

