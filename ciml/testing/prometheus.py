@@ -161,10 +161,36 @@ class PrometheusServer:
 
     def add_node(self, node, frame):
         """Serve ``frame``'s columns as ``node``'s series (replacing any before)."""
-        stamps = frame.index.as_unit("ns").asi8 / 1e9
-        columns = {str(c): np.asarray(frame[c], dtype=np.float64) for c in frame.columns}
+        self.add_series(node, frame.index.as_unit("ns").asi8 / 1e9,
+                        {str(c): np.asarray(frame[c]) for c in frame.columns})
+
+    def add_series(self, node, seconds, columns):
+        """Serve ``columns`` (``{name: values}``) at ``seconds`` since the epoch as ``node``'s."""
         with self._lock:
-            self._nodes[node] = (stamps, columns)
+            self._nodes[node] = (np.asarray(seconds, dtype=np.float64), dict(columns))
+
+    @property
+    def nodes(self):
+        """The nodes it has series of, sorted."""
+        with self._lock:
+            return sorted(self._nodes)
+
+    @classmethod
+    def from_history(cls, history, **kwargs):
+        """A server holding every node series of a generated history.
+
+        The history must have been generated with ``prometheus=True``
+        (:func:`ciml.generator.generate_history`).
+        """
+        from ciml.generator import read_node_series
+
+        if history.prometheus_dir is None:
+            raise ValueError("the history has no node series: generate it with "
+                             "prometheus=True")
+        server = cls(**kwargs)
+        for node, (seconds, columns) in read_node_series(history.prometheus_dir).items():
+            server.add_series(node, seconds, columns)
+        return server
 
     # -- life cycle ----------------------------------------------------------
 
@@ -290,7 +316,7 @@ class PrometheusServer:
             grid = start + step * np.arange(int(np.floor((end - start) / step + 1e-9)) + 1)
             at = np.searchsorted(stamps, grid + 1e-9, side="right") - 1
             ok = (at >= 0) & (grid - stamps[np.clip(at, 0, None)] <= LOOKBACK)
-            values = columns[name][np.clip(at, 0, None)]
+            values = np.asarray(columns[name][np.clip(at, 0, None)], dtype=np.float64)
             ok &= np.isfinite(values)
             if ok.any():
                 result.append({
