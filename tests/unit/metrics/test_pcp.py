@@ -170,3 +170,18 @@ def test_registered_as_a_plugin():
 
     assert get_manager().get("metric_source", "pcp") is PcpMetricSource
 
+
+
+def test_read_from_a_zip_artifact(tmp_path, pcp_samples):
+    # GitHub Actions / GitLab keep a job's artifacts as a zip: the recipe
+    # uploads pcp-dstat's CSV under the dstat name.
+    import zipfile
+
+    archive = tmp_path / "artifact.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("logs/dstat-csv_log.txt", pcp_samples["devstack"])
+    run = RunRecord(id="zip-run", build_name="tempest-full", status="passed",
+                    artifacts_url=archive.as_uri(), metadata={"artifacts_archive": "zip"},
+                    start=dt.datetime(2026, 12, 2, 4, 34, tzinfo=UTC))
+    fetched, frame = PcpMetricSource().load(run)
+    assert fetched.name == "dstat-csv_log.txt" and list(frame.columns) == DEVSTACK
