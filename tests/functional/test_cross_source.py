@@ -46,11 +46,18 @@ def centroid():
     _register_centroid()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A nearest-centroid model on the common columns of 40 generated dstat runs."""
-    from conftest import _run_in_process
+_TRAINED = {}
 
+
+@pytest.fixture
+def trained(tmp_path_factory, run_ciml):
+    """A nearest-centroid model on the common columns of 40 generated dstat runs.
+
+    Built once for the module (the CLI runner is a per-test fixture, hence
+    the module-level memo rather than a module-scoped fixture).
+    """
+    if "model" in _TRAINED:
+        return _TRAINED["model"]
     from ciml.paths import DataPath
 
     root = tmp_path_factory.mktemp("cross")
@@ -58,20 +65,19 @@ def trained(tmp_path_factory):
                                duration=(120, 240), bad_fraction=0, tests=False,
                                new_year=False)
     data_path = DataPath(root / "data")
-    _register_centroid()
     dp = ["--data-path", str(data_path.root)]
     for argv in (
-                ["cache-data", "--source", "subunit2sql", "--db-uri", history.db_uri,
-                 "--build-name", JOB],
-                ["build-dataset", "--dataset", "common", "--build-name", JOB,
-                 "--features-regex", COMMON_FEATURES_REGEX,
-                 "--aggregation-functions", "mean", "max", "--class-label", "status"],
-                ["setup-experiment", "--experiment", "cent", "--estimator",
-                 "nearest-centroid"],
-                ["train-model", "--dataset", "common", "--experiment", "cent"]):
-        rc, out, err = _run_in_process(dp + argv)
+            ["cache-data", "--source", "subunit2sql", "--db-uri", history.db_uri,
+             "--build-name", JOB],
+            ["build-dataset", "--dataset", "common", "--build-name", JOB,
+             "--features-regex", COMMON_FEATURES_REGEX,
+             "--aggregation-functions", "mean", "max", "--class-label", "status"],
+            ["setup-experiment", "--experiment", "cent", "--estimator", "nearest-centroid"],
+            ["train-model", "--dataset", "common", "--experiment", "cent"]):
+        rc, out, err = run_ciml(dp + argv)
         assert rc == 0, err
-    return data_path, dp
+    _TRAINED["model"] = data_path, dp
+    return _TRAINED["model"]
 
 
 def test_dataset_holds_only_the_common_columns(trained):
