@@ -273,7 +273,7 @@ class PrometheusMetricSource(MetricSource):
         return string.Template(template).safe_substitute(selector=selector, window=window_text)
 
     def _window(self, run):
-        if run.start is None or not run.duration:
+        if run.start is None or not run.duration or float(run.duration) <= 0:
             raise MetricsUnavailable(
                 "no-window", f"run {run.id} has no start time and duration: its window is "
                 "unknown")
@@ -305,6 +305,9 @@ class PrometheusMetricSource(MetricSource):
             raise MetricsUnavailable(
                 "unknown-node", f"run {run.id}: Prometheus at {redact_url(base)} "
                 f"has no series for {{{selector}}} between {_iso(start)} and {_iso(end)}")
+        if warnings:
+            LOG.warning("Prometheus warned about run %s: %s", run.id,
+                        "; ".join(sorted(set(warnings)))[:500])
         document = {
             "format": FORMAT, "url": redact_url(base), "node": node,
             "selector": selector, "start": start.timestamp(), "end": end.timestamp(),

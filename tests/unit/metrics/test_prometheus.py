@@ -83,6 +83,7 @@ def test_unknown_node_is_unavailable_with_the_reason(prom):
 def test_run_without_node_or_window(prom):
     assert _reason(lambda: _source(prom).fetch(_run(key="other"))).reason == "no-node"
     assert _reason(lambda: _source(prom).fetch(_run(duration=None))).reason == "no-window"
+    assert _reason(lambda: _source(prom).fetch(_run(duration=-5))).reason == "no-window"
 
 
 def test_long_windows_are_asked_in_pieces(prom):
