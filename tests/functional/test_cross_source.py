@@ -119,3 +119,38 @@ def test_dstat_model_predicts_a_prometheus_run(trained):
         record = predictor.record(run, metrics)
     assert set(COMMON_COLUMNS) <= set(metrics.columns)
     assert record["predicted"] in ("passed", "failed") and "error" not in record
+
+
+def test_dstat_and_pcp_runs_share_one_dataset(data_path, run_ciml, sample_data):
+    from ciml.base import FetchedMetrics
+    from ciml.cache import RawCache
+    from ciml.dataset import Dataset
+    from ciml_plugins.metrics.dstat import parse_dstat
+    from ciml_plugins.metrics.pcp import parse_pcp
+
+    dstat_raw = (sample_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt").read_bytes()
+    pcp_raw = (sample_data / "pcp" / "pcp-dstat-devstack.csv").read_bytes()
+    frames = {"dstat": parse_dstat(dstat_raw), "pcp": parse_pcp(pcp_raw)}
+    raws = {"dstat": dstat_raw, "pcp": pcp_raw}
+    t0 = dt.datetime(2026, 2, 1, tzinfo=UTC)
+    with RawCache(data_path) as cache:
+        for i in range(24):
+            kind = ("dstat", "pcp")[i % 2]
+            start = t0 + dt.timedelta(hours=i)
+            frame = frames[kind].iloc[:25].copy()
+            frame.index = frame.index - frame.index[0] + start
+            failed = i % 3 == 0
+            run = RunRecord(id=f"{kind}-{i:02d}", build_name=JOB, start=start,
+                            status="failed" if failed else "passed", source="test",
+                            metadata={"metrics": kind})
+            cache.store(run, FetchedMetrics("dstat-csv_log.txt", raws[kind], "file:///x"),
+                        frame * (1.3 if failed else 1.0))
+    rc, out, err = run_ciml(["--data-path", str(data_path.root), "build-dataset",
+                             "--dataset", "mixed", "--build-name", JOB,
+                             "--aggregation-functions", "mean", "max", "-f", "json"])
+    assert rc == 0, err
+    summary = json.loads(out)
+    assert summary["runs"] == 24 and summary["skipped"] == 0
+    features = set(Dataset.open(data_path, "mixed").features)
+    # Every column both tools write (devstack's options) is kept, by name.
+    assert set(COMMON_COLUMNS) <= features and {"tcp_act", "paging_in"} <= features
