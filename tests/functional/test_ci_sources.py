@@ -56,7 +56,25 @@ def _github(history):
         {"CIML_GITHUB_TOKEN": TOKEN}
 
 
-SYSTEMS = {"github": _github}
+def _gitlab(history):
+    from ciml.testing.forges import GitLabServer
+
+    server = GitLabServer.from_history(history, token=TOKEN)
+    server.start()
+    return server, ["--source", "gitlab", "--gitlab-url", server.api_url, "--project",
+                    "group/ci"], {"CIML_GITLAB_TOKEN": TOKEN}
+
+
+def _jenkins(history):
+    from ciml.testing.forges import JenkinsServer
+
+    server = JenkinsServer.from_history(history, user="ciml-bot", token=TOKEN)
+    server.start()
+    return server, ["--source", "jenkins", "--jenkins-url", server.api_url], \
+        {"CIML_JENKINS_USER": "ciml-bot", "CIML_JENKINS_TOKEN": TOKEN}
+
+
+SYSTEMS = {"github": _github, "gitlab": _gitlab, "jenkins": _jenkins}
 
 
 @pytest.mark.parametrize("system", sorted(SYSTEMS))
@@ -76,7 +94,8 @@ def test_the_whole_pipeline_from_a_ci_system(system, history, run_ciml, data_pat
         truth = [r for r in history.runs if r["build_name"] == JOB]
         # Newest first: the oldest runs stay out of the cache, for predict.
         keep = len(truth) - 3
-        _, out, _ = ciml("cache-data", *source_args, "--build-name", JOB, "--limit",
+        job = "ci/" + JOB if system == "jenkins" else JOB
+        _, out, _ = ciml("cache-data", *source_args, "--build-name", job, "--limit",
                          str(keep), "--workers", "2", "--processes", "0", "-f", "json")
         summary = json.loads(out)
         assert summary["selected"] == keep
@@ -85,7 +104,7 @@ def test_the_whole_pipeline_from_a_ci_system(system, history, run_ciml, data_pat
         assert summary["cached"] == keep - len(broken)
         assert summary["unavailable"] == len(broken) and summary["transient"] == 0
 
-        ciml("build-dataset", "--dataset", system, "--build-name", JOB,
+        ciml("build-dataset", "--dataset", system, "--build-name", job,
              "--sample-interval", "10s", "--features-regex", REGEX, "-f", "json")
         ciml("setup-experiment", "--experiment", "cent", "--estimator", "nearest-centroid")
         _, out, _ = ciml("train-model", "--dataset", system, "--experiment", "cent",
@@ -103,10 +122,12 @@ def test_the_whole_pipeline_from_a_ci_system(system, history, run_ciml, data_pat
 
         # An expired token: a clear error, and nothing recorded as unavailable.
         rc, out, err = run_ciml(["--data-path", root, "cache-data", *source_args,
-                                 "--build-name", JOB], env={k: "expired-token" for k in env})
+                                 "--build-name", job],
+                                env={**env, **{k: "expired-token" for k in env
+                                               if k.endswith("TOKEN")}})
         outputs.append(out + err)
         assert rc != 0 and "credentials" in err and "expired" in err, err
-        _, out, _ = ciml("cache-data", *source_args, "--build-name", JOB, "-f", "json")
+        _, out, _ = ciml("cache-data", *source_args, "--build-name", job, "-f", "json")
         again = json.loads(out)
         oldest = sorted(truth, key=lambda r: r["start"])[:len(truth) - keep]
         assert again["total_unavailable"] == summary["total_unavailable"] + sum(
@@ -120,6 +141,15 @@ def test_the_whole_pipeline_from_a_ci_system(system, history, run_ciml, data_pat
 
 def _run_id(system, server, run):
     """The id the system's source gives a generated run."""
+    stamp = run["start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    if system == "gitlab":
+        for job in server.jobs:
+            if job["name"] == JOB and job["started_at"] == stamp:
+                return str(job["id"])
+    if system == "jenkins":
+        for build in server.jobs[JOB]:
+            if build["timestamp"] == int(run["start"].timestamp() * 1000):
+                return f"ci/{JOB}#{build['number']}"
     if system == "github":
         for jobs in server.jobs.values():
             for job in jobs:
