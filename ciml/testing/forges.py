@@ -75,19 +75,25 @@ def _zip(members):
 
 def _dstat_member(history, run):
     """``(file name, bytes)`` of a generated run's dstat file, or ``None`` when missing."""
+    import pathlib
+    import urllib.request
+
     if not run.get("dstat_path"):
         return None
-    rel = run["artifacts_url"]
-    if rel.startswith("file:"):
-        import urllib.request
-
-        base = urllib.request.url2pathname(urllib.parse.urlparse(rel).path)
+    url = run["artifacts_url"]
+    path = urllib.parse.urlparse(url).path
+    if url.startswith("file:"):
+        candidates = [pathlib.Path(urllib.request.url2pathname(path))]
     else:
-        base = str(history.logs_dir / urllib.parse.urlparse(rel).path.lstrip("/"))
-    path = f"{base.rstrip('/')}/{run['dstat_path']}"
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return run["dstat_path"].rsplit("/", 1)[-1], data
+        # Served from a base URL: the run's folder is a tail of the URL path.
+        parts = [p for p in path.split("/") if p]
+        candidates = [history.logs_dir.joinpath(*parts[i:]) for i in range(len(parts))]
+    for folder in candidates:
+        target = folder / run["dstat_path"]
+        if target.is_file():
+            return run["dstat_path"].rsplit("/", 1)[-1], target.read_bytes()
+    raise FileNotFoundError(f"the dstat file of run {run['run_id']} is not under "
+                            f"{history.logs_dir}")
 
 
 def _page_params(query, default=30, most=100):

@@ -609,7 +609,7 @@ class DstatMetricSource(MetricSource):
                 local = local_path(base) / path
                 url = local.as_uri() if local.is_absolute() else str(local)
                 result = self._fetch_file(local, problems)
-            tried.append(url)
+            tried.append(redact_url(url))
             if result is None and problems and problems[-1][2]:
                 # The server is failing: later paths would only multiply the
                 # wait, and "missing" would be a lie.  Try the run again later.
@@ -618,7 +618,7 @@ class DstatMetricSource(MetricSource):
                 name = path.rsplit("/", 1)[-1]
                 if result.startswith(GZIP_MAGIC) and not name.endswith(".gz"):
                     name += ".gz"
-                return FetchedMetrics(name=name, data=result, url=url)
+                return FetchedMetrics(name=name, data=result, url=redact_url(url))
         transient = [p for p in problems if p[2]]
         if transient:
             reason, message, _ = transient[-1]
