@@ -120,6 +120,16 @@ def test_the_whole_pipeline_from_a_ci_system(system, history, run_ciml, data_pat
         [row] = json.loads(out)
         assert row["predicted"] in ("passed", "failed")
 
+        # The poll trigger watches the system through the same source.
+        # The APIs give times to the second (Jenkins: the millisecond).
+        newest = max(r["start"] for r in truth if r["defect"] is None).replace(microsecond=0)
+        _, out, err = ciml("watch", "--dataset", system, "--trigger", "poll", *source_args,
+                         "--build-name", job, "--once", "--status-interval", "0",
+                         "--since", newest.isoformat())
+        assert out.strip(), err
+        [line] = out.splitlines()
+        assert json.loads(line)["predicted"] in ("passed", "failed")
+
         # An expired token: a clear error, and nothing recorded as unavailable.
         rc, out, err = run_ciml(["--data-path", root, "cache-data", *source_args,
                                  "--build-name", job],

@@ -108,9 +108,10 @@ def test_every_command_keeps_credentials_out_of_its_output(tmp_path, data_path, 
         server.fault("*/dstat-csv_log.txt*", status=403)
         ciml("predict", "--dataset", "d", *zuul, newest["build_uuid"], ok=None, env=env)
         server.clear_faults()
-        ciml("watch", "--dataset", "d", "--trigger", "poll", *zuul, "--build-name", JOB,
-             "--once", "--status-interval", "0", "--since",
-             newest["start"].isoformat(), env=env)
+        _, out, _ = ciml("watch", "--dataset", "d", "--trigger", "poll", *zuul, "--build-name",
+                         JOB, "--once", "--status-interval", "0", "--since",
+                         newest["start"].replace(microsecond=0).isoformat(), env=env)
+        assert json.loads(out.splitlines()[0])["artifacts_url"].startswith("http://127.0.0.1")
 
     # The REST sources: tokens from the environment, credentials in their URLs.
     from ciml.testing.forges import GitHubServer, GitLabServer, JenkinsServer
