@@ -167,3 +167,32 @@ def _run_id(system, server, run):
                         "%Y-%m-%dT%H:%M:%SZ"):
                     return str(job["id"])
     raise KeyError(run["run_id"])
+
+
+def test_a_refused_log_is_tried_again_not_recorded_missing(history, run_ciml, data_path):
+    """A 401/403 from the log server is an expired credential, not a fact about the run."""
+    from ciml.testing.servers import CIServer
+
+    good = [r for r in history.runs if r["build_name"] == JOB and r["defect"] is None]
+    with_file = [r for r in history.runs if r["build_name"] == JOB and r["dstat_path"]]
+    with CIServer(root=history.logs_dir.parent.parent, builds=history.zuul_builds) as server:
+        # The generated log URLs are file:// ones: serve them over HTTP instead.
+        for build in server.builds:
+            if build.get("log_url"):
+                build["log_url"] = server.url + build["log_url"].split(
+                    str(history.logs_dir.parent.parent.resolve()) + "/", 1)[1]
+        args = ["--data-path", str(data_path.root), "cache-data", "--source", "zuul",
+                "--zuul-url", server.zuul_url, "--tenant", "openstack", "--build-name", JOB,
+                "--inventory-path", "", "--retries", "0", "--processes", "0", "-f", "json"]
+        server.fault("*/dstat-csv_log.txt*", status=401)
+        rc, out, err = run_ciml(args)
+        assert rc == 0, err
+        first = json.loads(out)
+        # Every fetch was refused: nothing is recorded, everything is retried.
+        assert first["cached"] == first["unavailable"] == 0
+        assert first["transient"] == first["selected"] >= len(with_file)
+        assert first["reasons"] == f"auth={first['selected']}"
+        server.clear_faults()
+        rc, out, err = run_ciml(args)
+        assert rc == 0, err
+        assert json.loads(out)["cached"] == len(good)
