@@ -443,7 +443,7 @@ class HttpClient:
                 return
 
     def open(self, url, params=None, headers=None):
-        """Start a GET (retried as the class says); the caller reads and :meth:`release`s it.
+        """Start a GET (retried as the class says); read it, then call :meth:`release`.
 
         Raises ``urllib3.exceptions.HTTPError`` subclasses for connection
         errors, timeouts and too many redirects, after the retries.

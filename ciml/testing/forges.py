@@ -75,19 +75,25 @@ def _zip(members):
 
 def _dstat_member(history, run):
     """``(file name, bytes)`` of a generated run's dstat file, or ``None`` when missing."""
+    import pathlib
+    import urllib.request
+
     if not run.get("dstat_path"):
         return None
-    rel = run["artifacts_url"]
-    if rel.startswith("file:"):
-        import urllib.request
-
-        base = urllib.request.url2pathname(urllib.parse.urlparse(rel).path)
+    url = run["artifacts_url"]
+    path = urllib.parse.urlparse(url).path
+    if url.startswith("file:"):
+        candidates = [pathlib.Path(urllib.request.url2pathname(path))]
     else:
-        base = str(history.logs_dir / urllib.parse.urlparse(rel).path.lstrip("/"))
-    path = f"{base.rstrip('/')}/{run['dstat_path']}"
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return run["dstat_path"].rsplit("/", 1)[-1], data
+        # Served from a base URL: the run's folder is a tail of the URL path.
+        parts = [p for p in path.split("/") if p]
+        candidates = [history.logs_dir.joinpath(*parts[i:]) for i in range(len(parts))]
+    for folder in candidates:
+        target = folder / run["dstat_path"]
+        if target.is_file():
+            return run["dstat_path"].rsplit("/", 1)[-1], target.read_bytes()
+    raise FileNotFoundError(f"the dstat file of run {run['run_id']} is not under "
+                            f"{history.logs_dir}")
 
 
 def _page_params(query, default=30, most=100):
@@ -460,4 +466,334 @@ class GitHubServer(_ForgeServer):
         return 200, {"Content-Type": "application/zip"}, data
 
 
-__all__ = ["GitHubServer"]
+# -- GitLab ----------------------------------------------------------------------------------
+
+#: generated cause -> GitLab failure_reason (the API's own vocabulary).
+_GITLAB_FAILURE = {"test-failure": "script_failure", "oom": "script_failure",
+                   "timeout": "job_execution_timeout", "network": "runner_system_failure"}
+
+
+class GitLabServer(_ForgeServer):
+    """GitLab's REST API v4 for one project: its CI jobs and their artifacts.
+
+    Answers ``/api/v4/projects/:id/jobs`` (``scope[]``; keyset paging with
+    ``pagination=keyset``, else offset paging with ``page``/``per_page`` and
+    the ``X-Page``/``X-Next-Page``/``X-Total`` headers; both give a ``Link``
+    header; newest first), ``/projects/:id/jobs/:job_id`` and
+    ``/projects/:id/jobs/:job_id/artifacts`` (the zip).  ``:id`` is the
+    numeric id or the URL-encoded path.  ``token``: ``Authorization: Bearer``
+    or ``PRIVATE-TOKEN`` must carry it, else 401.  ``rate_limit``: that many
+    requests, then 429 with ``Retry-After`` and ``RateLimit-*`` headers.
+    """
+
+    def __init__(self, *, project="group/ci", project_id=42, token=None, rate_limit=None,
+                 retry_after=60, latency=0.0):
+        super().__init__(token=token, latency=latency)
+        self.project = project
+        self.project_id = project_id
+        self.jobs = []        # newest first
+        self.archives = {}    # job id -> zip bytes
+        self.rate_limit = rate_limit
+        self.retry_after = retry_after
+        self._used = 0
+
+    @property
+    def api_url(self):
+        """The ``--gitlab-url`` to give the ``gitlab`` source (the instance root)."""
+        return self.url.rstrip("/")
+
+    @classmethod
+    def from_history(cls, history, *, expired=(), **kwargs):
+        server = cls(**kwargs)
+        server.add_history(history, expired=expired)
+        return server
+
+    def add_history(self, history, *, expired=()):
+        jobs = []
+        web = f"https://gitlab.example.com/{self.project}"
+        for i, run in enumerate(history.runs):
+            job_id = 100_000 + 3 * i
+            pipeline_id = 5_000 + i
+            start = run["start"]
+            end = start + dt.timedelta(seconds=float(run["duration"]))
+            created = start - dt.timedelta(seconds=15)
+            failed = run["status"] == "failed"
+            sha = _sha(run["build_uuid"])
+            source = {"gate": "push", "periodic": "schedule"}.get(run["pipeline"],
+                                                                   "merge_request_event")
+            ref = "main" if source != "merge_request_event" else \
+                f"refs/merge-requests/{run['change']}/head"
+            member = _dstat_member(history, run)
+            job = {
+                "commit": {"id": sha, "short_id": sha[:8], "title": f"Change {i}",
+                           "created_at": _iso(created)},
+                "coverage": None, "archived": False, "source": source,
+                "allow_failure": False, "created_at": _iso(created),
+                "started_at": _iso(start), "finished_at": _iso(end), "erased_at": None,
+                "duration": float(run["duration"]), "queued_duration": 15.0,
+                "tag_list": ["linux", run["node_provider"]],
+                "id": job_id, "name": run["build_name"],
+                "pipeline": {"id": pipeline_id, "project_id": self.project_id, "ref": ref,
+                             "sha": sha, "status": "failed" if failed else "success",
+                             "source": source},
+                "ref": ref,
+                "runner": {"id": 7 + i % 5, "description": run["node"], "ip_address": None,
+                           "active": True, "paused": False, "is_shared": False,
+                           "runner_type": "project_type", "name": "gitlab-runner",
+                           "online": True, "status": "online"},
+                "runner_manager": {"id": 3, "system_id": "s_" + sha[:12],
+                                   "version": "17.5.0", "platform": "linux",
+                                   "architecture": "amd64", "status": "online"},
+                "stage": "test", "status": "failed" if failed else "success",
+                "tag": False, "web_url": f"{web}/-/jobs/{job_id}",
+                "project": {"ci_job_token_scope_enabled": False},
+                "user": {"id": 1, "username": "root", "name": "Administrator"},
+                "artifacts": [{"file_type": "trace", "size": 1500, "filename": "job.log",
+                               "file_format": "raw"}],
+            }
+            if failed:
+                job["failure_reason"] = _GITLAB_FAILURE.get(run["cause"], "script_failure")
+            if member is not None and run["run_id"] not in expired:
+                data = _zip({run["dstat_path"]: member[1], "reports/summary.txt": b"ok\n"})
+                self.archives[job_id] = data
+                job["artifacts_file"] = {"filename": "artifacts.zip", "size": len(data)}
+                job["artifacts"].insert(0, {"file_type": "archive", "size": len(data),
+                                            "filename": "artifacts.zip",
+                                            "file_format": "zip"})
+                job["artifacts_expire_at"] = _iso(end + dt.timedelta(days=30))
+            jobs.append(job)
+            if i % 4 == 0:
+                jobs.append({**job, "id": job_id + 1, "status": "canceled",
+                             "failure_reason": None, "artifacts": [],
+                             "web_url": f"{web}/-/jobs/{job_id + 1}"})
+            if i % 6 == 0:
+                jobs.append({**job, "id": job_id + 2, "name": "deploy", "status": "manual",
+                             "started_at": None, "finished_at": None, "duration": None,
+                             "artifacts": [], "web_url": f"{web}/-/jobs/{job_id + 2}"})
+        jobs.sort(key=lambda j: j["id"], reverse=True)
+        self.jobs = jobs + self.jobs
+
+    def route(self, method, path, query, headers):
+        prefix = "/api/v4/projects/"
+        if not path.startswith(prefix):
+            return None
+        if self.api_token:
+            given = headers.get("Authorization") or headers.get("authorization") or ""
+            private = headers.get("PRIVATE-TOKEN") or headers.get("Private-Token") or ""
+            if given != f"Bearer {self.api_token}" and private != self.api_token:
+                with self._lock:
+                    self.refused.append(path)
+                return _json(401, {"message": "401 Unauthorized"})
+        with self._lock:
+            self._used += 1
+            if self.rate_limit is not None and self._used > self.rate_limit:
+                reset = int(time.time()) + self.retry_after
+                return _json(429, {"message": "Retry later"}, {
+                    "Retry-After": str(self.retry_after), "RateLimit-Limit": str(self.rate_limit),
+                    "RateLimit-Remaining": "0", "RateLimit-Reset": str(reset),
+                    "Content-Type": "text/plain"})
+        rest = path[len(prefix):]
+        for key in (self.project, str(self.project_id)):
+            if rest.startswith(key + "/"):
+                parts = rest[len(key) + 1:].split("/")
+                break
+        else:
+            return _json(404, {"message": "404 Project Not Found"})
+        if parts == ["jobs"]:
+            return self._list(query, path)
+        if len(parts) in (2, 3) and parts[0] == "jobs":
+            job = next((j for j in self.jobs if str(j["id"]) == parts[1]), None)
+            if job is None:
+                return _json(404, {"message": "404 Not found"})
+            if len(parts) == 2:
+                return _json(200, job)
+            if parts[2] == "artifacts":
+                data = self.archives.get(job["id"])
+                if data is None:
+                    return _json(404, {"message": "404 Not found"})
+                return 200, {"Content-Type": "application/zip",
+                             "Content-Disposition": 'attachment; filename="artifacts.zip"'}, data
+        return _json(404, {"error": "404 Not Found"})
+
+    def _list(self, query, path):
+        scopes = set(query.get("scope[]", []) + query.get("scope", []))
+        jobs = [j for j in self.jobs if not scopes or j["status"] in scopes]
+        try:
+            per_page = min(100, int(query.get("per_page", ["20"])[0]))
+        except ValueError:
+            return _json(400, {"error": "per_page is invalid"})
+        params = {k: v for k, v in query.items() if k not in ("page", "cursor", "id_before")}
+        base = f"{self.url.rstrip('/')}{urllib.parse.quote(path)}"
+        if query.get("pagination") == ["keyset"]:
+            cursor = query.get("id_before", [None])[0]
+            if cursor is not None:
+                jobs = [j for j in jobs if j["id"] < int(cursor)]
+            page = jobs[:per_page]
+            headers = {}
+            if len(jobs) > per_page:
+                next_params = {k: v for k, v in params.items()}
+                next_params["id_before"] = [str(page[-1]["id"])]
+                headers["Link"] = (f'<{base}?{urllib.parse.urlencode(next_params, doseq=True)}>'
+                                   '; rel="next"')
+            return _json(200, page, headers)
+        try:
+            number = int(query.get("page", ["1"])[0])
+        except ValueError:
+            return _json(400, {"error": "page is invalid"})
+        page = jobs[(number - 1) * per_page: number * per_page]
+        pages = max(1, -(-len(jobs) // per_page))
+        headers = {"X-Page": str(number), "X-Per-Page": str(per_page),
+                   "X-Total": str(len(jobs)), "X-Total-Pages": str(pages),
+                   "X-Next-Page": str(number + 1) if number < pages else "",
+                   "X-Prev-Page": str(number - 1) if number > 1 else ""}
+        if number < pages:
+            next_params = {**params, "page": [str(number + 1)]}
+            headers["Link"] = (f'<{base}?{urllib.parse.urlencode(next_params, doseq=True)}>'
+                               '; rel="next"')
+        return _json(200, page, headers)
+
+
+# -- Jenkins ---------------------------------------------------------------------------------
+
+_JENKINS_RESULT = {"SUCCESS": "SUCCESS", "FAILURE": "FAILURE", "TIMED_OUT": "ABORTED",
+                   "POST_FAILURE": "UNSTABLE", "RETRY_LIMIT": "FAILURE"}
+
+_JENKINS_HTML = (b"<!DOCTYPE html><html><head><title>Jenkins</title></head><body>"
+                 b"<h1>%s</h1></body></html>")
+
+
+class JenkinsServer(_ForgeServer):
+    """Jenkins's JSON API: a folder ``ci`` holding one job per generated job name.
+
+    Answers ``/job/ci/api/json`` (the folder: its jobs),
+    ``/job/ci/job/<name>/api/json`` with ``tree=allBuilds[...]{M,N}`` (or
+    ``builds``, the last 100) newest first, ``/job/ci/job/<name>/<n>/api/json``
+    and ``/job/ci/job/<name>/<n>/artifact/<path>`` (the archived dstat file,
+    as ``archiveArtifacts`` keeps it).  ``user``/``token``: requests must
+    carry them as basic auth, else 401 with Jenkins's HTML page.  Unknown
+    paths get an HTML 404, as Jenkins answers.
+    """
+
+    def __init__(self, *, folder="ci", user=None, token=None, latency=0.0):
+        super().__init__(token=token, latency=latency)
+        self.folder = folder
+        self.user = user
+        self.jobs = {}       # job name -> [build dicts], newest first
+        self.files = {}      # (job name, number, relative path) -> bytes
+
+    @property
+    def api_url(self):
+        """The ``--jenkins-url`` to give the ``jenkins`` source."""
+        return self.url.rstrip("/")
+
+    @classmethod
+    def from_history(cls, history, **kwargs):
+        server = cls(**kwargs)
+        server.add_history(history)
+        return server
+
+    def add_history(self, history):
+        numbers = {}
+        for run in history.runs:
+            name = run["build_name"]
+            number = numbers[name] = numbers.get(name, 0) + 1
+            member = _dstat_member(history, run)
+            result = _JENKINS_RESULT.get(run["result"], "FAILURE")
+            if run["status"] == "failed" and result == "SUCCESS":
+                result = "FAILURE"
+            if result == "ABORTED":
+                result = "FAILURE"   # a timeout that ran to its end
+            build = {
+                "_class": "hudson.model.FreeStyleBuild", "number": number,
+                "id": str(number), "displayName": f"#{number}",
+                "url": f"{{root}}/job/{self.folder}/job/{name}/{number}/",
+                "result": result, "building": False, "inProgress": False,
+                "timestamp": int(run["start"].timestamp() * 1000),
+                "duration": int(float(run["duration"]) * 1000),
+                "estimatedDuration": 900_000, "builtOn": run["node"],
+                "description": None, "fullDisplayName": f"{self.folder} » {name} #{number}",
+                "artifacts": [],
+            }
+            if member is not None:
+                rel = run["dstat_path"].rsplit("/", 1)[-1]
+                build["artifacts"].append({"displayPath": rel, "fileName": rel,
+                                           "relativePath": rel})
+                self.files[(name, number, rel)] = member[1]
+            self.jobs.setdefault(name, []).insert(0, build)
+        for name, builds in self.jobs.items():
+            top = builds[0]["number"]
+            # An aborted build and one still running: both are skipped.
+            builds.insert(0, {**builds[0], "number": top + 1, "id": str(top + 1),
+                              "displayName": f"#{top + 1}", "result": "ABORTED",
+                              "url": f"{{root}}/job/{self.folder}/job/{name}/{top + 1}/"})
+            builds.insert(0, {**builds[0], "number": top + 2, "id": str(top + 2),
+                              "displayName": f"#{top + 2}", "result": None, "building": True,
+                              "inProgress": True,
+                              "url": f"{{root}}/job/{self.folder}/job/{name}/{top + 2}/"})
+
+    def _fill(self, data):
+        return json.loads(json.dumps(data).replace("{root}", self.api_url))
+
+    def _html(self, status, title):
+        return status, {"Content-Type": "text/html;charset=utf-8"}, _JENKINS_HTML % title
+
+    def route(self, method, path, query, headers):
+        if not path.startswith("/job/"):
+            return None
+        if self.api_token:
+            import base64
+
+            want = "Basic " + base64.b64encode(
+                f"{self.user}:{self.api_token}".encode()).decode()
+            if (headers.get("Authorization") or headers.get("authorization")) != want:
+                with self._lock:
+                    self.refused.append(path)
+                return 401, {"Content-Type": "text/html;charset=utf-8",
+                             "WWW-Authenticate": 'Basic realm="Jenkins"'}, \
+                    _JENKINS_HTML % b"Invalid password/token for user"
+        parts = [p for p in path.split("/") if p]
+        # /job/<folder>[/job/<name>[/<number>]][/api/json | /artifact/<path>]
+        if parts[:2] != ["job", self.folder]:
+            return self._html(404, b"Not Found")
+        rest = parts[2:]
+        if rest == ["api", "json"]:
+            jobs = [{"_class": "hudson.model.FreeStyleProject", "name": n,
+                     "url": f"{{root}}/job/{self.folder}/job/{n}/"} for n in sorted(self.jobs)]
+            return _json(200, self._fill({
+                "_class": "com.cloudbees.hudson.plugins.folder.Folder", "name": self.folder,
+                "url": f"{{root}}/job/{self.folder}/", "jobs": jobs}))
+        if len(rest) < 2 or rest[0] != "job" or rest[1] not in self.jobs:
+            return self._html(404, b"Not Found")
+        name, builds, rest = rest[1], self.jobs[rest[1]], rest[2:]
+        if rest == ["api", "json"]:
+            return self._job(name, builds, query)
+        if rest and rest[0].isdigit():
+            number = int(rest[0])
+            build = next((b for b in builds if b["number"] == number), None)
+            if build is None:
+                return self._html(404, b"Not Found")
+            if rest[1:] == ["api", "json"]:
+                return _json(200, self._fill(build))
+            if len(rest) > 2 and rest[1] == "artifact":
+                data = self.files.get((name, number, "/".join(rest[2:])))
+                if data is None:
+                    return self._html(404, b"Not Found")
+                return 200, {"Content-Type": "application/octet-stream"}, data
+        return self._html(404, b"Not Found")
+
+    def _job(self, name, builds, query):
+        tree = query.get("tree", [""])[0]
+        key = "allBuilds" if "allBuilds" in tree else "builds"
+        chosen = builds if key == "allBuilds" else builds[:100]
+        match = re.search(r"\{(\d*),(\d*)\}\s*$", tree)
+        if match:
+            low = int(match.group(1) or 0)
+            high = int(match.group(2)) if match.group(2) else len(chosen)
+            chosen = chosen[low:high]
+        return _json(200, self._fill({
+            "_class": "hudson.model.FreeStyleProject", "name": name,
+            "fullName": f"{self.folder}/{name}",
+            "url": f"{{root}}/job/{self.folder}/job/{name}/", key: chosen}))
+
+
+__all__ = ["GitHubServer", "GitLabServer", "JenkinsServer"]

@@ -6,8 +6,14 @@ devstack-based jobs write ``dstat --output`` to ``dstat-csv_log.txt``,
 collected gzipped or not under ``controller/logs/`` or ``logs/`` of the
 build's artifacts.  :class:`DstatMetricSource` tries its ``paths`` in order
 under the run's artifacts URL, which may be ``http(s)://``, ``file://`` or a
-plain local directory.  A 404 (or a missing file) moves on to the next
-path; a 5xx or a connection error is retried with exponential backoff.
+plain local directory.  Where the CI system keeps a job's artifacts as a
+zip archive (GitHub Actions, GitLab CI), the result source marks the run
+(``artifacts_archive: zip`` in its metadata; a URL ending in ``.zip`` counts
+too): the archive is downloaded (spooled to disk past 16 MB, at most
+``max_archive_bytes``) and the first of ``paths`` found in it, by full path
+or by file name, is read, decompressed as a stream held to ``max_bytes``.
+A 404 (or a missing file) moves on to the next path; a 5xx or a
+connection error is retried with exponential backoff.
 
 What the file looks like
 ------------------------
@@ -80,7 +86,9 @@ credentials, 401/403; fix them and run again), ``rate-limited``
 ``corrupt-gzip``, ``truncated-gzip``, ``too-large`` (over ``max_bytes``
 compressed or decompressed; gzip is decompressed as a capped stream, so a
 gzip bomb cannot exhaust memory),
-``read-error`` (a local file that cannot be read), ``empty``, ``html`` (a
+``read-error`` (a local file that cannot be read), ``corrupt-archive`` (an
+artifacts archive that is not a readable zip, or an encrypted member),
+``empty``, ``html`` (a
 web page instead of CSV), ``not-dstat`` (no dstat
 header), ``header-only`` (no data rows), ``malformed`` (rows with the wrong
 number of fields), ``non-numeric`` (text in a metric column) and
@@ -615,7 +623,7 @@ class DstatMetricSource(MetricSource):
                 local = local_path(base) / path
                 url = local.as_uri() if local.is_absolute() else str(local)
                 result = self._fetch_file(local, problems)
-            tried.append(url)
+            tried.append(redact_url(url))
             if result is None and problems and problems[-1][2]:
                 # The server is failing: later paths would only multiply the
                 # wait, and "missing" would be a lie.  Try the run again later.
@@ -624,7 +632,7 @@ class DstatMetricSource(MetricSource):
                 name = path.rsplit("/", 1)[-1]
                 if result.startswith(GZIP_MAGIC) and not name.endswith(".gz"):
                     name += ".gz"
-                return FetchedMetrics(name=name, data=result, url=url)
+                return FetchedMetrics(name=name, data=result, url=redact_url(url))
         transient = [p for p in problems if p[2]]
         if transient:
             reason, message, _ = transient[-1]

@@ -529,3 +529,13 @@ def test_archives_over_http(tmp_path, samples):
         with pytest.raises(MetricsUnavailable) as info:
             small.fetch(_archive_run(server.url + "a.zip"))
     assert info.value.reason == "too-large"
+
+
+def test_the_conformance_kit_on_a_zip_artifact(tmp_path, samples):
+    from ciml.testing.sources import check_metric_source
+
+    archive = tmp_path / "artifact.zip"
+    archive.write_bytes(_zip({"dstat-csv_log.txt": samples["0.7.3"]}))
+    run = _archive_run(str(archive))
+    run.start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
+    check_metric_source(DstatMetricSource(), run)
