@@ -112,31 +112,44 @@ def _realign(cells, ncols):
 
 
 def _complete_rows(body, ncols, metric_positions):
-    """``(rows, empty_positions, skipped)``: the whole samples as cell lists.
+    """``(rows, empty_positions, skipped)`` of the whole samples in ``body``.
 
-    A metric empty in every row is one pcp has no value for on that host
-    (the swap columns of a node without swap): its position is returned so
-    that the column is dropped rather than every row.
+    A row is its line, unchanged, when it is plainly whole (the header's
+    number of fields, no empty cell, no quote): nearly every row, and no
+    per-cell work.  Other rows are cell lists, realigned where that is
+    possible.  A metric empty in every row is one pcp has no value for on
+    that host (the swap columns of a node without swap): its position is
+    returned so that the column is dropped rather than every row.
     """
-    candidates, skipped = [], 0
+    commas = ncols - 1
+    candidates, skipped, plain = [], 0, 0
     for line in body.split("\n"):
+        line = line.rstrip("\r")
         if not line.strip() or line.startswith('"'):
             # Blank, or a repeated preamble (pcp-dstat restarted on the file).
             continue
-        cells = _realign(_cells(line.rstrip("\r")), ncols)
+        if ('"' not in line and line.count(",") == commas and ",," not in line
+                and not line.endswith(",")):
+            candidates.append(line)
+            plain += 1
+            continue
+        cells = _realign(_cells(line), ncols)
         if cells is None:
             skipped += 1
             continue
         candidates.append(cells)
-    empty = {p for p in metric_positions
-             if candidates and all(not cells[p].strip() for cells in candidates)}
+    empty = set()
+    if not plain:
+        lists = [c for c in candidates if isinstance(c, list)]
+        empty = {p for p in metric_positions
+                 if lists and all(not cells[p].strip() for cells in lists)}
     wanted = [p for p in metric_positions if p not in empty]
     rows = []
-    for cells in candidates:
-        if any(not cells[p].strip() for p in wanted):
+    for row in candidates:
+        if isinstance(row, list) and any(not row[p].strip() for p in wanted):
             skipped += 1
         else:
-            rows.append(cells)
+            rows.append(row)
     return rows, empty, skipped
 
 
@@ -199,8 +212,11 @@ def parse_pcp(data, start=None, max_bytes=_dstat.DEFAULT_MAX_BYTES):
         kept_groups.append(title)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    for cells in rows:
-        writer.writerow([cells[i] for i in keep])
+    for row in rows:
+        if isinstance(row, str):
+            out.write(row + "\n")
+        else:
+            writer.writerow([row[i] for i in keep])
     rebuilt = ("\n".join([*head_lines, _quoted(kept_groups), _quoted([columns[i] for i in keep])])
                + "\n" + out.getvalue()).encode("latin-1")
     frame = _dstat.parse_dstat(rebuilt, start=start, max_bytes=max_bytes)
