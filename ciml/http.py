@@ -194,6 +194,18 @@ def register_credentials(base_url, headers):
         _CREDENTIALS[_origin_prefix(base_url)] = dict(headers)
 
 
+def unregister_credentials(base_url, headers=None):
+    """Stop lending credentials under ``base_url`` (only ``headers``, when given).
+
+    A result source calls it when it is closed, so that a later server on
+    the same host and port (tests reuse ports) is not sent its token.
+    """
+    key = _origin_prefix(base_url)
+    with _CREDENTIALS_LOCK:
+        if headers is None or _CREDENTIALS.get(key) == dict(headers):
+            _CREDENTIALS.pop(key, None)
+
+
 def _lent_headers(url):
     key = _origin_prefix(url)
     with _CREDENTIALS_LOCK:

@@ -48,7 +48,13 @@ import urllib.parse
 from ciml.base import Parameter, ResultSource, positive_int
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, HttpClient, redact_url, register_credentials
+from ciml.http import (
+    HTTP_PARAMETERS,
+    HttpClient,
+    redact_url,
+    register_credentials,
+    unregister_credentials,
+)
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import as_utc, interleave
 from ciml_plugins.sources.rest import expect, get_json, get_json_page, text
@@ -120,12 +126,13 @@ class GitHubResultSource(ResultSource):
         self.page_size = min(self.page_size, _PAGE_SIZE_MAX)
         headers = {"Accept": "application/vnd.github+json",
                    "X-GitHub-Api-Version": "2022-11-28"}
+        self._lent = None
         if self.github_token:
-            auth = {"Authorization": f"Bearer {self.github_token}"}
-            headers.update(auth)
+            self._lent = {"Authorization": f"Bearer {self.github_token}"}
+            headers.update(self._lent)
             # Artifact downloads are API URLs too: the metric source needs
             # the token for them, and only for them.
-            register_credentials(self.api_root, auth)
+            register_credentials(self.api_root, self._lent)
         self._client = HttpClient.for_component(self, "ciml-github", headers=headers)
 
     @property
@@ -137,6 +144,8 @@ class GitHubResultSource(ResultSource):
         return f"{self.api_root}/repos/{self.repo}"
 
     def close(self):
+        if self._lent:
+            unregister_credentials(self.api_root, self._lent)
         self._client.close()
 
     # -- HTTP -------------------------------------------------------------------------

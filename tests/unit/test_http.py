@@ -7,7 +7,13 @@ import threading
 import pytest
 import urllib3
 
-from ciml.http import FetchError, HttpClient, redact_url, register_credentials
+from ciml.http import (
+    FetchError,
+    HttpClient,
+    redact_url,
+    register_credentials,
+    unregister_credentials,
+)
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -254,7 +260,7 @@ def test_lent_credentials_stay_under_their_api_and_on_their_host(server):
     finally:
         other.shutdown()
         other.server_close()
-        register_credentials(server.url + "/api/v3", {})
+        unregister_credentials(server.url + "/api/v3")
     auth = {path: headers.get("authorization") for path, headers in server.seen}
     assert auth == {"/api/v3/artifacts/1/zip": "Bearer s3cret-t0ken", "/api/v3x": None,
                     "/logs/f": None}
