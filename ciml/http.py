@@ -194,6 +194,18 @@ def register_credentials(base_url, headers):
         _CREDENTIALS[_origin_prefix(base_url)] = dict(headers)
 
 
+def unregister_credentials(base_url, headers=None):
+    """Stop lending credentials under ``base_url`` (only ``headers``, when given).
+
+    A result source calls it when it is closed, so that a later server on
+    the same host and port (tests reuse ports) is not sent its token.
+    """
+    key = _origin_prefix(base_url)
+    with _CREDENTIALS_LOCK:
+        if headers is None or _CREDENTIALS.get(key) == dict(headers):
+            _CREDENTIALS.pop(key, None)
+
+
 def _lent_headers(url):
     key = _origin_prefix(url)
     with _CREDENTIALS_LOCK:
@@ -530,6 +542,14 @@ class HttpClient:
                     body = self._read_capped(resp, safe_url, _DRAIN_BYTES, allow_cut=True)
                 done = True
                 final_url = getattr(resp, "url", None) or url
+                if (_unannounced_limit(status, resp_headers, body)
+                        and attempt < self.retries and SECONDARY_LIMIT_WAIT <= self.max_wait):
+                    # GitHub's documented advice for a secondary rate limit
+                    # without Retry-After: wait at least a minute.
+                    LOG.info("%s: rate limited without Retry-After; waiting %d s", safe_url,
+                             SECONDARY_LIMIT_WAIT)
+                    time.sleep(SECONDARY_LIMIT_WAIT)
+                    continue
                 return Response(status, resp_headers, body, final_url)
             except FetchError:
                 raise
@@ -613,6 +633,17 @@ class HttpClient:
             manager.clear()
 
 
+#: Seconds to wait after a rate limit announced only in the body (GitHub's
+#: secondary limits may come without Retry-After; its docs say a minute).
+SECONDARY_LIMIT_WAIT = 60
+
+
+def _unannounced_limit(status, headers, body):
+    """A 403/429 that says "rate limit" in its body but gives no wait in its headers."""
+    return (status in (403, 429) and server_wait(headers) is None
+            and b"rate limit" in (body or b"")[:4096].lower())
+
+
 def check_status(resp, safe_url, what="the server"):
     """Raise the :class:`FetchError` an unsuccessful :class:`Response` means.
 
@@ -624,6 +655,8 @@ def check_status(resp, safe_url, what="the server"):
     if 200 <= status < 300:
         return
     wait = server_wait(resp.headers)
+    if wait is None and _unannounced_limit(status, resp.headers, resp.body):
+        wait = float(SECONDARY_LIMIT_WAIT)
     if status in (403, 429, 503) and wait is not None:
         raise FetchError(
             "rate-limited", f"{what} rate-limits {safe_url} (HTTP {status}) and asks for a "

@@ -615,7 +615,7 @@ class DstatMetricSource(MetricSource):
             return self._fetch_archive(run)
         tried = []
         problems = []   # (reason, message, transient)
-        for path in self.paths:
+        for path in listed_first(self.paths, run):
             if is_remote(base):
                 url = base.rstrip("/") + "/" + path.lstrip("/")
                 result = self._fetch_http(url, problems)
@@ -721,6 +721,20 @@ class DstatMetricSource(MetricSource):
     def parse(self, data, run):
         start = run.start if run is not None else None
         return parse_dstat(data, start=start, max_bytes=self.max_bytes)
+
+
+def listed_first(paths, run):
+    """``paths``, those the run's metadata lists among its artifacts first.
+
+    A source that knows a run's artifacts (Jenkins lists them with each
+    build, comma-separated in ``artifacts``) saves a request per path that
+    is not there; paths it does not list are still tried, after.
+    """
+    listed = (run.metadata or {}).get("artifacts")
+    if not listed:
+        return list(paths)
+    names = {p.strip().lstrip("/") for p in str(listed).split(",")}
+    return sorted(paths, key=lambda p: p.lstrip("/") not in names)
 
 
 def is_archive(run):

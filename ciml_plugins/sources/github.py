@@ -48,7 +48,13 @@ import urllib.parse
 from ciml.base import Parameter, ResultSource, positive_int
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, HttpClient, redact_url, register_credentials
+from ciml.http import (
+    HTTP_PARAMETERS,
+    HttpClient,
+    redact_url,
+    register_credentials,
+    unregister_credentials,
+)
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import as_utc, interleave
 from ciml_plugins.sources.rest import expect, get_json, get_json_page, text
@@ -70,6 +76,9 @@ _SEARCH_CAP = 1000
 #: A job may start this long after its workflow run was created (queueing,
 #: ``needs``): ``--since`` asks the server for runs created this much earlier.
 _QUEUE_MARGIN = dt.timedelta(days=1)
+
+#: Workflow runs whose jobs and artifacts are asked for at once while listing.
+_LISTING_THREADS = 4
 
 _ARTIFACT_UNSAFE = re.compile(r'[":<>|*?\\/\r\n]+')
 _PAGE_SIZE_MAX = 100
@@ -120,12 +129,13 @@ class GitHubResultSource(ResultSource):
         self.page_size = min(self.page_size, _PAGE_SIZE_MAX)
         headers = {"Accept": "application/vnd.github+json",
                    "X-GitHub-Api-Version": "2022-11-28"}
+        self._lent = None
         if self.github_token:
-            auth = {"Authorization": f"Bearer {self.github_token}"}
-            headers.update(auth)
+            self._lent = {"Authorization": f"Bearer {self.github_token}"}
+            headers.update(self._lent)
             # Artifact downloads are API URLs too: the metric source needs
             # the token for them, and only for them.
-            register_credentials(self.api_root, auth)
+            register_credentials(self.api_root, self._lent)
         self._client = HttpClient.for_component(self, "ciml-github", headers=headers)
 
     @property
@@ -137,6 +147,8 @@ class GitHubResultSource(ResultSource):
         return f"{self.api_root}/repos/{self.repo}"
 
     def close(self):
+        if self._lent:
+            unregister_credentials(self.api_root, self._lent)
         self._client.close()
 
     # -- HTTP -------------------------------------------------------------------------
@@ -257,27 +269,48 @@ class GitHubResultSource(ResultSource):
         return params, local
 
     def _iter_jobs(self, build_name, since, until, filters, status=None):
+        import concurrent.futures as cf
+
         since, until = as_utc(since), as_utc(until)
         params, local = self._query(filters, since, until)
+        wf_runs = self._pages(self._runs_url(), "workflow_runs", params)
         listed = 0
-        for wf_run in self._pages(self._runs_url(), "workflow_runs", params):
-            listed += 1
-            if not isinstance(wf_run, dict) or wf_run.get("status") != "completed":
-                continue
-            # Newest first: once a run was created before the window (less
-            # the queueing margin), so were all later ones.
-            try:
-                created = as_utc(wf_run.get("created_at"))
-            except (TypeError, ValueError):
-                created = None
-            if since is not None and created is not None and created < since - _QUEUE_MARGIN:
-                return
-            yield from self._jobs_of(wf_run, build_name, since, until, local, status)
+        # Each workflow run costs two requests (its jobs, its artifacts):
+        # asked a few runs at a time, in order, so that listing a long
+        # history is not one round trip after another.
+        with cf.ThreadPoolExecutor(max_workers=_LISTING_THREADS,
+                                   thread_name_prefix="ciml-github") as pool:
+            done = False
+            while not done:
+                chunk = []
+                for wf_run in wf_runs:
+                    listed += 1
+                    if not isinstance(wf_run, dict) or wf_run.get("status") != "completed":
+                        continue
+                    # Newest first: once a run was created before the window
+                    # (less the queueing margin), so were all later ones.
+                    try:
+                        created = as_utc(wf_run.get("created_at"))
+                    except (TypeError, ValueError):
+                        created = None
+                    if since is not None and created is not None \
+                            and created < since - _QUEUE_MARGIN:
+                        done = True
+                        break
+                    chunk.append(wf_run)
+                    if len(chunk) == 2 * _LISTING_THREADS:
+                        break
+                else:
+                    done = True
+                for runs in pool.map(lambda r: self._jobs_of(r, build_name, since, until,
+                                                              local, status), chunk):
+                    yield from runs
         if listed >= _SEARCH_CAP and "created" in params:
             LOG.warning("GitHub answers at most %d workflow runs to a filtered query; "
                         "older runs need a narrower --since/--until window", _SEARCH_CAP)
 
     def _jobs_of(self, wf_run, build_name, since, until, local, status=None):
+        """The records of a workflow run's jobs of ``build_name`` (a list)."""
         jobs = self._pages(f"{self.repo_url}/actions/runs/{wf_run['id']}/jobs", "jobs",
                            {"per_page": _PAGE_SIZE_MAX, "filter": "latest"})
         matching = [job for job in jobs if isinstance(job, dict)
@@ -285,9 +318,10 @@ class GitHubResultSource(ResultSource):
                     and run_status(job.get("conclusion")) is not None
                     and (status is None or run_status(job.get("conclusion")) == status)]
         if not matching:
-            return
+            return []
         artifacts = list(self._pages(f"{self.repo_url}/actions/runs/{wf_run['id']}/artifacts",
                                      "artifacts", {"per_page": _PAGE_SIZE_MAX}))
+        records = []
         for job in matching:
             run = self.record(job, wf_run, artifacts)
             if run is None:
@@ -298,7 +332,8 @@ class GitHubResultSource(ResultSource):
                 continue
             if any(run.metadata.get(k) != v for k, v in local.items()):
                 continue
-            yield run
+            records.append(run)
+        return records
 
     def list_runs(self, build_name, *, since=None, until=None, filters=None, limit=None,
                   balanced=False):

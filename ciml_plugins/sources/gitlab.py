@@ -40,7 +40,13 @@ import urllib.parse
 from ciml.base import Parameter, ResultSource, positive_int
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, HttpClient, redact_url, register_credentials
+from ciml.http import (
+    HTTP_PARAMETERS,
+    HttpClient,
+    redact_url,
+    register_credentials,
+    unregister_credentials,
+)
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import as_utc, interleave
 from ciml_plugins.sources.rest import expect, get_json, source_error, text
@@ -92,9 +98,11 @@ class GitLabResultSource(ResultSource):
             raise ConfigError("--gitlab-url must be an http(s) URL")
         self.page_size = min(self.page_size, _PAGE_SIZE_MAX)
         headers = {}
+        self._lent = None
         if self.gitlab_token:
             headers["Authorization"] = f"Bearer {self.gitlab_token}"
-            register_credentials(self.api_root, headers)
+            self._lent = dict(headers)
+            register_credentials(self.api_root, self._lent)
         self._client = HttpClient.for_component(self, "ciml-gitlab", headers=headers)
 
     @property
@@ -107,6 +115,8 @@ class GitLabResultSource(ResultSource):
         return f"{self.api_root}/projects/{urllib.parse.quote(str(self.project), safe='')}"
 
     def close(self):
+        if self._lent:
+            unregister_credentials(self.api_root, self._lent)
         self._client.close()
 
     _TOKEN_HINT = (f"check the token (--gitlab-token or {ENV_TOKEN}): it needs the read_api "

@@ -37,7 +37,13 @@ import urllib.parse
 from ciml.base import Parameter, ResultSource, positive_int
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
-from ciml.http import HTTP_PARAMETERS, HttpClient, redact_url, register_credentials
+from ciml.http import (
+    HTTP_PARAMETERS,
+    HttpClient,
+    redact_url,
+    register_credentials,
+    unregister_credentials,
+)
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import interleave
 from ciml_plugins.sources.rest import expect, get_json, text
@@ -100,10 +106,12 @@ class JenkinsResultSource(ResultSource):
             raise ConfigError("--jenkins-user and --jenkins-token go together "
                               f"(or {ENV_USER} and {ENV_TOKEN})")
         headers = {}
+        self._lent = None
         if self.jenkins_token:
             pair = f"{self.jenkins_user}:{self.jenkins_token}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-            register_credentials(self.root, headers)
+            self._lent = dict(headers)
+            register_credentials(self.root, self._lent)
         self._client = HttpClient.for_component(self, "ciml-jenkins", headers=headers)
 
     @property
@@ -111,6 +119,8 @@ class JenkinsResultSource(ResultSource):
         return self.jenkins_url.rstrip("/")
 
     def close(self):
+        if self._lent:
+            unregister_credentials(self.root, self._lent)
         self._client.close()
 
     _TOKEN_HINT = (f"check --jenkins-user and --jenkins-token (or {ENV_USER} and {ENV_TOKEN}): "

@@ -7,7 +7,13 @@ import threading
 import pytest
 import urllib3
 
-from ciml.http import FetchError, HttpClient, redact_url, register_credentials
+from ciml.http import (
+    FetchError,
+    HttpClient,
+    redact_url,
+    register_credentials,
+    unregister_credentials,
+)
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -254,7 +260,7 @@ def test_lent_credentials_stay_under_their_api_and_on_their_host(server):
     finally:
         other.shutdown()
         other.server_close()
-        register_credentials(server.url + "/api/v3", {})
+        unregister_credentials(server.url + "/api/v3")
     auth = {path: headers.get("authorization") for path, headers in server.seen}
     assert auth == {"/api/v3/artifacts/1/zip": "Bearer s3cret-t0ken", "/api/v3x": None,
                     "/logs/f": None}
@@ -297,3 +303,21 @@ def test_looks_like_html():
         assert looks_like_html(page), page
     for data in (b'"Dstat 0.7.3 CSV output"\n', b"all:\n  hosts: {}\n", b"\x1f\x8b\x08"):
         assert not looks_like_html(data), data
+
+
+def test_a_rate_limit_said_only_in_the_body_waits_a_minute(server, sleeps):
+    # GitHub's secondary rate limit may come without Retry-After.
+    limited = (403, {"Content-Type": "application/json"},
+               b'{"message": "You have exceeded a secondary rate limit. Please wait."}')
+    server.routes["/f"] = [limited, (200, {}, b"ok")]
+    assert _client().fetch(server.url + "/f") == b"ok"
+    assert 60 in sleeps
+    server.routes["/g"] = limited
+    with pytest.raises(FetchError) as info:
+        _client(max_wait=30).fetch(server.url + "/g")
+    assert info.value.reason == "rate-limited" and info.value.transient
+    # A plain 403 is still a refused credential.
+    server.routes["/h"] = (403, {}, b'{"message": "Resource not accessible by integration"}')
+    with pytest.raises(FetchError) as info:
+        _client().fetch(server.url + "/h")
+    assert info.value.reason == "auth"

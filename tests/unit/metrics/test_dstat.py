@@ -539,3 +539,18 @@ def test_the_conformance_kit_on_a_zip_artifact(tmp_path, samples):
     run = _archive_run(str(archive))
     run.start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
     check_metric_source(DstatMetricSource(), run)
+
+
+def test_paths_the_run_lists_among_its_artifacts_are_tried_first(tmp_path, samples):
+    root = tmp_path / "srv"
+    (root / "b1" / "artifact").mkdir(parents=True)
+    (root / "b1" / "artifact" / "dstat-csv_log.txt").write_bytes(samples["0.7.3"])
+    run = RunRecord(id="job#1", build_name="job", status="passed",
+                    artifacts_url=None, metadata={"artifacts": "junit.xml,dstat-csv_log.txt"})
+    with CIServer(root=root) as server:
+        run.artifacts_url = server.url + "b1/artifact/"
+        assert DstatMetricSource().fetch(run).name == "dstat-csv_log.txt"
+        assert server.hits() == 1
+        run.metadata = {}
+        DstatMetricSource().fetch(run)
+        assert server.hits() == 1 + 6   # every default path, the top-level ones last

@@ -177,8 +177,11 @@ def test_an_exhausted_rate_limit_is_not_fought(history, sleeps):
                 list(src.list_runs(JOB))
         assert info.value.transient
         # The third answer said the limit is spent until an hour from now:
-        # the client waits for nothing and asks nothing more.
-        assert len(srv.requests) == 3
+        # the client waits for nothing and asks nothing more than the
+        # requests already in flight (the listing asks a few runs at once).
+        from ciml_plugins.sources.github import _LISTING_THREADS
+
+        assert 3 <= len(srv.requests) <= 3 + _LISTING_THREADS
     assert not [s for s in sleeps if s > 60]
 
 
