@@ -211,7 +211,9 @@ def _print_help(prog, command, summary, original=(), hidden=(), defaults=None,
             action.help = f"{action.help} ({defaults[option]})"
     group = parser.add_argument_group("options of the original ciml (translated)")
     for option, metavar, text in tuple(original) + _GLOBAL_HELP + _S3_HELP:
-        if option in parser._option_string_actions:
+        action = parser._option_string_actions.get(option)
+        if action is not None:
+            action.help = f"{action.help}; {text[0].lower()}{text[1:]}"
             continue
         if metavar:
             group.add_argument(option, metavar=metavar, help=text)
