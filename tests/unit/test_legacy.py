@@ -166,3 +166,29 @@ def test_help_is_the_scripts_own(capsys, data_path, monkeypatch):
     assert out.startswith("usage: ciml-mqtt-predict")
     assert "--mqtt-hostname HOST" in out and "--trigger" not in out
     assert not data_path.root.exists()
+
+
+def test_tensorboard_line_only_for_a_model_with_event_files(run_ciml, data_path):
+    """train-model names a --logdir only where TensorBoard finds curves.
+
+    (The Keras estimators' logs are read with TensorBoard's own reader in
+    tests/functional/test_original_readme.py.)
+    """
+    from ciml.hookspecs import hookimpl
+    from ciml.plugins import get_manager
+    from ciml.testing import make_dataset
+    from ciml.testing.estimators import NearestCentroidEstimator
+
+    class Plugin:
+        @hookimpl
+        def ciml_register_estimators(self, register):
+            register(NearestCentroidEstimator)
+
+    get_manager().add_plugin(Plugin(), "centroid-legacy-test")
+    make_dataset(data_path, "ds", n=24)
+    Experiment.create("cent", "nearest-centroid").save(data_path)
+    rc, out, err = run_ciml(["--data-path", data_path.root, "train-model", "--dataset", "ds",
+                             "--experiment", "cent"])
+    assert rc == 0, err
+    assert f"model saved in {data_path.model('ds', 'cent')}\n" in err
+    assert "--logdir" not in err
