@@ -15,6 +15,7 @@ it under one data path (``--data-path``, ``CIML_DATA_PATH``, by default
 """
 
 import argparse
+import re
 import sys
 import textwrap
 
@@ -172,7 +173,11 @@ def run_legacy(command, argv=None, extra=(), prog="ciml"):
 
 
 def _fill(text):
-    return "\n\n".join(textwrap.fill(part, 79) for part in text.split("\n\n"))
+    """Wrap each paragraph; an indented one (a command to copy) stays as it is."""
+    return "\n\n".join(
+        part if part.startswith(" ") else
+        textwrap.fill(part, 79, break_on_hyphens=False, break_long_words=False)
+        for part in text.split("\n\n"))
 
 
 def _print_help(prog, command, summary, original=(), hidden=(), defaults=None,
@@ -208,7 +213,8 @@ def _print_help(prog, command, summary, original=(), hidden=(), defaults=None,
             action.help = argparse.SUPPRESS
         for option in options & set(defaults):
             action.required = False
-            action.help = f"{action.help} ({defaults[option]})"
+            action.help = re.sub(r"\s*\(default: [^)]*\)", "", action.help or "")
+            action.help += f" ({defaults[option]})"
     group = parser.add_argument_group("options of the original ciml (translated)")
     for option, metavar, text in tuple(original) + _GLOBAL_HELP + _S3_HELP:
         action = parser._option_string_actions.get(option)
@@ -238,7 +244,7 @@ def cache_data(argv=None):
             original=(("--limit", "N", "At most N runs; 0, the original's default, means "
                        "no limit"),),
             defaults={"--build-name": "default: tempest-full, as in the original"},
-            epilog="Example: ciml-cache-data --build-name tempest-full --db-uri "
+            epilog="Example:\n\n  ciml-cache-data --build-name tempest-full --db-uri "
                    "mysql+pymysql://query:query@HOST/subunit2sql")
     try:
         front, rest = _common(prog, args)
@@ -284,7 +290,7 @@ def build_dataset(argv=None):
                  "same as --plot-dir; default <data path>/plots/datasets/<name>)"),
                 ("--no-visualize", None, "The default: no plots"),
             ) + _FORCE_HELP,
-            epilog="Example: ciml-build-dataset --dataset tempest-usr --build-name "
+            epilog="Example:\n\n  ciml-build-dataset --dataset tempest-usr --build-name "
                    "tempest-full --features-regex '(usr|used|1m)'")
     try:
         front, rest = _common(prog, args)
@@ -392,8 +398,9 @@ def setup_experiment(argv=None):
             "stored by name. --dataset records the dataset it is meant for (each dataset "
             "can have several experiments); ciml-train-model then defaults to it.",
             original=_TRAINING_HELP + _FORCE_HELP,
-            epilog="Example: ciml-setup-experiment --dataset tempest-usr --experiment "
-                   "dnn-3x10 --estimator tf.estimator.DNNClassifier --hidden-layers 10/10/10")
+            epilog="Example:\n\n  ciml-setup-experiment --dataset tempest-usr --experiment "
+                   "dnn-3x10 \\\n    --estimator tf.estimator.DNNClassifier "
+                   "--hidden-layers 10/10/10")
     front, out = _seed_training_args(prog, args)
     if out is None:
         return 2
@@ -415,7 +422,9 @@ def train_model(argv=None):
             "test split beside a majority-class baseline, predict the dev split, and save "
             "the model with its TensorBoard logs. Without --dataset, the dataset the "
             "experiment was set up for.",
-            epilog="Example: ciml-train-model --dataset tempest-usr --experiment dnn-3x10")
+            defaults={"--dataset": "default: the dataset the experiment was set up for, "
+                      "else 'dataset', as in the original"},
+            epilog="Example:\n\n  ciml-train-model --dataset tempest-usr --experiment dnn-3x10")
     front, out = _seed_training_args(prog, args)
     if out is None:
         return 2
