@@ -151,12 +151,15 @@ def _tensorboard_scalars(logdir):
     return curves
 
 
-def _firehose_event(history, run_id):
-    for event in json.loads(history.mqtt_events.read_text()):
-        if event["topic"].startswith("gearman-subunit/") and \
-                event["payload"]["build_uuid"] == history.by_id(run_id)["build_uuid"]:
-            return event
-    raise AssertionError(f"no firehose event for {run_id}")
+def _firehose_event(sample_data, run):
+    """The firehose's gearman-subunit message for ``run``, shaped as the sample message."""
+    sample = json.loads((sample_data / "mqtt" / "firehose-gearman-subunit.messages.json")
+                        .read_text())[0]
+    payload = dict(sample["payload"], build_uuid=run["build_uuid"],
+                   source_url=run["artifacts_url"] + "testrepository.subunit",
+                   status="failed" if run["status"] == "failed" else "success")
+    assert set(payload) == set(sample["payload"])
+    return sample["topic"], payload
 
 
 def _publish_until_exit(host, port, topic, payload, proc, deadline):
@@ -179,7 +182,8 @@ def _publish_until_exit(host, port, topic, payload, proc, deadline):
         client.loop_stop()
 
 
-def test_the_original_readme_in_order(tmp_path, subunit2sql_db, log_server, mosquitto):
+def test_the_original_readme_in_order(tmp_path, subunit2sql_db, log_server, mosquitto,
+                                      sample_data):
     for module, why in (("tensorflow", "ciml's estimators need it"),
                         ("tensorboard", "the test extra installs it")):
         if importlib.util.find_spec(module) is None:
@@ -283,7 +287,7 @@ def test_the_original_readme_in_order(tmp_path, subunit2sql_db, log_server, mosq
     # A run finishes in CI after the cache was made; the firehose announces it.
     third = _new_runs(tmp_path, log_server, subunit2sql_db, runs=4, seed=33, day=16)
     new_run = third.runs[0]["run_id"]
-    event = _firehose_event(third, new_run)
+    topic, payload = _firehose_event(sample_data, third.runs[0])
     host, port = mosquitto
     root = f"ciml-readme-{uuid.uuid4().hex[:12]}"
     trainer = sh.popen("ciml-mqtt-trainer", "--db-uri", subunit2sql_db,
@@ -294,8 +298,8 @@ def test_the_original_readme_in_order(tmp_path, subunit2sql_db, log_server, mosq
         ("stdout", "stderr"), trainer.communicate())), daemon=True)
     reader.start()
     try:
-        _publish_until_exit(host, port, f"{root}/{event['topic']}", event["payload"],
-                            trainer, time.monotonic() + 180)
+        _publish_until_exit(host, port, f"{root}/{topic}", payload, trainer,
+                            time.monotonic() + 180)
         reader.join(60)
     finally:
         if trainer.poll() is None:
