@@ -94,7 +94,7 @@ class Experiment:
             data = fileutil.read_json(path)
             return cls(data.get("name") or name, data["estimator"], data.get("params"),
                        data.get("created"), data.get("ciml_version"), data.get("dataset"))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, ConfigError) as exc:
             raise ConfigError(f"experiment file {path} is not valid: {exc}") from None
 
     def build_estimator(self):
