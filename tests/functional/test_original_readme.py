@@ -290,9 +290,12 @@ def test_the_original_readme_in_order(tmp_path, subunit2sql_db, log_server, mosq
     topic, payload = _firehose_event(sample_data, third.runs[0])
     host, port = mosquitto
     root = f"ciml-readme-{uuid.uuid4().hex[:12]}"
+    # A topic of its own on the shared broker, no session left behind there,
+    # and an end after the one run instead of a Ctrl-C.
     trainer = sh.popen("ciml-mqtt-trainer", "--db-uri", subunit2sql_db,
                        "--mqtt-hostname", host, "--mqtt-port", port,
-                       "--topic", f"{root}/gearman-subunit/#", "--max-events", "1")
+                       "--topic", f"{root}/gearman-subunit/#", "--clean-session",
+                       "--max-events", "1")
     out = {}
     reader = threading.Thread(target=lambda: out.update(zip(
         ("stdout", "stderr"), trainer.communicate())), daemon=True)
