@@ -19,8 +19,12 @@ def _params(params):
 
 
 def _experiment_data(exp):
-    return (["name", "estimator", "params", "created", "ciml_version"],
-            [exp.name, exp.estimator, _params(exp.params), exp.created, exp.ciml_version])
+    columns = ["name", "estimator", "params", "created", "ciml_version"]
+    values = [exp.name, exp.estimator, _params(exp.params), exp.created, exp.ciml_version]
+    if exp.dataset:
+        columns.insert(2, "dataset")
+        values.insert(2, exp.dataset)
+    return columns, values
 
 
 class SetupExperiment(ShowOne):
@@ -37,6 +41,10 @@ class SetupExperiment(ShowOne):
                             action="append", default=[],
                             help="A hyper-parameter as key=value, repeatable: the same as "
                             "its option below (see 'ciml plugin show estimator NAME')")
+        parser.add_argument("--dataset", metavar="NAME", default=None,
+                            help="Dataset the experiment is meant for, recorded as the "
+                            "original ciml did (ciml-train-model then defaults to it); "
+                            "'ciml train-model' still trains it on any dataset")
         parser.add_argument("--force", action="store_true",
                             help="Replace an existing experiment of the same name")
         # Every hyper-parameter of every installed estimator is an option;
@@ -65,8 +73,14 @@ class SetupExperiment(ShowOne):
                     f"{option} is not a hyper-parameter of estimator {cls.name!r}; it takes: "
                     + ", ".join(p.option for p in cls.parameters))
         params.update(parse_key_values(parsed_args.options))
-        exp = Experiment.create(parsed_args.experiment, parsed_args.estimator, params)
-        exp.save(data_path(self, create=True), force=parsed_args.force)
+        exp = Experiment.create(parsed_args.experiment, parsed_args.estimator, params,
+                                dataset=parsed_args.dataset)
+        path = data_path(self, create=True)
+        if exp.dataset and not path.dataset(exp.dataset).exists():
+            # Not an error: an experiment may well be defined before its dataset.
+            self.app.stderr.write(f"note: dataset {exp.dataset!r} does not exist yet; "
+                                  "build it before training\n")
+        exp.save(path, force=parsed_args.force)
         return _experiment_data(exp)
 
 

@@ -113,7 +113,11 @@ class TrainModel(_MetricsTable):
         except KeyboardInterrupt:
             raise Interrupted("nothing was saved") from None
         path = data_path(self).model(parsed_args.dataset, parsed_args.experiment)
-        self.app.stderr.write(f"model saved in {path} (tensorboard --logdir {path / 'logs'})\n")
+        # Only an estimator that wrote event files has curves for TensorBoard to show.
+        logs = path / "logs"
+        hint = (f" (tensorboard --logdir {logs})"
+                if logs.is_dir() and any(logs.rglob("*tfevents*")) else "")
+        self.app.stderr.write(f"model saved in {path}{hint}\n")
         if metrics.get("interrupted"):
             stopped = metrics["interrupted"]
             self._interrupted = (f"training stopped after {stopped.get('epochs_run')} "
