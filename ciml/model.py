@@ -52,14 +52,19 @@ def _data_path(data_path):
 def _with_device(estimator, exp, gpu):
     """``train-model --gpu/--no-gpu``: the estimator's ``gpu`` parameter, for this training.
 
-    The device is the estimator's business (only it knows its library); an
-    estimator that declares no ``gpu`` parameter cannot honour the option.
+    The device is the estimator's business (only it knows its library).  An
+    estimator that declares no ``gpu`` parameter uses no GPU as far as ciml
+    knows: ``--no-gpu`` is then already true, ``--gpu`` cannot be honoured.
     """
     if gpu is None:
         return estimator
     if "gpu" not in {p.name for p in estimator.parameters}:
+        if not gpu:
+            LOG.debug("estimator %r has no gpu parameter: --no-gpu changes nothing",
+                      exp.estimator)
+            return estimator
         raise ConfigError(f"estimator {exp.estimator!r} has no device choice: "
-                          f"{'--gpu' if gpu else '--no-gpu'} does not apply to it")
+                          "--gpu does not apply to it")
     params = {k: v for k, v in estimator.get_params(include_secrets=True).items()
               if v is not None}
     params["gpu"] = gpu

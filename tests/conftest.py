@@ -50,12 +50,10 @@ def sample_data():
 
 @pytest.fixture
 def data_path(tmp_path):
-    """An empty :class:`ciml.paths.DataPath` of its own for one test (the folder exists)."""
+    """An empty :class:`ciml.paths.DataPath` of its own for one test."""
     from ciml.paths import DataPath
 
-    path = DataPath(tmp_path / "ciml-data")
-    path.root.mkdir()
-    return path
+    return DataPath(tmp_path / "ciml-data")
 
 
 # -- real services -------------------------------------------------------------

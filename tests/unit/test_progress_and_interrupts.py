@@ -102,6 +102,7 @@ def test_build_dataset_interrupted_says_nothing_was_written(run_ciml, data_path,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ciml.dataset, "build_dataset", ctrl_c)
+    data_path.root.mkdir()
     rc, out, err = run_ciml(["--data-path", str(data_path.root), "build-dataset",
                              "--dataset", "x"])
     assert rc == 130
@@ -170,6 +171,11 @@ def test_gpu_option_needs_an_estimator_with_a_device_choice(run_ciml, interrupti
                              "--dataset", "ds", "--experiment", "nearest-centroid", "--gpu"])
     assert rc == 1
     assert "estimator 'nearest-centroid' has no device choice: --gpu does not apply" in err
+    # It uses no GPU anyway: --no-gpu holds.
+    rc, out, err = run_ciml(["--data-path", str(interruptible.root), "train-model",
+                             "--dataset", "ds", "--experiment", "nearest-centroid",
+                             "--no-gpu", "-f", "value", "-c", "accuracy"])
+    assert rc == 0, err
 
 
 def test_interrupted_is_a_keyboard_interrupt_with_its_message():

@@ -85,6 +85,7 @@ def _fill(data_path):
 
 
 def test_run_list(app, data_path):
+    data_path.root.mkdir()  # an empty data path lists nothing
     cmd = RunList(app, None)
     columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
     assert columns == ("id", "build_name", "status", "provider", "start", "samples")
