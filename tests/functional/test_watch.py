@@ -183,9 +183,12 @@ def test_broker_restart_reconnects_and_keeps_reports(private_broker, data_path):
 
 
 @pytest.fixture
-def fake_model(monkeypatch):
+def fake_model(monkeypatch, data_path):
     """``ciml predict``/``watch`` load this fake instead of a trained model."""
     from ciml import online
+
+    # A data path holding a model exists; the commands check that it does.
+    data_path.root.mkdir(parents=True, exist_ok=True)
 
     def load(cls, data_path, dataset, experiment, metric_source=None):
         predictor = fake_predictor()
