@@ -281,6 +281,192 @@ def _progress_bar(progress, total, desc):
                 dynamic_ncols=True, leave=True)
 
 
+def _plan_processes(processes, workers, metric_source):
+    """``(processes, start_after)``: how many parse processes, started after how many runs."""
+    if processes is None:
+        processes, start_after = auto_processes(workers, metric_source), AUTO_PROCESSES_AFTER
+    else:
+        processes, start_after = int(processes), 0
+    if processes < 0:
+        raise CimlError("--processes must not be negative")
+    if processes and not _rebuildable(metric_source):
+        LOG.warning("metric source %r is not a registered plugin that a worker process can "
+                    "build; parsing in threads", metric_source.name)
+        processes = 0
+    return processes, start_after
+
+
+class _CacheJob:
+    """One ``cache-data`` run, in stages: list, fetch, parse and store, report.
+
+    :meth:`select` decides from the listing which runs need fetching;
+    :meth:`submit` hands one to the fetch threads (which parse and store it
+    themselves or hand it to the parse processes); :meth:`collect` records
+    what became of finished runs; :meth:`report` is the summary.
+    """
+
+    def __init__(self, data_path, source, metric_source, build_name, *, workers,
+                 processes, start_after, retry_unavailable, progress, limit):
+        self.data_path = data_path
+        self.source = source
+        self.metric_source = metric_source
+        self.build_name = build_name
+        self.workers = workers
+        self.retry_unavailable = retry_unavailable
+        self.start_after = start_after
+        self.cache = RawCache(data_path)
+        self.cache.cleanup()
+        self.counts = collections.Counter()
+        self.reasons = collections.Counter()
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        self.bar = _progress_bar(progress, limit, build_name)
+        self.window = workers * _WINDOW_PER_WORKER
+        self.pending = set()
+        self.handoffs = {}   # process future -> _Handoff
+        self.parse_pool = _ParsePool(processes, metric_source, data_path.root)
+        if start_after == 0:
+            self.parse_pool.start()
+        self.pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
+
+    # -- list --------------------------------------------------------------------
+
+    def select(self, runs):
+        """The listed runs that need fetching; counts and skips the others."""
+        for run in runs:
+            self.counts["selected"] += 1
+            state = self.cache.state(run.id)
+            if state == CACHED or (state == UNAVAILABLE and not self.retry_unavailable):
+                self.counts["skipped_cached" if state == CACHED
+                            else "skipped_unavailable"] += 1
+                self._tick(1)
+                continue
+            yield run
+
+    # -- fetch -------------------------------------------------------------------
+
+    def submit(self, run):
+        """Hand one run to the fetch threads, once the window has room."""
+        while len(self.pending) >= self.window:
+            self.wait(cf.FIRST_COMPLETED)
+        if self.counts["submitted"] == self.start_after:
+            self.parse_pool.start()
+        self.counts["submitted"] += 1
+        self.pending.add(self.pool.submit(_fetch_one, self.cache, self.source,
+                                          self.metric_source, run, self.stop,
+                                          self.parse_pool))
+
+    def wait(self, return_when=cf.ALL_COMPLETED, quiet=False):
+        """Collect finished runs: the first to finish, or all of them."""
+        while self.pending:
+            done, _ = cf.wait(self.pending, return_when=cf.FIRST_COMPLETED)
+            self.pending.difference_update(done)
+            if quiet:
+                try:
+                    self.collect(done)
+                except Exception:  # the first error is the one to report
+                    LOG.debug("while finishing after an error", exc_info=True)
+            else:
+                self.collect(done)
+            if return_when == cf.FIRST_COMPLETED:
+                return
+
+    # -- parse and store -----------------------------------------------------------
+
+    def _result(self, future):
+        """The :class:`_Result` of a finished future, or ``None`` while work goes on."""
+        handoff = self.handoffs.pop(future, None)
+        if handoff is not None:
+            try:
+                return _remote_result(self.cache, handoff)
+            except cf.BrokenExecutor:
+                self.parse_pool.failed()
+                self.pending.add(self.pool.submit(_parse_store_here, self.cache,
+                                                  self.metric_source, handoff.run,
+                                                  handoff.fetched))
+                return None
+        result = future.result()
+        if isinstance(result, _Handoff):
+            self.handoffs[result.future] = result
+            self.pending.add(result.future)
+            return None
+        return result
+
+    def collect(self, done):
+        from ciml.plugins import get_manager
+
+        for future in done:
+            result = self._result(future)
+            if result is None or result.outcome == "cancelled":
+                continue
+            self.counts[result.outcome] += 1
+            self.counts["fetched"] += 1
+            if result.reason:
+                self.reasons[result.reason] += 1
+                LOG.debug("%s", result.message)
+            if result.outcome == CACHED:
+                get_manager().call_lifecycle("ciml_run_cached", run=result.run,
+                                             data_path=self.data_path)
+            self._tick(1)
+        self._tick(0)
+
+    # -- report --------------------------------------------------------------------
+
+    def _tick(self, n):
+        if self.bar is None:
+            return
+        if n:
+            self.bar.update(n)
+        counts = self.counts
+        self.bar.set_postfix(cached=counts[CACHED],
+                             skipped=counts["skipped_cached"] + counts["skipped_unavailable"],
+                             unavailable=counts[UNAVAILABLE] + counts["transient"],
+                             refresh=False)
+
+    def cancel(self):
+        """Ctrl-C: runs in flight finish storing (atomically) or are dropped."""
+        self.stop.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.parse_pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        self.pool.shutdown(wait=True)
+        self.parse_pool.shutdown(wait=True)
+        for component in (self.source, self.metric_source):
+            close = getattr(component, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing must not hide the real outcome
+                    LOG.debug("closing %r failed", component, exc_info=True)
+
+    def report(self):
+        elapsed = time.monotonic() - self.started
+        totals = self.cache.counts(self.build_name)
+        self.cache.close()
+        counts = self.counts
+        return {
+            "build_name": self.build_name,
+            "selected": counts["selected"],
+            "cached": counts[CACHED],
+            "skipped_cached": counts["skipped_cached"],
+            "skipped_unavailable": counts["skipped_unavailable"],
+            "unavailable": counts[UNAVAILABLE],
+            "transient": counts["transient"],
+            "reasons": dict(sorted(self.reasons.items())),
+            "total_cached": totals[CACHED],
+            "total_unavailable": totals[UNAVAILABLE],
+            "workers": self.workers,
+            "processes": (self.parse_pool.processes
+                          if self.parse_pool.executor is not None else 0),
+            "elapsed_s": round(elapsed, 3),
+            "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
+            "data_path": str(self.data_path.root),
+        }
+
+
 def cache_data(data_path, source, metric_source, build_name, *, since=None, until=None,
                filters=None, limit=None, balanced=False, workers=DEFAULT_WORKERS,
                retry_unavailable=False, progress=None, processes=None):
@@ -309,144 +495,24 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
     workers = int(workers or DEFAULT_WORKERS)
     if workers < 1:
         raise CimlError("--workers must be at least 1")
-    cache = RawCache(data_path)
-    cache.cleanup()
-    counts = collections.Counter()
-    reasons = collections.Counter()
-    stop = threading.Event()
-    started = time.monotonic()
-    bar = _progress_bar(progress, limit, build_name)
-    window = workers * _WINDOW_PER_WORKER
-    pending = set()
-
-    def update_bar():
-        if bar is not None:
-            bar.set_postfix(cached=counts[CACHED],
-                            skipped=counts["skipped_cached"] + counts["skipped_unavailable"],
-                            unavailable=counts[UNAVAILABLE] + counts["transient"],
-                            refresh=False)
-
-    handoffs = {}   # process future -> _Handoff
-
-    def collect(done):
-        from ciml.plugins import get_manager
-
-        for future in done:
-            handoff = handoffs.pop(future, None)
-            if handoff is not None:
-                try:
-                    result = _remote_result(cache, handoff)
-                except cf.BrokenExecutor:
-                    parse_pool.failed()
-                    pending.add(pool.submit(_parse_store_here, cache, metric_source,
-                                            handoff.run, handoff.fetched))
-                    continue
-            else:
-                result = future.result()
-                if isinstance(result, _Handoff):
-                    handoffs[result.future] = result
-                    pending.add(result.future)
-                    continue
-            if result.outcome == "cancelled":
-                continue
-            counts[result.outcome] += 1
-            counts["fetched"] += 1
-            if result.reason:
-                reasons[result.reason] += 1
-                LOG.debug("%s", result.message)
-            if result.outcome == CACHED:
-                get_manager().call_lifecycle("ciml_run_cached", run=result.run,
-                                             data_path=data_path)
-            if bar is not None:
-                bar.update(1)
-        update_bar()
-
-    if processes is None:
-        processes = auto_processes(workers, metric_source)
-        start_after = AUTO_PROCESSES_AFTER
-    else:
-        processes, start_after = int(processes), 0
-    if processes < 0:
-        raise CimlError("--processes must not be negative")
-    if processes and not _rebuildable(metric_source):
-        LOG.warning("metric source %r is not a registered plugin that a worker process can "
-                    "build; parsing in threads", metric_source.name)
-        processes = 0
-    parse_pool = _ParsePool(processes, metric_source, data_path.root)
-    if start_after == 0:
-        parse_pool.start()
-    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
+    processes, start_after = _plan_processes(processes, workers, metric_source)
+    job = _CacheJob(data_path, source, metric_source, build_name, workers=workers,
+                    processes=processes, start_after=start_after,
+                    retry_unavailable=retry_unavailable, progress=progress, limit=limit)
     try:
-        for run in source.list_runs(build_name, since=since, until=until, filters=filters,
-                                    limit=limit, balanced=balanced):
-            counts["selected"] += 1
-            state = cache.state(run.id)
-            if state == CACHED or (state == UNAVAILABLE and not retry_unavailable):
-                counts["skipped_cached" if state == CACHED else "skipped_unavailable"] += 1
-                if bar is not None:
-                    bar.update(1)
-                    update_bar()
-                continue
-            while len(pending) >= window:
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                pending.difference_update(done)
-                collect(done)
-            if counts["submitted"] == start_after:
-                parse_pool.start()
-            counts["submitted"] += 1
-            pending.add(pool.submit(_fetch_one, cache, source, metric_source, run, stop,
-                                    parse_pool))
-        while pending:
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            pending.difference_update(done)
-            collect(done)
+        listing = source.list_runs(build_name, since=since, until=until, filters=filters,
+                                   limit=limit, balanced=balanced)
+        for run in job.select(listing):
+            job.submit(run)
+        job.wait()
     except Exception:
         # The source failed half way (a database gone): the runs already
         # listed are good, so finish them before reporting the error.
-        while pending:
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            pending.difference_update(done)
-            try:
-                collect(done)
-            except Exception:  # the first error is the one to report
-                LOG.debug("while finishing after an error", exc_info=True)
+        job.wait(quiet=True)
         raise
     except BaseException:
-        # Ctrl-C: runs in flight finish storing (atomically) or are dropped;
-        # nothing half-written is ever indexed.
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        parse_pool.shutdown(wait=False, cancel_futures=True)
+        job.cancel()
         raise
     finally:
-        if bar is not None:
-            bar.close()
-        pool.shutdown(wait=True)
-        parse_pool.shutdown(wait=True)
-        for component in (source, metric_source):
-            close = getattr(component, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # closing must not hide the real outcome
-                    LOG.debug("closing %r failed", component, exc_info=True)
-    elapsed = time.monotonic() - started
-    totals = cache.counts(build_name)
-    cache.close()
-    return {
-        "build_name": build_name,
-        "selected": counts["selected"],
-        "cached": counts[CACHED],
-        "skipped_cached": counts["skipped_cached"],
-        "skipped_unavailable": counts["skipped_unavailable"],
-        "unavailable": counts[UNAVAILABLE],
-        "transient": counts["transient"],
-        "reasons": dict(sorted(reasons.items())),
-        "total_cached": totals[CACHED],
-        "total_unavailable": totals[UNAVAILABLE],
-        "workers": workers,
-        "processes": processes if parse_pool.executor is not None else 0,
-        "elapsed_s": round(elapsed, 3),
-        "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
-        "data_path": str(data_path.root),
-    }
+        job.close()
+    return job.report()
