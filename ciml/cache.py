@@ -35,7 +35,6 @@ import shutil
 import sqlite3
 import threading
 import time
-import uuid
 
 import numpy as np
 
@@ -211,7 +210,7 @@ class RawCache:
             "stored": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.runs_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        tmp = self.runs_dir / fileutil.work_name("tmp")
         tmp.mkdir()
         try:
             # The temporary folder is invisible to readers until it is renamed,
@@ -227,7 +226,7 @@ class RawCache:
             with self._locked_store():
                 if self.state(run.id) == CACHED and (final / RECORD_FILE).is_file():
                     return
-                fileutil.replace_dir(tmp, final)
+                fileutil.replace_dir(tmp, final, sync=False)
                 tmp = None
                 self._write(
                     "INSERT INTO runs (run_id, build_name, state, reason, message, dir,"
@@ -278,22 +277,7 @@ class RawCache:
 
         :return: how many were removed.
         """
-        removed = 0
-        if not self.runs_dir.is_dir():
-            return 0
-        for entry in self.runs_dir.iterdir():
-            name = entry.name
-            # Run folders never start with a dot (safe_filename escapes it).
-            if not name.startswith(".") or not (name.startswith(".tmp-") or ".old-" in name):
-                continue
-            try:
-                pid = int(name.split("-")[-1] if ".old-" in name else name.split("-")[1])
-            except (IndexError, ValueError):
-                continue
-            if pid != os.getpid() and not fileutil.pid_alive(pid):
-                shutil.rmtree(entry, ignore_errors=True)
-                removed += 1
-        return removed
+        return fileutil.remove_leftovers(self.runs_dir)
 
     # -- reading ---------------------------------------------------------------
 

@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 
 import numpy as np
 
@@ -289,21 +288,6 @@ class _Loader:
 
 
 # -- the build ---------------------------------------------------------------
-
-
-def _clean_leftovers(datasets_dir, name):
-    """Remove temp folders of builds of ``name`` whose process is gone."""
-    if not datasets_dir.is_dir():
-        return
-    for entry in datasets_dir.iterdir():
-        for prefix in (f".tmp-{name}-", f".{name}.old-"):
-            if entry.name.startswith(prefix):
-                try:
-                    pid = int(entry.name[len(prefix):].split("-")[0])
-                except ValueError:
-                    continue
-                if not fileutil.pid_alive(pid):
-                    shutil.rmtree(entry, ignore_errors=True)
 
 
 def _progress(progress, total, desc):
@@ -592,6 +576,7 @@ class _Build:
         """Write the attributes and move the dataset at ``tmp`` into place."""
         self.attrs, state_arrays = self.attributes()
         self.writer.finish(self.counts, self.attrs, state_arrays)
+        store.verify(tmp, self.counts, self.ids_by_split)
         if store.is_dataset(self.final) and not self.opts["force"]:
             raise AlreadyExistsError(f"dataset {self.name!r} appeared meanwhile; use --force")
         fileutil.replace_dir(tmp, self.final)
@@ -646,8 +631,8 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         build.select()
         datasets_dir = data_path.datasets
         datasets_dir.mkdir(parents=True, exist_ok=True)
-        _clean_leftovers(datasets_dir, name)
-        tmp = datasets_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        fileutil.remove_leftovers(datasets_dir, name)
+        tmp = datasets_dir / fileutil.work_name("tmp", name)
         loader = build._loader()
         try:
             build.stream(tmp, loader)

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import multiprocessing
-import os
 import sqlite3
 import threading
 import zipfile
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ciml import fileutil
 from ciml.base import FetchedMetrics
 from ciml.cache import RawCache
 from ciml.errors import MetricsUnavailable, NotFoundError
@@ -186,10 +186,10 @@ def test_folder_without_index_entry_is_not_data(cache):
 
 def test_cleanup_removes_dead_processes_leftovers(cache):
     cache.runs_dir.mkdir(parents=True, exist_ok=True)
-    dead = cache.runs_dir / ".tmp-999999999-abc"
+    dead = cache.runs_dir / ".tmp@999999999@abc@"
     dead.mkdir()
     (dead / "dstat-csv_log.txt.gz").write_bytes(b"half")
-    mine = cache.runs_dir / f".tmp-{os.getpid()}-def"
+    mine = cache.runs_dir / fileutil.work_name("tmp")
     mine.mkdir()
     assert cache.cleanup() == 1
     assert not dead.exists() and mine.exists()

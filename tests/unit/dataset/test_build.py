@@ -328,7 +328,8 @@ def test_interrupted_build_keeps_the_previous_dataset(data_path, history):
     assert proc.stdout.readline().strip() == b"started"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if any(p.name.startswith(".tmp-ds-") for p in data_path.datasets.iterdir()):
+        if any(p.name.startswith(".tmp@") and p.name.endswith("@ds")
+               for p in data_path.datasets.iterdir()):
             break
         time.sleep(0.05)
     time.sleep(1.0)
@@ -341,6 +342,68 @@ def test_interrupted_build_keeps_the_previous_dataset(data_path, history):
     # The next build of the name cleans up after the dead one.
     build(data_path, history, seed=2, force=True)
     assert [p.name for p in data_path.datasets.iterdir()] == ["ds"]
+
+
+PAUSED_BUILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {here!r})
+    from fakes import fake_history
+    from ciml.dataset import build_dataset, store
+    opened = store.DatasetWriter.__init__
+    def pause_once_open(self, *a, **kw):
+        opened(self, *a, **kw)
+        # The temporary folder exists now: stop here until the test resumes us.
+        os.kill(os.getpid(), signal.SIGSTOP)
+    store.DatasetWriter.__init__ = pause_once_open
+    build_dataset({root!r}, {name!r}, "tempest-full", cache=fake_history(n=40, bad=(5,)), seed=3,
+                  progress=False, executor="serial")
+""")
+
+
+def test_a_build_of_a_prefix_name_leaves_a_paused_build_alone(data_path, history):
+    """12.1: ``build tf`` while ``build tf-<N>`` is paused must not delete its folder.
+
+    The old cleanup read ``N`` as the paused build's process id; N is above
+    any pid so that, there, the process always looked dead.
+    """
+    name = "tf-999999999"
+    script = PAUSED_BUILD.format(here=HERE, root=str(data_path.root), name=name)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), status
+        staging = [p.name for p in data_path.datasets.iterdir() if p.name.startswith(".")]
+        assert len(staging) == 1
+        build(data_path, history, name="tf", seed=3)
+        assert [p.name for p in data_path.datasets.iterdir()
+                if p.name.startswith(".")] == staging
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert proc.wait(timeout=300) == 0
+    assert sorted(list_datasets(data_path)) == ["tf", name]
+    paused = Dataset.open(data_path, name)
+    # fake_history(n=40, bad=(5,)) is the fixture's history: the same runs and chain.
+    assert paused.fingerprint == Dataset.open(data_path, "tf").fingerprint
+    assert len(paused.split("training")) == paused.attrs["counts"]["training"] > 0
+
+
+def test_a_build_whose_folder_was_changed_is_not_moved_into_place(data_path, history,
+                                                                   monkeypatch):
+    import shutil
+
+    from ciml.dataset import store
+
+    finish = store.DatasetWriter.finish
+
+    def finish_then_lose_a_chunk(self, counts, attrs, state_arrays=None):
+        finish(self, counts, attrs, state_arrays)
+        # What a stray cleanup does to a build in progress.
+        shutil.rmtree(os.path.join(self.group.store.root, "training", "X", "c"))
+
+    monkeypatch.setattr(store.DatasetWriter, "finish", finish_then_lose_a_chunk)
+    with pytest.raises(CimlError, match="changed by something else.*training/X has 0 of"):
+        build(data_path, history)
+    assert list(data_path.datasets.iterdir()) == []
 
 
 def test_dataset_built_hook_is_called(data_path, history):
@@ -369,3 +432,28 @@ def test_iter_batches_whole_chunks(data_path):
     assert X.chunks[0] == store.chunk_examples(X.shape[1:])
     (x, y), = list(iter_batches(X))
     assert y is None and x.shape == X.shape and x.dtype == np.float32
+
+
+def test_every_chunk_is_on_disk_before_the_dataset_is_moved_into_place(data_path, history,
+                                                                        monkeypatch):
+    """12.6: no "complete" dataset whose chunks a power loss leaves empty."""
+    from ciml import fileutil
+
+    synced, moved = set(), []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        if os.path.isdir(src) and str(dst) == str(data_path.dataset("ds")):
+            files = {os.path.realpath(os.path.join(r, f))
+                     for r, _, fs in os.walk(src) for f in fs}
+            moved.append(sorted(files - synced))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fileutil.os, "fsync", fsync)
+    monkeypatch.setattr(fileutil.os, "replace", replace)
+    build(data_path, history)
+    assert moved == [[]]
