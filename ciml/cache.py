@@ -192,6 +192,10 @@ class RawCache:
         only then recorded in the index, so a run is never "cached" with
         missing or partial files.  Storing a run that another thread or
         process cached meanwhile keeps the existing copy.
+
+        :return: ``True`` if this call stored the run, ``False`` if it was
+            already cached (so that concurrent writers each count only
+            their own runs).
         """
         stamps, values, columns = frame_to_arrays(frame)
         final = self.run_dir(run.id)
@@ -225,7 +229,7 @@ class RawCache:
             fileutil.fsync_dir(tmp)
             with self._locked_store():
                 if self.state(run.id) == CACHED and (final / RECORD_FILE).is_file():
-                    return
+                    return False
                 fileutil.replace_dir(tmp, final, sync=False)
                 tmp = None
                 self._write(
@@ -238,6 +242,7 @@ class RawCache:
                     (str(run.id), run.build_name, CACHED, final.name, _utc_key(run.start),
                      int(len(stamps)), json.dumps(record, sort_keys=True, default=str),
                      time.time()))
+            return True
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -88,8 +88,13 @@ def _process_ready():
     return os.getpid()
 
 
+#: The outcome of a run that another process cached while this one fetched it.
+ALREADY_CACHED = "already-cached"
+
+
 def _process_parse_store(run, fetched):
-    """Parse and store one run in a worker process: ``None`` or an error tuple.
+    """Parse and store one run in a worker process: ``None``, :data:`ALREADY_CACHED`
+    or an error tuple.
 
     Errors travel as plain tuples: ciml's exceptions take keyword-only
     details that pickling would lose.
@@ -103,10 +108,10 @@ def _process_parse_store(run, fetched):
     except Exception as exc:
         return ("bug", "error", f"{type(exc).__name__}: {exc}", True)
     try:
-        _PROCESS["cache"].store(run, fetched, frame)
+        stored = _PROCESS["cache"].store(run, fetched, frame)
     except Exception as exc:
         return ("store", "error", f"{type(exc).__name__}: {exc}", True)
-    return None
+    return None if stored else ALREADY_CACHED
 
 
 class _StoreFailed(CimlError):
@@ -200,7 +205,8 @@ def auto_processes(workers, metric_source=None):
 
 
 class _Result(collections.namedtuple("_Result", "outcome reason message run")):
-    """What became of one run: ``cached``, ``unavailable``, ``transient`` or ``cancelled``."""
+    """What became of one run: ``cached``, ``unavailable``, ``transient``, ``cancelled``
+    or :data:`ALREADY_CACHED`."""
 
 
 class _Handoff(collections.namedtuple("_Handoff", "run fetched future")):
@@ -213,6 +219,8 @@ def _remote_result(cache, handoff):
     run = handoff.run
     if error is None:
         return _Result(CACHED, None, None, run)
+    if error == ALREADY_CACHED:
+        return _Result(ALREADY_CACHED, None, None, run)
     kind, reason, message, transient = error
     if kind == "store":
         # Not a fact about the run (a full disk, say): stop, as storing in
@@ -230,7 +238,8 @@ def _parse_store_here(cache, metric_source, run, fetched):
     except Exception as exc:
         return _Result(*_outcome_of(cache, run, exc), run)
     # Outside the ``try``: a failure to store (a full disk) stops the job.
-    cache.store(run, fetched, frame)
+    if not cache.store(run, fetched, frame):
+        return _Result(ALREADY_CACHED, None, None, run)
     return _Result(CACHED, None, None, run)
 
 
@@ -398,6 +407,11 @@ class _CacheJob:
         for future in done:
             result = self._result(future)
             if result is None or result.outcome == "cancelled":
+                continue
+            if result.outcome == ALREADY_CACHED:
+                # Another cache-data stored it first: its run, not ours.
+                self.counts["skipped_cached"] += 1
+                self._tick(1)
                 continue
             self.counts[result.outcome] += 1
             self.counts["fetched"] += 1

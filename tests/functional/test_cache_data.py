@@ -346,6 +346,9 @@ def test_two_processes_on_one_data_path(served, data_path):
     summaries = [summary_of(out) for out, _ in results]
     good = len(history.good_runs(JOB))
     assert all(s["total_cached"] == good for s in summaries)
+    # Each counts only the runs it stored itself (12.7).
+    assert sum(s["cached"] for s in summaries) == good
+    assert all(s["cached"] + s["skipped_cached"] == good for s in summaries)
     cached = check_consistent(data_path)
     assert len(cached) == good
     with RawCache(data_path) as cache:

@@ -315,3 +315,30 @@ def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, sample_d
     with RawCache(data_path) as cache:
         assert len(cache.runs()) == 40
         assert len(cache.frame("r0039")) == 150
+
+
+def test_runs_another_process_stored_meanwhile_are_not_counted_as_ours(data_path):
+    """12.7: two cache-data on one data path each count only what they stored."""
+    other = RawCache(data_path)
+
+    class Racing(FakeMetrics):
+        def fetch(self, run):
+            fetched = super().fetch(run)
+            if int(run.id[1:]) % 2 == 0:
+                # The other cache-data wins the race for the even runs.
+                other.store(run, fetched, self.parse(fetched.data, run))
+            return fetched
+
+    seen = []
+
+    class Spy:
+        @hookspecs.hookimpl
+        def ciml_run_cached(self, run, data_path):
+            seen.append(run.id)
+
+    get_manager().add_plugin(Spy(), "spy")
+    summary = cache_data(data_path, FakeSource(10), Racing(), "job", workers=3, progress=False)
+    other.close()
+    assert summary["cached"] == 5 and summary["skipped_cached"] == 5
+    assert summary["total_cached"] == 10
+    assert sorted(seen) == [f"r{i:04d}" for i in range(1, 10, 2)]
