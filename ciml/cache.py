@@ -70,6 +70,10 @@ CREATE INDEX IF NOT EXISTS ix_runs_build_state ON runs (build_name, state);
 _BUSY_TIMEOUT_S = 60.0
 
 
+class NotCommitted(Exception):
+    """:meth:`RawCache.store` was told not to commit (``commit_if`` returned false)."""
+
+
 def _utc_key(start):
     """A sortable UTC text for a start time (``""`` when unknown)."""
     if start is None:
@@ -185,7 +189,7 @@ class RawCache:
 
     # -- writing ---------------------------------------------------------------
 
-    def store(self, run, fetched, frame):
+    def store(self, run, fetched, frame, *, commit_if=None):
         """Keep a run: raw bytes as fetched, its record and its parsed series.
 
         Everything is written to a temporary folder, moved into place, and
@@ -193,6 +197,9 @@ class RawCache:
         missing or partial files.  Storing a run that another thread or
         process cached meanwhile keeps the existing copy.
 
+        :param commit_if: called just before the run is moved into place
+            and indexed; when it returns false, nothing is stored and
+            :class:`NotCommitted` is raised (a worker whose command died).
         :return: ``True`` if this call stored the run, ``False`` if it was
             already cached (so that concurrent writers each count only
             their own runs).
@@ -230,6 +237,8 @@ class RawCache:
             with self._locked_store():
                 if self.state(run.id) == CACHED and (final / RECORD_FILE).is_file():
                     return False
+                if commit_if is not None and not commit_if():
+                    raise NotCommitted(f"run {run.id} not stored: its requester is gone")
                 fileutil.replace_dir(tmp, final, sync=False)
                 tmp = None
                 self._write(

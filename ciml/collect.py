@@ -21,7 +21,7 @@ import os
 import threading
 import time
 
-from ciml.cache import CACHED, UNAVAILABLE, RawCache
+from ciml.cache import CACHED, UNAVAILABLE, NotCommitted, RawCache
 from ciml.errors import CimlError, MetricsUnavailable
 
 LOG = logging.getLogger(__name__)
@@ -65,11 +65,13 @@ def _outcome_of(cache, run, exc):
 _PROCESS = {}
 
 
-def _init_process(cls, metric_params, data_root):
+def _init_process(cls, metric_params, data_root, owner_pid):
     import signal
 
+    from ciml import procutil
     from ciml.paths import DataPath
 
+    procutil.die_with_parent(owner_pid)
     # Ctrl-C is the parent's to handle: it stops handing out work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _PROCESS["metrics"] = cls(**metric_params)
@@ -107,8 +109,13 @@ def _process_parse_store(run, fetched):
         return ("ciml", "error", str(exc), getattr(exc, "transient", False))
     except Exception as exc:
         return ("bug", "error", f"{type(exc).__name__}: {exc}", True)
+    from ciml import procutil
+
     try:
-        stored = _PROCESS["cache"].store(run, fetched, frame)
+        stored = _PROCESS["cache"].store(run, fetched, frame, commit_if=procutil.owner_alive)
+    except NotCommitted:
+        # Whoever asked for this run is gone: nothing of it may be indexed.
+        os._exit(1)
     except Exception as exc:
         return ("store", "error", f"{type(exc).__name__}: {exc}", True)
     return None if stored else ALREADY_CACHED
@@ -142,10 +149,12 @@ def _process_pool(processes, metric_source, data_root):
     # a worker starts in milliseconds instead of a second of imports; the
     # class travels by reference, so no worker scans the plugin entry points.
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["ciml.collect", "ciml.cache", "pandas", cls.__module__])
+    ctx.set_forkserver_preload(["ciml.collect", "ciml.cache", "ciml.procutil", "pandas",
+                                cls.__module__])
     return cf.ProcessPoolExecutor(
         max_workers=processes, mp_context=ctx, initializer=_init_process,
-        initargs=(cls, metric_source.get_params(include_secrets=True), str(data_root)))
+        initargs=(cls, metric_source.get_params(include_secrets=True), str(data_root),
+                  os.getpid()))
 
 
 class _ParsePool:

@@ -219,10 +219,12 @@ def apply_tail(tail, values, index, columns):
 _WORKER = {}
 
 
-def _init_worker(cache_root, head_specs):
+def _init_worker(cache_root, head_specs, owner_pid):
+    from ciml import procutil
     from ciml.cache import RawCache
     from ciml.paths import DataPath
 
+    procutil.die_with_parent(owner_pid)
     _WORKER["cache"] = RawCache(DataPath(cache_root))
     _WORKER["head"] = make_chain(head_specs)
 
@@ -262,7 +264,7 @@ class _Loader:
             ctx = multiprocessing.get_context("forkserver")
             self.pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=ctx, initializer=_init_worker,
-                initargs=(str(cache_root), head_specs))
+                initargs=(str(cache_root), head_specs, os.getpid()))
         elif executor == "thread":
             self.pool = concurrent.futures.ThreadPoolExecutor(workers)
 
