@@ -214,6 +214,25 @@ def apply_tail(tail, values, index, columns):
     return np.asarray(values, dtype="float32")
 
 
+def make_example(chain, frame):
+    """One run's frame -> ``(example, columns, length)``: the one definition of an example.
+
+    A build computes its examples in two halves: the stateless head in
+    worker processes, whose output is float32 (that is what travels between
+    processes and waits in the staging file while scaling is fitted), then
+    the stateful tail on batches.  Prediction must give the very same bits,
+    so it goes through the same two halves with the same cast between
+    them; scaling float64 values instead differs in the last bits, which a
+    model near a decision boundary can notice.  ``example`` is float32
+    ``(time or aggregate, feature)``.
+    """
+    head, tail = split_chain(chain)
+    values, index, columns, length = apply_head(head, frame)
+    if tail:
+        values = apply_tail(tail, values[None, ...], index, columns)[0]
+    return values, columns, length
+
+
 # -- per-run work (worker processes) ---------------------------------------
 
 _WORKER = {}

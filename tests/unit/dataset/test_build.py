@@ -248,14 +248,24 @@ def test_no_overwrite_without_force(data_path, history):
     assert [p.name for p in data_path.datasets.iterdir()] == ["ds"]
 
 
-def test_example_from_frame_equals_the_stored_example(data_path, history):
-    build(data_path, history, sample_interval="10s")
+@pytest.mark.parametrize("options", [
+    {"sample_interval": "10s"},
+    {"sample_interval": "10s", "scale": "zscore"},
+    {"aggregation_functions": ["mean", "p90", "max"]},
+    {"scale": "none"},
+])
+def test_example_from_frame_is_bit_identical_to_the_stored_example(data_path, history,
+                                                                    options):
+    """12.9: prediction computes every example exactly as the build stored it."""
+    build(data_path, history, **options)
     ds = Dataset.open(data_path, "ds")
-    sp = ds.split("training")
-    for i in (0, len(sp) - 1):
-        example = ds.example_from_frame(history.frame(sp.ids[i]))
-        assert example.dtype == np.float32 and example.shape == ds.example_shape
-        np.testing.assert_allclose(example, sp.X[i], rtol=1e-6, atol=1e-7)
+    for name in ds.splits:
+        sp = ds.split(name)
+        stored = np.asarray(sp.X[...])
+        for i, run_id in enumerate(sp.ids):
+            example = ds.example_from_frame(history.frame(run_id))
+            assert example.dtype == np.float32 and example.shape == ds.example_shape
+            assert (example == stored[i]).all(), (name, run_id)
 
 
 def test_example_from_frame_uses_the_pinned_features(data_path, history):
@@ -269,7 +279,7 @@ def test_example_from_frame_uses_the_pinned_features(data_path, history):
     # Extra columns and another column order change nothing.
     frame["cpu_new"] = 7.0
     frame = frame[list(reversed(frame.columns))]
-    np.testing.assert_allclose(ds.example_from_frame(frame), sp.X[0], rtol=1e-6, atol=1e-7)
+    assert np.array_equal(ds.example_from_frame(frame), sp.X[0])
     with pytest.raises(MetricsUnavailable) as info:
         ds.example_from_frame(frame.drop(columns=["usr", "idl"]))
     assert info.value.reason == "missing-columns"
