@@ -253,16 +253,39 @@ def _parse_store_here(cache, metric_source, run, fetched):
 
 
 def complete_run(source, run):
-    """``source.complete(run)``, or ``run`` itself when that fails: it is optional."""
+    """``source.complete(run)``; when that fails, ``run`` marked incomplete: it is optional.
+
+    A run that comes back with :attr:`~ciml.records.RunRecord.incomplete`
+    set is cached all the same and completed again by a later cache-data.
+    """
+    import dataclasses
+
     complete = getattr(source, "complete", None)
     if complete is None:
         return run
+    if run.incomplete is not None:
+        run = dataclasses.replace(run, incomplete=None)
     try:
         return complete(run) or run
     except Exception as exc:
         LOG.warning("result source %r could not complete run %s: %s",
                     getattr(source, "name", source), run.id, exc)
-        return run
+        return dataclasses.replace(run, incomplete=f"{type(exc).__name__}: {exc}")
+
+
+#: The outcome of a cached run whose metadata is completed now.
+COMPLETED = "completed"
+
+
+def _complete_cached(cache, source, run, stop):
+    """Complete the metadata of a run cached incomplete; returns a :class:`_Result`."""
+    if stop.is_set():
+        return _Result("cancelled", None, None, run)
+    run = complete_run(source, run)
+    if run.incomplete is not None:
+        return _Result("still-incomplete", None, None, run)
+    cache.update_record(run)
+    return _Result(COMPLETED, None, None, run)
 
 
 def _fetch_one(cache, source, metric_source, run, stop, parse_pool=None):
@@ -324,16 +347,22 @@ class _CacheJob:
     """
 
     def __init__(self, data_path, source, metric_source, build_name, *, workers,
-                 processes, start_after, retry_unavailable, progress, limit):
+                 processes, start_after, retry_unavailable, progress, limit,
+                 retry_incomplete=False):
         self.data_path = data_path
         self.source = source
         self.metric_source = metric_source
         self.build_name = build_name
         self.workers = workers
         self.retry_unavailable = retry_unavailable
+        self.retry_incomplete = retry_incomplete
         self.start_after = start_after
         self.cache = RawCache(data_path)
         self.cache.cleanup()
+        # Cached runs whose optional metadata a source could not complete
+        # last time (few): completed again when listed, or all of them with
+        # retry_incomplete.
+        self.incomplete = self.cache.incomplete_ids(build_name)
         self.counts = collections.Counter()
         self.reasons = collections.Counter()
         self.stop = threading.Event()
@@ -354,6 +383,10 @@ class _CacheJob:
         for run in runs:
             self.counts["selected"] += 1
             state = self.cache.state(run.id)
+            if state == CACHED and run.id in self.incomplete:
+                self.incomplete.discard(run.id)
+                self._submit(_complete_cached, self.cache, self.source, run, self.stop)
+                continue
             if state == CACHED or (state == UNAVAILABLE and not self.retry_unavailable):
                 self.counts["skipped_cached" if state == CACHED
                             else "skipped_unavailable"] += 1
@@ -363,16 +396,30 @@ class _CacheJob:
 
     # -- fetch -------------------------------------------------------------------
 
-    def submit(self, run):
-        """Hand one run to the fetch threads, once the window has room."""
+    def _submit(self, fn, *args):
         while len(self.pending) >= self.window:
             self.wait(cf.FIRST_COMPLETED)
+        self.pending.add(self.pool.submit(fn, *args))
+
+    def submit(self, run):
+        """Hand one run to the fetch threads, once the window has room."""
         if self.counts["submitted"] == self.start_after:
             self.parse_pool.start()
         self.counts["submitted"] += 1
-        self.pending.add(self.pool.submit(_fetch_one, self.cache, self.source,
-                                          self.metric_source, run, self.stop,
-                                          self.parse_pool))
+        self._submit(_fetch_one, self.cache, self.source, self.metric_source, run, self.stop,
+                     self.parse_pool)
+
+    def complete_the_rest(self):
+        """``retry_incomplete``: complete the incomplete runs this listing did not name."""
+        if not self.retry_incomplete:
+            return
+        for run_id in sorted(self.incomplete):
+            try:
+                run = self.cache.record(run_id)
+            except Exception:  # removed meanwhile
+                continue
+            self._submit(_complete_cached, self.cache, self.source, run, self.stop)
+        self.incomplete = set()
 
     def wait(self, return_when=cf.ALL_COMPLETED, quiet=False):
         """Collect finished runs: the first to finish, or all of them."""
@@ -417,6 +464,10 @@ class _CacheJob:
             result = self._result(future)
             if result is None or result.outcome == "cancelled":
                 continue
+            if result.outcome in (COMPLETED, "still-incomplete"):
+                self.counts[COMPLETED if result.outcome == COMPLETED else "incomplete"] += 1
+                self._tick(1)
+                continue
             if result.outcome == ALREADY_CACHED:
                 # Another cache-data stored it first: its run, not ours.
                 self.counts["skipped_cached"] += 1
@@ -427,6 +478,8 @@ class _CacheJob:
             if result.reason:
                 self.reasons[result.reason] += 1
                 LOG.debug("%s", result.message)
+            if result.outcome == CACHED and result.run.incomplete is not None:
+                self.counts["incomplete"] += 1
             if result.outcome == CACHED:
                 get_manager().call_lifecycle("ciml_run_cached", run=result.run,
                                              data_path=self.data_path)
@@ -478,6 +531,8 @@ class _CacheJob:
             "skipped_unavailable": counts["skipped_unavailable"],
             "unavailable": counts[UNAVAILABLE],
             "transient": counts["transient"],
+            "completed": counts[COMPLETED],
+            "incomplete": counts["incomplete"],
             "reasons": dict(sorted(self.reasons.items())),
             "total_cached": totals[CACHED],
             "total_unavailable": totals[UNAVAILABLE],
@@ -492,7 +547,8 @@ class _CacheJob:
 
 def cache_data(data_path, source, metric_source, build_name, *, since=None, until=None,
                filters=None, limit=None, balanced=False, workers=DEFAULT_WORKERS,
-               retry_unavailable=False, progress=None, processes=None):
+               retry_unavailable=False, progress=None, processes=None,
+               retry_incomplete=False):
     """Cache the metrics of a job's runs; returns a summary dict.
 
     :param data_path: a :class:`ciml.paths.DataPath`.
@@ -503,6 +559,9 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         :meth:`~ciml.base.ResultSource.list_runs`.
     :param workers: concurrent fetches.
     :param retry_unavailable: try again runs known to be unavailable.
+    :param retry_incomplete: complete again the metadata of every cached run
+        of the job that is incomplete, listed this time or not (listed ones
+        always are).
     :param progress: ``None`` shows a bar on a terminal, ``True`` always,
         ``False`` never.
     :param processes: parse in this many worker processes (0: in the
@@ -512,6 +571,8 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
     :return: ``selected`` (runs the source listed), ``cached`` (newly),
         ``skipped_cached``, ``skipped_unavailable``, ``unavailable``
         (newly recorded), ``transient`` (failed, to retry later),
+        ``completed`` (cached runs whose metadata is complete now),
+        ``incomplete`` (runs left with incomplete metadata, to retry later),
         ``reasons`` ({reason: count} of this run's failures), ``total_cached``,
         ``elapsed_s``, ``runs_per_s`` (fetched runs per second), ``workers``.
     """
@@ -521,12 +582,14 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
     processes, start_after = _plan_processes(processes, workers, metric_source)
     job = _CacheJob(data_path, source, metric_source, build_name, workers=workers,
                     processes=processes, start_after=start_after,
-                    retry_unavailable=retry_unavailable, progress=progress, limit=limit)
+                    retry_unavailable=retry_unavailable, progress=progress, limit=limit,
+                    retry_incomplete=retry_incomplete)
     try:
         listing = source.list_runs(build_name, since=since, until=until, filters=filters,
                                    limit=limit, balanced=balanced)
         for run in job.select(listing):
             job.submit(run)
+        job.complete_the_rest()
         job.wait()
     except Exception:
         # The source failed half way (a database gone): the runs already

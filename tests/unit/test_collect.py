@@ -146,6 +146,10 @@ def test_complete_adds_metadata_and_its_failure_costs_only_the_metadata(data_pat
     with RawCache(data_path) as cache:
         providers = {r.id: r.metadata.get("node_provider") for r in cache.runs()}
     assert providers == {f"r{i:04d}": None if i == 2 else f"p-r{i:04d}" for i in range(6)}
+    with RawCache(data_path) as cache:
+        # Worth another try next time (12.5).
+        assert cache.incomplete_ids() == {"r0002"}
+        assert cache.record("r0002").incomplete == "RuntimeError: inventory server on fire"
     assert ["could not complete run r0002: inventory server on fire" in r.getMessage()
             for r in caplog.records] == [True]
 
@@ -342,3 +346,65 @@ def test_runs_another_process_stored_meanwhile_are_not_counted_as_ours(data_path
     assert summary["cached"] == 5 and summary["skipped_cached"] == 5
     assert summary["total_cached"] == 10
     assert sorted(seen) == [f"r{i:04d}" for i in range(1, 10, 2)]
+
+
+class FlakyInventory(FakeSource):
+    """Completes runs with a provider, except while ``down`` names them."""
+
+    def __init__(self, n, down=()):
+        super().__init__(n)
+        self.down = set(down)
+        self.completed = []
+
+    def complete(self, run):
+        import dataclasses
+
+        self.completed.append(run.id)
+        if run.id in self.down:
+            return dataclasses.replace(run, incomplete="node provider: HTTP 503")
+        return dataclasses.replace(run, metadata={**run.metadata, "node_provider": "p"})
+
+
+def test_a_run_cached_with_incomplete_metadata_is_completed_next_time(data_path):
+    """12.5: a transient inventory failure no longer loses the provider for good."""
+    first = cache_data(data_path, FlakyInventory(6, down={"r0001", "r0004"}), FakeMetrics(),
+                       "job", workers=2, progress=False)
+    assert first["cached"] == 6 and first["incomplete"] == 2 and first["completed"] == 0
+    with RawCache(data_path) as cache:
+        assert cache.incomplete_ids("job") == {"r0001", "r0004"}
+        assert cache.record("r0001").incomplete == "node provider: HTTP 503"
+        assert "node_provider" not in cache.record("r0001").metadata
+    # Still down for one of them: that one stays incomplete.
+    metrics = FakeMetrics()
+    source = FlakyInventory(6, down={"r0004"})
+    second = cache_data(data_path, source, metrics, "job", workers=2, progress=False)
+    assert metrics.fetched == []  # the metrics are not fetched again
+    assert sorted(source.completed) == ["r0001", "r0004"]
+    assert second["completed"] == 1 and second["incomplete"] == 1
+    assert second["skipped_cached"] == 4 and second["cached"] == 0
+    with RawCache(data_path) as cache:
+        assert cache.incomplete_ids("job") == {"r0004"}
+        run = cache.record("r0001")
+        assert run.incomplete is None and run.metadata["node_provider"] == "p"
+        # The record on disk and the index agree; the files are untouched.
+        assert cache.info("r0001")["samples"] == 4 and len(cache.frame("r0001")) == 4
+        on_disk = RunRecord.from_dict(__import__("json").loads(
+            (cache.run_dir("r0001") / "record.json").read_text()))
+        assert on_disk.metadata["node_provider"] == "p"
+    third = cache_data(data_path, FlakyInventory(6), FakeMetrics(), "job", progress=False)
+    assert third["completed"] == 1 and third["incomplete"] == 0
+    with RawCache(data_path) as cache:
+        assert cache.incomplete_ids() == set()
+
+
+def test_retry_incomplete_completes_runs_not_listed_this_time(data_path):
+    cache_data(data_path, FlakyInventory(6, down={"r0004"}), FakeMetrics(), "job",
+               progress=False)
+    listed_two = cache_data(data_path, FlakyInventory(6), FakeMetrics(), "job", limit=2,
+                            progress=False)
+    assert listed_two["completed"] == 0
+    retried = cache_data(data_path, FlakyInventory(6), FakeMetrics(), "job", limit=2,
+                         retry_incomplete=True, progress=False)
+    assert retried["completed"] == 1
+    with RawCache(data_path) as cache:
+        assert cache.record("r0004").metadata["node_provider"] == "p"
