@@ -139,16 +139,40 @@ def _as_spec(item):
     return {"name": item.name, "params": item.get_params()}
 
 
+def _selects_features(spec):
+    from ciml.plugins import get_manager
+
+    return bool(getattr(get_manager().get("normalizer", spec["name"]), "selects_features",
+                        False))
+
+
 def default_chain(features_regex=None, sample_interval=None, aggregation_functions=None,
                   scale="range", normalizers=None):
-    """The chain specs for the build options (columns are pinned later)."""
-    from ciml_plugins.normalizers.builtin import normalized_length
+    """The chain specs for the build options (columns are pinned later).
 
-    specs = [{"name": "filter", "params": {"regex": features_regex}}]
+    The first step selects the features: the built-in ``filter`` (with
+    ``features_regex``), or the one given normalizer that declares
+    ``selects_features``, which then takes its place.
+    """
+    from ciml.base.normalizer import normalized_length
+
+    extra = [_as_spec(n) for n in normalizers or ()]
+    selectors = [s for s in extra if _selects_features(s)]
+    if len(selectors) > 1:
+        raise ConfigError("only one normalizer may select the features; got "
+                          + ", ".join(s["name"] for s in selectors))
+    if selectors:
+        if features_regex:
+            raise ConfigError(f"--features-regex is the built-in filter's option; normalizer "
+                              f"{selectors[0]['name']!r} selects the features itself")
+        specs = [selectors[0]]
+        extra.remove(selectors[0])
+    else:
+        specs = [{"name": "filter", "params": {"regex": features_regex}}]
     if sample_interval:
         specs.append({"name": "resample", "params": {"interval": sample_interval}})
     # Third-party steps work on the time-indexed series (a derivative, an FFT).
-    specs.extend(_as_spec(n) for n in normalizers or ())
+    specs.extend(extra)
     if aggregation_functions:
         specs.append({"name": "aggregate",
                       "params": {"functions": list(aggregation_functions)}})
@@ -444,8 +468,10 @@ class _Build:
     def _pin_features(self, labelled):
         """Fix the features every run has; returns the runs that have some."""
         features_regex = self.opts["features_regex"]
-        filter_step = self.head[0]
-        selection = select_features(self.cache, [run.id for run, _ in labelled], filter_step)
+        selector = next((s for s in self.chain if s.selects_features), None)
+        if selector is None:
+            raise ConfigError("no step of the normalizer chain selects the features")
+        selection = select_features(self.cache, [run.id for run, _ in labelled], selector)
         for run_id in selection["unmatched"]:
             self.skipped.append({"run_id": run_id, "split": None, "reason": "missing-columns",
                                  "message": _no_match_message(features_regex)})
@@ -454,7 +480,7 @@ class _Build:
         if not selection["columns"]:
             raise CimlError(_no_common_message(self.build_name, features_regex, selection))
         # Pinned by name: every later run, here or at prediction time, gives these.
-        filter_step.columns = selection["columns"]
+        selector.pin_features(selection["columns"])
         self.dropped = selection["dropped"]
         if self.dropped:
             LOG.warning("%s: %d feature(s) not in every run left out: %s", self.name,

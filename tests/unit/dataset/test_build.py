@@ -467,3 +467,79 @@ def test_every_chunk_is_on_disk_before_the_dataset_is_moved_into_place(data_path
     monkeypatch.setattr(fileutil.os, "replace", replace)
     build(data_path, history)
     assert moved == [[]]
+
+
+class _MemoryOnly:
+    """A third-party normalizer that selects the features instead of the built-in filter."""
+
+    @staticmethod
+    def make():
+        from ciml.base import Normalizer, Parameter
+
+        class MemoryOnlyNormalizer(Normalizer):
+            """Keep the memory columns, largest name first"""
+
+            name = "memory-only"
+            selects_features = True
+            parameters = (Parameter("columns", multiple=True, help="pinned by the build"),)
+
+            def select(self, columns):
+                return sorted((c for c in columns if c in ("used", "free", "buff", "cach")),
+                              reverse=True)
+
+            def pin_features(self, columns):
+                self.columns = list(columns)
+
+            def transform(self, frame):
+                missing = [c for c in self.columns if c not in frame.columns]
+                if missing:
+                    raise MetricsUnavailable("missing-columns", f"lacks {missing}")
+                return frame[list(self.columns)].astype("float64")
+
+        return MemoryOnlyNormalizer
+
+
+def test_a_third_party_normalizer_can_select_the_features(data_path, history):
+    """12.14: the build asks the chain's selector, not the built-in filter by position."""
+    from ciml.hookspecs import hookimpl
+    from ciml.plugins import get_manager
+
+    cls = _MemoryOnly.make()
+
+    class Plugin:
+        @hookimpl
+        def ciml_register_normalizers(self, register):
+            register(cls)
+
+    get_manager().add_plugin(Plugin(), "memory-only")
+    build(data_path, history, normalizers=["memory-only"], sample_interval="10s")
+    ds = Dataset.open(data_path, "ds")
+    # Its own selection (sorted by name, as every build does), pinned; no filter step.
+    assert ds.features == ["buff", "cach", "free", "used"]
+    assert [s["name"] for s in ds.attrs["chain"]][:2] == ["memory-only", "resample"]
+    assert ds.attrs["chain"][0]["params"]["columns"] == ds.features
+    sp = ds.split("test")
+    frame = history.frame(sp.ids[0])
+    assert np.array_equal(ds.example_from_frame(frame), sp.X[0])
+    with pytest.raises(MetricsUnavailable):
+        ds.example_from_frame(frame.drop(columns=["cach"]))
+    with pytest.raises(ConfigError, match="selects the features itself"):
+        build(data_path, history, name="other", normalizers=["memory-only"],
+              features_regex="usr")
+
+
+def test_the_default_chain_needs_no_built_in_module():
+    """12.14: the core computes the default length itself (ciml.base.normalized_length)."""
+    code = ("import sys; from ciml.dataset.build import default_chain; "
+            "from ciml.plugins import get_manager; m = get_manager(); "
+            "sys.modules.pop('ciml_plugins.normalizers.builtin', None); "
+            "import builtins; real = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    assert name != 'ciml_plugins.normalizers.builtin', name\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "print(default_chain(sample_interval='10s')[-2])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "'length': 550" in proc.stdout
