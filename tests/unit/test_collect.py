@@ -173,11 +173,20 @@ def test_in_flight_work_is_bounded(data_path):
 
 
 def test_workers_fetch_concurrently(data_path):
-    metrics = FakeMetrics(delay=0.05)
-    t0 = time.monotonic()
-    cache_data(data_path, FakeSource(32), metrics, "job", workers=16, progress=False)
-    assert metrics.max_in_flight > 8
-    assert time.monotonic() - t0 < 32 * 0.05  # far less than one at a time
+    """16 workers have 16 fetches in flight at once: each of the first 16 waits for
+    all the others (a barrier breaks, and the fetch fails, if they are fewer)."""
+    barrier = threading.Barrier(16, timeout=60)
+
+    class Meeting(FakeMetrics):
+        def fetch(self, run):
+            if int(run.id[1:]) < 16:
+                barrier.wait()
+            return super().fetch(run)
+
+    metrics = Meeting()
+    summary = cache_data(data_path, FakeSource(32), metrics, "job", workers=16,
+                         progress=False)
+    assert summary["cached"] == 32 and not barrier.broken
 
 
 def test_lifecycle_hook_runs_once_per_new_run(data_path):
@@ -287,33 +296,40 @@ class _DyingPlugin:
         register(DyingInWorkers)
 
 
-def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, sample_data, caplog):
+def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, sample_data, caplog,
+                                                   monkeypatch):
+    from ciml import collect
+
     sample = (sample_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt").read_bytes()
 
     marker = tmp_path / "worker-started"
 
     class LocalRuns(FakeSource):
         def list_runs(self, build_name, **kw):
-            for i, run in enumerate(super().list_runs(build_name, **kw)):
+            for run in super().list_runs(build_name, **kw):
                 folder = tmp_path / "logs" / run.id
                 (folder / "logs").mkdir(parents=True)
                 (folder / "logs" / "dstat-csv_log.txt").write_bytes(sample)
                 run.artifacts_url = str(folder)
                 yield run
-                if i == 0:
-                    # Local files fetch at once: without a pause, a busy
-                    # machine caches every run in threads before the
-                    # processes have started, and none of them dies.
-                    deadline = time.monotonic() + 60
-                    while not marker.exists() and time.monotonic() < deadline:
-                        time.sleep(0.05)
-                    time.sleep(1.0)
 
+    # Local files fetch at once: a busy machine would cache every run in
+    # threads before the processes answer, and none would die.  So the
+    # fetching threads wait for the processes the first time they ask.
+    ready = collect._ParsePool.get
+    waited = []
+
+    def get_once_ready(self):
+        if not waited:
+            waited.append(self._ready.wait(60))
+        return ready(self)
+
+    monkeypatch.setattr(collect._ParsePool, "get", get_once_ready)
     get_manager().add_plugin(_DyingPlugin(), "dying")
     metrics = get_manager().get("metric_source", "dying-in-workers")(marker=str(marker))
     summary = cache_data(data_path, LocalRuns(40), metrics, "job", workers=4, processes=2,
                          progress=False)
-    assert marker.exists()
+    assert marker.exists() and waited and all(waited)
     assert summary["cached"] == 40 and summary["transient"] == 0
     assert "parse processes failed; parsing in threads" in caplog.text
     with RawCache(data_path) as cache:
