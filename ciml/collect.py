@@ -22,7 +22,7 @@ import threading
 import time
 
 from ciml.cache import CACHED, UNAVAILABLE, NotCommitted, RawCache
-from ciml.errors import CimlError, MetricsUnavailable
+from ciml.errors import CimlError, MetricsUnavailable, SourceError
 
 LOG = logging.getLogger(__name__)
 
@@ -322,6 +322,20 @@ def _progress_bar(progress, total, desc):
                 dynamic_ncols=True, leave=True)
 
 
+class CacheDataStopped(SourceError):
+    """cache-data stopped half way; ``summary`` is what it did before, ``cause`` why."""
+
+    def __init__(self, cause, summary):
+        stored = (f"{summary['cached']} run(s) cached, {summary['unavailable']} recorded "
+                  f"unavailable, {summary['skipped_cached']} already cached, of "
+                  f"{summary['selected']} listed")
+        super().__init__(f"{cause}; before that: {stored}; rerun cache-data to continue "
+                         "(cached runs are skipped)",
+                         transient=getattr(cause, "transient", False))
+        self.cause = cause
+        self.summary = summary
+
+
 def _plan_processes(processes, workers, metric_source):
     """``(processes, start_after)``: how many parse processes, started after how many runs."""
     if processes is None:
@@ -591,9 +605,19 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
             job.submit(run)
         job.complete_the_rest()
         job.wait()
+    except CimlError as exc:
+        # The source failed half way (a database gone for longer than its
+        # retries): the runs already listed are good, so finish them, then
+        # say what is stored and that a rerun resumes.
+        job.wait(quiet=True)
+        try:
+            summary = job.report()
+        except Exception:  # the index is unreadable too: report the first error
+            LOG.debug("no summary after the error", exc_info=True)
+            raise exc from None
+        raise CacheDataStopped(exc, summary) from exc
     except Exception:
-        # The source failed half way (a database gone): the runs already
-        # listed are good, so finish them before reporting the error.
+        # A plugin's bug: finish the runs in flight all the same.
         job.wait(quiet=True)
         raise
     except BaseException:

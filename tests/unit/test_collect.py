@@ -211,9 +211,18 @@ def test_lifecycle_hook_runs_once_per_new_run(data_path):
 
 
 def test_source_error_keeps_what_was_cached(data_path):
+    """20.2: giving up says what is stored and that a rerun resumes."""
+    from ciml.collect import CacheDataStopped
+
     source = FakeSource(20, fail_after=10)
-    with pytest.raises(SourceError):
+    with pytest.raises(SourceError) as info:
         cache_data(data_path, source, FakeMetrics(), "job", workers=2, progress=False)
+    assert isinstance(info.value, CacheDataStopped) and info.value.transient
+    assert info.value.summary["cached"] == 10 and info.value.summary["selected"] == 10
+    assert str(info.value) == (
+        "database went away; before that: 10 run(s) cached, 0 recorded unavailable, "
+        "0 already cached, of 10 listed; rerun cache-data to continue (cached runs are "
+        "skipped)")
     assert source.closed
     with RawCache(data_path) as cache:
         assert len(cache.runs()) == 10
