@@ -208,13 +208,13 @@ class Subunit2sqlResultSource(ResultSource):
             except sa.exc.SQLAlchemyError as exc:
                 error = self._error(exc)
             if not error.transient or self.retry_for <= 0:
-                raise error
+                raise error from None
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.retry_for
             if now >= deadline:
                 raise SourceError(f"{error} (still failing after {self.retry_for:g} s of "
-                                  "retries)", transient=True)
+                                  "retries)", transient=True) from None
             wait = min(pause, deadline - now)
             LOG.warning("%s; trying again in %.0f s", error, wait)
             time.sleep(wait)
