@@ -159,6 +159,7 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
 
     final = data_path.model(ds.name, exp.name)
     final.parent.mkdir(parents=True, exist_ok=True)
+    fileutil.remove_leftovers(final.parent, exp.name)  # of trainings that died
     tmp = final.parent / fileutil.work_name("tmp", exp.name)
     tmp.mkdir()
     try:
