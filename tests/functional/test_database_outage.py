@@ -128,3 +128,37 @@ def test_giving_up_reports_what_is_stored_and_a_rerun_resumes(private_mariadb, h
     summary = json.loads(out)
     assert summary["skipped_cached"] == stored
     assert summary["cached"] == 40 - stored and summary["total_cached"] == 40
+
+
+def test_the_poll_trigger_says_that_the_database_stalls(private_mariadb, history, data_path,
+                                                        caplog):
+    """20.1: ``watch --trigger poll`` logs the stall and its retries instead of nothing."""
+    import datetime as dt
+    import logging
+
+    from ciml.errors import SourceError
+    from ciml_plugins.sources.subunit2sql import Subunit2sqlResultSource
+    from ciml_plugins.triggers.poll import PollTrigger
+
+    hist, _ = history
+    source = Subunit2sqlResultSource(db_uri=hist.db_uri, query_timeout=1, retry_for=2)
+    trigger = PollTrigger(once=True, since=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))
+    trigger.setup(data_path=data_path, build_name=JOB, result_source=source)
+    events = []
+    private_mariadb.pause()
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(SourceError) as info:
+            trigger.run(events.append)
+    finally:
+        private_mariadb.resume()
+        source.close()
+    assert "database did not answer in 1 s" in str(info.value) and info.value.transient
+    assert any("did not answer" in r.getMessage() and "trying again in" in r.getMessage()
+               for r in caplog.records)
+    assert events == []
+    # Once the server answers again, the same watcher catches up.
+    source = Subunit2sqlResultSource(db_uri=hist.db_uri, query_timeout=5)
+    trigger.setup(data_path=data_path, build_name=JOB, result_source=source)
+    trigger.run(events.append)
+    source.close()
+    assert len(events) == 40
