@@ -615,6 +615,8 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         except Exception:  # the index is unreadable too: report the first error
             LOG.debug("no summary after the error", exc_info=True)
             raise exc from None
+        if not summary["selected"] and not getattr(exc, "transient", False):
+            raise  # a bad option or access denied: nothing to resume
         raise CacheDataStopped(exc, summary) from exc
     except Exception:
         # A plugin's bug: finish the runs in flight all the same.

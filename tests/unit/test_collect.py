@@ -433,3 +433,17 @@ def test_retry_incomplete_completes_runs_not_listed_this_time(data_path):
     assert retried["completed"] == 1
     with RawCache(data_path) as cache:
         assert cache.record("r0004").metadata["node_provider"] == "p"
+
+
+def test_an_error_before_any_run_is_not_dressed_as_a_resumable_stop(data_path):
+    from ciml.collect import CacheDataStopped
+
+    class Denied(FakeSource):
+        def list_runs(self, *a, **kw):
+            raise SourceError("access denied")
+            yield
+
+    with pytest.raises(SourceError) as info:
+        cache_data(data_path, Denied(), FakeMetrics(), "job", progress=False)
+    assert not isinstance(info.value, CacheDataStopped)
+    assert str(info.value) == "access denied"
