@@ -543,3 +543,14 @@ def test_the_default_chain_needs_no_built_in_module():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "'length': 550" in proc.stdout
+
+
+def test_a_dataset_of_many_chunks_with_skipped_runs_passes_its_own_check(data_path, history,
+                                                                         monkeypatch):
+    from ciml.dataset import store
+
+    monkeypatch.setattr(store, "MAX_CHUNK_EXAMPLES", 4)
+    summary = build(data_path, history)
+    assert summary["skipped"] and summary["splits"]["training"] > 8
+    ds = Dataset.open(data_path, "ds")
+    assert ds.split("training").X.chunks[0] == 4
