@@ -88,7 +88,8 @@ def test_run_list(app, data_path):
     data_path.root.mkdir()  # an empty data path lists nothing
     cmd = RunList(app, None)
     columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
-    assert columns == ("id", "build_name", "status", "provider", "start", "samples")
+    assert columns == ("id", "build_name", "status", "provider", "start", "samples",
+                       "incomplete")
     assert list(rows) == []
     _fill(data_path)
     columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
