@@ -6,7 +6,7 @@ from ciml.commands.base import add_component_options, build_component, data_path
 
 
 def add_model_options(parser):
-    """``--dataset``, ``--experiment`` and ``--source``, shared with ``ciml watch``."""
+    """The options ``predict`` shares with ``watch``: the model, the sources, the URL policy."""
     parser.add_argument("--dataset", metavar="NAME", required=True,
                         help="Dataset the model was trained on (its normalizers are replayed)")
     parser.add_argument("--experiment", metavar="NAME", default=None,
@@ -19,7 +19,19 @@ def add_model_options(parser):
     parser.add_argument("--unusual-percentile", metavar="P", type=_percentile, default=None,
                         help="A run scoring at or above this percentile of the dataset's "
                              "training runs is reported unusual (default: 99)")
+    parser.add_argument("--metric-source", metavar="NAME", default=None,
+                        help="Metric source that reads new runs (default: the one the "
+                             "dataset's runs were cached with, with the same options; "
+                             "options given here override them)")
+    parser.add_argument("--allow-scheme", metavar="SCHEME", action="append", default=[],
+                        help="Also fetch artifacts URLs of this scheme (e.g. file) when they "
+                             "come from an event or the result source; http and https "
+                             "always are.  Repeatable")
+    parser.add_argument("--allow-host", metavar="HOST", action="append", default=[],
+                        help="Fetch artifacts URLs from events and the result source only "
+                             "from this host (or *.domain); repeatable (default: any host)")
     add_component_options(parser, "result_source", title="result source options")
+    add_component_options(parser, "metric_source", title="metric source options")
 
 
 def _percentile(text):
@@ -34,12 +46,39 @@ def _percentile(text):
     return value
 
 
-def load_predictor(cmd, parsed_args):
+def url_policy(parsed_args):
+    from ciml.urlpolicy import UrlPolicy
+
+    return UrlPolicy(schemes=parsed_args.allow_scheme or (),
+                     hosts=parsed_args.allow_host or None)
+
+
+def check_names(parsed_args):
+    """Refuse misspelled plugin names before anything heavy is loaded."""
+    from ciml.plugins import get_manager
+
+    manager = get_manager()
+    if parsed_args.source:
+        manager.get("result_source", parsed_args.source)
+    if parsed_args.metric_source:
+        manager.get("metric_source", parsed_args.metric_source)
+
+
+def load_predictor(cmd, parsed_args, lazy=False):
+    """The predictor of ``--dataset``/``--experiment``; ``lazy``: the estimator loads on use."""
     from ciml import online
+    from ciml.commands.base import component_options
+    from ciml.dataset import Dataset
+    from ciml.plugins import get_manager
 
     path = data_path(cmd)
     experiment = parsed_args.experiment or online.default_experiment(path, parsed_args.dataset)
-    predictor = online.Predictor.load(path, parsed_args.dataset, experiment)
+    name = parsed_args.metric_source or \
+        Dataset.open(path, parsed_args.dataset).config.get("metric_source") or "dstat"
+    cls = get_manager().get("metric_source", name)
+    predictor = online.Predictor.load(path, parsed_args.dataset, experiment, metric_source=name,
+                                      metric_options=component_options(cls, parsed_args),
+                                      lazy=lazy)
     predictor.unusual_percentile = parsed_args.unusual_percentile
     if parsed_args.build_name:
         predictor.build_name = parsed_args.build_name
@@ -66,12 +105,15 @@ class Predict(Lister):
     def take_action(self, parsed_args):
         from ciml import online
 
-        predictor = load_predictor(self, parsed_args)
+        check_names(parsed_args)
+        # The estimator (TensorFlow) loads only once a run's metrics were read.
+        predictor = load_predictor(self, parsed_args, lazy=True)
         source = build_source(parsed_args)
         try:
             records = online.predict_runs(data_path(self), parsed_args.dataset,
                                           predictor.experiment_name, parsed_args.runs,
-                                          source=source, predictor=predictor)
+                                          source=source, predictor=predictor,
+                                          url_policy=url_policy(parsed_args))
         finally:
             if source is not None:
                 source.close()
