@@ -67,7 +67,8 @@ def metric_source_for(dataset, name=None, options=None):
     """The metric source a dataset's runs were cached with, built with its options.
 
     ``name`` and ``options`` (the ``--metric-source`` of ``predict``/``watch``
-    and the metric source options given) override what the dataset records;
+    and the metric source options given, or a function of the chosen class
+    that returns them) override what the dataset records;
     recorded options apply only to the source they were recorded for.
     Secrets are never recorded: give them again.
     """
@@ -80,7 +81,7 @@ def metric_source_for(dataset, name=None, options=None):
     cls = get_manager().get("metric_source", name)
     known = {p.name for p in cls.parameters}
     params = {k: v for k, v in params.items() if k in known and v is not None}
-    params.update(options or {})
+    params.update((options(cls) if callable(options) else options) or {})
     return cls.from_options(params)
 
 

@@ -68,17 +68,12 @@ def load_predictor(cmd, parsed_args, lazy=False):
     """The predictor of ``--dataset``/``--experiment``; ``lazy``: the estimator loads on use."""
     from ciml import online
     from ciml.commands.base import component_options
-    from ciml.dataset import Dataset
-    from ciml.plugins import get_manager
 
     path = data_path(cmd)
     experiment = parsed_args.experiment or online.default_experiment(path, parsed_args.dataset)
-    name = parsed_args.metric_source or \
-        Dataset.open(path, parsed_args.dataset).config.get("metric_source") or "dstat"
-    cls = get_manager().get("metric_source", name)
-    predictor = online.Predictor.load(path, parsed_args.dataset, experiment, metric_source=name,
-                                      metric_options=component_options(cls, parsed_args),
-                                      lazy=lazy)
+    predictor = online.Predictor.load(
+        path, parsed_args.dataset, experiment, metric_source=parsed_args.metric_source,
+        metric_options=lambda cls: component_options(cls, parsed_args), lazy=lazy)
     predictor.unusual_percentile = parsed_args.unusual_percentile
     if parsed_args.build_name:
         predictor.build_name = parsed_args.build_name
