@@ -28,8 +28,10 @@ class UrlRefused(CimlError):
 def _host_matches(host, pattern):
     pattern = pattern.lower().rstrip(".")
     if pattern.startswith("*."):
-        # "*.example.org" allows every name under example.org, not the bare name.
-        return host.endswith(pattern[1:])
+        pattern = pattern[1:]
+    if pattern.startswith("."):
+        # ".example.org" allows every name under example.org, not the bare name.
+        return host.endswith(pattern)
     return host == pattern
 
 
@@ -39,7 +41,8 @@ class UrlPolicy:
     :param schemes: extra schemes to allow besides http and https (``file``
         lets events name local folders, which only a trusted publisher should).
     :param hosts: when given, only these hosts (``logs.example.org``, or
-        ``*.example.org`` for every name under it) are fetched.
+        ``.example.org`` -- also written ``*.example.org`` -- for every name
+        under it) are fetched.
     """
 
     def __init__(self, schemes=(), hosts=None):

@@ -29,7 +29,8 @@ def add_model_options(parser):
                              "always are.  Repeatable")
     parser.add_argument("--allow-host", metavar="HOST", action="append", default=[],
                         help="Fetch artifacts URLs from events and the result source only "
-                             "from this host (or *.domain); repeatable (default: any host)")
+                             "from this host; a leading dot (.example.org) allows every "
+                             "host under a domain.  Repeatable (default: any host)")
     add_component_options(parser, "result_source", title="result source options")
     add_component_options(parser, "metric_source", title="metric source options")
 

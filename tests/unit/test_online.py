@@ -610,15 +610,17 @@ def test_allowed_scheme_and_host_list():
     events = [_event("a"), _event("b")]
     events[0].artifacts_url = "file:///srv/logs/a/"
     events[1].artifacts_url = "http://user:SEKRIT@internal.corp/b/"
-    policy = UrlPolicy(schemes=["file"], hosts=["logs.example.org", "*.ci.example.org"])
+    policy = UrlPolicy(schemes=["file"], hosts=["logs.example.org", ".ci.example.org",
+                                                  "*.other.example.org"])
     _, _, records, _ = _watch(events, url_policy=policy)
     by_id = {r["run_id"]: r for r in records}
     assert by_id["a"]["predicted"] == "passed"  # a file URL has no host to check
     assert by_id["b"]["reason"] == "url-refused"
     assert "internal.corp" in by_id["b"]["error"] and "SEKRIT" not in by_id["b"]["error"]
     assert policy.check("https://x.ci.example.org/l/") and policy.check("http://logs.example.org")
+    assert policy.check("http://a.b.other.example.org/")
     with pytest.raises(UrlRefused):
-        policy.check("http://ci.example.org/")  # *.domain is the names under it only
+        policy.check("http://ci.example.org/")  # .domain is the names under it only
     with pytest.raises(UrlRefused):
         policy.check("http://logs.example.org.evil.net/")
 
