@@ -145,7 +145,7 @@ def ciml_prediction_made(prediction):
     """A prediction was made for one run.
 
     Called by ``predict`` and ``watch`` once per run, after the prediction is
-    printed (and published, when ``--publish-topic`` is given).  This is where
+    printed (``--publish-topic``'s MQTT publisher is one of these).  This is where
     a reporter plugin acts: comment on a review, notify, store.  It is called
     from a worker thread; keep it quick or hand the work off.
 

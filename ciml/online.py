@@ -14,15 +14,20 @@ could not be predicted.  ``unusual`` compares the run with the dataset's
 training runs, whatever the model predicts (:mod:`ciml.dataset.profile`):
 ``{"score", "percentile", "unusual", "features": [{"feature", "z"}]}``, or
 ``None`` for a dataset built without a profile.  ``watch`` prints one
-record per line on stdout, publishes it to an MQTT topic if asked, and
-hands it to the ``ciml_prediction_made`` hook.
+record per line on stdout and hands it to the ``ciml_prediction_made``
+hook (the MQTT publisher of ``--publish-topic`` is one such plugin).
+Records are built in :meth:`Predictor.record` and
+:meth:`Predictor.error_record` only.
 
 The watcher's shape: the trigger runs on the main thread and hands events
 to :meth:`Watcher.on_event`, which only filters and queues them; a bounded
 queue feeds a small pool of worker threads that resolve the run, fetch its
 metrics (retrying, because CI systems upload logs after they report a
-result), predict and report.  A full queue makes the trigger wait, so a
-burst is absorbed by the broker and the network, never by memory.
+result), predict and report.  A full queue makes the trigger wait.  An
+event is acknowledged to its trigger only once its record is out, so a
+run queued or being fetched when the watcher stops (SIGTERM drains for
+``--drain-timeout`` seconds first) or dies is delivered again at the next
+start: by the broker's persistent session, or by the poll cursor.
 """
 
 import collections
