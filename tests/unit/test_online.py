@@ -315,7 +315,8 @@ def _stuck_watcher(n=6, workers=2):
     watcher = Watcher(_predictor(metrics=metrics), trigger, workers=workers, queue_size=10,
                       fetch_attempts=1000, fetch_delay=0.2, status_interval=0, stdout=out,
                       stderr=io.StringIO(), call_hook=False, handle_signals=False)
-    thread = threading.Thread(target=watcher.run)
+    # A daemon: a watcher that fails to stop fails its test, not the whole run.
+    thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     return watcher, trigger, metrics, out, thread
 

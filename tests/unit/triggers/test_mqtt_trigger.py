@@ -380,7 +380,7 @@ def test_message_callback_never_blocks_the_network_thread():
 
     client = trigger.make_client()
     trigger.make_client = lambda: client
-    thread = threading.Thread(target=trigger.run, args=(on_event,))
+    thread = threading.Thread(target=trigger.run, args=(on_event,), daemon=True)
     thread.start()
     try:
         _wait_for(lambda: client.on_message is not None)
@@ -425,7 +425,7 @@ def test_unreachable_broker_is_retried_and_stop_returns(caplog):
 
     trigger = MqttTrigger(mqtt_host="127.0.0.1", mqtt_port=_closed_port(),
                           client_id="t-unreachable", clean_session=True, connect_timeout=0)
-    thread = threading.Thread(target=trigger.run, args=(lambda e: True,))
+    thread = threading.Thread(target=trigger.run, args=(lambda e: True,), daemon=True)
     thread.start()
     try:
         # Two failed attempts: it goes on trying (connect_timeout 0 never gives up).
