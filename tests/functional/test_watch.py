@@ -624,3 +624,35 @@ def test_sigterm_in_a_poll_burst_and_restart_predict_each_run_once(tmp_path, dat
     assert second.signal(signal.SIGTERM) == 0, second.stderr()[-3000:]
     ids = _predicted([first, second])
     assert sorted(ids) == sorted(r["run_id"] for r in history.runs)
+
+
+def test_a_full_queue_does_not_starve_the_keepalive(mosquitto, data_path, caplog):
+    """Issue 12.3: with the queue full for several keepalive periods, the broker keeps us."""
+    from mqtt_helpers import fake_metric_source
+
+    class Slow:
+        """The fake metric source, one second per run."""
+
+        def __init__(self):
+            self.inner = fake_metric_source()
+
+        def load(self, run):
+            time.sleep(1.0)
+            return self.inner.load(run)
+
+    host, port = mosquitto
+    root = "ciml-test-" + _uid()
+    trigger = _trigger(host, port, f"{root}/#", data_path, clean_session=True, keepalive=1)
+    predictor = fake_predictor(metric_source=Slow())
+    running = Running(trigger, predictor=predictor, workers=1, queue_size=1)
+    try:
+        assert trigger.wait_connected(10)
+        runs = [_uid() for _ in range(6)]
+        publish(host, port, [(f"{root}/gearman-subunit/w", _firehose(u)) for u in runs])
+        # Six seconds of work behind a queue of one: paho's thread must keep
+        # answering the broker (keepalive 1 s: it gives up after 1.5 s of silence).
+        records = running.wait_records(6, timeout=60)
+    finally:
+        running.stop()
+    assert sorted(r["run_id"] for r in records) == sorted(runs)
+    assert "lost the MQTT broker" not in caplog.text
