@@ -401,6 +401,8 @@ class MqttTrigger(Trigger):
                 self._failure = f"the broker refused the connection: {reason_code}"
                 LOG.error("MQTT broker %s refused the connection: %s", where, reason_code)
                 return
+            if not flags.session_present:
+                self._forget_session()
             # Subscribing here restores the subscription after every reconnect.
             result, mid = client.subscribe([(t, self.qos) for t in topics])
             pending[0] = mid
@@ -491,6 +493,18 @@ class MqttTrigger(Trigger):
         finally:
             client.loop_stop()
             self._connected.clear()
+
+    def _forget_session(self):
+        """The broker has no session for us (a clean start): old message ids mean nothing.
+
+        Acknowledging one would acknowledge whatever new message the broker
+        gave that id, so the messages still in hand are never acknowledged;
+        without a session, the broker would not send them again anyway.
+        """
+        with self._ack_lock:
+            for message in self._in_hand.values():
+                message.refused = True
+            self._in_hand.clear()
 
     def acknowledge(self, event):
         with self._ack_lock:

@@ -365,6 +365,21 @@ def test_a_redelivered_message_still_in_hand_is_not_handed_over_twice():
     assert len(taken) == 2
 
 
+def test_message_ids_of_a_lost_session_are_never_acknowledged():
+    """A new session reuses message ids: a PUBACK for an old one would ack a new message."""
+    trigger = MqttTrigger()
+    client = _delivering(trigger)
+    taken = []
+    trigger._deliver(_message(_buildset(("tempest-full", "u1")), qos=1), taken.append)
+    trigger._forget_session()  # reconnected, "session present" false
+    trigger._deliver(_message(_buildset(("tempest-full", "u2")), qos=1), taken.append)
+    assert [e.run_id for e in taken] == ["u1", "u2"]  # mid 1 again, a different message
+    trigger.acknowledge(taken[0])
+    assert client.acks == []
+    trigger.acknowledge(taken[1])
+    assert client.acks == [1]
+
+
 def test_message_callback_never_blocks_the_network_thread():
     """paho's thread only queues the message; the trigger's own thread hands it over."""
     import threading
