@@ -81,7 +81,7 @@ class ListTrigger(Trigger):
     def acknowledge(self, event):
         assert not self.closed, "acknowledged after close()"
         printed = self.output.getvalue() if self.output is not None else ""
-        self.acknowledged.append((event.run_id, event.run_id in printed))
+        self.acknowledged.append((event.run_id, f'"run_id": "{event.run_id}"' in printed))
 
     def close(self):
         self.closed = True
