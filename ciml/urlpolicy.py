@@ -12,7 +12,7 @@ URL is a :class:`UrlRefused`, which the watcher turns into an error record.
 import urllib.parse
 
 from ciml.errors import CimlError
-from ciml.http import without_credentials
+from ciml.http import redact_url
 
 #: What a URL from an event may use unless the operator allows more.
 DEFAULT_SCHEMES = ("http", "https")
@@ -56,7 +56,7 @@ class UrlPolicy:
         """Return ``url`` if allowed, else raise :class:`UrlRefused` saying why."""
         if url is None:
             return url
-        shown = without_credentials(str(url))
+        shown = redact_url(str(url))
         parts = urllib.parse.urlsplit(str(url))
         # A bare path is read from local disk by the metric sources: a file URL.
         scheme = parts.scheme.lower() if parts.netloc or "://" in str(url) or \

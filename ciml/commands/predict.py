@@ -22,7 +22,9 @@ def add_model_options(parser):
     parser.add_argument("--metric-source", metavar="NAME", default=None,
                         help="Metric source that reads new runs (default: the one the "
                              "dataset's runs were cached with, with the same options; "
-                             "options given here override them)")
+                             "options given here override them).  Another source than the "
+                             "dataset's works where both give the common column names "
+                             "(dstat, pcp, prometheus)")
     parser.add_argument("--allow-scheme", metavar="SCHEME", action="append", default=[],
                         help="Also fetch artifacts URLs of this scheme (e.g. file) when they "
                              "come from an event or the result source; http and https "
