@@ -31,6 +31,7 @@ import email.utils
 import logging
 import os
 import pathlib
+import re
 import threading
 import time
 import urllib.parse
@@ -119,6 +120,38 @@ def redact_url(url: str) -> str:
 
 #: The old name, kept for plugins written against it.
 without_credentials = redact_url
+
+_URL_IN_TEXT = re.compile(r"""\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact_url`.
+
+    For messages ciml did not word itself (a library's error, a reason
+    stored by an older version) before they are shown or logged.
+    """
+    if not isinstance(text, str) or "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter that passes every log message, traceback included,
+    through :func:`redact_text`: the last line of defence for credentials."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string is the logging module's to report
+            return True
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
 
 
 def is_remote(url: str) -> bool:
