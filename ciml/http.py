@@ -105,7 +105,9 @@ def redact_url(url: str) -> str:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    netloc = parts.netloc.rpartition("@")[2]
+    userinfo, at, netloc = parts.netloc.rpartition("@")
+    if at and userinfo.partition(":")[2] in ("***", "****"):
+        netloc = parts.netloc   # already masked (SQLAlchemy's rendering): kept as shown
     query = parts.query
     if query:
         pairs = []

@@ -333,6 +333,9 @@ def test_redact_text_and_the_logging_filter(caplog):
     assert redact_text(text) == ("cannot fetch http://logs.example/x?sig=**** (HTTP 500); "
                                  "see 'https://api.example/y'")
     assert redact_text("no url here") == "no url here"
+    # A password already masked (SQLAlchemy renders URLs so) stays as shown.
+    assert redact_text("db mysql+pymysql://root:***@db/x: denied") == \
+        "db mysql+pymysql://root:***@db/x: denied"
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed: %s", ("http://a:pw2@h/",),
                                None)
     assert RedactingFilter().filter(record) and record.getMessage() == "failed: http://h/"
