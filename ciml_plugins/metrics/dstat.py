@@ -277,18 +277,24 @@ def _csv_cells(line):
 def _find_header(data):
     """Return ``(group_cells, column_cells, body_offset)`` or ``None``."""
     previous = None
+    found = None   # (groups, columns, body offset) of the first time line
     for start, end, nxt in _lines(data, _HEADER_SCAN_LINES):
         line = data[start:end]
         stripped = line.strip()
         if not stripped:
             continue
         first = stripped.split(b",", 1)[0].strip(b'"').strip().lower()
-        if first.decode("latin-1") in _TIME_COLUMNS and previous is not None:
-            columns = _csv_cells(line)
-            groups = _csv_cells(previous)
-            return groups, columns, nxt
+        is_time = first.decode("latin-1") in _TIME_COLUMNS
+        if found is not None:
+            # With an epoch column (dstat -T) the group line starts with
+            # "epoch" too: then the line after it is the column line.
+            if is_time and line.startswith(b'"'):
+                return found[1], _csv_cells(line), nxt
+            return found
+        if is_time and previous is not None:
+            found = (_csv_cells(previous), _csv_cells(line), nxt)
         previous = line
-    return None
+    return found
 
 
 def _anchor_year(data, start):

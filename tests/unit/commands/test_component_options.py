@@ -121,5 +121,6 @@ def test_builtin_http_options_are_shared_with_one_help_per_meaning():
     help_text = _options(parser)["--connect-timeout"].help
     meanings = sorted(help_text.split("; "))
     assert meanings == [
-        "seconds to wait for a connection (default: 10.0) [github, gitlab, jenkins, zuul, dstat]",
+        "seconds to wait for a connection (default: 10.0) "
+        "[github, gitlab, jenkins, zuul, dstat, pcp, prometheus]",
         "seconds to wait for the database server (default: 10.0) [subunit2sql]"]
