@@ -119,8 +119,13 @@ class CimlApp(App):
         super().configure_logging()
         _installed_handlers.extend(h for h in root.handlers if h not in before)
         from ciml import progress
+        from ciml.http import RedactingFilter
 
         progress.set_verbosity(self.options.verbose_level)
+        # Whatever a library logs (a URL with its password in an error,
+        # with --debug) is shown without credentials.
+        for handler in _installed_handlers:
+            handler.addFilter(RedactingFilter())
         if not self.options.debug:
             for name in _QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
