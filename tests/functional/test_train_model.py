@@ -59,7 +59,7 @@ def _ciml(run_ciml, data_path, *args):
 
 
 @pytest.mark.tensorflow
-def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path):
+def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path, sample_data):
     dp = datasets
     _ciml(run_ciml, dp, "setup-experiment", "--experiment", "dnn", "--estimator", "dnn",
           *TF_PARAMS)
@@ -122,9 +122,9 @@ def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path):
     message = str(info.value)
     assert message.startswith("refusing to load ") and "Lambda" in message
     assert "\n" not in message and len(message) < 400 and "Traceback" not in message
+    run_file = sample_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt"
     rc, out, err = run_ciml(["--data-path", dp.root, "predict", "--dataset", "ds",
-                             "--experiment", "dnn", "--source", "subunit2sql", "--db-uri",
-                             f"sqlite:///{tmp_path / 'none.db'}", "some-run"])
+                             "--experiment", "dnn", str(run_file)])
     assert rc != 0 and "refusing to load" in err and "Traceback" not in err
 
 

@@ -34,6 +34,7 @@ def no_model(monkeypatch):
 
 def test_a_misspelled_trigger_is_reported_before_anything_loads(run_ciml, data_path):
     # No dataset at all: the trigger's name is checked before the model is looked for.
+    data_path.root.mkdir()  # an empty data path (a missing one is its own error)
     rc, out, err = run_ciml(["--data-path", data_path.root, "watch", "--trigger", "mqt",
                              "--dataset", "nosuch"])
     assert rc != 0
