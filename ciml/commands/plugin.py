@@ -1,4 +1,7 @@
-"""``ciml plugin list`` and ``ciml plugin show``: what is installed, and its settings."""
+"""``ciml plugin list|show|check|new``: what is installed, its settings, its health."""
+
+import inspect
+import sys
 
 from cliff.lister import Lister
 from cliff.show import ShowOne
@@ -6,14 +9,26 @@ from cliff.show import ShowOne
 from ciml.base import KINDS
 from ciml.plugins import get_manager
 
+#: ``plugin list --kind hook`` lists the lifecycle hooks plugins implement.
+HOOK_KIND = "hook"
 
-def _kind(value):
+
+def _kind(value, allow_hook=False):
     value = value.replace("-", "_")
+    if allow_hook and value == HOOK_KIND:
+        return value
     if value not in KINDS:
         from ciml.errors import UnknownPluginError
 
-        raise UnknownPluginError("plugin kind", value, KINDS)
+        raise UnknownPluginError("plugin kind", value,
+                                 list(KINDS) + ([HOOK_KIND] if allow_hook else []))
     return value
+
+
+def _hook_rows(manager, plugin_names=None):
+    return [(HOOK_KIND, h.hook, h.module, h.distribution or "", h.version or "",
+             h.description) for h in manager.lifecycle_hooks()
+            if plugin_names is None or h.plugin in plugin_names]
 
 
 class PluginList(Lister):
@@ -23,23 +38,25 @@ class PluginList(Lister):
         parser = super().get_parser(prog_name)
         parser.add_argument(
             "--kind", metavar="KIND",
-            help="Only this kind: " + ", ".join(k.replace("_", "-") for k in KINDS))
+            help="Only this kind: " + ", ".join(k.replace("_", "-") for k in KINDS)
+            + ", or hook (the lifecycle hooks plugins implement)")
         return parser
 
     def take_action(self, parsed_args):
+        # Problems loading a plugin are logged once, when plugins are loaded;
+        # ``ciml plugin check`` lists them with their fixes.
         manager = get_manager()
-        kind = _kind(parsed_args.kind) if parsed_args.kind else None
+        kind = _kind(parsed_args.kind, allow_hook=True) if parsed_args.kind else None
         columns = ("kind", "name", "module", "distribution", "version", "description")
-        rows = [(i.kind.replace("_", "-"), i.name, i.module, i.distribution or "",
-                 i.version or "", i.description) for i in manager.all(kind)]
+        rows = []
+        if kind != HOOK_KIND:
+            rows = [(i.kind.replace("_", "-"), i.name, i.module, i.distribution or "",
+                     i.version or "", i.description) for i in manager.all(kind)]
+        if kind in (None, HOOK_KIND):
+            rows.extend(_hook_rows(manager))
         if kind is None:
             # Extra commands are plugins too: a package may add its own.
             rows.extend(_command_rows(self.app))
-        for failure in manager.failures:
-            self.app.stderr.write(
-                f"warning: plugin {failure.plugin!r} from "
-                f"{failure.distribution or 'an unknown distribution'} "
-                f"failed to load: {failure.error}\n")
         return columns, rows
 
 
@@ -85,7 +102,7 @@ class PluginShow(ShowOne):
     def take_action(self, parsed_args):
         info = get_manager().info(_kind(parsed_args.kind), parsed_args.name)
         params = []
-        for p in info.cls.parameters:
+        for p in info.cls.parameters:  # type: ignore[attr-defined]
             line = f"{p.option} ({p.type_name}"
             if p.multiple:
                 line += ", several"
@@ -100,8 +117,6 @@ class PluginShow(ShowOne):
             if p.help:
                 line += f": {p.help}"
             params.append(line)
-        import inspect
-
         # The class's own docstring: an inherited one would describe the base.
         doc = inspect.cleandoc(info.cls.__dict__.get("__doc__") or "")
         columns = ("kind", "name", "description", "details", "parameters", "module",
@@ -111,3 +126,101 @@ class PluginShow(ShowOne):
                 "\n".join(params) or "(none)", info.module, info.plugin,
                 info.distribution or "", info.version or "")
         return columns, data
+
+
+def _canonical(name):
+    return (name or "").lower().replace("_", "-").replace(".", "-")
+
+
+def component_problems(info):
+    """What a plugin's CI should hear about one registered component."""
+    cls = info.cls
+    what = f"{info.kind.replace('_', ' ')} {info.name!r} ({cls.__module__}.{cls.__qualname__})"
+    problems = []
+    if not cls.description():
+        problems.append(f"{what} has no docstring; write one: its first line is what "
+                        "`ciml plugin list` shows")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        problems.append(f"{what} does not implement {missing}; define them (see "
+                        f"ciml.base.{KINDS[info.kind][0].__name__})")
+    seen = set()
+    for p in cls.parameters:
+        if not p.name.isidentifier():
+            problems.append(f"{what} declares the parameter {p.name!r}, which is not a "
+                            "Python identifier; use letters, digits and underscores")
+        if p.name in seen:
+            problems.append(f"{what} declares the parameter {p.name!r} twice; keep one")
+        seen.add(p.name)
+        if p.default is not None:
+            try:
+                p.convert(p.default)
+            except Exception as exc:
+                problems.append(f"{what}: the default of {p.name!r} is refused by its own "
+                                f"type ({exc}); fix the default or the type")
+    return problems
+
+
+class PluginCheck(Lister):
+    """Load plugins strictly and report every problem with its fix (for a plugin's CI)"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument(
+            "distribution", metavar="DISTRIBUTION", nargs="?",
+            help="Check only the plugins of this installed distribution "
+                 "(e.g. ciml-forest); default: every installed plugin")
+        return parser
+
+    def run(self, parsed_args):
+        self.problems = []
+        rc = super().run(parsed_args)
+        for problem in self.problems:
+            self.app.stderr.write(f"problem: {problem}\n")
+        if self.problems:
+            count = len(self.problems)
+            self.app.stderr.write(f"{count} problem{'s' if count > 1 else ''} found\n")
+            return 1
+        return rc
+
+    def take_action(self, parsed_args):
+        from ciml.errors import ConfigError
+        from ciml.plugins import PluginManager
+
+        had_tensorflow = "tensorflow" in sys.modules
+        # A manager of its own: the process-wide one logs as it loads, and
+        # each problem is to be reported here once.
+        manager = PluginManager(report=False)
+        wanted = parsed_args.distribution
+        plugin_names = sorted(manager.targets)
+        failures = manager.failures
+        if wanted:
+            plugin_names = [n for n in plugin_names
+                            if _canonical(manager.plugins.get(n, (None,))[0])
+                            == _canonical(wanted)]
+            failures = [f for f in failures if _canonical(f.distribution) == _canonical(wanted)]
+            if not plugin_names and not failures:
+                dists = sorted({d for d, _ in manager.plugins.values() if d}
+                               | {f.distribution for f in manager.failures if f.distribution})
+                raise ConfigError(
+                    f"no installed distribution {wanted!r} has ciml plugins (entry points "
+                    f"in the ciml.plugins group); distributions with plugins: "
+                    f"{', '.join(dists) or '(none)'}")
+        self.problems.extend(f.message for f in failures)
+        infos = [i for i in manager.all() if i.plugin in plugin_names]
+        for info in infos:
+            self.problems.extend(component_problems(info))
+        for _key, message in sorted(manager.conflicts.items()):
+            if not wanted or _canonical(wanted) in message.lower():
+                self.problems.append(message)
+        if not had_tensorflow and "tensorflow" in sys.modules:
+            self.problems.append(
+                "loading the plugins imported TensorFlow, which makes every ciml command "
+                "seconds slower; import it inside fit() and load()")
+        columns = ("kind", "name", "module", "plugin", "distribution", "version")
+        rows = [(i.kind.replace("_", "-"), i.name, i.module, i.plugin,
+                 i.distribution or "", i.version or "") for i in infos]
+        rows += [(HOOK_KIND, h.hook, h.module, h.plugin, h.distribution or "",
+                  h.version or "") for h in manager.lifecycle_hooks()
+                 if h.plugin in plugin_names]
+        return columns, rows

@@ -146,19 +146,69 @@ def test_list_unknown_kind_is_a_user_error(app, manager):
         cmd.take_action(parsed)
 
 
-def test_list_reports_load_failures_on_stderr(app, manager):
-    class Misspelled:
-        @hookimpl
-        def ciml_register_estimator(self, register):
-            pass
+BROKEN_PLUGIN = '''
+from ciml import base
+from ciml.hookspecs import hookimpl
 
-    manager.add_plugin(Misspelled(), "typo", distribution="ciml-typo")
-    cmd = PluginList(app, None)
 
-    _, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
+class NotAnEstimator(base.Normalizer):
+    """Nope"""
 
-    assert "warning: plugin 'typo' from ciml-typo failed to load" in app.stderr.getvalue()
-    assert ("estimator", "counting") in [r[:2] for r in rows]
+    name = "nope"
+
+
+class GoodEstimator(base.Estimator):
+    """Good"""
+
+    name = "good"
+    fit = predict_proba = save = lambda self, *a, **k: None
+    load = classmethod(lambda cls, path: cls())
+
+
+@hookimpl
+def ciml_register_estimators(register):
+    register(NotAnEstimator)
+    register(GoodEstimator)
+
+
+@hookimpl
+def ciml_prediction_mad(prediction):
+    pass
+
+
+@hookimpl
+def ciml_model_trained(model_dir):
+    """Announce the new model"""
+'''
+
+
+def test_list_reports_each_load_failure_once(run_ciml, fake_distribution):
+    fake_distribution("ciml-broken", {"ciml.plugins": {"broken": "ciml_broken_plugin"}},
+                      {"ciml_broken_plugin": BROKEN_PLUGIN})
+
+    rc, out, err = run_ciml(["plugin", "list", "-f", "value", "-c", "kind", "-c", "name",
+                             "-c", "distribution"])
+
+    assert rc == 0, err
+    assert err.count("does not derive from ciml.base.Estimator") == 1, err
+    assert "ciml.base.estimator.Estimator" not in err
+    assert err.count("did you mean 'ciml_prediction_made'?") == 1, err
+    # The module's valid parts still work, and its lifecycle hook is listed.
+    assert "estimator good ciml-broken" in out.splitlines()
+    assert "hook ciml_model_trained ciml-broken" in out.splitlines()
+
+
+def test_list_hooks_only(run_ciml, fake_distribution):
+    fake_distribution("ciml-broken", {"ciml.plugins": {"broken": "ciml_broken_plugin"}},
+                      {"ciml_broken_plugin": BROKEN_PLUGIN})
+
+    rc, out, err = run_ciml(["plugin", "list", "--kind", "hook", "-f", "json"])
+
+    assert rc == 0, err
+    mine = [row for row in json.loads(out) if row["distribution"] == "ciml-broken"]
+    assert mine == [{"kind": "hook", "name": "ciml_model_trained",
+                     "module": "ciml_broken_plugin", "distribution": "ciml-broken",
+                     "version": "1.0", "description": "Announce the new model"}]
 
 
 def test_list_json(run_ciml, manager):
