@@ -224,3 +224,37 @@ class PluginCheck(Lister):
                   h.version or "") for h in manager.lifecycle_hooks()
                  if h.plugin in plugin_names]
         return columns, rows
+
+
+class PluginNew(ShowOne):
+    """Write a new plugin package, ready to install, test and check"""
+
+    def get_parser(self, prog_name):
+        from ciml.scaffold import KIND_TEMPLATES
+
+        parser = super().get_parser(prog_name)
+        parser.add_argument("kind", metavar="KIND", help="Plugin kind: " + ", ".join(
+            k.replace("_", "-") for k in KIND_TEMPLATES))
+        parser.add_argument("name", metavar="NAME",
+                            help="The name users will type (--estimator NAME...): "
+                                 "lowercase, hyphenated")
+        parser.add_argument("--package", metavar="DISTRIBUTION", default=None,
+                            help="Distribution name (default: ciml-NAME); the Python "
+                                 "package is the same with underscores")
+        parser.add_argument("--directory", metavar="DIR", default=None,
+                            help="Where to write it (default: ./DISTRIBUTION); must not "
+                                 "exist or be empty")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.scaffold import write_package
+
+        root, files = write_package(parsed_args.kind, parsed_args.name,
+                                    parsed_args.directory, parsed_args.package)
+        dist = parsed_args.package or f"ciml-{parsed_args.name}"
+        self.app.stderr.write(
+            f"wrote {dist} in {root}; next: pip install -e '{root}[test]' && "
+            f"python -m pytest {root / 'tests'} && ciml plugin check {dist}\n")
+        columns = ("kind", "name", "distribution", "directory", "files")
+        return columns, (parsed_args.kind.replace("_", "-"), parsed_args.name, dist,
+                         str(root), "\n".join(files))
