@@ -49,12 +49,12 @@ KIND_TEMPLATES = {
         "   $ ciml cache-data --build-name JOB --metric-source {name} --directory DIR"),
     "result_source": KindTemplate(
         "source", "ResultSource", "runs from a JSON-Lines file", "check_result_source",
-        "   $ ciml cache-data --build-name JOB --source {name} --path runs.jsonl"),
+        "   $ ciml cache-data --build-name JOB --source {name} --runs-file runs.jsonl"),
     "trigger": KindTemplate(
         "trigger", "Trigger", "finished runs announced as lines of a file",
         "check_trigger",
         "   $ ciml watch --dataset DATASET --experiment EXPERIMENT --trigger {name} "
-        "--path runs.txt"),
+        "--events-file runs.txt"),
 }
 
 
