@@ -141,8 +141,9 @@ def component_problems(info):
         problems.append(f"{what} has no docstring; write one: its first line is what "
                         "`ciml plugin list` shows")
     if inspect.isabstract(cls):
-        missing = ", ".join(sorted(cls.__abstractmethods__))
-        problems.append(f"{what} does not implement {missing}; define them (see "
+        missing = sorted(cls.__abstractmethods__)
+        problems.append(f"{what} does not implement {', '.join(missing)}; define "
+                        f"{'it' if len(missing) == 1 else 'them'} (see "
                         f"ciml.base.{KINDS[info.kind][0].__name__})")
     seen = set()
     for p in cls.parameters:
