@@ -49,7 +49,7 @@ class PluginInfo:
 
     @property
     def description(self) -> str:
-        return self.cls.description()  # type: ignore[attr-defined,no-any-return]
+        return self.cls.description()  # type: ignore[attr-defined]
 
 
 @dataclasses.dataclass
@@ -206,7 +206,7 @@ class PluginManager:
             dist, version = dists.get((ext.name, ext.entry_point.value), (None, None))
             try:
                 self.add_plugin(ext.plugin, ext.name, distribution=dist, version=version,
-                                target=ext.entry_point.value)
+                                target=str(ext.entry_point.value))
             except Exception as exc:
                 # A registration hook that raises is reported like an import
                 # failure: the rest keeps working.
@@ -224,7 +224,7 @@ class PluginManager:
         A hook that is not a ciml hook, or takes arguments ciml does not
         pass, is reported and left out; the plugin's other hooks work.
         """
-        target = target or getattr(plugin, "__name__", type(plugin).__name__)
+        target = target or str(getattr(plugin, "__name__", type(plugin).__name__))
         self.targets[name] = target
         self.pm.hook_problems.clear()
         try:
@@ -287,7 +287,7 @@ class PluginManager:
                 if self.report:
                     LOG.warning("%s", message)
                 return cls
-            if cls.name != name:
+            if getattr(cls, "name", None) != name:
                 # The registered name is the one saved in experiments and models.
                 cls = type(cls.__name__, (cls,), {"name": name, "__doc__": cls.__doc__,
                                                   "__module__": cls.__module__})
@@ -324,7 +324,7 @@ class PluginManager:
         self.targets.pop(name, None)
 
     def info(self, kind: str, name: str) -> PluginInfo:
-        """The :class:`PluginInfo` of one component, or a helpful error."""
+        """The :class:`ciml.plugins.PluginInfo` of one component, or a helpful error."""
         if kind not in self.registry:
             raise UnknownPluginError("plugin kind", kind, self.registry)
         if (kind, name) in self.conflicts:

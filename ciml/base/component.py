@@ -164,7 +164,7 @@ class Parameter:
         return type_name(self.type)
 
     def convert(self, value: Any) -> Any:
-        """Convert and check one value; raise :class:`ConfigError` if bad."""
+        """Convert and check one value; raise :class:`ciml.errors.ConfigError` if bad."""
         if value is None:
             return None
         if self.multiple:

@@ -1,9 +1,17 @@
 """The metric source contract: the resource time series of one run."""
 
+from __future__ import annotations
+
 import abc
 import dataclasses
+from typing import TYPE_CHECKING
 
 from ciml.base.component import Component
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ciml.records import RunRecord
 
 
 @dataclasses.dataclass
@@ -35,7 +43,7 @@ class MetricSource(Component, abc.ABC):
     kind = "metric_source"
 
     @abc.abstractmethod
-    def fetch(self, run):
+    def fetch(self, run: RunRecord) -> FetchedMetrics:
         """Fetch a run's metrics.
 
         :param run: a :class:`ciml.records.RunRecord` (its ``artifacts_url``
@@ -46,7 +54,7 @@ class MetricSource(Component, abc.ABC):
         """
 
     @abc.abstractmethod
-    def parse(self, data, run):
+    def parse(self, data: bytes, run: RunRecord) -> pd.DataFrame:
         """Parse fetched bytes into a time-indexed numeric frame.
 
         :param data: the bytes :meth:`fetch` returned.
@@ -58,7 +66,14 @@ class MetricSource(Component, abc.ABC):
         :raises ciml.errors.MetricsUnavailable: the data is not valid.
         """
 
-    def load(self, run):
-        """Fetch and parse in one go (used at prediction time)."""
+    def load(self, run: RunRecord) -> tuple[FetchedMetrics, pd.DataFrame]:
+        """Fetch and parse in one go (used at prediction time).
+
+        :return: a pair ``(fetched, frame)``: the :class:`FetchedMetrics`
+            of :meth:`fetch` and the frame :meth:`parse` made of its bytes
+            (``fetched, frame = source.load(run)``).
+        :raises ciml.errors.MetricsUnavailable: as :meth:`fetch` and
+            :meth:`parse` do.
+        """
         fetched = self.fetch(run)
         return fetched, self.parse(fetched.data, run)

@@ -1,11 +1,21 @@
 """The normalizer contract: one step from a raw series towards a fixed-shape example."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ciml.base.component import Component
 
+if TYPE_CHECKING:
+    from typing import Self
 
-def _jsonable(value):
+    import pandas as pd
+
+
+def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -50,26 +60,26 @@ class Normalizer(Component):
     #: Whether this step learns from training data.
     stateful = False
 
-    def fit(self, frames):
+    def fit(self, frames: Iterable[pd.DataFrame]) -> Self:
         """Learn from an iterable of frames; returns ``self``."""
         for frame in frames:
             self.partial_fit(frame)
         return self
 
-    def partial_fit(self, frame):
+    def partial_fit(self, frame: pd.DataFrame) -> Self:
         """Learn from one training frame; returns ``self``."""
         return self
 
-    def transform(self, frame):
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Return the transformed frame; never modify the argument."""
         raise NotImplementedError
 
-    def get_state(self):
+    def get_state(self) -> dict[str, Any]:
         """The learned state: every attribute ending in ``_``, JSON-ready."""
         return {k: _jsonable(v) for k, v in vars(self).items()
                 if k.endswith("_") and not k.startswith("_")}
 
-    def set_state(self, state):
+    def set_state(self, state: Mapping[str, Any] | None) -> Self:
         """Restore what :meth:`get_state` returned; returns ``self``."""
         for key, value in (state or {}).items():
             if not key.endswith("_"):

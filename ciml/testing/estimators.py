@@ -11,6 +11,8 @@ with a few epochs: pass them with ``params`` (e.g. ``{"epochs": 2}``).
 tests of ``train-model`` with a plugin.
 """
 
+from __future__ import annotations
+
 import contextlib
 import datetime as dt
 import io
@@ -19,6 +21,8 @@ import pickle
 import pickletools
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +30,13 @@ from ciml.base import Estimator, Parameter
 from ciml.errors import CimlError
 from ciml.testing.components import check_component_declaration
 
-#: Parameters that keep the built-in estimators quick in the kit.
+#: Parameters that keep the built-in estimators quick in the kit (only those an
+#: estimator declares are passed to it).
 FAST_PARAMS = {"epochs": 2, "patience": 0}
 
 
-def make_examples(n=48, n_classes=2, shape=(4, 3), seed=0):
+def make_examples(n: int = 48, n_classes: int = 2, shape: tuple[int, ...] = (4, 3),
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(X float32 (n, *shape), y int64 (n,))`` with a learnable class signal.
 
     Every class is present; class ``c`` shifts the first feature by ``c``.
@@ -43,7 +49,7 @@ def make_examples(n=48, n_classes=2, shape=(4, 3), seed=0):
     return X, y.astype(np.int64)
 
 
-def zarr_array(X, path, chunk=16):
+def zarr_array(X: np.ndarray, path: str | pathlib.Path, chunk: int = 16) -> Any:
     """``X`` written to a Zarr v3 array chunked along examples, like a dataset's."""
     import zarr
 
@@ -208,13 +214,13 @@ class _PickleRefused(AssertionError):
 
 
 @contextlib.contextmanager
-def refusing_pickle():
+def refusing_pickle() -> Iterator[list[tuple[Any, ...]]]:
     """Within, any unpickling fails (``pickle.load(s)``, ``Unpickler``, numpy's pickles).
 
     Yields a list that records each attempt, so that an estimator catching
     the error still fails the check.
     """
-    attempts = []
+    attempts: list[tuple[Any, ...]] = []
 
     def refuse(*args, **kwargs):
         attempts.append(args[:1])
@@ -227,9 +233,9 @@ def refusing_pickle():
     saved = [(pickle, "load", pickle.load), (pickle, "loads", pickle.loads),
              (pickle, "Unpickler", pickle.Unpickler),
              (pickle._Unpickler, "load", pickle._Unpickler.load)]
-    pickle.load = pickle.loads = refuse
-    pickle.Unpickler = RefusingUnpickler
-    pickle._Unpickler.load = refuse
+    replacements = {"load": refuse, "loads": refuse, "Unpickler": RefusingUnpickler}
+    for owner, attr, _ in saved:
+        setattr(owner, attr, replacements[attr])
     try:
         yield attempts
     finally:
@@ -300,12 +306,13 @@ CHECKS = (
 )
 
 
-def check_estimator(cls, params=None, checks=None):
+def check_estimator(cls: type[Estimator], params: Mapping[str, Any] | None = None,
+                    checks: Sequence[Callable[..., None]] | None = None) -> None:
     """Run every conformance check on the estimator class ``cls``.
 
     :param params: hyper-parameters for the fits (only those ``cls``
-        declares are used); defaults to :data:`FAST_PARAMS`.
-    :param checks: a subset of :data:`CHECKS` to run.
+        declares are used); defaults to :data:`ciml.testing.FAST_PARAMS`.
+    :param checks: a subset of :data:`ciml.testing.ESTIMATOR_CHECKS` to run.
     :raises AssertionError: ``"<check>: <what is wrong>"``.
     """
     params = FAST_PARAMS if params is None else params
@@ -328,6 +335,7 @@ class NearestCentroidEstimator(Estimator):
     """
 
     name = "nearest-centroid"
+    temperature: float
     parameters = (
         Parameter("temperature", float, 1.0, "softmax temperature of -distance"),
         Parameter("seed", int, None, "unused; accepted like every estimator's seed"),
@@ -442,7 +450,8 @@ def synthetic_runs(n=60, seed=0, build_name="tempest-full", fail_every=4, length
     return runs, frames
 
 
-def make_dataset(data_path, name, *, n=60, class_label="status", seed=0,
+def make_dataset(data_path: Any, name: str, *, n: int = 60, class_label: str = "status",
+                 seed: int = 0,
                  features_regex=None, **build_options):
     """Build a small real dataset ``name`` from synthetic runs; returns the summary."""
     from ciml.dataset import build_dataset

@@ -110,7 +110,7 @@ def check_trigger(make_trigger: Callable[[], Trigger], expected: int = 1,
 
     :param make_trigger: returns a new, configured trigger each call.
     :param expected: how many events a trigger from it announces (at least).
-    :param checks: a subset of :data:`TRIGGER_CHECKS` to run.
+    :param checks: a subset of :data:`ciml.testing.TRIGGER_CHECKS` to run.
     :param timeout: the most seconds to wait for events, and for ``run()``
         to return after ``stop()``.
     :raises AssertionError: ``"<trigger> fails <check>: <what is wrong>"``.
