@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pluggy
 
-if TYPE_CHECKING:
-    from ciml.paths import DataPath
-    from ciml.records import RunRecord
+# Imported for the annotations, which the docs resolve: both are small modules.
+from ciml.paths import DataPath
+from ciml.records import RunRecord
 
 #: ``register(cls, name=None)``: what a registration hook receives.
 Register = Callable[..., type]

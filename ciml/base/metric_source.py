@@ -7,11 +7,10 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from ciml.base.component import Component
+from ciml.records import RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from ciml.records import RunRecord
 
 
 @dataclasses.dataclass

@@ -8,11 +8,10 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ciml.base.component import Component
+from ciml.records import RunRecord, TestResult
 
 if TYPE_CHECKING:
     from typing import Self
-
-    from ciml.records import RunRecord, TestResult
 
 
 class ResultSource(Component, abc.ABC):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ciml.base.component import Component
-
-if TYPE_CHECKING:
-    from ciml.base.result_source import ResultSource
-    from ciml.paths import DataPath
-    from ciml.records import Event
+from ciml.base.result_source import ResultSource
+from ciml.paths import DataPath
+from ciml.records import Event
 
 
 class Trigger(Component, abc.ABC):

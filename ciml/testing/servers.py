@@ -343,7 +343,7 @@ class CIServer:
         return None
 
     def query_builds(self, query):
-        """Zuul's ``/builds`` filtering and paging over :attr:`builds`."""
+        """Zuul's ``/builds`` filtering and paging over ``builds``."""
         def values(name):
             return [v for v in query.get(name, []) if v != ""]
 
