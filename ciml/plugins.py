@@ -57,7 +57,7 @@ class LoadFailure:
     """A problem found while loading a plugin: what, why, and what to do.
 
     ``error`` says what is wrong, ``fix`` what the plugin's author (or the
-    user) can do about it; :attr:`message` is the one line ciml prints.
+    user) can do about it; ``message`` is the one line ciml prints.
     """
 
     plugin: str
