@@ -552,3 +552,13 @@ def test_lifecycle_hooks_through_pluggy(manager):
     manager.hook.ciml_prediction_made(prediction={"run_id": "r"})
 
     assert recorder.calls == [("ciml_prediction_made", {"prediction": {"run_id": "r"}})]
+
+
+def test_builtin_parameter_types_read_as_types():
+    # plugin show and --help print a parameter's type: never a helper's name.
+    manager = plugins.PluginManager()
+    for info in manager.all():
+        for p in info.cls.parameters:
+            assert not p.type_name.startswith("_"), (info.name, p.name, p.type_name)
+            assert p.type_name not in ("convert", "convert_optional", "<lambda>"), \
+                (info.name, p.name)
