@@ -107,3 +107,33 @@ def test_the_check_catches_a_missing_name():
     assert python_blocks(".. code-block:: python\n\n   import os\n   x = 1\n\nafter\n") == [
         "\nimport os\nx = 1"]
 
+
+
+@pytest.fixture
+def lstm_hooks(example_packages):
+    from ciml_lstm import hooks
+
+    return hooks
+
+
+def test_the_guide_package_registers_cleanly(lstm_hooks):
+    # What `ciml plugin check ciml-lstm` checks, without installing it.
+    from ciml import plugins
+    from ciml.commands.plugin import component_problems
+
+    manager = plugins.PluginManager(load_entry_points=False, report=False)
+    manager.add_plugin(lstm_hooks, "lstm", distribution="ciml-lstm", version="0.1.0")
+
+    assert manager.failures == []
+    info = manager.info("estimator", "lstm")
+    assert component_problems(info) == []
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_the_guide_package_passes_the_kit_as_its_test_says(example_packages):
+    from ciml_lstm.estimator import LSTMEstimator
+
+    from ciml.testing import check_estimator
+
+    check_estimator(LSTMEstimator, params={"epochs": 2, "units": 8})
