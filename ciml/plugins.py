@@ -363,6 +363,95 @@ class PluginManager:
                 LOG.exception("ciml plugin %r failed in %s", impl.plugin_name, hook_name)
 
 
+def _canonical(name: str | None) -> str:
+    """A distribution name as pip compares them (case, ``-``, ``_`` and ``.`` alike)."""
+    return (name or "").lower().replace("_", "-").replace(".", "-")
+
+
+def component_problems(info: PluginInfo) -> list[str]:
+    """What a plugin's CI should hear about one registered component, each with its fix."""
+    cls: Any = info.cls
+    what = f"{info.kind.replace('_', ' ')} {info.name!r} ({cls.__module__}.{cls.__qualname__})"
+    problems = []
+    if not cls.description():
+        problems.append(f"{what} has no docstring; write one: its first line is what "
+                        "`ciml plugin list` shows")
+    if inspect.isabstract(cls):
+        missing = sorted(cls.__abstractmethods__)
+        problems.append(f"{what} does not implement {', '.join(missing)}; define "
+                        f"{'it' if len(missing) == 1 else 'them'} (see "
+                        f"ciml.base.{KINDS[info.kind][0].__name__})")
+    seen = set()
+    for p in cls.parameters:
+        if not p.name.isidentifier():
+            problems.append(f"{what} declares the parameter {p.name!r}, which is not a "
+                            "Python identifier; use letters, digits and underscores")
+        if p.name in seen:
+            problems.append(f"{what} declares the parameter {p.name!r} twice; keep one")
+        seen.add(p.name)
+        if p.default is not None:
+            try:
+                p.convert(p.default)
+            except Exception as exc:
+                problems.append(f"{what}: the default of {p.name!r} is refused by its own "
+                                f"type ({exc}); fix the default or the type")
+    return problems
+
+
+@dataclasses.dataclass
+class CheckReport:
+    """What :func:`check_plugins` found: the components, the hooks, every problem."""
+
+    components: list[PluginInfo]
+    hooks: list[LifecycleHook]
+    problems: list[str]
+
+
+def check_plugins(distribution: str | None = None) -> CheckReport:
+    """Load the installed plugins strictly (``ciml plugin check``).
+
+    Every problem is reported once, with its fix: load failures, component
+    declarations (:func:`component_problems`), name conflicts, TensorFlow
+    imported at load time.  ``distribution`` limits the check to the
+    plugins of one installed distribution.
+
+    :raises ciml.errors.ConfigError: no such distribution has ciml plugins.
+    """
+    import sys
+
+    from ciml.errors import ConfigError
+
+    had_tensorflow = "tensorflow" in sys.modules
+    # A manager of its own: the process-wide one logs as it loads, and each
+    # problem is to be reported once.
+    manager = PluginManager(report=False)
+    names = sorted(manager.targets)
+    failures = manager.failures
+    if distribution:
+        wanted = _canonical(distribution)
+        names = [n for n in names if _canonical(manager.plugins.get(n, (None,))[0]) == wanted]
+        failures = [f for f in failures if _canonical(f.distribution) == wanted]
+        if not names and not failures:
+            dists = sorted({d for d, _ in manager.plugins.values() if d}
+                           | {f.distribution for f in manager.failures if f.distribution})
+            raise ConfigError(
+                f"no installed distribution {distribution!r} has ciml plugins (entry points "
+                f"in the ciml.plugins group); distributions with plugins: "
+                f"{', '.join(dists) or '(none)'}")
+    problems = [f.message for f in failures]
+    components = [i for i in manager.all() if i.plugin in names]
+    for info in components:
+        problems.extend(component_problems(info))
+    for message in sorted(manager.conflicts.values()):
+        if not distribution or _canonical(distribution) in _canonical(message):
+            problems.append(message)
+    if not had_tensorflow and "tensorflow" in sys.modules:
+        problems.append("loading the plugins imported TensorFlow, which makes every ciml "
+                        "command seconds slower; import it inside fit() and load()")
+    hooks = [h for h in manager.lifecycle_hooks() if h.plugin in names]
+    return CheckReport(components, hooks, problems)
+
+
 _manager: PluginManager | None = None
 _lock = threading.Lock()
 

@@ -1,7 +1,6 @@
 """``ciml plugin list|show|check|new``: what is installed, its settings, its health."""
 
 import inspect
-import sys
 
 from cliff.lister import Lister
 from cliff.show import ShowOne
@@ -128,40 +127,6 @@ class PluginShow(ShowOne):
         return columns, data
 
 
-def _canonical(name):
-    return (name or "").lower().replace("_", "-").replace(".", "-")
-
-
-def component_problems(info):
-    """What a plugin's CI should hear about one registered component."""
-    cls = info.cls
-    what = f"{info.kind.replace('_', ' ')} {info.name!r} ({cls.__module__}.{cls.__qualname__})"
-    problems = []
-    if not cls.description():
-        problems.append(f"{what} has no docstring; write one: its first line is what "
-                        "`ciml plugin list` shows")
-    if inspect.isabstract(cls):
-        missing = sorted(cls.__abstractmethods__)
-        problems.append(f"{what} does not implement {', '.join(missing)}; define "
-                        f"{'it' if len(missing) == 1 else 'them'} (see "
-                        f"ciml.base.{KINDS[info.kind][0].__name__})")
-    seen = set()
-    for p in cls.parameters:
-        if not p.name.isidentifier():
-            problems.append(f"{what} declares the parameter {p.name!r}, which is not a "
-                            "Python identifier; use letters, digits and underscores")
-        if p.name in seen:
-            problems.append(f"{what} declares the parameter {p.name!r} twice; keep one")
-        seen.add(p.name)
-        if p.default is not None:
-            try:
-                p.convert(p.default)
-            except Exception as exc:
-                problems.append(f"{what}: the default of {p.name!r} is refused by its own "
-                                f"type ({exc}); fix the default or the type")
-    return problems
-
-
 class PluginCheck(Lister):
     """Load plugins strictly and report every problem with its fix (for a plugin's CI)"""
 
@@ -185,45 +150,15 @@ class PluginCheck(Lister):
         return rc
 
     def take_action(self, parsed_args):
-        from ciml.errors import ConfigError
-        from ciml.plugins import PluginManager
+        from ciml.plugins import check_plugins
 
-        had_tensorflow = "tensorflow" in sys.modules
-        # A manager of its own: the process-wide one logs as it loads, and
-        # each problem is to be reported here once.
-        manager = PluginManager(report=False)
-        wanted = parsed_args.distribution
-        plugin_names = sorted(manager.targets)
-        failures = manager.failures
-        if wanted:
-            plugin_names = [n for n in plugin_names
-                            if _canonical(manager.plugins.get(n, (None,))[0])
-                            == _canonical(wanted)]
-            failures = [f for f in failures if _canonical(f.distribution) == _canonical(wanted)]
-            if not plugin_names and not failures:
-                dists = sorted({d for d, _ in manager.plugins.values() if d}
-                               | {f.distribution for f in manager.failures if f.distribution})
-                raise ConfigError(
-                    f"no installed distribution {wanted!r} has ciml plugins (entry points "
-                    f"in the ciml.plugins group); distributions with plugins: "
-                    f"{', '.join(dists) or '(none)'}")
-        self.problems.extend(f.message for f in failures)
-        infos = [i for i in manager.all() if i.plugin in plugin_names]
-        for info in infos:
-            self.problems.extend(component_problems(info))
-        for _key, message in sorted(manager.conflicts.items()):
-            if not wanted or _canonical(wanted) in message.lower():
-                self.problems.append(message)
-        if not had_tensorflow and "tensorflow" in sys.modules:
-            self.problems.append(
-                "loading the plugins imported TensorFlow, which makes every ciml command "
-                "seconds slower; import it inside fit() and load()")
+        report = check_plugins(parsed_args.distribution)
+        self.problems.extend(report.problems)
         columns = ("kind", "name", "module", "plugin", "distribution", "version")
         rows = [(i.kind.replace("_", "-"), i.name, i.module, i.plugin,
-                 i.distribution or "", i.version or "") for i in infos]
+                 i.distribution or "", i.version or "") for i in report.components]
         rows += [(HOOK_KIND, h.hook, h.module, h.plugin, h.distribution or "",
-                  h.version or "") for h in manager.lifecycle_hooks()
-                 if h.plugin in plugin_names]
+                  h.version or "") for h in report.hooks]
         return columns, rows
 
 

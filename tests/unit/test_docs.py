@@ -119,14 +119,13 @@ def lstm_hooks(example_packages):
 def test_the_guide_package_registers_cleanly(lstm_hooks):
     # What `ciml plugin check ciml-lstm` checks, without installing it.
     from ciml import plugins
-    from ciml.commands.plugin import component_problems
 
     manager = plugins.PluginManager(load_entry_points=False, report=False)
     manager.add_plugin(lstm_hooks, "lstm", distribution="ciml-lstm", version="0.1.0")
 
     assert manager.failures == []
     info = manager.info("estimator", "lstm")
-    assert component_problems(info) == []
+    assert plugins.component_problems(info) == []
 
 
 @pytest.mark.tensorflow
