@@ -136,3 +136,49 @@ def test_the_guide_package_passes_the_kit_as_its_test_says(example_packages):
     from ciml.testing import check_estimator
 
     check_estimator(LSTMEstimator, params={"epochs": 2, "units": 8})
+
+
+#: Names that are entry-point groups, not Python objects.
+ENTRY_POINT_GROUPS = {"ciml.cli", "ciml.plugins"}
+_DOTTED = re.compile(r"``@?(ciml(?:\.\w+)+)(?:\(\))?``")
+
+
+def resolves(dotted):
+    """Whether ``ciml.a.b`` names a module, or an attribute of one."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(found, attr):
+                return False
+            found = getattr(found, attr)
+        return True
+    return False
+
+
+def _prose():
+    files = sorted(DOCS.rglob("*.rst")) + [ROOT / "README.rst"] + sorted(
+        (ROOT / "ciml").rglob("*.py"))
+    for path in files:
+        for match in _DOTTED.finditer(path.read_text(encoding="utf-8")):
+            yield path.relative_to(ROOT), match.group(1)
+
+
+def test_every_ciml_name_in_prose_exists():
+    # ``ciml.base.Estimator`` in a guide or a docstring (the hookspecs
+    # docstring once said ``@ciml.hookimpl``, which does not exist).
+    names = list(_prose())
+    assert len(names) > 20
+    missing = sorted({f"{name} ({path})" for path, name in names
+                      if name not in ENTRY_POINT_GROUPS and not resolves(name)})
+    assert missing == []
+
+
+def test_resolves():
+    assert resolves("ciml.hookspecs.hookimpl")
+    assert resolves("ciml.base.Estimator.fit")
+    assert not resolves("ciml.hookimpl")
+    assert not resolves("ciml.testing.NO_SUCH_NAME")
