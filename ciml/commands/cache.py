@@ -34,7 +34,8 @@ class CacheData(ShowOne):
 
         parser = super().get_parser(prog_name)
         parser.add_argument("--source", default="subunit2sql", metavar="NAME",
-                            help="result source plugin (default: subunit2sql; also: zuul)")
+                            help="result source plugin (default: subunit2sql; also: zuul, github, "
+                                 "gitlab, jenkins)")
         parser.add_argument("--metric-source", default="dstat", metavar="NAME",
                             help="metric source plugin (default: dstat)")
         parser.add_argument("--build-name", required=True, metavar="NAME",

@@ -76,10 +76,10 @@ class TrainModel(_MetricsTable):
                               eval_datasets=parsed_args.eval_dataset, seed=parsed_args.seed,
                               gpu=parsed_args.gpu)
         path = data_path(self).model(parsed_args.dataset, parsed_args.experiment)
+        # Only an estimator that wrote event files has curves for TensorBoard to show.
         logs = path / "logs"
-        # Only an estimator that wrote event files has something for TensorBoard.
-        has_logs = logs.is_dir() and any(p.is_file() for p in logs.rglob("*"))
-        hint = f" (tensorboard --logdir {logs})" if has_logs else ""
+        hint = (f" (tensorboard --logdir {logs})"
+                if logs.is_dir() and any(logs.rglob("*tfevents*")) else "")
         self.app.stderr.write(f"model saved in {path}{hint}\n")
         for name, other in (metrics.get("eval_datasets") or {}).items():
             self.app.stderr.write(

@@ -69,12 +69,16 @@ class RunShow(ShowOne):
             info = cache.info(parsed_args.id)
             data = run.to_dict()
             metadata = data.pop("metadata") or {}
+            from ciml.http import redact_url
+
+            if data.get("artifacts_url"):
+                data["artifacts_url"] = redact_url(data["artifacts_url"])
             columns = list(data)
             values = [data[c] if data[c] is not None else "" for c in columns]
             columns += ["state", "samples", "first", "last", "raw file", "fetched from",
                         "metric columns", "metadata"]
             values += ["cached", info.get("samples"), info.get("first") or "",
                        info.get("last") or "", str(cache.raw_file(parsed_args.id)),
-                       info.get("url") or "", " ".join(info.get("columns") or ()),
+                       redact_url(info.get("url") or ""), " ".join(info.get("columns") or ()),
                        ", ".join(f"{k}={v}" for k, v in sorted(metadata.items()))]
             return [c.replace("_", " ") for c in columns], values
