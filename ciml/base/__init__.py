@@ -13,7 +13,7 @@ from ciml.base.component import (
 )
 from ciml.base.estimator import Estimator
 from ciml.base.metric_source import FetchedMetrics, MetricSource
-from ciml.base.normalizer import Normalizer
+from ciml.base.normalizer import Normalizer, normalized_length
 from ciml.base.result_source import ResultSource
 from ciml.base.trigger import Trigger
 
@@ -30,6 +30,6 @@ KINDS: dict[str, tuple[type, str]] = {
 __all__ = [
     "KINDS", "Component", "Estimator", "FetchedMetrics", "MetricSource",
     "Normalizer", "Parameter", "ResultSource", "Trigger", "bounded_int",
-    "non_negative_float", "non_negative_int", "optional", "parse_bool",
+    "non_negative_float", "non_negative_int", "normalized_length", "optional", "parse_bool",
     "positive_float", "positive_int",
 ]

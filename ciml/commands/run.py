@@ -25,20 +25,24 @@ class RunList(Lister):
 
         cache = RawCache(data_path(self))
         if not cache.index_path.exists():
-            return (("id", "build name", "status", "provider", "start", "samples"), [])
+            return (("id", "build name", "status", "provider", "start", "samples",
+                     "incomplete"), [])
         with cache:
             if parsed_args.unavailable:
                 columns = ("id", "build name", "reason", "message", "time")
                 rows = [(u["run_id"], u["build_name"], u["reason"], u["message"], u["time"])
                         for u in cache.unavailable(parsed_args.build_name)]
                 return columns, rows
-            columns = ("id", "build name", "status", "provider", "start", "samples")
+            # "incomplete": why optional metadata is missing for now; the next
+            # cache-data completes it.
+            columns = ("id", "build name", "status", "provider", "start", "samples",
+                       "incomplete")
             rows = []
             for entry in cache.entries(parsed_args.build_name):
                 run = entry["run"]
                 rows.append((run.id, run.build_name, run.status,
                              run.metadata.get("node_provider", ""), _start(run),
-                             entry["samples"]))
+                             entry["samples"], run.incomplete or ""))
             return columns, rows
 
 

@@ -234,6 +234,9 @@ class ZuulResultSource(ResultSource):
             found = nodepool_metadata(data)
         except (FetchError, InventoryError) as exc:
             self._inventory_problem(run, where, exc)
+            if getattr(exc, "transient", False):
+                # Worth another try: cache-data completes it next time.
+                return dataclasses.replace(run, incomplete=f"node provider: {exc}")
             return run
         if not found:
             LOG.debug("run %s: the inventory %s names no node provider", run.id, where)

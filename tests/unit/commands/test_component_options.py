@@ -123,4 +123,5 @@ def test_builtin_http_options_are_shared_with_one_help_per_meaning():
     assert meanings == [
         "seconds to wait for a connection (default: 10.0) "
         "[github, gitlab, jenkins, zuul, dstat, pcp, prometheus]",
-        "seconds to wait for the database server (default: 10.0) [subunit2sql]"]
+        "seconds to wait for the database server's TCP connection (default: 10.0) "
+        "[subunit2sql]"]
