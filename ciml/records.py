@@ -43,6 +43,7 @@ class RunRecord:
     result: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Why optional metadata is missing for now (``None``: nothing is missing).
     incomplete: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,8 +23,8 @@ nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(datetime|abc|pathlib|pandas|pd|numpy|np|zarr|collections|typing|"
                r"importlib|argparse|threading|os|pluggy|contextlib|http)(\..*)?"),
-    (r"py:.*", r"ciml\.(?!base|hookspecs|testing|records|errors|plugins|dataset|fileutil|"
-               r"paths)\w+(\..*)?"),
+    (r"py:.*", r"ciml\.(?!base|hookspecs|testing|records|errors|plugins|fileutil|paths|"
+               r"dataset\.iter_batches)\w+(\..*)?"),
     # Type variables and aliases in annotations.
     (r"py:.*", r"(ciml\.base\.component\.)?[CT]|Self|ArrayLike|PathLike|Register|"
                r"NoneType|Any"),
