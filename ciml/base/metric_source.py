@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ciml.base.component import Component
 from ciml.records import RunRecord
@@ -25,6 +26,10 @@ class FetchedMetrics:
     name: str
     data: bytes
     url: str
+    #: The metric source that fetched them and its non-secret parameters
+    #: (:meth:`MetricSource.provenance`), kept in the raw cache so that a
+    #: dataset, and then prediction, uses the same; ``None`` when unknown.
+    source: dict[str, Any] | None = None
 
 
 class MetricSource(Component, abc.ABC):
@@ -69,10 +74,52 @@ class MetricSource(Component, abc.ABC):
         """Fetch and parse in one go (used at prediction time).
 
         :return: a pair ``(fetched, frame)``: the :class:`FetchedMetrics`
-            of :meth:`fetch` and the frame :meth:`parse` made of its bytes
-            (``fetched, frame = source.load(run)``).
+            of :meth:`fetch` (with :meth:`provenance` recorded in it) and the
+            frame :meth:`parse` made of its bytes (``fetched, frame =
+            source.load(run)``).
         :raises ciml.errors.MetricsUnavailable: as :meth:`fetch` and
             :meth:`parse` do.
         """
-        fetched = self.fetch(run)
+        fetched = self.stamp(self.fetch(run))
         return fetched, self.parse(fetched.data, run)
+
+    def provenance(self) -> dict[str, Any]:
+        """``{"name", "params"}``: this source and its non-secret parameters.
+
+        Recorded with every cached run and in every dataset, so that
+        prediction reads a new run's metrics the way the training runs' were
+        read.  Secrets are left out: they are given again at prediction.
+        """
+        return {"name": self.name,
+                "params": {p.name: getattr(self, p.name, None) for p in self.parameters
+                           if not p.secret}}
+
+    def stamp(self, fetched: FetchedMetrics) -> FetchedMetrics:
+        """``fetched`` with :meth:`provenance` recorded in it (if it has none yet)."""
+        if getattr(fetched, "source", None) is None:
+            try:
+                fetched.source = self.provenance()
+            except AttributeError:  # a plugin's own, frozen result type
+                pass
+        return fetched
+
+
+def common_provenance(provenances: Iterable[dict[str, Any] | None]
+                      ) -> tuple[dict[str, Any] | None, int]:
+    """The metric source most of a dataset's runs were cached with, and how many differ.
+
+    :param provenances: one :meth:`MetricSource.provenance` dict (or ``None``
+        for a run cached before ciml recorded it) per run.
+    :return: ``(provenance or None, number of runs cached otherwise)``.
+    """
+    import json
+
+    counts: dict[str, int] = {}
+    for item in provenances:
+        if item:
+            key = json.dumps(item, sort_keys=True, default=str)
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None, 0
+    best = max(counts, key=lambda k: (counts[k], k))
+    return json.loads(best), sum(counts.values()) - counts[best]
