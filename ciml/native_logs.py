@@ -5,7 +5,7 @@ TensorFlow's C++ runtime logs through absl straight to file descriptor 2
 attribute use_unbounded_threadpool``): harmless lines that
 ``TF_CPP_MIN_LOG_LEVEL`` does not always hide and that read like failures.
 While ciml runs as the ``ciml`` command, descriptor 2 goes through a pipe:
-lines in the native log format go to the ``ciml.native`` logger at DEBUG
+lines in the native log format go to this module's logger at DEBUG
 (``-vv`` or ``--log-file`` shows them), fatal ones (``F...``) and everything
 else (Python's own output, tracebacks, progress bars) pass through
 unchanged.  ``CIML_NATIVE_STDERR=1`` turns the filter off.
@@ -19,7 +19,7 @@ import re
 import sys
 import threading
 
-LOG = logging.getLogger("ciml.native")
+LOG = logging.getLogger(__name__)
 
 #: absl/glog lines (``E0000 00:00:1796186307.182601   20379 file.cc:682] ...``), the
 #: older TensorFlow format (``2024-01-01 12:00:00.000000: I tensorflow/...``) and
