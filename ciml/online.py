@@ -13,7 +13,10 @@ with ``error`` (and ``reason``) set instead of ``predicted`` when the run
 could not be predicted.  ``unusual`` compares the run with the dataset's
 training runs, whatever the model predicts (:mod:`ciml.dataset.profile`):
 ``{"score", "percentile", "unusual", "features": [{"feature", "z"}]}``, or
-``None`` for a dataset built without a profile.  ``watch`` prints one
+``None`` for a dataset built without a profile.  ``explanation`` says why
+the model predicted its class (:func:`ciml.explain.explanation`); a
+multiclass run below the model's confidence floor is predicted
+``uncertain``, with ``candidates`` (its two most likely classes).  ``watch`` prints one
 record per line on stdout, publishes it to an MQTT topic if asked, and
 hands it to the ``ciml_prediction_made`` hook.
 
@@ -74,6 +77,11 @@ def _metric_source_for(dataset, name=None):
     return cls.from_options(cls.pick_options(options))
 
 
+def _why(result):
+    """The explanation (and an uncertain run's candidates) a model's result carries."""
+    return {k: result[k] for k in ("explanation", "candidates") if k in result}
+
+
 class Predictor:
     """A trained model loaded once, with the metric source that feeds it.
 
@@ -129,7 +137,7 @@ class Predictor:
                     frame, unusual_percentile=self.unusual_percentile)
         probabilities = {str(k): float(v) for k, v in result["probabilities"].items()}
         return {"predicted": str(result["predicted"]), "probabilities": probabilities,
-                "unusual": result.get("unusual")}
+                "unusual": result.get("unusual"), **_why(result)}
 
     def base_record(self, run=None, event=None):
         record = {
@@ -170,6 +178,7 @@ class Predictor:
         record["predicted"] = None
         record["probabilities"] = {}
         record["unusual"] = None
+        record["explanation"] = None
         record["error"] = str(exc) or type(exc).__name__
         record["reason"] = getattr(exc, "reason", None) or type(exc).__name__
         return record
@@ -204,6 +213,9 @@ def prediction_table(records, classes):
     if with_unusual:
         columns += ["unusual", "percentile", "unusual_features"]
     columns.append("model")
+    with_why = any(r.get("explanation") for r in records)
+    if with_why:
+        columns.append("why")
     with_errors = any(r.get("error") for r in records)
     if with_errors:
         columns.append("error")
@@ -219,6 +231,10 @@ def prediction_table(records, classes):
                     ", ".join(f"{f['feature']} ({f['z']:+.1f})"
                               for f in unusual.get("features") or ())]
         row.append(r.get("model"))
+        if with_why:
+            from ciml.explain import summary
+
+            row.append(summary(r.get("explanation")))
         if with_errors:
             row.append(r.get("error") or "")
         rows.append(row)
