@@ -122,3 +122,49 @@ def test_multiclass_model_stores_a_confidence_floor(data_path):
     assert decision["kind"] == "uncertain-below"
     assert 0 <= decision["threshold"] < 1
     assert "uncertain_rate" in metrics["operating_point"]["chosen"]
+
+
+def test_predict_explains_time_series_runs_and_plots_them(tmp_path, data_path, run_ciml):
+    from ciml.collect import cache_data
+    from ciml.dataset import Dataset, build_dataset
+    from ciml.generator import generate_history
+    from ciml.hookspecs import hookimpl
+    from ciml.plugins import get_manager
+    from ciml.testing.estimators import NearestCentroidEstimator
+    from ciml_plugins.metrics.dstat import DstatMetricSource
+    from ciml_plugins.sources.subunit2sql import Subunit2sqlResultSource
+
+    class Centroid:
+        @hookimpl
+        def ciml_register_estimators(self, register):
+            register(NearestCentroidEstimator)
+
+    history = generate_history(tmp_path / "h", runs=60, seed=31, jobs=("tempest-full",),
+                               bad_fraction=0.0, tests=False)
+    with Subunit2sqlResultSource(db_uri=history.db_uri) as source:
+        cache_data(data_path, source, DstatMetricSource(), "tempest-full", progress=False)
+    build_dataset(data_path, "ts", "tempest-full", sample_interval="1min",
+                  class_label="status", progress=False, seed=0)
+    get_manager().add_plugin(Centroid(), "centroid-explain")
+    try:
+        Experiment.create("c", "nearest-centroid").save(data_path)
+        train_model(data_path, "ts", "c")
+        ids = Dataset.open(data_path, "ts").split("test").ids[:2]
+        plots = tmp_path / "plots"
+        rc, out, err = run_ciml(["--data-path", str(data_path.root), "predict", "--dataset",
+                                 "ts", "--experiment", "c", "--plot", str(plots), *ids,
+                                 "-f", "json"])
+        model = TrainedModel.load(data_path, "ts", "c")
+    finally:
+        get_manager().unregister("centroid-explain")
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert [r["run"] for r in rows] == ids
+    assert all("(typ " in r["why"] for r in rows), rows
+    assert sorted(p.name for p in plots.iterdir()) == sorted(f"{i}.png" for i in ids)
+    from ciml.cache import RawCache
+
+    result = model.predict_frame(RawCache(data_path).frame(ids[0]))
+    why = result["explanation"]
+    assert why["method"] == "occlusion"
+    assert why["windows"] and all(w["end_s"] > w["start_s"] for w in why["windows"])
