@@ -18,6 +18,9 @@ class RunList(Lister):
         parser.add_argument("--build-name", metavar="NAME", help="only runs of this job")
         parser.add_argument("--unavailable", action="store_true",
                             help="list the runs recorded as unavailable, with the reason")
+        parser.add_argument("--labelled", action="store_true",
+                            help="only runs a person labelled (ciml run label), with "
+                            "their labels")
         return parser
 
     def take_action(self, parsed_args):
@@ -33,13 +36,27 @@ class RunList(Lister):
                         for u in cache.unavailable(parsed_args.build_name)]
                 return columns, rows
             columns = ("id", "build name", "status", "provider", "start", "samples")
+            if parsed_args.labelled:
+                from ciml.human_labels import labels_of
+
+                human = labels_of(cache)
+                columns += ("human labels",)
             rows = []
             for entry in cache.entries(parsed_args.build_name):
                 run = entry["run"]
+                if parsed_args.labelled and run.id not in human:
+                    continue
                 rows.append((run.id, run.build_name, run.status,
                              run.metadata.get("node_provider", ""), _start(run),
                              entry["samples"]))
+                if parsed_args.labelled:
+                    rows[-1] += (_labels_text(human[run.id]),)
             return columns, rows
+
+
+def _labels_text(labels):
+    return ", ".join(f"{k}={v['value']} ({v['who']}, {v['time']})"
+                     for k, v in sorted(labels.items()))
 
 
 class RunShow(ShowOne):
@@ -77,4 +94,9 @@ class RunShow(ShowOne):
                        info.get("last") or "", str(cache.raw_file(parsed_args.id)),
                        info.get("url") or "", " ".join(info.get("columns") or ()),
                        ", ".join(f"{k}={v}" for k, v in sorted(metadata.items()))]
+            from ciml.human_labels import labels_of
+
+            human = labels_of(cache, {parsed_args.id}).get(parsed_args.id)
+            columns.append("human labels")
+            values.append(_labels_text(human) if human else "")
             return [c.replace("_", " ") for c in columns], values

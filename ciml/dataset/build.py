@@ -34,7 +34,7 @@ import uuid
 import numpy as np
 
 import ciml
-from ciml import fileutil
+from ciml import fileutil, human_labels
 from ciml.dataset import labels as labels_mod
 from ciml.dataset import store
 from ciml.dataset.profile import fit_profile
@@ -415,6 +415,8 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
     # Worker processes open their own RawCache: only the real one can travel.
     cache_is_raw = isinstance(cache, RawCache)
     runs = sorted(cache.runs(build_name), key=lambda r: (_start_key(r), r.id))[sl]
+    # What a person said about a run beats what its source said.
+    runs, human = human_labels.apply(cache, runs)
     if not runs:
         raise CimlError(f"no cached runs for build name {build_name!r} "
                         f"(slice {slicer or ':'}); run cache-data first")
@@ -557,6 +559,8 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                 "source": sources[0] if len(sources) == 1 else sources,
                 "query": {"build_name": build_name, "slicer": slicer or ":"},
                 "run_count": len(runs), "example_count": sum(counts.values()),
+                "human_labels": human_labels.human_count(
+                    class_label, [i for s in splits for i in ids_by_split[s]], human),
                 "ciml_version": ciml.__version__,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(),
             },
