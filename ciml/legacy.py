@@ -6,6 +6,7 @@ are now global (``--data-path``) are moved in front of the command.
 
 import sys
 
+from ciml.errors import CimlError
 from ciml.shell import main
 
 _GLOBAL_WITH_VALUE = ("--data-path",)
@@ -71,7 +72,27 @@ def build_dataset(argv=None):
         return 2
     if data_path or target:
         out = ["--data-path", data_path or target] + out
-    return run_legacy(["build-dataset"], out)
+    return run_legacy(["build-dataset"], out, _original_shape(out))
+
+
+def _original_shape(args):
+    """The original's 5500 s examples and per-cell scaling, unless asked otherwise."""
+    names = [a.split("=")[0] for a in args]
+    extra = [] if "--scale-per" in names else ["--scale-per", "cell"]
+    if "--fixed-length" in names or "--aggregation-functions" in names:
+        return extra
+    interval = None
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name == "--sample-interval":
+            interval = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    from ciml_plugins.normalizers.builtin import normalized_length
+
+    try:
+        length = normalized_length(interval)
+    except CimlError:
+        return extra  # build-dataset reports the bad interval itself
+    return extra + ["--fixed-length", str(length)]
 
 
 #: The original's ``--estimator`` values (TensorFlow 1 class names) to plugin names.

@@ -141,7 +141,7 @@ def _as_spec(item):
 
 
 def default_chain(features_regex=None, sample_interval=None, aggregation_functions=None,
-                  scale="range", normalizers=None):
+                  scale="range", normalizers=None, scale_per="cell"):
     """The chain specs for the build options (columns are pinned later)."""
     from ciml_plugins.normalizers.builtin import normalized_length
 
@@ -157,7 +157,7 @@ def default_chain(features_regex=None, sample_interval=None, aggregation_functio
         specs.append({"name": "fixed-length",
                       "params": {"length": normalized_length(sample_interval)}})
     if scale and scale != "none":
-        specs.append({"name": "scale", "params": {"method": scale}})
+        specs.append({"name": "scale", "params": {"method": scale, "per": scale_per}})
     return specs
 
 
@@ -366,12 +366,18 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                   sample_interval=None, aggregation_functions=None, class_label="status",
                   tdt_split=(6, 2, 2), split="random", seed=0, force=False,
                   normalizers=None, progress=None, visualize=False, scale="range",
-                  workers=None, executor=None, cache=None, plot_dir=None):
+                  workers=None, executor=None, cache=None, plot_dir=None,
+                  fixed_length=None, scale_per="auto"):
     """Build the dataset ``name`` from the cached runs of ``build_name``; returns a summary.
 
     ``normalizers``: extra normalizer steps (names, ``{"name", "params"}``
     dicts or instances) run after resampling, before cut/pad or aggregation.
     ``scale``: ``range`` (the original), ``zscore`` or ``none``.
+    ``scale_per``: ``cell`` (per time step or aggregate, and feature),
+    ``feature`` (one scale per feature over all time steps) or ``auto``
+    (``feature`` for time series, ``cell`` for aggregates).
+    ``fixed_length``: time steps per example (time series); default: what
+    the training runs need (:mod:`ciml.dataset.length`).
     ``executor``: ``process``, ``thread`` or ``serial`` (default: processes
     when there are enough runs and cores).  ``cache``: a raw cache object
     (default: :class:`ciml.cache.RawCache` of ``data_path``).
@@ -391,8 +397,10 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         raise AlreadyExistsError(f"{final} exists (not a complete dataset); use --force "
                                  "to replace it")
     sl = parse_slicer(slicer)
+    if scale_per in (None, "auto"):
+        scale_per = "cell" if aggregation_functions else "feature"
     head_specs_all = default_chain(features_regex, sample_interval, aggregation_functions,
-                                   scale, normalizers)
+                                   scale, normalizers, scale_per=scale_per)
     chain = make_chain(head_specs_all)  # validates names and parameters early
 
     if cache is None:
@@ -407,7 +415,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                 tdt_split=tdt, split=split, seed=seed, force=force,
                 normalizers=normalizers, progress=progress, visualize=visualize,
                 scale=scale, workers=workers, executor=executor, cache=raw,
-                plot_dir=plot_dir)
+                plot_dir=plot_dir, fixed_length=fixed_length, scale_per=scale_per)
         finally:
             raw.close()
     from ciml.cache import RawCache
@@ -454,6 +462,9 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
     code = {c: i for i, c in enumerate(classes)}
     parts = split_runs(labelled, tdt, split, seed)
     splits = tuple(s for s, share in zip(SPLITS, tdt) if share > 0)
+
+    length_from = _set_fixed_length(head, cache, parts["training"], sample_interval,
+                                    fixed_length)
 
     # The example layout (time steps or aggregates, output feature labels)
     # from the first training run that goes through the head.
@@ -543,6 +554,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
             "seed": seed, "scale": scale,
             "normalizers": [_as_spec(n) for n in normalizers or ()],
             "normalized_length": example_shape[0] if time_axis else None,
+            "fixed_length_from": length_from, "scale_per": scale_per,
         }
         sources = sorted({str(getattr(r, "source", None) or "unknown") for r, _ in labelled})
         balance = {s: _balance(classes, _codes_of(parts[s], ids_by_split[s], code))
@@ -596,6 +608,24 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         summary["plots"] = [str(p) for p in plot_dataset(data_path, name,
                                                          output_dir=plot_dir)]
     return summary
+
+
+def _set_fixed_length(head, cache, training, sample_interval, fixed_length):
+    """Set the cut/pad step's length; returns where it came from (``None``: no such step)."""
+    from ciml.dataset import length as length_mod
+
+    step = next((s for s in head if getattr(s, "name", None) == "fixed-length"), None)
+    if step is None:
+        return None
+    if fixed_length:
+        step.length = int(fixed_length)
+        return "--fixed-length"
+    needed = length_mod.training_length(cache, [run.id for run, _ in training],
+                                        sample_interval)
+    if needed is None:
+        return "default"
+    step.length = needed
+    return f"p{length_mod.PERCENTILE:g} of the training runs' lengths"
 
 
 # -- features and reports ------------------------------------------------------
