@@ -14,6 +14,10 @@ either the old model or the whole new one:
 ``predictions.csv`` dataset, split, run id, true and predicted class, one
                     probability column per class
 ``history.json``    the training curves (loss, val_loss per epoch)
+``operating_point.json``  the calibration and decision threshold chosen on
+                    dev (:mod:`ciml.operating_point`)
+``reference.npz``   the typical passed training run and the
+``importance.json`` global importance, for explanations (:mod:`ciml.explain`)
 ``logs/``           TensorBoard event files (``tensorboard --logdir``)
 """
 

@@ -6,9 +6,10 @@ alarms when classes are weighted, and misses rare failures when they are
 not, so ``train-model`` chooses the decision on the dev split:
 
 * two classes: the threshold on the positive class's (calibrated)
-  probability with the highest recall whose dev precision is at least
-  ``min_precision`` (or whose false-alarm rate, among the negatives, is at
-  most ``max_false_alarm_rate``).  When no threshold reaches the target,
+  probability with the highest recall whose dev precision, and that of
+  every higher threshold, is at least ``min_precision`` (or whose
+  false-alarm rate, among the negatives, is at most
+  ``max_false_alarm_rate``).  When no threshold reaches the target,
   the most precise one is kept and ``met`` is false;
 * more classes: a floor on the top probability; below it a run is
   ``uncertain`` (reported with its two most likely classes) rather than
@@ -30,6 +31,9 @@ UNCERTAIN = "uncertain"
 
 #: The default target: of the runs flagged failed, at least 90% really failed.
 DEFAULT_MIN_PRECISION = 0.9
+#: Flagged dev runs below which a threshold's precision is too noisy to rule
+#: out the thresholds under it.
+MIN_FLAGGED = 5
 #: The multiclass floor never leaves more than this share of dev uncertain.
 MAX_UNCERTAIN = 0.5
 
@@ -48,6 +52,13 @@ def _binary_threshold(y_pos, score, min_precision=None, max_false_alarm_rate=Non
     else:
         ok = precision >= (min_precision if min_precision is not None
                            else DEFAULT_MIN_PRECISION) - 1e-12
+        # Precision is not monotonic in the threshold: a threshold where it
+        # touches the target between two where it does not is a lucky spot
+        # on dev, and test precision falls short.  Keep only thresholds
+        # whose every higher threshold meets it too, ignoring the first few
+        # flagged runs (one early false alarm must not rule out everything).
+        settled = flagged >= min(MIN_FLAGGED, max(int(y_pos.sum()), 1))
+        ok = np.logical_and.accumulate(ok | ~settled) & ok
     ok &= tp > 0
     if ok.any():
         # Highest recall; among equals the highest threshold (fewest alarms).

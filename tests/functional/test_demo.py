@@ -23,10 +23,14 @@ def test_demo_runs_every_step_and_leaves_an_explorable_data_path(tmp_path, run_c
     assert "baseline" in out
     predicted = out.split("== 11. Predicting", 1)[1].split("== 12.", 1)[0]
     assert "| actual " in predicted and "unusual_features" in predicted
-    for name in ("demo-status", "demo-cause", "demo-provider"):
+    assert "| why " in predicted and "(typ " in predicted and '"why":' in predicted
+    for name, exp in (("demo-status", "demo-dnn"), ("demo-cause", "demo-gbdt"),
+                      ("demo-provider", "demo-gbdt")):
         assert (root / "datasets" / name).is_dir()
-        assert (root / "models" / name / "demo-dnn" / "metrics.json").is_file()
+        assert (root / "models" / name / exp / "metrics.json").is_file()
     assert list((root / "demo-plots").rglob("*.png"))
+    assert list((root / "demo-plots" / "explained").glob("*.png"))
+    assert list((root / "demo-plots").rglob("reliability.png"))
 
     # The suggested commands work as printed (ciml itself is run the test's way).
     suggested = out.split("Keep exploring:", 1)[1].strip().splitlines()
@@ -39,7 +43,7 @@ def test_demo_runs_every_step_and_leaves_an_explorable_data_path(tmp_path, run_c
         assert rc == 0, (argv, cmd_err[-2000:])
     model = json.loads(run_ciml_subprocess(
         ["--data-path", str(root), "model", "show", "--dataset", "demo-cause",
-         "--experiment", "demo-dnn", "-f", "json"])[1])
+         "--experiment", "demo-gbdt", "-f", "json"])[1])
     assert set(model["baseline"]) >= {"accuracy", "macro_f1"}
     watch = next(argv for argv in commands if "watch" in argv)
     rc, watch_out, watch_err = run_ciml_subprocess(

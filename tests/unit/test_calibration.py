@@ -75,6 +75,17 @@ def test_threshold_meets_the_precision_target_with_most_recall():
     assert alarms["threshold"] == 0.6 and alarms["dev"]["false_alarm_rate"] == 0.25
 
 
+def test_a_lucky_spot_below_a_dip_is_not_chosen():
+    # Precision from the top: 1, 1, 1, 1, 1, then a dip below 0.9 (two false
+    # alarms), then back to exactly 0.9 by luck further down.
+    y = np.array([1] * 5 + [0, 0] + [1] * 13 + [0] * 20)
+    score = np.linspace(0.99, 0.01, len(y))
+    proba = np.stack([1 - score, score], axis=1)
+    d = operating_point.fit(y, proba, ["passed", "failed"], calibration="none",
+                            min_precision=0.9)
+    assert d["met"] and d["dev"]["flagged"] == 5 and d["dev"]["precision"] == 1.0
+
+
 def test_unreachable_target_is_reported_not_met():
     score = np.array([0.9, 0.8, 0.1])
     y = np.array([0, 1, 0])
