@@ -36,8 +36,9 @@ class SetupExperiment(ShowOne):
         parser.add_argument("--experiment", metavar="NAME", default="experiment",
                             help="Name of the experiment (default: experiment)")
         parser.add_argument("--estimator", metavar="NAME", default="dnn",
-                            help="Estimator plugin: dnn, linear-svm or any installed one "
-                            "(see 'ciml plugin list estimator'; default: dnn)")
+                            help="Estimator plugin: gbdt (suggested for aggregate "
+                            "datasets), dnn, cnn (time series), linear-svm or any installed "
+                            "one (see 'ciml plugin list estimator'; default: dnn)")
         for dest, option, metavar, help_text in _SHORTCUTS:
             parser.add_argument(option, dest=dest, metavar=metavar, default=None,
                                 help=help_text)
