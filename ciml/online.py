@@ -223,7 +223,9 @@ def prediction_table(records, classes):
     for r in records:
         probabilities = r.get("probabilities") or {}
         row = [r.get("run_id")] + ([r.get("actual") or ""] if with_actual else [])
-        row.append(r.get("predicted") or "")
+        candidates = [c["class"] for c in r.get("candidates") or ()]
+        row.append(f"{r['predicted']} ({' or '.join(candidates)})" if candidates
+                   else r.get("predicted") or "")
         row += [round(probabilities[c], 6) if c in probabilities else "" for c in classes]
         if with_unusual:
             unusual = r.get("unusual") or {}

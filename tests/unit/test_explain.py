@@ -78,3 +78,23 @@ def test_time_series_explanation_has_windows_in_seconds():
 @pytest.mark.parametrize("bad", [None, {}])
 def test_summary_of_nothing_is_empty(bad):
     assert explain.summary(bad) == ""
+
+
+def test_prediction_table_shows_why_and_the_candidates_of_an_uncertain_run():
+    from ciml.online import prediction_table
+
+    records = [
+        {"run_id": "r1", "predicted": "uncertain", "probabilities": {"a": 0.4, "b": 0.35,
+                                                                    "c": 0.25},
+         "candidates": [{"class": "a", "probability": 0.4},
+                        {"class": "b", "probability": 0.35}],
+         "explanation": {"features": [{"feature": "usr:max", "value": 90.0,
+                                       "typical": 20.0}]}, "model": "d/e"},
+        {"run_id": "r2", "predicted": "c", "probabilities": {"a": 0.1, "b": 0.1, "c": 0.8},
+         "explanation": None, "model": "d/e"},
+    ]
+    columns, rows = prediction_table(records, ["a", "b", "c"])
+    table = [dict(zip(columns, row)) for row in rows]
+    assert table[0]["predicted"] == "uncertain (a or b)"
+    assert table[0]["why"] == "usr:max 90 (typ 20)"
+    assert table[1]["predicted"] == "c" and table[1]["why"] == ""
