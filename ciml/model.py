@@ -323,9 +323,10 @@ def _save_explainer(folder, ds, estimator, metrics):
         explain.save_reference(folder, reference)
         table = explain.importance_table(ds, explain.global_importance(estimator, ds,
                                                                        reference))
-    except (ValueError, MemoryError) as exc:
+    except Exception as exc:  # a third-party explain may fail in its own ways
         # Explanations are a help, never a reason to lose a trained model.
         LOG.warning("no explanations for this model: %s", exc)
+        LOG.debug("explanation setup failed", exc_info=True)
         return
     explain.save_importance(folder, table)
     metrics["feature_importance"] = table[:20]
@@ -499,6 +500,8 @@ class TrainedModel:
         top = int(np.argmax(proba))
         try:
             return explainer(example, length, top, self.classes[top])
-        except (ValueError, CimlError) as exc:
+        except Exception as exc:  # a third-party explain may fail in its own ways
+            # The verdict stands without its explanation.
             LOG.warning("cannot explain this prediction: %s", exc)
+            LOG.debug("explanation failed", exc_info=True)
             return None

@@ -168,3 +168,25 @@ def test_predict_explains_time_series_runs_and_plots_them(tmp_path, data_path, r
     why = result["explanation"]
     assert why["method"] == "occlusion"
     assert why["windows"] and all(w["end_s"] > w["start_s"] for w in why["windows"])
+
+
+def test_a_failing_explain_never_costs_the_model_or_the_verdict(data_path, monkeypatch,
+                                                                caplog):
+    from ciml_plugins.estimators.gbdt import GBDTEstimator
+
+    make_dataset(data_path, "ds", n=80)
+    Experiment.create("gb", "gbdt", GBDT).save(data_path)
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("explain is broken")
+
+    monkeypatch.setattr(GBDTEstimator, "feature_importance", broken)
+    metrics = train_model(data_path, "ds", "gb")
+    assert "accuracy" in metrics and "no explanations for this model" in caplog.text
+    monkeypatch.undo()
+    train_model(data_path, "ds", "gb")
+    monkeypatch.setattr(GBDTEstimator, "explain", broken)
+    model = TrainedModel.load(data_path, "ds", "gb")
+    runs, frames = synthetic_runs(n=2, seed=3)
+    result = model.predict_frame(frames[runs[0].id])
+    assert result["predicted"] in ("passed", "failed") and result["explanation"] is None
