@@ -7,10 +7,11 @@ not, so ``train-model`` chooses the decision on the dev split:
 
 * two classes: the threshold on the positive class's (calibrated)
   probability with the highest recall whose dev precision, and that of
-  every higher threshold, is at least ``min_precision`` (or whose
-  false-alarm rate, among the negatives, is at most
-  ``max_false_alarm_rate``).  When no threshold reaches the target,
-  the most precise one is kept and ``met`` is false;
+  every higher threshold, is at least ``min_precision`` with 95%
+  confidence (the Wilson lower bound of the flagged runs' precision), or
+  whose false-alarm rate, among the negatives, is at most
+  ``max_false_alarm_rate``.  When no threshold reaches the target,
+  the one with the best lower bound is kept and ``met`` is false;
 * more classes: a floor on the top probability; below it a run is
   ``uncertain`` (reported with its two most likely classes) rather than
   confidently wrong.  The floor is the lowest whose confident dev
@@ -31,6 +32,9 @@ UNCERTAIN = "uncertain"
 
 #: The default target: of the runs flagged failed, at least 90% really failed.
 DEFAULT_MIN_PRECISION = 0.9
+#: Standard errors the dev precision's lower bound (Wilson) must clear the
+#: target by: 1.645 is 95% one-sided confidence.
+CONFIDENCE_Z = 1.645
 #: Flagged dev runs below which a threshold's precision is too noisy to rule
 #: out the thresholds under it.
 MIN_FLAGGED = 5
@@ -38,7 +42,21 @@ MIN_FLAGGED = 5
 MAX_UNCERTAIN = 0.5
 
 
-def _binary_threshold(y_pos, score, min_precision=None, max_false_alarm_rate=None):
+def wilson_lower(successes, trials, z):
+    """The Wilson score lower bound of a proportion (``z`` standard errors; 0: the share)."""
+    successes = np.asarray(successes, dtype=np.float64)
+    trials = np.maximum(np.asarray(trials, dtype=np.float64), 1e-12)
+    p = successes / trials
+    if not z:
+        return p
+    z2 = z * z
+    centre = p + z2 / (2 * trials)
+    spread = z * np.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    return (centre - spread) / (1 + z2 / trials)
+
+
+def _binary_threshold(y_pos, score, min_precision=None, max_false_alarm_rate=None,
+                      confidence_z=CONFIDENCE_Z):
     """``(threshold, met)`` over the distinct scores, highest recall meeting the target."""
     precision, recall, thresholds = metrics_mod.pr_curve(y_pos, score)
     if not len(thresholds):
@@ -50,8 +68,12 @@ def _binary_threshold(y_pos, score, min_precision=None, max_false_alarm_rate=Non
     if max_false_alarm_rate is not None:
         ok = fp / n_neg <= max_false_alarm_rate + 1e-12
     else:
-        ok = precision >= (min_precision if min_precision is not None
-                           else DEFAULT_MIN_PRECISION) - 1e-12
+        target = min_precision if min_precision is not None else DEFAULT_MIN_PRECISION
+        # Dev precision is an estimate from a few dozen flagged runs: demand
+        # that its lower confidence bound meets the target, or the chosen
+        # threshold sits where dev was lucky and test precision falls short.
+        bound = wilson_lower(tp, flagged, confidence_z)
+        ok = bound >= target - 1e-12
         # Precision is not monotonic in the threshold: a threshold where it
         # touches the target between two where it does not is a lucky spot
         # on dev, and test precision falls short.  Keep only thresholds
@@ -65,7 +87,11 @@ def _binary_threshold(y_pos, score, min_precision=None, max_false_alarm_rate=Non
         idx = np.flatnonzero(ok)
         best = idx[np.lexsort((-thresholds[idx], -recall[idx]))[0]]
         return float(thresholds[best]), True
-    best = int(np.argmax(precision + 1e-9 * recall))
+    if max_false_alarm_rate is None:
+        # Not reachable with this much dev evidence: the most surely precise.
+        best = int(np.argmax(np.where(tp > 0, bound, -1.0) + 1e-9 * recall))
+    else:
+        best = int(np.argmax(precision + 1e-9 * recall))
     return float(thresholds[best]), False
 
 
@@ -84,7 +110,7 @@ def _multiclass_floor(y, proba, min_precision):
 
 
 def fit(y_dev, proba_dev, classes, *, calibration="auto", min_precision=None,
-        max_false_alarm_rate=None, seed=0):
+        max_false_alarm_rate=None, seed=0, confidence=0.95):
     """The decision dict for a model, from its raw dev probabilities."""
     classes = list(classes)
     y = np.asarray(y_dev, dtype=np.int64)
@@ -97,6 +123,8 @@ def fit(y_dev, proba_dev, classes, *, calibration="auto", min_precision=None,
     target = {"max_false_alarm_rate": max_false_alarm_rate} if max_false_alarm_rate \
         is not None else {"min_precision": min_precision if min_precision is not None
                           else DEFAULT_MIN_PRECISION}
+    if max_false_alarm_rate is None and k == 2:
+        target["confidence"] = confidence or 0.0
     decision = {"classes": classes, "calibration": calib, "target": target,
                 "dev_examples": int(len(y))}
     if k == 2:
@@ -104,7 +132,8 @@ def fit(y_dev, proba_dev, classes, *, calibration="auto", min_precision=None,
         decision["positive_class"] = classes[positive]
         if len(y) and (y == positive).any():
             threshold, met = _binary_threshold(y == positive, calibrated[:, positive],
-                                               min_precision, max_false_alarm_rate)
+                                               min_precision, max_false_alarm_rate,
+                                               _z(confidence))
         else:
             threshold, met = 0.5, False
         decision.update(threshold=threshold, met=met)
@@ -117,6 +146,15 @@ def fit(y_dev, proba_dev, classes, *, calibration="auto", min_precision=None,
     if len(y):
         decision["dev"] = evaluate(decision, y, calibrated)
     return decision
+
+
+def _z(confidence):
+    """One-sided normal quantile of ``confidence`` (0 or ``None``: no margin)."""
+    if not confidence:
+        return 0.0
+    from statistics import NormalDist
+
+    return float(NormalDist().inv_cdf(float(confidence)))
 
 
 def calibrate(decision, proba):

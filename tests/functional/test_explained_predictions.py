@@ -58,7 +58,8 @@ def test_min_precision_target_changes_the_threshold(data_path):
     loose = train_model(data_path, "ds", "gb", max_false_alarm_rate=1.0)
     strict = train_model(data_path, "ds", "gb", min_precision=1.0)
     assert loose["operating_point"]["decision"]["target"] == {"max_false_alarm_rate": 1.0}
-    assert strict["operating_point"]["decision"]["target"] == {"min_precision": 1.0}
+    assert strict["operating_point"]["decision"]["target"] == {"min_precision": 1.0,
+                                                               "confidence": 0.95}
     assert loose["operating_point"]["decision"]["threshold"] <= \
         strict["operating_point"]["decision"]["threshold"]
 

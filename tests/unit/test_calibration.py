@@ -63,12 +63,12 @@ def test_threshold_meets_the_precision_target_with_most_recall():
     y = np.array([1, 1, 0, 1, 0, 1, 0, 0])
     proba = np.stack([1 - score, score], axis=1)
     d = operating_point.fit(y, proba, ["passed", "failed"], calibration="none",
-                            min_precision=0.75)
+                            min_precision=0.75, confidence=None)
     # 0.6 flags 4 runs, 3 failed: precision 0.75, recall 0.75 (0.3 gives 4/6).
     assert d["threshold"] == 0.6 and d["met"]
     assert d["dev"]["precision"] == 0.75 and d["dev"]["recall"] == 0.75
     strict = operating_point.fit(y, proba, ["passed", "failed"], calibration="none",
-                                 min_precision=1.0)
+                                 min_precision=1.0, confidence=None)
     assert strict["threshold"] == 0.8 and strict["met"]
     alarms = operating_point.fit(y, proba, ["passed", "failed"], calibration="none",
                                  max_false_alarm_rate=0.25)
@@ -82,8 +82,26 @@ def test_a_lucky_spot_below_a_dip_is_not_chosen():
     score = np.linspace(0.99, 0.01, len(y))
     proba = np.stack([1 - score, score], axis=1)
     d = operating_point.fit(y, proba, ["passed", "failed"], calibration="none",
-                            min_precision=0.9)
+                            min_precision=0.9, confidence=None)
     assert d["met"] and d["dev"]["flagged"] == 5 and d["dev"]["precision"] == 1.0
+
+
+def test_precision_must_be_met_with_confidence():
+    # 30 failures on top with two false alarms among them, then the rest.
+    y = np.array([1] * 12 + [0] + [1] * 12 + [0] + [1] * 6 + [0] * 60)
+    score = np.linspace(0.99, 0.01, len(y))
+    proba = np.stack([1 - score, score], axis=1)
+    plain = operating_point.fit(y, proba, ["passed", "failed"], calibration="none",
+                                min_precision=0.9, confidence=None)
+    sure = operating_point.fit(y, proba, ["passed", "failed"], calibration="none",
+                               min_precision=0.9)
+    # 32 flagged with 30 right is 0.94 on dev, but not 0.9 with 95% confidence.
+    assert plain["met"] and plain["dev"]["flagged"] == 32
+    assert sure["target"] == {"min_precision": 0.9, "confidence": 0.95}
+    # Not reachable with 30 failures in dev: the surest threshold, reported unmet.
+    assert sure["threshold"] > plain["threshold"] and sure["met"] is False
+    assert sure["dev"]["precision"] > plain["dev"]["precision"]
+    assert operating_point.wilson_lower(30, 32, 1.645) < 0.9 < 30 / 32
 
 
 def test_unreachable_target_is_reported_not_met():
