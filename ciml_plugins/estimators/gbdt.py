@@ -89,7 +89,7 @@ class GBDTEstimator(Estimator):
         Parameter("learning_rate", positive_float, 0.05, "shrinkage of each tree"),
         Parameter("min_data_in_leaf", positive_int, 10,
                   "fewest training examples in a leaf (larger: smoother, fewer "
-                  "one-run rules)"),
+                  "one-run rules); at most half of an average class's examples"),
         Parameter("feature_fraction", _fraction, 0.5,
                   "share of the columns each tree may use"),
         Parameter("bagging_fraction", _fraction, 0.8,
@@ -175,6 +175,10 @@ class GBDTEstimator(Estimator):
             w[present] = n / (len(present) * counts[present])
             weight = w[y]
         params = self._lgb_params(k, seed)
+        # A small history (a new job, the demo) must still grow trees: a leaf
+        # never needs more than half of an average class's examples.
+        params["min_data_in_leaf"] = max(1, min(int(self.min_data_in_leaf),
+                                                n // (2 * len(present))))
         train_set = lgb.Dataset(data, label=y, weight=weight, params={"verbosity": -1},
                                 free_raw_data=True)
         valid_sets, callbacks, record = [], [], {}

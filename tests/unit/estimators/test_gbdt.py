@@ -110,3 +110,10 @@ def test_loading_the_plugin_does_not_import_lightgbm():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip().splitlines()[-1]
     assert out == "False"
+
+
+def test_a_small_history_still_grows_trees():
+    X, y = make_examples(20, 5, seed=12)
+    est = GBDTEstimator(trees=20).fit(X, y, classes=list("abcde"), seed=0)
+    assert (est.predict(X) == y).mean() > 0.5
+    assert np.abs(est.explain(X[:3], reference=np.zeros((4, 3)))).sum() > 0
