@@ -4,6 +4,9 @@ An experiment is stored as ``<data>/experiments/<name>.json``.  Its
 parameters are checked against what the estimator declares when it is set
 up, and stored *resolved* (every declared parameter with its value), so a
 model trained later from it does not change when an estimator's defaults do.
+It may name the dataset it is meant for (``dataset``), as the original
+ciml's experiments did: ``ciml-train-model`` then defaults to it and
+refuses another; ``ciml train-model`` trains it on any dataset.
 """
 
 import datetime as dt
@@ -44,26 +47,31 @@ def check_params(estimator, params):
 
 
 class Experiment:
-    """A named estimator configuration: ``name``, ``estimator``, ``params``."""
+    """A named estimator configuration: ``name``, ``estimator``, ``params``, ``dataset``."""
 
-    def __init__(self, name, estimator, params=None, created=None, ciml_version=None):
+    def __init__(self, name, estimator, params=None, created=None, ciml_version=None,
+                 dataset=None):
         self.name = check_name(name, "experiment name")
         self.estimator = estimator
         self.params = dict(params or {})
         self.created = created
         self.ciml_version = ciml_version
+        self.dataset = check_name(dataset, "dataset name") if dataset else None
 
     def __repr__(self):
         return f"Experiment({self.name!r}, estimator={self.estimator!r})"
 
     @classmethod
-    def create(cls, name, estimator, params=None):
+    def create(cls, name, estimator, params=None, dataset=None):
         """A new experiment with ``params`` checked and resolved for ``estimator``."""
-        return cls(name, estimator, check_params(estimator, params))
+        return cls(name, estimator, check_params(estimator, params), dataset=dataset)
 
     def to_dict(self):
-        return {"name": self.name, "estimator": self.estimator, "params": self.params,
+        data = {"name": self.name, "estimator": self.estimator, "params": self.params,
                 "created": self.created, "ciml_version": self.ciml_version}
+        if self.dataset:
+            data["dataset"] = self.dataset
+        return data
 
     def save(self, data_path, force=False):
         """Write ``<data>/experiments/<name>.json`` atomically; returns its path."""
@@ -85,8 +93,8 @@ class Experiment:
         try:
             data = fileutil.read_json(path)
             return cls(data.get("name") or name, data["estimator"], data.get("params"),
-                       data.get("created"), data.get("ciml_version"))
-        except (ValueError, KeyError, TypeError) as exc:
+                       data.get("created"), data.get("ciml_version"), data.get("dataset"))
+        except (ValueError, KeyError, TypeError, ConfigError) as exc:
             raise ConfigError(f"experiment file {path} is not valid: {exc}") from None
 
     def build_estimator(self):

@@ -23,9 +23,13 @@ def _params_text(params):
 
 
 def _experiment_data(exp):
-    return (["name", "estimator", "params", "created", "ciml_version"],
-            [exp.name, exp.estimator, _params_text(exp.params), exp.created or "",
-             exp.ciml_version or ""])
+    columns = ["name", "estimator", "params", "created", "ciml_version"]
+    values = [exp.name, exp.estimator, _params_text(exp.params), exp.created or "",
+              exp.ciml_version or ""]
+    if exp.dataset:
+        columns.insert(2, "dataset")
+        values.insert(2, exp.dataset)
+    return columns, values
 
 
 class SetupExperiment(ShowOne):
@@ -46,6 +50,10 @@ class SetupExperiment(ShowOne):
                             action="append", default=[],
                             help="Any hyper-parameter the estimator declares, repeatable "
                             "(see 'ciml plugin show estimator NAME')")
+        parser.add_argument("--dataset", metavar="NAME", default=None,
+                            help="Dataset the experiment is meant for, recorded as the "
+                            "original ciml did (ciml-train-model then defaults to it); "
+                            "'ciml train-model' still trains it on any dataset")
         parser.add_argument("--force", action="store_true",
                             help="Replace an existing experiment of the same name")
         return parser
@@ -56,8 +64,14 @@ class SetupExperiment(ShowOne):
         params = {dest: getattr(parsed_args, dest) for dest, *_ in _SHORTCUTS
                   if getattr(parsed_args, dest) is not None}
         params.update(parse_key_values(parsed_args.options))
-        exp = Experiment.create(parsed_args.experiment, parsed_args.estimator, params)
-        exp.save(data_path(self), force=parsed_args.force)
+        exp = Experiment.create(parsed_args.experiment, parsed_args.estimator, params,
+                                dataset=parsed_args.dataset)
+        path = data_path(self)
+        if exp.dataset and not path.dataset(exp.dataset).exists():
+            # Not an error: an experiment may well be defined before its dataset.
+            self.app.stderr.write(f"note: dataset {exp.dataset!r} does not exist yet; "
+                                  "build it before training\n")
+        exp.save(path, force=parsed_args.force)
         return _experiment_data(exp)
 
 
@@ -85,8 +99,12 @@ class ExperimentShow(ShowOne):
 
         exp = Experiment.load(data_path(self), parsed_args.name)
         if parsed_args.formatter in ("json", "yaml"):
-            return (["name", "estimator", "params", "created", "ciml_version"],
-                    [exp.name, exp.estimator, exp.params, exp.created, exp.ciml_version])
+            columns = ["name", "estimator", "params", "created", "ciml_version"]
+            values = [exp.name, exp.estimator, exp.params, exp.created, exp.ciml_version]
+            if exp.dataset:
+                columns.insert(2, "dataset")
+                values.insert(2, exp.dataset)
+            return columns, values
         return _experiment_data(exp)
 
 

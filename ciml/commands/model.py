@@ -82,7 +82,11 @@ class TrainModel(_MetricsTable):
                               min_precision=parsed_args.min_precision,
                               max_false_alarm_rate=parsed_args.max_false_alarm_rate)
         path = data_path(self).model(parsed_args.dataset, parsed_args.experiment)
-        self.app.stderr.write(f"model saved in {path} (tensorboard --logdir {path / 'logs'})\n")
+        # Only an estimator that wrote event files has curves for TensorBoard to show.
+        logs = path / "logs"
+        hint = (f" (tensorboard --logdir {logs})"
+                if logs.is_dir() and any(logs.rglob("*tfevents*")) else "")
+        self.app.stderr.write(f"model saved in {path}{hint}\n")
         for name, other in (metrics.get("eval_datasets") or {}).items():
             self.app.stderr.write(
                 f"eval on {name}: accuracy {_fmt(other.get('accuracy'))} (baseline "

@@ -96,3 +96,27 @@ def test_legacy_setup_experiment_translates_seed_options(data_path, monkeypatch)
     exp = Experiment.load(data_path, "old")
     assert exp.estimator == "dnn"
     assert exp.params["steps"] == 30 and exp.params["optimizer"] == "Adagrad"
+
+
+def test_dataset_association(data_path, run_ciml):
+    """--dataset is recorded and shown; an experiment without one looks as before."""
+    root = data_path.root
+    rc, out, err = run_ciml(["--data-path", root, "setup-experiment", "--experiment", "meant",
+                             "--estimator", "linear-svm", "--dataset", "tempest", "-f", "json"])
+    assert rc == 0, err
+    assert json.loads(out)["dataset"] == "tempest"
+    assert "dataset 'tempest' does not exist yet" in err
+    assert Experiment.load(data_path, "meant").dataset == "tempest"
+    rc, out, err = run_ciml(["--data-path", root, "experiment", "show", "meant", "-f", "json"])
+    assert json.loads(out)["dataset"] == "tempest"
+    rc, out, err = run_ciml(["--data-path", root, "setup-experiment", "--experiment", "free",
+                             "--estimator", "linear-svm", "-f", "json"])
+    assert "dataset" not in json.loads(out) and err == ""
+    assert "dataset" not in json.loads((root / "experiments" / "free.json").read_text())
+    rc, out, err = run_ciml(["--data-path", root, "setup-experiment", "--experiment", "bad",
+                             "--dataset", "../up"])
+    assert rc != 0 and "bad dataset name '../up'" in err
+    (root / "experiments" / "broken.json").write_text(json.dumps(
+        {"name": "broken", "estimator": "dnn", "dataset": "../up"}))
+    with pytest.raises(ConfigError, match="broken.json is not valid: bad dataset name"):
+        Experiment.load(data_path, "broken")
