@@ -263,7 +263,11 @@ def load_run(ref, *, predictor, data_path=None, source=None):
 
         cache = RawCache(data_path)
         if cache.state(ref) == "cached":
-            return cache.record(ref), None, cache.frame(ref)
+            from ciml.human_labels import apply
+
+            # A person's correction is the run's actual class here too.
+            (run,), _ = apply(cache, [cache.record(ref)])
+            return run, None, cache.frame(ref)
     if source is None:
         raise NotFoundError(
             f"run {ref!r} is neither a file nor a cached run; give --source to look it up")

@@ -133,3 +133,19 @@ def test_zuul_result_is_a_class_label(data_path):
     build_dataset(data_path, "res", "job", aggregation_functions=["mean"], progress=False,
                   executor="serial", class_label="result", tdt_split=(10, 0, 0))
     assert Dataset.open(data_path, "res").classes == ["FAILURE", "TIMED_OUT"]
+
+
+def test_predict_reports_the_human_label_as_actual(data_path):
+    from ciml import online
+
+    _fill(data_path, n=2)
+    with RawCache(data_path) as cache:
+        human_labels.set_labels(cache, "run-1", {"status": "passed"}, who="alice")
+
+    class _Predictor:
+        metric_source = None
+
+    run, _, frame = online.load_run("run-1", predictor=_Predictor(), data_path=data_path)
+    assert run.status == "passed" and len(frame) == 5
+    run, _, _ = online.load_run("run-0", predictor=_Predictor(), data_path=data_path)
+    assert run.status == "failed"
