@@ -35,7 +35,6 @@ import shutil
 import sqlite3
 import threading
 import time
-import uuid
 
 import numpy as np
 
@@ -62,13 +61,21 @@ CREATE TABLE IF NOT EXISTS runs (
     start       TEXT,
     samples     INTEGER,
     record      TEXT,
-    time        REAL NOT NULL
+    time        REAL NOT NULL,
+    incomplete  TEXT
 );
 CREATE INDEX IF NOT EXISTS ix_runs_build_state ON runs (build_name, state);
 """
 
+# Columns added since the first index layout: (name, SQL type).
+_ADDED_COLUMNS = (("incomplete", "TEXT"),)
+
 # How long a connection waits for another writer before giving up.
 _BUSY_TIMEOUT_S = 60.0
+
+
+class NotCommitted(Exception):
+    """:meth:`RawCache.store` was told not to commit (``commit_if`` returned false)."""
 
 
 def _utc_key(start):
@@ -141,11 +148,25 @@ class RawCache:
         self._retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA synchronous = NORMAL")
         self._retry_locked(lambda: conn.executescript(_SCHEMA))
+        self._add_columns(conn)
         self._local.conn = conn
         self._local.pid = os.getpid()
         with self._conns_lock:
             self._conns.append(conn)
         return conn
+
+    def _add_columns(self, conn):
+        """Bring an index made by an older ciml up to the current columns."""
+        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        for name, sql_type in _ADDED_COLUMNS:
+            if name in have:
+                continue
+            sql = f"ALTER TABLE runs ADD COLUMN {name} {sql_type}"
+            try:
+                self._retry_locked(lambda sql=sql: conn.execute(sql))
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process was first
+                    raise
 
     @staticmethod
     def _retry_locked(call, attempts=50):
@@ -186,13 +207,20 @@ class RawCache:
 
     # -- writing ---------------------------------------------------------------
 
-    def store(self, run, fetched, frame):
+    def store(self, run, fetched, frame, *, commit_if=None):
         """Keep a run: raw bytes as fetched, its record and its parsed series.
 
         Everything is written to a temporary folder, moved into place, and
         only then recorded in the index, so a run is never "cached" with
         missing or partial files.  Storing a run that another thread or
         process cached meanwhile keeps the existing copy.
+
+        :param commit_if: called just before the run is moved into place
+            and indexed; when it returns false, nothing is stored and
+            :class:`NotCommitted` is raised (a worker whose command died).
+        :return: ``True`` if this call stored the run, ``False`` if it was
+            already cached (so that concurrent writers each count only
+            their own runs).
         """
         stamps, values, columns = frame_to_arrays(frame)
         final = self.run_dir(run.id)
@@ -211,7 +239,7 @@ class RawCache:
             "stored": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.runs_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        tmp = self.runs_dir / fileutil.work_name("tmp")
         tmp.mkdir()
         try:
             # The temporary folder is invisible to readers until it is renamed,
@@ -226,22 +254,54 @@ class RawCache:
             fileutil.fsync_dir(tmp)
             with self._locked_store():
                 if self.state(run.id) == CACHED and (final / RECORD_FILE).is_file():
-                    return
-                fileutil.replace_dir(tmp, final)
+                    return False
+                if commit_if is not None and not commit_if():
+                    raise NotCommitted(f"run {run.id} not stored: its requester is gone")
+                fileutil.replace_dir(tmp, final, sync=False)
                 tmp = None
                 self._write(
                     "INSERT INTO runs (run_id, build_name, state, reason, message, dir,"
-                    " start, samples, record, time) VALUES (?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)"
+                    " start, samples, record, time, incomplete)"
+                    " VALUES (?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT(run_id) DO UPDATE SET build_name=excluded.build_name,"
                     " state=excluded.state, reason=NULL, message=NULL, dir=excluded.dir,"
                     " start=excluded.start, samples=excluded.samples,"
-                    " record=excluded.record, time=excluded.time",
+                    " record=excluded.record, time=excluded.time,"
+                    " incomplete=excluded.incomplete",
                     (str(run.id), run.build_name, CACHED, final.name, _utc_key(run.start),
                      int(len(stamps)), json.dumps(record, sort_keys=True, default=str),
-                     time.time()))
+                     time.time(), run.incomplete))
+            return True
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def update_record(self, run):
+        """Replace a cached run's record (its metadata completed later); keeps its files.
+
+        :return: ``False`` if the run is not cached (nothing to update).
+        """
+        with self._locked_store():
+            try:
+                folder, old = self._cached_row(run.id)
+            except NotFoundError:
+                return False
+            record = run.to_dict()
+            record["cache"] = old.get("cache") or {}
+            fileutil.atomic_write_json(folder / RECORD_FILE, record)
+            self._write("UPDATE runs SET record = ?, incomplete = ?, time = ?"
+                        " WHERE run_id = ? AND state = 'cached'",
+                        (json.dumps(record, sort_keys=True, default=str), run.incomplete,
+                         time.time(), str(run.id)))
+        return True
+
+    def incomplete_ids(self, build_name=None):
+        """Ids of cached runs whose optional metadata is still incomplete."""
+        sql, args = ("SELECT run_id FROM runs WHERE state = 'cached'"
+                     " AND incomplete IS NOT NULL"), ()
+        if build_name is not None:
+            sql, args = sql + " AND build_name = ?", (build_name,)
+        return {row[0] for row in self._conn().execute(sql, args)}
 
     @contextlib.contextmanager
     def _locked_store(self):
@@ -278,22 +338,7 @@ class RawCache:
 
         :return: how many were removed.
         """
-        removed = 0
-        if not self.runs_dir.is_dir():
-            return 0
-        for entry in self.runs_dir.iterdir():
-            name = entry.name
-            # Run folders never start with a dot (safe_filename escapes it).
-            if not name.startswith(".") or not (name.startswith(".tmp-") or ".old-" in name):
-                continue
-            try:
-                pid = int(name.split("-")[-1] if ".old-" in name else name.split("-")[1])
-            except (IndexError, ValueError):
-                continue
-            if pid != os.getpid() and not fileutil.pid_alive(pid):
-                shutil.rmtree(entry, ignore_errors=True)
-                removed += 1
-        return removed
+        return fileutil.remove_leftovers(self.runs_dir)
 
     # -- reading ---------------------------------------------------------------
 

@@ -21,8 +21,8 @@ import os
 import threading
 import time
 
-from ciml.cache import CACHED, UNAVAILABLE, RawCache
-from ciml.errors import CimlError, MetricsUnavailable
+from ciml.cache import CACHED, UNAVAILABLE, NotCommitted, RawCache
+from ciml.errors import CimlError, MetricsUnavailable, SourceError
 
 LOG = logging.getLogger(__name__)
 
@@ -65,11 +65,13 @@ def _outcome_of(cache, run, exc):
 _PROCESS = {}
 
 
-def _init_process(cls, metric_params, data_root):
+def _init_process(cls, metric_params, data_root, owner_pid):
     import signal
 
+    from ciml import procutil
     from ciml.paths import DataPath
 
+    procutil.die_with_parent(owner_pid)
     # Ctrl-C is the parent's to handle: it stops handing out work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _PROCESS["metrics"] = cls(**metric_params)
@@ -88,8 +90,13 @@ def _process_ready():
     return os.getpid()
 
 
+#: The outcome of a run that another process cached while this one fetched it.
+ALREADY_CACHED = "already-cached"
+
+
 def _process_parse_store(run, fetched):
-    """Parse and store one run in a worker process: ``None`` or an error tuple.
+    """Parse and store one run in a worker process: ``None``, :data:`ALREADY_CACHED`
+    or an error tuple.
 
     Errors travel as plain tuples: ciml's exceptions take keyword-only
     details that pickling would lose.
@@ -102,11 +109,16 @@ def _process_parse_store(run, fetched):
         return ("ciml", "error", str(exc), getattr(exc, "transient", False))
     except Exception as exc:
         return ("bug", "error", f"{type(exc).__name__}: {exc}", True)
+    from ciml import procutil
+
     try:
-        _PROCESS["cache"].store(run, fetched, frame)
+        stored = _PROCESS["cache"].store(run, fetched, frame, commit_if=procutil.owner_alive)
+    except NotCommitted:
+        # Whoever asked for this run is gone: nothing of it may be indexed.
+        os._exit(1)
     except Exception as exc:
         return ("store", "error", f"{type(exc).__name__}: {exc}", True)
-    return None
+    return None if stored else ALREADY_CACHED
 
 
 class _StoreFailed(CimlError):
@@ -137,10 +149,12 @@ def _process_pool(processes, metric_source, data_root):
     # a worker starts in milliseconds instead of a second of imports; the
     # class travels by reference, so no worker scans the plugin entry points.
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["ciml.collect", "ciml.cache", "pandas", cls.__module__])
+    ctx.set_forkserver_preload(["ciml.collect", "ciml.cache", "ciml.procutil", "pandas",
+                                cls.__module__])
     return cf.ProcessPoolExecutor(
         max_workers=processes, mp_context=ctx, initializer=_init_process,
-        initargs=(cls, metric_source.get_params(include_secrets=True), str(data_root)))
+        initargs=(cls, metric_source.get_params(include_secrets=True), str(data_root),
+                  os.getpid()))
 
 
 class _ParsePool:
@@ -200,7 +214,8 @@ def auto_processes(workers, metric_source=None):
 
 
 class _Result(collections.namedtuple("_Result", "outcome reason message run")):
-    """What became of one run: ``cached``, ``unavailable``, ``transient`` or ``cancelled``."""
+    """What became of one run: ``cached``, ``unavailable``, ``transient``, ``cancelled``
+    or :data:`ALREADY_CACHED`."""
 
 
 class _Handoff(collections.namedtuple("_Handoff", "run fetched future")):
@@ -213,6 +228,8 @@ def _remote_result(cache, handoff):
     run = handoff.run
     if error is None:
         return _Result(CACHED, None, None, run)
+    if error == ALREADY_CACHED:
+        return _Result(ALREADY_CACHED, None, None, run)
     kind, reason, message, transient = error
     if kind == "store":
         # Not a fact about the run (a full disk, say): stop, as storing in
@@ -230,21 +247,45 @@ def _parse_store_here(cache, metric_source, run, fetched):
     except Exception as exc:
         return _Result(*_outcome_of(cache, run, exc), run)
     # Outside the ``try``: a failure to store (a full disk) stops the job.
-    cache.store(run, fetched, frame)
+    if not cache.store(run, fetched, frame):
+        return _Result(ALREADY_CACHED, None, None, run)
     return _Result(CACHED, None, None, run)
 
 
 def complete_run(source, run):
-    """``source.complete(run)``, or ``run`` itself when that fails: it is optional."""
+    """``source.complete(run)``; when that fails, ``run`` marked incomplete: it is optional.
+
+    A run that comes back with :attr:`~ciml.records.RunRecord.incomplete`
+    set is cached all the same and completed again by a later cache-data.
+    """
+    import dataclasses
+
     complete = getattr(source, "complete", None)
     if complete is None:
         return run
+    if run.incomplete is not None:
+        run = dataclasses.replace(run, incomplete=None)
     try:
         return complete(run) or run
     except Exception as exc:
         LOG.warning("result source %r could not complete run %s: %s",
                     getattr(source, "name", source), run.id, exc)
-        return run
+        return dataclasses.replace(run, incomplete=f"{type(exc).__name__}: {exc}")
+
+
+#: The outcome of a cached run whose metadata is completed now.
+COMPLETED = "completed"
+
+
+def _complete_cached(cache, source, run, stop):
+    """Complete the metadata of a run cached incomplete; returns a :class:`_Result`."""
+    if stop.is_set():
+        return _Result("cancelled", None, None, run)
+    run = complete_run(source, run)
+    if run.incomplete is not None:
+        return _Result("still-incomplete", None, None, run)
+    cache.update_record(run)
+    return _Result(COMPLETED, None, None, run)
 
 
 def _fetch_one(cache, source, metric_source, run, stop, parse_pool=None):
@@ -281,9 +322,247 @@ def _progress_bar(progress, total, desc):
                 dynamic_ncols=True, leave=True)
 
 
+class CacheDataStopped(SourceError):
+    """cache-data stopped half way; ``summary`` is what it did before, ``cause`` why."""
+
+    def __init__(self, cause, summary):
+        stored = (f"{summary['cached']} run(s) cached, {summary['unavailable']} recorded "
+                  f"unavailable, {summary['skipped_cached']} already cached, of "
+                  f"{summary['selected']} listed")
+        super().__init__(f"{cause}; before that: {stored}; rerun cache-data to continue "
+                         "(cached runs are skipped)",
+                         transient=getattr(cause, "transient", False))
+        self.cause = cause
+        self.summary = summary
+
+
+def _plan_processes(processes, workers, metric_source):
+    """``(processes, start_after)``: how many parse processes, started after how many runs."""
+    if processes is None:
+        processes, start_after = auto_processes(workers, metric_source), AUTO_PROCESSES_AFTER
+    else:
+        processes, start_after = int(processes), 0
+    if processes < 0:
+        raise CimlError("--processes must not be negative")
+    if processes and not _rebuildable(metric_source):
+        LOG.warning("metric source %r is not a registered plugin that a worker process can "
+                    "build; parsing in threads", metric_source.name)
+        processes = 0
+    return processes, start_after
+
+
+class _CacheJob:
+    """One ``cache-data`` run, in stages: list, fetch, parse and store, report.
+
+    :meth:`select` decides from the listing which runs need fetching;
+    :meth:`submit` hands one to the fetch threads (which parse and store it
+    themselves or hand it to the parse processes); :meth:`collect` records
+    what became of finished runs; :meth:`report` is the summary.
+    """
+
+    def __init__(self, data_path, source, metric_source, build_name, *, workers,
+                 processes, start_after, retry_unavailable, progress, limit,
+                 retry_incomplete=False):
+        self.data_path = data_path
+        self.source = source
+        self.metric_source = metric_source
+        self.build_name = build_name
+        self.workers = workers
+        self.retry_unavailable = retry_unavailable
+        self.retry_incomplete = retry_incomplete
+        self.start_after = start_after
+        self.cache = RawCache(data_path)
+        self.cache.cleanup()
+        # Cached runs whose optional metadata a source could not complete
+        # last time (few): completed again when listed, or all of them with
+        # retry_incomplete.
+        self.incomplete = self.cache.incomplete_ids(build_name)
+        self.counts = collections.Counter()
+        self.reasons = collections.Counter()
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        self.bar = _progress_bar(progress, limit, build_name)
+        self.window = workers * _WINDOW_PER_WORKER
+        self.pending = set()
+        self.handoffs = {}   # process future -> _Handoff
+        self.parse_pool = _ParsePool(processes, metric_source, data_path.root)
+        if start_after == 0:
+            self.parse_pool.start()
+        self.pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
+
+    # -- list --------------------------------------------------------------------
+
+    def select(self, runs):
+        """The listed runs that need fetching; counts and skips the others."""
+        for run in runs:
+            self.counts["selected"] += 1
+            state = self.cache.state(run.id)
+            if state == CACHED and run.id in self.incomplete:
+                self.incomplete.discard(run.id)
+                self._submit(_complete_cached, self.cache, self.source, run, self.stop)
+                continue
+            if state == CACHED or (state == UNAVAILABLE and not self.retry_unavailable):
+                self.counts["skipped_cached" if state == CACHED
+                            else "skipped_unavailable"] += 1
+                self._tick(1)
+                continue
+            yield run
+
+    # -- fetch -------------------------------------------------------------------
+
+    def _submit(self, fn, *args):
+        while len(self.pending) >= self.window:
+            self.wait(cf.FIRST_COMPLETED)
+        self.pending.add(self.pool.submit(fn, *args))
+
+    def submit(self, run):
+        """Hand one run to the fetch threads, once the window has room."""
+        if self.counts["submitted"] == self.start_after:
+            self.parse_pool.start()
+        self.counts["submitted"] += 1
+        self._submit(_fetch_one, self.cache, self.source, self.metric_source, run, self.stop,
+                     self.parse_pool)
+
+    def complete_the_rest(self):
+        """``retry_incomplete``: complete the incomplete runs this listing did not name."""
+        if not self.retry_incomplete:
+            return
+        for run_id in sorted(self.incomplete):
+            try:
+                run = self.cache.record(run_id)
+            except Exception:  # removed meanwhile
+                continue
+            self._submit(_complete_cached, self.cache, self.source, run, self.stop)
+        self.incomplete = set()
+
+    def wait(self, return_when=cf.ALL_COMPLETED, quiet=False):
+        """Collect finished runs: the first to finish, or all of them."""
+        while self.pending:
+            done, _ = cf.wait(self.pending, return_when=cf.FIRST_COMPLETED)
+            self.pending.difference_update(done)
+            if quiet:
+                try:
+                    self.collect(done)
+                except Exception:  # the first error is the one to report
+                    LOG.debug("while finishing after an error", exc_info=True)
+            else:
+                self.collect(done)
+            if return_when == cf.FIRST_COMPLETED:
+                return
+
+    # -- parse and store -----------------------------------------------------------
+
+    def _result(self, future):
+        """The :class:`_Result` of a finished future, or ``None`` while work goes on."""
+        handoff = self.handoffs.pop(future, None)
+        if handoff is not None:
+            try:
+                return _remote_result(self.cache, handoff)
+            except cf.BrokenExecutor:
+                self.parse_pool.failed()
+                self.pending.add(self.pool.submit(_parse_store_here, self.cache,
+                                                  self.metric_source, handoff.run,
+                                                  handoff.fetched))
+                return None
+        result = future.result()
+        if isinstance(result, _Handoff):
+            self.handoffs[result.future] = result
+            self.pending.add(result.future)
+            return None
+        return result
+
+    def collect(self, done):
+        from ciml.plugins import get_manager
+
+        for future in done:
+            result = self._result(future)
+            if result is None or result.outcome == "cancelled":
+                continue
+            if result.outcome in (COMPLETED, "still-incomplete"):
+                self.counts[COMPLETED if result.outcome == COMPLETED else "incomplete"] += 1
+                self._tick(1)
+                continue
+            if result.outcome == ALREADY_CACHED:
+                # Another cache-data stored it first: its run, not ours.
+                self.counts["skipped_cached"] += 1
+                self._tick(1)
+                continue
+            self.counts[result.outcome] += 1
+            self.counts["fetched"] += 1
+            if result.reason:
+                self.reasons[result.reason] += 1
+                LOG.debug("%s", result.message)
+            if result.outcome == CACHED and result.run.incomplete is not None:
+                self.counts["incomplete"] += 1
+            if result.outcome == CACHED:
+                get_manager().call_lifecycle("ciml_run_cached", run=result.run,
+                                             data_path=self.data_path)
+            self._tick(1)
+        self._tick(0)
+
+    # -- report --------------------------------------------------------------------
+
+    def _tick(self, n):
+        if self.bar is None:
+            return
+        if n:
+            self.bar.update(n)
+        counts = self.counts
+        self.bar.set_postfix(cached=counts[CACHED],
+                             skipped=counts["skipped_cached"] + counts["skipped_unavailable"],
+                             unavailable=counts[UNAVAILABLE] + counts["transient"],
+                             refresh=False)
+
+    def cancel(self):
+        """Ctrl-C: runs in flight finish storing (atomically) or are dropped."""
+        self.stop.set()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.parse_pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        self.pool.shutdown(wait=True)
+        self.parse_pool.shutdown(wait=True)
+        for component in (self.source, self.metric_source):
+            close = getattr(component, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing must not hide the real outcome
+                    LOG.debug("closing %r failed", component, exc_info=True)
+
+    def report(self):
+        elapsed = time.monotonic() - self.started
+        totals = self.cache.counts(self.build_name)
+        self.cache.close()
+        counts = self.counts
+        return {
+            "build_name": self.build_name,
+            "selected": counts["selected"],
+            "cached": counts[CACHED],
+            "skipped_cached": counts["skipped_cached"],
+            "skipped_unavailable": counts["skipped_unavailable"],
+            "unavailable": counts[UNAVAILABLE],
+            "transient": counts["transient"],
+            "completed": counts[COMPLETED],
+            "incomplete": counts["incomplete"],
+            "reasons": dict(sorted(self.reasons.items())),
+            "total_cached": totals[CACHED],
+            "total_unavailable": totals[UNAVAILABLE],
+            "workers": self.workers,
+            "processes": (self.parse_pool.processes
+                          if self.parse_pool.executor is not None else 0),
+            "elapsed_s": round(elapsed, 3),
+            "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
+            "data_path": str(self.data_path.root),
+        }
+
+
 def cache_data(data_path, source, metric_source, build_name, *, since=None, until=None,
                filters=None, limit=None, balanced=False, workers=DEFAULT_WORKERS,
-               retry_unavailable=False, progress=None, processes=None):
+               retry_unavailable=False, progress=None, processes=None,
+               retry_incomplete=False):
     """Cache the metrics of a job's runs; returns a summary dict.
 
     :param data_path: a :class:`ciml.paths.DataPath`.
@@ -294,6 +573,9 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         :meth:`~ciml.base.ResultSource.list_runs`.
     :param workers: concurrent fetches.
     :param retry_unavailable: try again runs known to be unavailable.
+    :param retry_incomplete: complete again the metadata of every cached run
+        of the job that is incomplete, listed this time or not (listed ones
+        always are).
     :param progress: ``None`` shows a bar on a terminal, ``True`` always,
         ``False`` never.
     :param processes: parse in this many worker processes (0: in the
@@ -303,150 +585,46 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
     :return: ``selected`` (runs the source listed), ``cached`` (newly),
         ``skipped_cached``, ``skipped_unavailable``, ``unavailable``
         (newly recorded), ``transient`` (failed, to retry later),
+        ``completed`` (cached runs whose metadata is complete now),
+        ``incomplete`` (runs left with incomplete metadata, to retry later),
         ``reasons`` ({reason: count} of this run's failures), ``total_cached``,
         ``elapsed_s``, ``runs_per_s`` (fetched runs per second), ``workers``.
     """
     workers = int(workers or DEFAULT_WORKERS)
     if workers < 1:
         raise CimlError("--workers must be at least 1")
-    cache = RawCache(data_path)
-    cache.cleanup()
-    counts = collections.Counter()
-    reasons = collections.Counter()
-    stop = threading.Event()
-    started = time.monotonic()
-    bar = _progress_bar(progress, limit, build_name)
-    window = workers * _WINDOW_PER_WORKER
-    pending = set()
-
-    def update_bar():
-        if bar is not None:
-            bar.set_postfix(cached=counts[CACHED],
-                            skipped=counts["skipped_cached"] + counts["skipped_unavailable"],
-                            unavailable=counts[UNAVAILABLE] + counts["transient"],
-                            refresh=False)
-
-    handoffs = {}   # process future -> _Handoff
-
-    def collect(done):
-        from ciml.plugins import get_manager
-
-        for future in done:
-            handoff = handoffs.pop(future, None)
-            if handoff is not None:
-                try:
-                    result = _remote_result(cache, handoff)
-                except cf.BrokenExecutor:
-                    parse_pool.failed()
-                    pending.add(pool.submit(_parse_store_here, cache, metric_source,
-                                            handoff.run, handoff.fetched))
-                    continue
-            else:
-                result = future.result()
-                if isinstance(result, _Handoff):
-                    handoffs[result.future] = result
-                    pending.add(result.future)
-                    continue
-            if result.outcome == "cancelled":
-                continue
-            counts[result.outcome] += 1
-            counts["fetched"] += 1
-            if result.reason:
-                reasons[result.reason] += 1
-                LOG.debug("%s", result.message)
-            if result.outcome == CACHED:
-                get_manager().call_lifecycle("ciml_run_cached", run=result.run,
-                                             data_path=data_path)
-            if bar is not None:
-                bar.update(1)
-        update_bar()
-
-    if processes is None:
-        processes = auto_processes(workers, metric_source)
-        start_after = AUTO_PROCESSES_AFTER
-    else:
-        processes, start_after = int(processes), 0
-    if processes < 0:
-        raise CimlError("--processes must not be negative")
-    if processes and not _rebuildable(metric_source):
-        LOG.warning("metric source %r is not a registered plugin that a worker process can "
-                    "build; parsing in threads", metric_source.name)
-        processes = 0
-    parse_pool = _ParsePool(processes, metric_source, data_path.root)
-    if start_after == 0:
-        parse_pool.start()
-    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
+    processes, start_after = _plan_processes(processes, workers, metric_source)
+    job = _CacheJob(data_path, source, metric_source, build_name, workers=workers,
+                    processes=processes, start_after=start_after,
+                    retry_unavailable=retry_unavailable, progress=progress, limit=limit,
+                    retry_incomplete=retry_incomplete)
     try:
-        for run in source.list_runs(build_name, since=since, until=until, filters=filters,
-                                    limit=limit, balanced=balanced):
-            counts["selected"] += 1
-            state = cache.state(run.id)
-            if state == CACHED or (state == UNAVAILABLE and not retry_unavailable):
-                counts["skipped_cached" if state == CACHED else "skipped_unavailable"] += 1
-                if bar is not None:
-                    bar.update(1)
-                    update_bar()
-                continue
-            while len(pending) >= window:
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                pending.difference_update(done)
-                collect(done)
-            if counts["submitted"] == start_after:
-                parse_pool.start()
-            counts["submitted"] += 1
-            pending.add(pool.submit(_fetch_one, cache, source, metric_source, run, stop,
-                                    parse_pool))
-        while pending:
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            pending.difference_update(done)
-            collect(done)
+        listing = source.list_runs(build_name, since=since, until=until, filters=filters,
+                                   limit=limit, balanced=balanced)
+        for run in job.select(listing):
+            job.submit(run)
+        job.complete_the_rest()
+        job.wait()
+    except CimlError as exc:
+        # The source failed half way (a database gone for longer than its
+        # retries): the runs already listed are good, so finish them, then
+        # say what is stored and that a rerun resumes.
+        job.wait(quiet=True)
+        try:
+            summary = job.report()
+        except Exception:  # the index is unreadable too: report the first error
+            LOG.debug("no summary after the error", exc_info=True)
+            raise exc from None
+        if not summary["selected"] and not getattr(exc, "transient", False):
+            raise  # a bad option or access denied: nothing to resume
+        raise CacheDataStopped(exc, summary) from exc
     except Exception:
-        # The source failed half way (a database gone): the runs already
-        # listed are good, so finish them before reporting the error.
-        while pending:
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            pending.difference_update(done)
-            try:
-                collect(done)
-            except Exception:  # the first error is the one to report
-                LOG.debug("while finishing after an error", exc_info=True)
+        # A plugin's bug: finish the runs in flight all the same.
+        job.wait(quiet=True)
         raise
     except BaseException:
-        # Ctrl-C: runs in flight finish storing (atomically) or are dropped;
-        # nothing half-written is ever indexed.
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        parse_pool.shutdown(wait=False, cancel_futures=True)
+        job.cancel()
         raise
     finally:
-        if bar is not None:
-            bar.close()
-        pool.shutdown(wait=True)
-        parse_pool.shutdown(wait=True)
-        for component in (source, metric_source):
-            close = getattr(component, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # closing must not hide the real outcome
-                    LOG.debug("closing %r failed", component, exc_info=True)
-    elapsed = time.monotonic() - started
-    totals = cache.counts(build_name)
-    cache.close()
-    return {
-        "build_name": build_name,
-        "selected": counts["selected"],
-        "cached": counts[CACHED],
-        "skipped_cached": counts["skipped_cached"],
-        "skipped_unavailable": counts["skipped_unavailable"],
-        "unavailable": counts[UNAVAILABLE],
-        "transient": counts["transient"],
-        "reasons": dict(sorted(reasons.items())),
-        "total_cached": totals[CACHED],
-        "total_unavailable": totals[UNAVAILABLE],
-        "workers": workers,
-        "processes": processes if parse_pool.executor is not None else 0,
-        "elapsed_s": round(elapsed, 3),
-        "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
-        "data_path": str(data_path.root),
-    }
+        job.close()
+    return job.report()

@@ -1,5 +1,6 @@
 """Atomic file writes and safe file names: nothing half-written ever reads as data."""
 
+import collections
 import contextlib
 import json
 import os
@@ -86,17 +87,100 @@ def read_json(path):
         return json.load(fh)
 
 
-def replace_dir(tmp_dir, final_dir):
+# -- folders being written or removed ------------------------------------------
+#
+# A folder is written under a hidden work name and renamed into place, and a
+# folder being replaced or removed is renamed aside first.  Work names carry
+# the owner's process id so that the leftovers of a dead process can be
+# removed, and the name of the folder they stand for.  Their fields are
+# separated by ``@``, which neither a name (:func:`ciml.paths.check_name`) nor
+# a run folder (:func:`safe_filename`) may contain, so a work name parses
+# back one way only: building ``tf`` can never mistake ``tf-11``'s folder
+# for its own, nor read ``11`` as a process id.
+
+_WORK_SEP = "@"
+_WORK_KINDS = ("tmp", "old")
+
+
+class WorkName(collections.namedtuple("WorkName", "kind pid token name")):
+    """A parsed work name: ``kind`` (``tmp`` or ``old``), owner ``pid``, ``name``."""
+
+
+def work_name(kind, name=""):
+    """``.<kind>@<pid>@<token>@<name>``: a hidden, unique name owned by this process."""
+    import uuid
+
+    if kind not in _WORK_KINDS:
+        raise ValueError(f"bad work folder kind {kind!r}")
+    if _WORK_SEP in name:
+        raise ValueError(f"{name!r} cannot have a work folder: it contains {_WORK_SEP!r}")
+    return _WORK_SEP.join((f".{kind}", str(os.getpid()), uuid.uuid4().hex[:12], name))
+
+
+def parse_work_name(entry_name):
+    """The :class:`WorkName` of a work folder's name, or ``None`` for any other name."""
+    parts = entry_name.split(_WORK_SEP)
+    if len(parts) != 4 or parts[0][1:] not in _WORK_KINDS or not parts[0].startswith("."):
+        return None
+    kind, pid, token, name = parts[0][1:], parts[1], parts[2], parts[3]
+    if not pid.isdigit() or not token:
+        return None
+    return WorkName(kind, int(pid), token, name)
+
+
+def remove_leftovers(folder, name=None):
+    """Remove the work folders in ``folder`` (of ``name`` only, if given) whose process is gone.
+
+    :return: how many were removed.
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for entry in folder.iterdir():
+        work = parse_work_name(entry.name)
+        if work is None or (name is not None and work.name != name):
+            continue
+        if work.pid != os.getpid() and not pid_alive(work.pid):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def fsync_tree(path):
+    """fsync every file and folder under ``path``, deepest first.
+
+    A folder renamed into place must not be "complete" with files that a
+    power loss leaves empty: everything in it reaches the disk first.
+    """
+    path = pathlib.Path(path)
+    for root, _dirs, files in os.walk(path, topdown=False):
+        for filename in files:
+            try:
+                fd = os.open(os.path.join(root, filename), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+
+
+def replace_dir(tmp_dir, final_dir, sync=True):
     """Move a completed folder into place, replacing an older one last.
 
-    The old folder is renamed aside first and removed only once the new one
-    is in place, so an interruption leaves either the old or the new
-    folder under the final name (plus a leftover ``.old`` to clean).
+    Everything in ``tmp_dir`` is fsynced first (``sync=False`` when the
+    caller already did).  The old folder is renamed aside first and removed
+    only once the new one is in place, so an interruption leaves either the
+    old or the new folder under the final name (plus a leftover to clean).
     """
     final_dir = pathlib.Path(final_dir)
+    if sync:
+        fsync_tree(tmp_dir)
     old = None
     if final_dir.exists():
-        old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
+        old = final_dir.with_name(work_name("old", final_dir.name))
         os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
     fsync_dir(final_dir.parent)
@@ -107,14 +191,12 @@ def replace_dir(tmp_dir, final_dir):
 def remove_dir(path):
     """Remove a folder so that no reader ever sees it half removed.
 
-    It is renamed aside first (``.<name>.old-<pid>``, which readers skip and
+    It is renamed aside first (a hidden work name, which readers skip and
     the cleanup of a dead writer's leftovers removes), then deleted: an
     interruption leaves either the whole folder or none under its name.
     """
     path = pathlib.Path(path)
-    aside = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if aside.exists():
-        shutil.rmtree(aside, ignore_errors=True)
+    aside = path.with_name(work_name("old", path.name))
     os.replace(path, aside)
     fsync_dir(path.parent)
     shutil.rmtree(aside, ignore_errors=True)

@@ -168,6 +168,9 @@ class History:
     zuul_builds_flat: pathlib.Path
     mqtt_events: pathlib.Path
     runs: list
+    #: Where each node's series for the Prometheus-API test server are, when
+    #: asked for (``prometheus=True``); ``None`` otherwise.
+    prometheus_dir: pathlib.Path | None = None
 
     def by_id(self, run_id):
         """The run dict with this run id (or build uuid)."""
@@ -466,7 +469,7 @@ def _force_each(rng, values, options):
 def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
                      duration=(600, 1800), base_url=None, db_uri=None,
                      bad_fraction=0.03, interval=1, start=None, new_year=True,
-                     tests=True, cause_key=None):
+                     tests=True, cause_key=None, prometheus=False):
     """Write a CI history under ``out_dir`` and return its :class:`History`.
 
     :param runs: how many runs (builds) in all jobs.
@@ -491,6 +494,12 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
     :param cause_key: when set, each run's cause is also stored under this
         run-metadata key, so that ``--class-label <cause_key>`` can learn
         it.  Real databases have no such key, so it is off by default.
+    :param prometheus: also write, for each run's node, the series a
+        Prometheus scraping node_exporter there would hold
+        (``prometheus/<node>.npz``, see :func:`write_node_series`), for
+        :class:`ciml.testing.prometheus.PrometheusServer`; the node of a
+        run whose dstat file is ``missing`` is left out (Prometheus never
+        knew it).
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -586,6 +595,8 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
         dstat_start = starts[i] - dt.timedelta(seconds=int(r.integers(0, 20)))
         host = f"{_NODESETS[variant]}-{provider}-{int(r.integers(10 ** 6, 10 ** 7))}"
         cols = _signals(r, n_rows, job, hw, cause, interval)
+        if prometheus and defect_of.get(i) != "missing":
+            write_node_series(out_dir / "prometheus", host, cols, dstat_start, interval)
         text = render_dstat(cols, variant, dstat_start, host, interval)
         _write_inventory(run_dir, host, provider, _NODESETS[variant], build_uuid, job)
         dstat_path = DSTAT_PATHS[path_of[i]]
@@ -639,7 +650,48 @@ def generate_history(out_dir, *, runs=120, seed=0, jobs=None, providers=None,
     manifest = [{**run, "start": run["start"].isoformat()} for run in history_runs]
     (out_dir / "history.json").write_text(json.dumps(manifest, indent=1))
     return History(out_dir=out_dir, db_uri=db_uri, logs_dir=logs_dir, zuul_builds=zuul_path,
-                   zuul_builds_flat=flat_path, mqtt_events=mqtt_path, runs=history_runs)
+                   zuul_builds_flat=flat_path, mqtt_events=mqtt_path, runs=history_runs,
+                   prometheus_dir=(out_dir / "prometheus") if prometheus else None)
+
+
+#: What :func:`write_node_series` keeps: the ``prometheus`` source's default
+#: query names, in dstat's units (as the source's queries give them).
+NODE_SERIES = ("cpu_usr", "cpu_sys", "cpu_idl", "cpu_wai", "cpu_stl", "mem_used", "mem_free",
+               "mem_buff", "mem_cach", "mem_avail", "load_1m", "load_5m", "load_15m",
+               "dsk_read", "dsk_writ", "net_recv", "net_send", "procs_run", "procs_blk")
+
+
+def write_node_series(directory, node, cols, start, interval=1):
+    """Write one node's series (``<directory>/<node>.npz``) from generated signals.
+
+    ``time`` holds seconds since the epoch (int64), each of
+    :data:`NODE_SERIES` a float32 column.  ``mem_avail`` is what the kernel
+    would call available: free memory, buffers and page cache.
+    """
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    n = len(cols["cpu_usr"])
+    first = int(start.timestamp())
+    arrays = {"time": first + np.arange(n, dtype=np.int64) * int(interval)}
+    for name in NODE_SERIES:
+        if name == "mem_avail":
+            values = (np.asarray(cols["mem_free"], np.float64) + cols["mem_buff"]
+                      + cols["mem_cach"])
+        else:
+            values = cols[name]
+        arrays[name] = np.asarray(values, dtype=np.float32)
+    with open(directory / f"{node}.npz", "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def read_node_series(directory):
+    """``{node: (seconds, {column: values})}`` of every file :func:`write_node_series` wrote."""
+    nodes = {}
+    for path in sorted(pathlib.Path(directory).glob("*.npz")):
+        with np.load(path) as data:
+            stamps = data["time"].astype(np.float64)
+            nodes[path.stem] = (stamps, {k: data[k] for k in data.files if k != "time"})
+    return nodes
 
 
 def _write_inventory(run_dir, host, provider, label, build_uuid, job):

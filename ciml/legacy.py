@@ -343,7 +343,7 @@ def _original_shape(args):
         name, eq, value = arg.partition("=")
         if name == "--sample-interval":
             interval = value if eq else (args[i + 1] if i + 1 < len(args) else None)
-    from ciml_plugins.normalizers.builtin import normalized_length
+    from ciml.base.normalizer import normalized_length
 
     try:
         length = normalized_length(interval)

@@ -29,7 +29,6 @@ import pathlib
 import random
 import shutil
 import time
-import uuid
 
 import numpy as np
 
@@ -183,7 +182,8 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
 
     final = data_path.model(ds.name, exp.name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{exp.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    fileutil.remove_leftovers(final.parent, exp.name)  # of trainings that died
+    tmp = final.parent / fileutil.work_name("tmp", exp.name)
     tmp.mkdir()
     try:
         metrics = _train_into(tmp, ds, exp, estimator, others, seed, progress, target)

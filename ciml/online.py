@@ -158,6 +158,11 @@ class Predictor:
                           artifacts_url=run.artifacts_url or record["artifacts_url"])
             record["metadata"].update({k: v for k, v in (run.metadata or {}).items()
                                        if isinstance(v, (str, int, float, bool))})
+        if record["artifacts_url"]:
+            # Printed, published and stored: never with the URL's credentials.
+            from ciml.http import redact_url
+
+            record["artifacts_url"] = redact_url(record["artifacts_url"])
         return record
 
     def record(self, run, frame, event=None):

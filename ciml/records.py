@@ -24,7 +24,10 @@ class RunRecord:
     timezone-aware datetime (UTC where the source gives none); dstat rows
     carry no year, so the metric source needs it.  ``metadata`` holds every
     other key the source knows (node provider, queue, project...), as
-    strings.
+    strings.  ``incomplete`` says why optional metadata that the source
+    adds in :meth:`~ciml.base.ResultSource.complete` is missing for now (a
+    log server that did not answer); ``None`` when nothing is missing.
+    ``cache-data`` tries such runs again.
     """
 
     id: str
@@ -37,6 +40,7 @@ class RunRecord:
     result: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    incomplete: str | None = None
 
     def to_dict(self):
         data = dataclasses.asdict(self)

@@ -93,6 +93,26 @@ def mariadb_url():
             conn.close()
 
 
+@pytest.fixture
+def private_mariadb(tmp_path_factory):
+    """A MariaDB server of this test's own (:class:`private_mariadb.PrivateMariaDB`).
+
+    For tests that pause, stop and restart a database: never the shared one.
+    """
+    import private_mariadb as pm
+
+    missing = pm.missing_binaries()
+    if missing:
+        skip_or_fail(f"no private MariaDB server: {', '.join(missing)} not installed "
+                     "(Debian: apt-get install mariadb-server)")
+    server = pm.PrivateMariaDB(tmp_path_factory.mktemp("mariadb"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def mosquitto():
     """``(host, port)`` of the local Mosquitto broker, checked with a TCP connect."""

@@ -11,7 +11,7 @@ from ciml.base.component import (
 )
 from ciml.base.estimator import Estimator
 from ciml.base.metric_source import FetchedMetrics, MetricSource
-from ciml.base.normalizer import Normalizer
+from ciml.base.normalizer import Normalizer, normalized_length
 from ciml.base.result_source import ResultSource
 from ciml.base.trigger import Trigger
 
@@ -28,5 +28,5 @@ KINDS = {
 __all__ = [
     "KINDS", "Component", "Estimator", "FetchedMetrics", "MetricSource",
     "Normalizer", "Parameter", "ResultSource", "Trigger", "non_negative_float",
-    "non_negative_int", "parse_bool", "positive_float", "positive_int",
+    "non_negative_int", "normalized_length", "parse_bool", "positive_float", "positive_int",
 ]

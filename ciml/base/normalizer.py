@@ -4,6 +4,30 @@ import numpy as np
 
 from ciml.base.component import Component
 
+#: The original ciml's fixed example length, in samples at 1 s.
+BASE_LENGTH = 5500
+
+
+def normalized_length(sample_interval=None, base_length=BASE_LENGTH):
+    """The fixed example length for a sample interval, as the original computed it.
+
+    ``base_length`` samples at 1 s, resampled to the interval: the number of
+    bins that span them (5500 at 1 s, 550 at 10s, 92 at 1min).  Any
+    shaping step may use it; ``build-dataset`` gives it to ``fixed-length``.
+    """
+    if not sample_interval:
+        return base_length
+    import pandas as pd
+
+    from ciml.errors import ConfigError
+
+    index = pd.date_range("2012-01-01", periods=base_length, freq="s")
+    try:
+        return int(pd.Series(np.ones(base_length), index=index)
+                   .resample(sample_interval).sum().shape[0])
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"bad sample interval {sample_interval!r}: {exc}") from None
+
 
 def _jsonable(value):
     if isinstance(value, np.ndarray):
@@ -44,11 +68,34 @@ class Normalizer(Component):
     Stateless steps only implement :meth:`transform`.  Stateful ones set
     ``stateful = True``; the pipeline then fits them on the training split
     only, after every earlier step has been applied.
+
+    One step of a chain chooses the features (``selects_features = True``;
+    the built-in ``filter`` by default, or a third-party step given to the
+    build).  Before anything is computed, the build asks it which of each
+    run's columns it keeps (:meth:`select`), takes the columns every run
+    has, and pins them (:meth:`pin_features`): from then on the step must
+    give exactly those columns, in that order, or raise
+    :class:`ciml.errors.MetricsUnavailable` (``missing-columns``), so that a
+    run at prediction time gives the features the model was trained on.
     """
 
     kind = "normalizer"
     #: Whether this step learns from training data.
     stateful = False
+    #: Whether this step chooses the feature columns (see the class docstring).
+    selects_features = False
+
+    def select(self, columns):
+        """The names among ``columns`` this step keeps, from column names alone."""
+        return list(columns)
+
+    def pin_features(self, columns):
+        """From now on, keep exactly ``columns`` (names), in this order.
+
+        Part of the saved parameters or state, so that the stored chain
+        selects them again.  Only steps that select features implement it.
+        """
+        raise NotImplementedError(f"normalizer {self.name!r} does not select features")
 
     def fit(self, frames):
         """Learn from an iterable of frames; returns ``self``."""

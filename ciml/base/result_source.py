@@ -61,6 +61,12 @@ class ResultSource(Component, abc.ABC):
         node provider from the build's Ansible inventory).  What it adds is
         extra metadata: when it cannot be had, return ``run`` as it is
         rather than raise, so that the run's metrics are still cached.
+
+        When it cannot be had *for now* (a timeout, a server error), return
+        the run with :attr:`~ciml.records.RunRecord.incomplete` set to the
+        reason: the run is cached, shown as incomplete by ``ciml run
+        list``, and completed again by the next ``cache-data``.  An
+        exception counts the same way.
         """
         return run
 

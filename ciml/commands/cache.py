@@ -34,7 +34,8 @@ class CacheData(ShowOne):
 
         parser = super().get_parser(prog_name)
         parser.add_argument("--source", default="subunit2sql", metavar="NAME",
-                            help="result source plugin (default: subunit2sql; also: zuul)")
+                            help="result source plugin (default: subunit2sql; also: zuul, github, "
+                                 "gitlab, jenkins)")
         parser.add_argument("--metric-source", default="dstat", metavar="NAME",
                             help="metric source plugin (default: dstat)")
         parser.add_argument("--build-name", required=True, metavar="NAME",
@@ -59,6 +60,9 @@ class CacheData(ShowOne):
                                  "limited cache holds both")
         parser.add_argument("--retry-unavailable", action="store_true",
                             help="try again runs recorded as unavailable")
+        parser.add_argument("--retry-incomplete", action="store_true",
+                            help="complete again the metadata of every cached run of the "
+                                 "job that is incomplete, not only of those listed now")
         add_component_options(parser, "result_source", "result source options")
         add_component_options(parser, "metric_source", "metric source options")
         return parser
@@ -81,11 +85,13 @@ class CacheData(ShowOne):
             since=since, until=until, filters=filters or None, limit=parsed_args.limit,
             balanced=parsed_args.balanced, workers=parsed_args.workers,
             retry_unavailable=parsed_args.retry_unavailable,
+            retry_incomplete=parsed_args.retry_incomplete,
             processes=parsed_args.processes)
         summary["source"] = parsed_args.source
         reasons = summary.pop("reasons")
         columns = ["build_name", "source", "selected", "cached", "skipped_cached",
-                   "skipped_unavailable", "unavailable", "transient", "total_cached",
+                   "skipped_unavailable", "unavailable", "transient", "completed",
+                   "incomplete", "total_cached",
                    "total_unavailable", "workers", "processes", "elapsed_s", "runs_per_s",
                    "data_path"]
         values = [summary[c] for c in columns]

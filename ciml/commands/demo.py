@@ -21,7 +21,10 @@ class Demo(Command):
     Generates a realistic CI history (a SQLite subunit2sql database and a log
     tree of dstat files), then runs the real commands on it: cache-data,
     build-dataset, setup-experiment, train-model, model show and the plots.
-    The data path is left in place to explore with the other commands.
+    With ``--ci github`` the same history is served as GitHub Actions runs
+    and jobs (a local GitHub API) with each runner's metrics in Prometheus
+    (a local Prometheus API).  The data path is left in place to explore
+    with the other commands.
     """
 
     def get_parser(self, prog_name):
@@ -40,6 +43,12 @@ class Demo(Command):
         parser.add_argument(
             "--no-plots", dest="plots", action="store_false",
             help="Skip writing the PNG plots.")
+        parser.add_argument(
+            "--ci", choices=("openstack", "github"), default="openstack",
+            help="The CI system the history is served as: openstack (a subunit2sql "
+                 "database and dstat logs, the default) or github (GitHub Actions jobs "
+                 "through a local GitHub API, node metrics through a local Prometheus "
+                 "API).")
         return parser
 
     def take_action(self, parsed_args):
@@ -47,6 +56,8 @@ class Demo(Command):
 
         if parsed_args.runs < 30:
             raise CimlError("--runs must be at least 30 for a meaningful split")
+        if parsed_args.ci == "github":
+            return _GitHubDemo(self.app, parsed_args).run()
         data_path = self.app.data_path
         out = self.app.stdout
         history_dir = data_path.root / "demo-history"
@@ -164,6 +175,126 @@ class Demo(Command):
                 f"--experiment {trees} --source subunit2sql --db-uri {history.db_uri}",
                 f"tensorboard --logdir {data_path.model(status_ds, exp) / 'logs'}"):
             step.say("  " + line)
+
+
+class _GitHubDemo:
+    """The pipeline on a history served as GitHub Actions jobs and Prometheus metrics.
+
+    Both servers are the test kit's (:mod:`ciml.testing.forges`,
+    :mod:`ciml.testing.prometheus`), on loopback ports for the demo's
+    duration: the real ``github`` and ``prometheus`` plugins talk HTTP to
+    them exactly as to api.github.com and a Prometheus server.
+    """
+
+    repo = "octo/ci"
+
+    def __init__(self, app, args):
+        self.app = app
+        self.args = args
+        self.step = _Steps(app.stdout)
+
+    def run(self):
+        from ciml.generator import generate_history
+        from ciml.testing.forges import GitHubServer
+        from ciml.testing.prometheus import PrometheusServer
+
+        args, step = self.args, self.step
+        data_path = self.app.data_path
+        history_dir = data_path.root / "demo-history"
+        step.title(f"1. Generating a CI history of {args.runs} runs in {history_dir}, "
+                   "served as GitHub Actions jobs with their runners' metrics in Prometheus")
+        if history_dir.exists():
+            shutil.rmtree(history_dir)
+        history = generate_history(history_dir, runs=args.runs, seed=args.seed,
+                                   tests=False, prometheus=True)
+        build = args.build_name
+        jobs = {}
+        for run in history.runs:
+            jobs[run["build_name"]] = jobs.get(run["build_name"], 0) + 1
+        if build not in jobs:
+            raise CimlError(f"no runs of {build!r} in the history; jobs: {', '.join(jobs)}")
+        with GitHubServer.from_history(history, repo=self.repo) as github, \
+                PrometheusServer.from_history(history) as prometheus:
+            step.say("GitHub Actions jobs: " + ", ".join(
+                f"{k} ({v})" for k, v in sorted(jobs.items())))
+            step.say(f"GitHub API (local): {github.api_url}, repository {self.repo}")
+            step.say(f"Prometheus API (local): {prometheus.url}, node_exporter series of "
+                     f"{len(prometheus.nodes)} runners")
+            self._pipeline(github, prometheus, build)
+        dp = f"{_program()} --data-path {data_path.root} "
+        step.title(f"Done in {step.elapsed():.0f} s. Keep exploring (the local servers "
+                   "are gone; the raw cache, datasets and models stay):")
+        for line in (f"{dp}run list --build-name {build}",
+                     f"{dp}dataset show demo-gh-status",
+                     f"{dp}model show --dataset demo-gh-conclusion --experiment demo-dnn "
+                     "-f json",
+                     f"{dp}predict --dataset demo-gh-status --experiment demo-dnn "
+                     f"{self.newest_cached}"):
+            step.say("  " + line)
+
+    def _pipeline(self, github, prometheus, build):
+        args, step = self.args, self.step
+        data_path = self.app.data_path
+        source = ["--source", "github", "--github-url", github.api_url, "--repo", self.repo]
+        metrics = ["--metric-source", "prometheus", "--prometheus-url", prometheus.url,
+                   "--step", "10"]
+        # The newest few jobs stay out of the cache: step 11 predicts them as new runs,
+        # fetched from GitHub and Prometheus at prediction time.
+        finished = sorted(
+            (j for jobs in github.jobs.values() for j in jobs
+             if j["name"] == build and j["status"] == "completed"
+             and j["conclusion"] in ("success", "failure", "timed_out")),
+            key=lambda j: (j["started_at"], j["id"]))
+        if len(finished) < 12:
+            raise CimlError(f"only {len(finished)} finished jobs of {build!r}: give more --runs")
+        newest = finished[-4:]
+        self.held_out = [str(j["id"]) for j in newest]
+        # A cached job, for the offline predict suggested at the end.
+        self.newest_cached = str(finished[-5]["id"])
+        seed = ["--seed", str(args.seed)]
+        aggregates = ["--aggregation-functions", "mean", "std", "max", "min", "p95"]
+        status_ds, conclusion_ds, group_ds = ("demo-gh-status", "demo-gh-conclusion",
+                                              "demo-gh-runner-group")
+        exp = "demo-dnn"
+        plan = [
+            ("2. Caching the jobs (github plugin) and their runners' metrics (prometheus "
+             "plugin), all but the newest four",
+             ["cache-data", *source, "--build-name", build, *metrics,
+              "--until", newest[0]["started_at"]]),
+            ("3. Building a dataset: did the job fail? (1 min time series, scaled on "
+             "training)",
+             ["build-dataset", "--dataset", status_ds, "--build-name", build,
+              "--sample-interval", "1min", "--class-label", "status", *seed, "--force"]),
+            ("4. Building a dataset: its GitHub conclusion (success, failure, timed_out; "
+             "aggregates per feature)",
+             ["build-dataset", "--dataset", conclusion_ds, "--build-name", build,
+              *aggregates, "--class-label", "conclusion", *seed, "--force"]),
+            ("5. Building a dataset: which runner group (cloud) ran it?",
+             ["build-dataset", "--dataset", group_ds, "--build-name", build, *aggregates,
+              "--class-label", "runner_group_name", *seed, "--force"]),
+            ("6. Setting up an experiment: the dnn estimator with its defaults",
+             ["setup-experiment", "--experiment", exp, "--estimator", "dnn",
+              "--epochs", str(args.epochs), "--force"]),
+        ]
+        for number, dataset in enumerate((status_ds, conclusion_ds, group_ds), start=7):
+            plan.append((f"{number}. Training on {dataset}, evaluating on its test split",
+                         ["train-model", "--dataset", dataset, "--experiment", exp, *seed]))
+        plan.append(("10. All models: test metrics beside the majority-class baseline",
+                     ["model", "list"]))
+        plan.append(("11. Predicting the four newest jobs, fetched now from GitHub and "
+                     "Prometheus: did they fail, and are they unusual?",
+                     ["predict", "--dataset", status_ds, "--experiment", exp, *source,
+                      *metrics, "-c", "run", "-c", "actual", "-c", "predicted",
+                      "-c", "unusual", "-c", "percentile", *self.held_out]))
+        _run_plan(self.app, step, plan)
+        if args.plots:
+            plot_dir = data_path.root / "demo-plots"
+            plots = [("12. Plots", ["dataset", "plot", status_ds, "--output-dir",
+                                    str(plot_dir / status_ds)])]
+            plots += [(None, ["model", "plot", "--dataset", dataset, "--experiment", exp,
+                              "--output-dir", str(plot_dir / f"{dataset}-{exp}")])
+                      for dataset in (status_ds, conclusion_ds, group_ds)]
+            _run_plan(self.app, step, plots)
 
 
 def _run_plan(app, step, plan):

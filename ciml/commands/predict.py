@@ -19,7 +19,12 @@ def add_model_options(parser):
     parser.add_argument("--unusual-percentile", metavar="P", type=_percentile, default=None,
                         help="A run scoring at or above this percentile of the dataset's "
                              "training runs is reported unusual (default: 99)")
+    parser.add_argument("--metric-source", metavar="NAME", default=None,
+                        help="Metric source that reads the runs (default: the dataset's). "
+                             "Another source than the dataset's works where both give the "
+                             "common column names (dstat, pcp, prometheus)")
     add_component_options(parser, "result_source", title="result source options")
+    add_component_options(parser, "metric_source", title="metric source options")
 
 
 def _percentile(text):
@@ -39,7 +44,11 @@ def load_predictor(cmd, parsed_args):
 
     path = data_path(cmd)
     experiment = parsed_args.experiment or online.default_experiment(path, parsed_args.dataset)
-    predictor = online.Predictor.load(path, parsed_args.dataset, experiment)
+    metric_source = None
+    if parsed_args.metric_source:
+        metric_source = build_component("metric_source", parsed_args.metric_source, parsed_args)
+    predictor = online.Predictor.load(path, parsed_args.dataset, experiment,
+                                      metric_source=metric_source)
     predictor.unusual_percentile = parsed_args.unusual_percentile
     if parsed_args.build_name:
         predictor.build_name = parsed_args.build_name

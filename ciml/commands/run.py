@@ -28,14 +28,18 @@ class RunList(Lister):
 
         cache = RawCache(data_path(self))
         if not cache.index_path.exists():
-            return (("id", "build name", "status", "provider", "start", "samples"), [])
+            return (("id", "build name", "status", "provider", "start", "samples",
+                     "incomplete"), [])
         with cache:
             if parsed_args.unavailable:
                 columns = ("id", "build name", "reason", "message", "time")
                 rows = [(u["run_id"], u["build_name"], u["reason"], u["message"], u["time"])
                         for u in cache.unavailable(parsed_args.build_name)]
                 return columns, rows
-            columns = ("id", "build name", "status", "provider", "start", "samples")
+            # "incomplete": why optional metadata is missing for now; the next
+            # cache-data completes it.
+            columns = ("id", "build name", "status", "provider", "start", "samples",
+                       "incomplete")
             if parsed_args.labelled:
                 from ciml.human_labels import labels_of
 
@@ -48,7 +52,7 @@ class RunList(Lister):
                     continue
                 rows.append((run.id, run.build_name, run.status,
                              run.metadata.get("node_provider", ""), _start(run),
-                             entry["samples"]))
+                             entry["samples"], run.incomplete or ""))
                 if parsed_args.labelled:
                     rows[-1] += (_labels_text(human[run.id]),)
             return columns, rows
@@ -86,13 +90,17 @@ class RunShow(ShowOne):
             info = cache.info(parsed_args.id)
             data = run.to_dict()
             metadata = data.pop("metadata") or {}
+            from ciml.http import redact_url
+
+            if data.get("artifacts_url"):
+                data["artifacts_url"] = redact_url(data["artifacts_url"])
             columns = list(data)
             values = [data[c] if data[c] is not None else "" for c in columns]
             columns += ["state", "samples", "first", "last", "raw file", "fetched from",
                         "metric columns", "metadata"]
             values += ["cached", info.get("samples"), info.get("first") or "",
                        info.get("last") or "", str(cache.raw_file(parsed_args.id)),
-                       info.get("url") or "", " ".join(info.get("columns") or ()),
+                       redact_url(info.get("url") or ""), " ".join(info.get("columns") or ()),
                        ", ".join(f"{k}={v}" for k, v in sorted(metadata.items()))]
             from ciml.human_labels import labels_of
 

@@ -103,18 +103,18 @@ class Dataset:
         With ``with_length``, returns ``(example, length)``: the number of
         time steps before the series lost its time axis, as stored at build.
         """
-        from ciml.dataset.build import transform_with_length
+        from ciml.dataset.build import make_example
         from ciml.errors import MetricsUnavailable
 
         if not hasattr(self, "_chain"):
             self._chain = self.chain()
-        frame, length = transform_with_length(self._chain, frame)
-        if [str(c) for c in frame.columns] != self.features:
+        # The build's own function: bit for bit the stored examples.
+        example, columns, length = make_example(self._chain, frame)
+        if columns != self.features:
             # Only a third-party step that renames columns gets here.
             raise MetricsUnavailable(
                 "missing-columns", f"the chain of dataset {self.name!r} gave columns "
-                f"{list(frame.columns)[:8]}, not the dataset's features")
-        example = np.asarray(frame.to_numpy(dtype="float32"), dtype="float32")
+                f"{columns[:8]}, not the dataset's features")
         if example.shape != self.example_shape:
             raise MetricsUnavailable("shape", f"example shape {example.shape}, dataset "
                                      f"{self.name!r} has {self.example_shape}")

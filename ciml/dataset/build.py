@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 
 import numpy as np
 
@@ -140,16 +139,40 @@ def _as_spec(item):
     return {"name": item.name, "params": item.get_params()}
 
 
+def _selects_features(spec):
+    from ciml.plugins import get_manager
+
+    return bool(getattr(get_manager().get("normalizer", spec["name"]), "selects_features",
+                        False))
+
+
 def default_chain(features_regex=None, sample_interval=None, aggregation_functions=None,
                   scale="range", normalizers=None, scale_per="cell"):
-    """The chain specs for the build options (columns are pinned later)."""
-    from ciml_plugins.normalizers.builtin import normalized_length
+    """The chain specs for the build options (columns are pinned later).
 
-    specs = [{"name": "filter", "params": {"regex": features_regex}}]
+    The first step selects the features: the built-in ``filter`` (with
+    ``features_regex``), or the one given normalizer that declares
+    ``selects_features``, which then takes its place.
+    """
+    from ciml.base.normalizer import normalized_length
+
+    extra = [_as_spec(n) for n in normalizers or ()]
+    selectors = [s for s in extra if _selects_features(s)]
+    if len(selectors) > 1:
+        raise ConfigError("only one normalizer may select the features; got "
+                          + ", ".join(s["name"] for s in selectors))
+    if selectors:
+        if features_regex:
+            raise ConfigError(f"--features-regex is the built-in filter's option; normalizer "
+                              f"{selectors[0]['name']!r} selects the features itself")
+        specs = [selectors[0]]
+        extra.remove(selectors[0])
+    else:
+        specs = [{"name": "filter", "params": {"regex": features_regex}}]
     if sample_interval:
         specs.append({"name": "resample", "params": {"interval": sample_interval}})
     # Third-party steps work on the time-indexed series (a derivative, an FFT).
-    specs.extend(_as_spec(n) for n in normalizers or ())
+    specs.extend(extra)
     if aggregation_functions:
         specs.append({"name": "aggregate",
                       "params": {"functions": list(aggregation_functions)}})
@@ -215,15 +238,36 @@ def apply_tail(tail, values, index, columns):
     return np.asarray(values, dtype="float32")
 
 
+def make_example(chain, frame):
+    """One run's frame -> ``(example, columns, length)``: the one definition of an example.
+
+    A build computes its examples in two halves: the stateless head in
+    worker processes, whose output is float32 (that is what travels between
+    processes and waits in the staging file while scaling is fitted), then
+    the stateful tail on batches.  Prediction must give the very same bits,
+    so it goes through the same two halves with the same cast between
+    them; scaling float64 values instead differs in the last bits, which a
+    model near a decision boundary can notice.  ``example`` is float32
+    ``(time or aggregate, feature)``.
+    """
+    head, tail = split_chain(chain)
+    values, index, columns, length = apply_head(head, frame)
+    if tail:
+        values = apply_tail(tail, values[None, ...], index, columns)[0]
+    return values, columns, length
+
+
 # -- per-run work (worker processes) ---------------------------------------
 
 _WORKER = {}
 
 
-def _init_worker(cache_root, head_specs):
+def _init_worker(cache_root, head_specs, owner_pid):
+    from ciml import procutil
     from ciml.cache import RawCache
     from ciml.paths import DataPath
 
+    procutil.die_with_parent(owner_pid)
     _WORKER["cache"] = RawCache(DataPath(cache_root))
     _WORKER["head"] = make_chain(head_specs)
 
@@ -263,7 +307,7 @@ class _Loader:
             ctx = multiprocessing.get_context("forkserver")
             self.pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=ctx, initializer=_init_worker,
-                initargs=(str(cache_root), head_specs))
+                initargs=(str(cache_root), head_specs, os.getpid()))
         elif executor == "thread":
             self.pool = concurrent.futures.ThreadPoolExecutor(workers)
 
@@ -289,21 +333,6 @@ class _Loader:
 
 
 # -- the build ---------------------------------------------------------------
-
-
-def _clean_leftovers(datasets_dir, name):
-    """Remove temp folders of builds of ``name`` whose process is gone."""
-    if not datasets_dir.is_dir():
-        return
-    for entry in datasets_dir.iterdir():
-        for prefix in (f".tmp-{name}-", f".{name}.old-"):
-            if entry.name.startswith(prefix):
-                try:
-                    pid = int(entry.name[len(prefix):].split("-")[0])
-                except ValueError:
-                    continue
-                if not fileutil.pid_alive(pid):
-                    shutil.rmtree(entry, ignore_errors=True)
 
 
 def _progress(progress, total, desc):
@@ -362,6 +391,267 @@ def fingerprint(attrs, ids, state_arrays=None):
     return digest.hexdigest()[:16]
 
 
+class _Build:
+    """One ``build-dataset`` run, in stages: plan, select, stream, finalize.
+
+    :meth:`plan` checks the options and the chain before anything is read;
+    :meth:`select` picks the runs, their labels, the features and the
+    example layout from the cache; :meth:`stream` pushes every run through
+    the chain into a hidden folder; :meth:`finalize` fits the profile,
+    writes the attributes and moves the folder into place.
+    """
+
+    def __init__(self, data_path, name, build_name, cache, options):
+        self.data_path = data_path
+        self.name = name
+        self.build_name = build_name
+        self.cache = cache
+        self.opts = options
+        self.final = data_path.dataset(name)
+        self.skipped = []
+
+    # -- plan --------------------------------------------------------------------
+
+    def plan(self):
+        opts = self.opts
+        self.tdt = check_tdt_split(opts["tdt_split"])
+        if opts["split"] not in ("random", "time"):
+            raise ConfigError(f"bad --split {opts['split']!r}: choose random or time")
+        if store.is_dataset(self.final) and not opts["force"]:
+            raise AlreadyExistsError(f"dataset {self.name!r} already exists; use --force "
+                                     "to replace it")
+        if self.final.exists() and not opts["force"] and any(self.final.iterdir()):
+            raise AlreadyExistsError(f"{self.final} exists (not a complete dataset); use "
+                                     "--force to replace it")
+        self.slice = parse_slicer(opts["slicer"])
+        if opts.get("scale_per") in (None, "auto"):
+            opts["scale_per"] = "cell" if opts["aggregation_functions"] else "feature"
+        specs = default_chain(opts["features_regex"], opts["sample_interval"],
+                              opts["aggregation_functions"], opts["scale"],
+                              opts["normalizers"], scale_per=opts["scale_per"])
+        self.chain = make_chain(specs)  # validates names and parameters early
+        self.head, self.tail = split_chain(self.chain)
+        self.time_axis = not opts["aggregation_functions"]
+
+    # -- select ------------------------------------------------------------------
+
+    def select(self):
+        """Runs, labels, features, splits and the example layout."""
+        opts = self.opts
+        runs = sorted(self.cache.runs(self.build_name),
+                      key=lambda r: (_start_key(r), r.id))[self.slice]
+        if not runs:
+            raise CimlError(f"no cached runs for build name {self.build_name!r} "
+                            f"(slice {opts['slicer'] or ':'}); run cache-data first")
+        # What a person said about a run beats what its source said.
+        runs, self.human = human_labels.apply(self.cache, runs)
+        self.runs = runs
+        labelled = self._label(runs)
+        labelled = self._pin_features(labelled)
+        self.classes = labels_mod.class_names(opts["class_label"], [lb for _, lb in labelled])
+        self.code = {c: i for i, c in enumerate(self.classes)}
+        self.labelled = labelled
+        self.parts = split_runs(labelled, self.tdt, opts["split"], opts["seed"])
+        self.splits = tuple(s for s, share in zip(SPLITS, self.tdt) if share > 0)
+        self.length_from = _set_fixed_length(self.head, self.cache, self.parts["training"],
+                                             opts["sample_interval"], opts.get("fixed_length"))
+        self._probe_layout()
+
+    def _label(self, runs):
+        class_label = self.opts["class_label"]
+        labelled = []
+        for run in runs:
+            label = labels_mod.run_label(run, class_label)
+            if label is None:
+                self.skipped.append({"run_id": run.id, "split": None, "reason": "unlabelled",
+                                     "message": f"run has no {class_label!r}"})
+            else:
+                labelled.append((run, label))
+        if not labelled:
+            raise CimlError(f"none of the {len(runs)} runs has a {class_label!r} label")
+        return labelled
+
+    def _pin_features(self, labelled):
+        """Fix the features every run has; returns the runs that have some."""
+        features_regex = self.opts["features_regex"]
+        selector = next((s for s in self.chain if s.selects_features), None)
+        if selector is None:
+            raise ConfigError("no step of the normalizer chain selects the features")
+        selection = select_features(self.cache, [run.id for run, _ in labelled], selector)
+        for run_id in selection["unmatched"]:
+            self.skipped.append({"run_id": run_id, "split": None, "reason": "missing-columns",
+                                 "message": _no_match_message(features_regex)})
+        unmatched = set(selection["unmatched"])
+        labelled = [(run, label) for run, label in labelled if run.id not in unmatched]
+        if not selection["columns"]:
+            raise CimlError(_no_common_message(self.build_name, features_regex, selection))
+        # Pinned by name: every later run, here or at prediction time, gives these.
+        selector.pin_features(selection["columns"])
+        self.dropped = selection["dropped"]
+        if self.dropped:
+            LOG.warning("%s: %d feature(s) not in every run left out: %s", self.name,
+                        len(self.dropped),
+                        ", ".join(f"{c} (missing in {n} of {selection['runs']} runs)"
+                                  for c, n in self.dropped.items()))
+        return labelled
+
+    def _probe_layout(self):
+        """The example layout (time steps or aggregates, output feature labels)
+        from the first training run that goes through the head."""
+        features = index_labels = None
+        probe_rejects = {}
+        for run, _ in self.parts["training"]:
+            try:
+                _values, index, features, _ = apply_head(self.head, self.cache.frame(run.id))
+                index_labels = [str(i) for i in index]
+                break
+            except (MetricsUnavailable, CimlError, ValueError, KeyError) as exc:
+                probe_rejects[run.id] = str(exc)
+                continue
+        if features is None:
+            raise CimlError(
+                f"no training run of {self.build_name!r} could be normalized; e.g. "
+                + "; ".join(f"{k}: {v}" for k, v in list(probe_rejects.items())[:3]))
+        self.features, self.index_labels = features, index_labels
+        self.head_specs = [step_spec(s) for s in self.head]
+        self.example_shape = (len(index_labels), len(features))
+
+    # -- stream ------------------------------------------------------------------
+
+    def _loader(self):
+        from ciml.cache import RawCache
+
+        # Worker processes open their own RawCache: only the real one can travel.
+        cache_is_raw = isinstance(self.cache, RawCache)
+        total = sum(len(self.parts[s]) for s in self.splits)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        executor = self.opts["executor"]
+        if executor in (None, "auto"):
+            executor = _choose_executor(cpus, total, self.example_shape, cache_is_raw)
+        if executor == "process" and not cache_is_raw:
+            executor = "thread"
+        workers = self.opts["workers"] or cpus
+        return _Loader(self.cache, self.data_path.root, self.head_specs, workers, executor)
+
+    def stream(self, tmp, loader):
+        """Every selected run through the chain into the dataset at ``tmp``."""
+        name = self.name
+        total = sum(len(self.parts[s]) for s in self.splits)
+        self.counts, self.ids_by_split = {}, {}
+        self.writer = writer = store.DatasetWriter(
+            tmp, {s: len(self.parts[s]) for s in self.splits}, self.example_shape)
+        staging = _Staging(tmp / "training.staging", self.example_shape)
+        bar = _progress(self.opts["progress"], total, f"building {name}")
+        for split_name in self.splits:
+            stream = _SplitStream(split_name, writer, staging, self.tail, self.features,
+                                  self.index_labels, self.example_shape)
+            labels_of = {run.id: self.code[label] for run, label in self.parts[split_name]}
+            for run_id, values, length, error in loader.map(list(labels_of)):
+                bar.update(1)
+                if error is None:
+                    error = stream.add(run_id, values, labels_of[run_id], length)
+                if error is not None:
+                    self.skipped.append({"run_id": run_id, "split": split_name,
+                                         "reason": error[0], "message": error[1]})
+            written, ids_written = stream.close()
+            if split_name == "training":
+                if written == 0:
+                    raise CimlError(f"no usable training run for {name!r}; "
+                                    f"{len(self.skipped)} run(s) skipped")
+                if self.tail:
+                    _finish_tail_fit(writer, staging, self.tail, written, self.index_labels,
+                                     self.features)
+                staging.close()
+            self.counts[split_name] = written
+            self.ids_by_split[split_name] = ids_written
+        bar.close()
+
+    # -- finalize ----------------------------------------------------------------
+
+    def _profile(self):
+        # What a new run is compared with to say how unusual it is: the
+        # training runs that passed, which is what normal means to a CI
+        # operator, or all of them when too few passed.
+        train = self.writer.arrays["training"]
+        n_train = self.counts["training"]
+        status_of = {run.id: run.status for run, _ in self.parts["training"]}
+        passed = np.array([status_of.get(i) == "passed"
+                           for i in self.ids_by_split["training"]])
+        use_passed = passed.sum() >= MIN_PROFILE_RUNS
+        return fit_profile(train["X"], np.asarray(train["length"][:n_train]),
+                           "time" if self.time_axis else "aggregate", self.index_labels,
+                           self.features, chunk=self.writer.chunk,
+                           reference=passed if use_passed else None,
+                           reference_name="passed training runs" if use_passed
+                           else "training runs")
+
+    def attributes(self):
+        """The dataset's attributes and its large fitted arrays."""
+        opts = self.opts
+        chain_specs, state_arrays = externalize_state(
+            self.head_specs + [step_spec(s) for s in self.tail])
+        self.config = {
+            "build_name": self.build_name, "slicer": opts["slicer"] or ":",
+            "features_regex": opts["features_regex"],
+            "sample_interval": opts["sample_interval"],
+            "aggregation_functions": list(opts["aggregation_functions"] or []) or None,
+            "class_label": opts["class_label"], "tdt_split": list(self.tdt),
+            "split": opts["split"], "seed": opts["seed"], "scale": opts["scale"],
+            "normalizers": [_as_spec(n) for n in opts["normalizers"] or ()],
+            "normalized_length": self.example_shape[0] if self.time_axis else None,
+            "fixed_length_from": self.length_from, "scale_per": opts["scale_per"],
+        }
+        sources = sorted({str(getattr(r, "source", None) or "unknown")
+                          for r, _ in self.labelled})
+        balance = {s: _balance(self.classes, _codes_of(self.parts[s], self.ids_by_split[s],
+                                                       self.code))
+                   for s in self.splits}
+        attrs = {
+            "name": self.name, "config": self.config, "features": self.features,
+            "classes": self.classes, "axis": "time" if self.time_axis else "aggregate",
+            "steps": self.index_labels, "chain": chain_specs, "splits": list(self.splits),
+            "counts": self.counts, "class_balance": balance,
+            "profile": self._profile(),
+            "dropped_features": list(self.dropped),
+            "skipped": self.skipped,
+            "provenance": {
+                "source": sources[0] if len(sources) == 1 else sources,
+                "query": {"build_name": self.build_name, "slicer": opts["slicer"] or ":"},
+                "run_count": len(self.runs), "example_count": sum(self.counts.values()),
+                "human_labels": human_labels.human_count(
+                    opts["class_label"], [i for s in self.splits for i in self.ids_by_split[s]],
+                    self.human),
+                "ciml_version": ciml.__version__,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            },
+        }
+        attrs["fingerprint"] = fingerprint(attrs, self.ids_by_split, state_arrays)
+        return attrs, state_arrays
+
+    def finalize(self, tmp):
+        """Write the attributes and move the dataset at ``tmp`` into place."""
+        self.attrs, state_arrays = self.attributes()
+        self.writer.finish(self.counts, self.attrs, state_arrays)
+        store.verify(tmp, self.counts, self.ids_by_split)
+        if store.is_dataset(self.final) and not self.opts["force"]:
+            raise AlreadyExistsError(f"dataset {self.name!r} appeared meanwhile; use --force")
+        fileutil.replace_dir(tmp, self.final)
+
+    def summary(self, elapsed):
+        return {
+            "name": self.name, "path": str(self.final), "splits": self.counts,
+            "classes": self.classes, "features": self.features,
+            "example_shape": list(self.example_shape),
+            "class_balance": self.attrs["class_balance"], "config": self.config,
+            "runs_selected": len(self.runs), "skipped": self.skipped,
+            "skipped_by_reason": skipped_by_reason(self.skipped),
+            "dropped_features": list(self.dropped),
+            "fingerprint": self.attrs["fingerprint"],
+            "elapsed_s": round(elapsed, 3),
+        }
+
+
 def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=None,
                   sample_interval=None, aggregation_functions=None, class_label="status",
                   tdt_split=(6, 2, 2), split="random", seed=0, force=False,
@@ -387,220 +677,44 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
     started = time.monotonic()
     if not isinstance(data_path, DataPath):
         data_path = DataPath(data_path)
-    final = data_path.dataset(name)
-    tdt = check_tdt_split(tdt_split)
-    if split not in ("random", "time"):
-        raise ConfigError(f"bad --split {split!r}: choose random or time")
-    if store.is_dataset(final) and not force:
-        raise AlreadyExistsError(f"dataset {name!r} already exists; use --force to replace it")
-    if final.exists() and not force and any(final.iterdir()):
-        raise AlreadyExistsError(f"{final} exists (not a complete dataset); use --force "
-                                 "to replace it")
-    sl = parse_slicer(slicer)
-    if scale_per in (None, "auto"):
-        scale_per = "cell" if aggregation_functions else "feature"
-    head_specs_all = default_chain(features_regex, sample_interval, aggregation_functions,
-                                   scale, normalizers, scale_per=scale_per)
-    chain = make_chain(head_specs_all)  # validates names and parameters early
-
-    if cache is None:
+    options = {"slicer": slicer, "features_regex": features_regex,
+               "sample_interval": sample_interval,
+               "aggregation_functions": aggregation_functions, "class_label": class_label,
+               "tdt_split": tdt_split, "split": split, "seed": seed, "force": force,
+               "normalizers": normalizers, "progress": progress, "scale": scale,
+               "workers": workers, "executor": executor, "fixed_length": fixed_length,
+               "scale_per": scale_per}
+    own_cache = cache is None
+    if own_cache:
         from ciml.cache import RawCache
 
-        raw = RawCache(data_path)
-        try:
-            return build_dataset(
-                data_path, name, build_name, slicer=slicer, features_regex=features_regex,
-                sample_interval=sample_interval,
-                aggregation_functions=aggregation_functions, class_label=class_label,
-                tdt_split=tdt, split=split, seed=seed, force=force,
-                normalizers=normalizers, progress=progress, visualize=visualize,
-                scale=scale, workers=workers, executor=executor, cache=raw,
-                plot_dir=plot_dir, fixed_length=fixed_length, scale_per=scale_per)
-        finally:
-            raw.close()
-    from ciml.cache import RawCache
-
-    # Worker processes open their own RawCache: only the real one can travel.
-    cache_is_raw = isinstance(cache, RawCache)
-    runs = sorted(cache.runs(build_name), key=lambda r: (_start_key(r), r.id))[sl]
-    # What a person said about a run beats what its source said.
-    runs, human = human_labels.apply(cache, runs)
-    if not runs:
-        raise CimlError(f"no cached runs for build name {build_name!r} "
-                        f"(slice {slicer or ':'}); run cache-data first")
-
-    skipped = []
-    labelled = []
-    for run in runs:
-        label = labels_mod.run_label(run, class_label)
-        if label is None:
-            skipped.append({"run_id": run.id, "split": None, "reason": "unlabelled",
-                            "message": f"run has no {class_label!r}"})
-        else:
-            labelled.append((run, label))
-    if not labelled:
-        raise CimlError(f"none of the {len(runs)} runs has a {class_label!r} label")
-    head, tail = split_chain(chain)
-    filter_step = head[0]
-    selection = select_features(cache, [run.id for run, _ in labelled], filter_step)
-    for run_id in selection["unmatched"]:
-        skipped.append({"run_id": run_id, "split": None, "reason": "missing-columns",
-                        "message": _no_match_message(features_regex)})
-    unmatched = set(selection["unmatched"])
-    labelled = [(run, label) for run, label in labelled if run.id not in unmatched]
-    if not selection["columns"]:
-        raise CimlError(_no_common_message(build_name, features_regex, selection))
-    # Pinned by name: every later run, here or at prediction time, gives these.
-    filter_step.columns = selection["columns"]
-    dropped = selection["dropped"]
-    if dropped:
-        LOG.warning("%s: %d feature(s) not in every run left out: %s", name, len(dropped),
-                    ", ".join(f"{c} (missing in {n} of {selection['runs']} runs)"
-                              for c, n in dropped.items()))
-
-    classes = labels_mod.class_names(class_label, [lb for _, lb in labelled])
-    code = {c: i for i, c in enumerate(classes)}
-    parts = split_runs(labelled, tdt, split, seed)
-    splits = tuple(s for s, share in zip(SPLITS, tdt) if share > 0)
-
-    length_from = _set_fixed_length(head, cache, parts["training"], sample_interval,
-                                    fixed_length)
-
-    # The example layout (time steps or aggregates, output feature labels)
-    # from the first training run that goes through the head.
-    features = index_labels = None
-    probe_rejects = {}
-    for run, _ in parts["training"]:
-        try:
-            _values, index, features, _ = apply_head(head, cache.frame(run.id))
-            index_labels = [str(i) for i in index]
-            break
-        except (MetricsUnavailable, CimlError, ValueError, KeyError) as exc:
-            probe_rejects[run.id] = str(exc)
-            continue
-    if features is None:
-        raise CimlError(
-            f"no training run of {build_name!r} could be normalized; e.g. "
-            + "; ".join(f"{k}: {v}" for k, v in list(probe_rejects.items())[:3]))
-    head_specs = [step_spec(s) for s in head]
-    example_shape = (len(index_labels), len(features))
-    time_axis = not aggregation_functions
-
-    datasets_dir = data_path.datasets
-    datasets_dir.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(datasets_dir, name)
-    tmp = datasets_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-    total = sum(len(parts[s]) for s in splits)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (os.cpu_count() or 1)
-    if executor in (None, "auto"):
-        executor = _choose_executor(cpus, total, example_shape, cache_is_raw)
-    if executor == "process" and not cache_is_raw:
-        executor = "thread"
-    workers = workers or cpus
-
-    loader = _Loader(cache, data_path.root, head_specs, workers, executor)
-    counts, ids_by_split = {}, {}
+        cache = RawCache(data_path)
     try:
-        writer = store.DatasetWriter(tmp, {s: len(parts[s]) for s in splits}, example_shape)
-        staging = _Staging(tmp / "training.staging", example_shape)
-        bar = _progress(progress, total, f"building {name}")
-        for split_name in splits:
-            stream = _SplitStream(split_name, writer, staging, tail, features, index_labels,
-                                  example_shape)
-            labels_of = {run.id: code[label] for run, label in parts[split_name]}
-            for run_id, values, length, error in loader.map(list(labels_of)):
-                bar.update(1)
-                if error is None:
-                    error = stream.add(run_id, values, labels_of[run_id], length)
-                if error is not None:
-                    skipped.append({"run_id": run_id, "split": split_name,
-                                    "reason": error[0], "message": error[1]})
-            written, ids_written = stream.close()
-            if split_name == "training":
-                if written == 0:
-                    raise CimlError(f"no usable training run for {name!r}; "
-                                    f"{len(skipped)} run(s) skipped")
-                if tail:
-                    _finish_tail_fit(writer, staging, tail, written, index_labels, features)
-                staging.close()
-            counts[split_name] = written
-            ids_by_split[split_name] = ids_written
-        bar.close()
-        loader.close()
+        build = _Build(data_path, name, build_name, cache, options)
+        build.plan()
+        build.select()
+        datasets_dir = data_path.datasets
+        datasets_dir.mkdir(parents=True, exist_ok=True)
+        fileutil.remove_leftovers(datasets_dir, name)
+        tmp = datasets_dir / fileutil.work_name("tmp", name)
+        loader = build._loader()
+        try:
+            build.stream(tmp, loader)
+            loader.close()
+            build.finalize(tmp)
+        except BaseException:
+            loader.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        if own_cache:
+            cache.close()
 
-        # What a new run is compared with to say how unusual it is: the
-        # training runs that passed, which is what normal means to a CI
-        # operator, or all of them when too few passed.
-        train = writer.arrays["training"]
-        n_train = counts["training"]
-        status_of = {run.id: run.status for run, _ in parts["training"]}
-        passed = np.array([status_of.get(i) == "passed" for i in ids_by_split["training"]])
-        use_passed = passed.sum() >= MIN_PROFILE_RUNS
-        profile = fit_profile(train["X"], np.asarray(train["length"][:n_train]),
-                              "time" if time_axis else "aggregate", index_labels, features,
-                              chunk=writer.chunk, reference=passed if use_passed else None,
-                              reference_name="passed training runs" if use_passed
-                              else "training runs")
-
-        chain_specs, state_arrays = externalize_state(
-            head_specs + [step_spec(s) for s in tail])
-        config = {
-            "build_name": build_name, "slicer": slicer or ":",
-            "features_regex": features_regex, "sample_interval": sample_interval,
-            "aggregation_functions": list(aggregation_functions or []) or None,
-            "class_label": class_label, "tdt_split": list(tdt), "split": split,
-            "seed": seed, "scale": scale,
-            "normalizers": [_as_spec(n) for n in normalizers or ()],
-            "normalized_length": example_shape[0] if time_axis else None,
-            "fixed_length_from": length_from, "scale_per": scale_per,
-        }
-        sources = sorted({str(getattr(r, "source", None) or "unknown") for r, _ in labelled})
-        balance = {s: _balance(classes, _codes_of(parts[s], ids_by_split[s], code))
-                   for s in splits}
-        attrs = {
-            "name": name, "config": config, "features": features, "classes": classes,
-            "axis": "time" if time_axis else "aggregate", "steps": index_labels,
-            "chain": chain_specs, "splits": list(splits), "counts": counts,
-            "class_balance": balance,
-            "profile": profile,
-            "dropped_features": list(dropped),
-            "skipped": skipped,
-            "provenance": {
-                "source": sources[0] if len(sources) == 1 else sources,
-                "query": {"build_name": build_name, "slicer": slicer or ":"},
-                "run_count": len(runs), "example_count": sum(counts.values()),
-                "human_labels": human_labels.human_count(
-                    class_label, [i for s in splits for i in ids_by_split[s]], human),
-                "ciml_version": ciml.__version__,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-            },
-        }
-        attrs["fingerprint"] = fingerprint(attrs, ids_by_split, state_arrays)
-        writer.finish(counts, attrs, state_arrays)
-        if store.is_dataset(final) and not force:
-            raise AlreadyExistsError(f"dataset {name!r} appeared meanwhile; use --force")
-        fileutil.replace_dir(tmp, final)
-    except BaseException:
-        loader.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-    summary = {
-        "name": name, "path": str(final), "splits": counts, "classes": classes,
-        "features": features, "example_shape": list(example_shape),
-        "class_balance": attrs["class_balance"], "config": config,
-        "runs_selected": len(runs), "skipped": skipped,
-        "skipped_by_reason": skipped_by_reason(skipped),
-        "dropped_features": list(dropped),
-        "fingerprint": attrs["fingerprint"],
-        "elapsed_s": round(time.monotonic() - started, 3),
-    }
-    log_skipped(name, skipped)
+    summary = build.summary(time.monotonic() - started)
+    log_skipped(name, build.skipped)
     from ciml.plugins import get_manager
 
-    get_manager().call_lifecycle("ciml_dataset_built", name=name, path=final,
+    get_manager().call_lifecycle("ciml_dataset_built", name=name, path=build.final,
                                  summary=summary)
     if visualize:
         from ciml.dataset.plot import plot_dataset

@@ -30,6 +30,12 @@ def chunk_examples(example_shape):
     return int(max(1, min(MAX_CHUNK_EXAMPLES, CHUNK_BYTES // per_example)))
 
 
+# Every chunk is written, even one that equals the fill value, so that a
+# missing chunk file always means a lost write (see :func:`verify`), never
+# "all zeros".
+_EVERY_CHUNK = {"write_empty_chunks": True}
+
+
 def _x_codec():
     # Blosc lz4 with byte shuffle: 2-3x faster than zarr's default zstd both
     # ways for about 20% more bytes; training reads X many times.
@@ -53,13 +59,15 @@ class DatasetWriter:
             self.arrays[split] = {
                 "X": sub.create_array("X", shape=(n, *example_shape), dtype="float32",
                                       chunks=(self.chunk, *example_shape), fill_value=0.0,
-                                      compressors=_x_codec()),
+                                      compressors=_x_codec(), config=_EVERY_CHUNK),
                 "y": sub.create_array("y", shape=(n,), dtype="int64",
-                                      chunks=(max(self.chunk, 4096),), fill_value=-1),
+                                      chunks=(max(self.chunk, 4096),), fill_value=-1,
+                                      config=_EVERY_CHUNK),
                 "ids": sub.create_array("ids", shape=(n,), dtype=str,
-                                        chunks=(max(self.chunk, 4096),)),
+                                        chunks=(max(self.chunk, 4096),), config=_EVERY_CHUNK),
                 "length": sub.create_array("length", shape=(n,), dtype="int64",
-                                           chunks=(max(self.chunk, 4096),), fill_value=0),
+                                           chunks=(max(self.chunk, 4096),), fill_value=0,
+                                           config=_EVERY_CHUNK),
             }
 
     def write(self, split, start, X, y, ids, lengths):
@@ -96,6 +104,46 @@ class DatasetWriter:
         # group read as a dataset.
         self.group.update_attributes(dict(attrs))
         self.group.update_attributes({"complete": True})
+
+
+def verify(path, counts, ids):
+    """Check that the dataset written at ``path`` is whole before it is moved into place.
+
+    A build writes into a hidden folder for minutes; if anything removed or
+    changed it meanwhile (a careless cleanup, a full disk), zarr would read
+    the missing chunks as zeros.  So: the group is complete, every split has
+    its arrays with ``counts[split]`` examples and every chunk on disk, and
+    its ids are ``ids[split]``.  Raises :class:`ciml.errors.CimlError`.
+    """
+    import zarr
+
+    from ciml.errors import CimlError
+
+    def broken(why):
+        return CimlError(f"the dataset being built at {path} was changed by something "
+                         f"else while it was built ({why}); nothing was replaced, build "
+                         "it again")
+
+    try:
+        attrs = read_attrs(path)
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        for split, count in counts.items():
+            sub = group[split]
+            for name in ("X", "y", "ids", "length"):
+                array = sub[name]
+                if array.shape[0] != count:
+                    raise broken(f"{split}/{name} has {array.shape[0]} examples, "
+                                 f"expected {count}")
+                if array.nchunks_initialized < array.nchunks:
+                    raise broken(f"{split}/{name} has {array.nchunks_initialized} of "
+                                 f"{array.nchunks} chunks")
+            if list(read_all(sub["ids"])) != list(ids[split]):
+                raise broken(f"{split}/ids differ from the runs written")
+    except NotFoundError as exc:
+        raise broken(str(exc)) from None
+    except (KeyError, FileNotFoundError, ValueError, OSError) as exc:
+        raise broken(f"{type(exc).__name__}: {exc}") from None
+    return attrs
 
 
 def read_attrs(path):

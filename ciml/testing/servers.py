@@ -37,8 +37,11 @@ _HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Log server</title></head>\n"
 
 
 class _Rule:
-    def __init__(self, pattern, status, times, drop, truncate, html, latency):
+    def __init__(self, pattern, status, times, drop, truncate, html, latency, headers=None,
+                 body=None):
         self.pattern = pattern
+        self.body = body
+        self.headers = dict(headers or {})
         self.status = status
         self.remaining = times
         self.drop = drop
@@ -90,9 +93,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send(200, _HTML_PAGE, "text/html; charset=utf-8", head=head)
                 return
             if rule.status is not None:
-                body = f"{rule.status} injected by the test server\n".encode()
-                self._send(rule.status, body, "text/plain", head=head)
+                body = rule.body
+                if body is None:
+                    body = f"{rule.status} injected by the test server\n".encode()
+                headers = dict(rule.headers)
+                content_type = headers.pop("Content-Type", "text/plain")
+                self._send(rule.status, body, content_type, head=head, headers=headers)
                 return
+        routed = owner.route(self.command, path, urllib.parse.parse_qs(parsed.query),
+                             {k: v for k, v in self.headers.items()})
+        if routed is not None:
+            status, headers, body = routed
+            headers = dict(headers)
+            content_type = headers.pop("Content-Type", "application/json")
+            self._send(status, body, content_type, head=head, headers=headers,
+                       truncate=bool(rule and rule.truncate))
+            return
         if owner.token and path.startswith("/api/"):
             if self.headers.get("Authorization") != f"Bearer {owner.token}":
                 self._json(401, {"description": "Unauthorized"}, head)
@@ -293,20 +309,23 @@ class CIServer:
     # -- faults --------------------------------------------------------------
 
     def fault(self, pattern="*", *, status=None, times=None, drop=False, truncate=False,
-              html=False, latency=None):
+              html=False, latency=None, headers=None, body=None):
         """Add a fault for request paths matching the glob ``pattern``.
 
         Exactly one effect: ``status`` (answer that HTTP status), ``drop``
         (close the connection without answering), ``truncate`` (send half of
         a file, then close), ``html`` (an HTML page with status 200) or only
         ``latency`` (extra seconds).  ``times``: how many matching requests
-        it affects before it stops (``None``: all of them).  Rules are tried
+        it affects before it stops (``None``: all of them).  ``headers`` go
+        with a ``status`` answer (``{"Retry-After": "2"}``), and so does
+        ``body`` (default: a line of text), complete and well framed (a
+        JSON document cut short, say).  Rules are tried
         in the order they were added; the first that applies wins.
         """
         effects = sum(bool(x) for x in (status is not None, drop, truncate, html))
         if effects > 1 or (effects == 0 and latency is None):
             raise ValueError("give exactly one of status, drop, truncate, html (or latency)")
-        rule = _Rule(pattern, status, times, drop, truncate, html, latency)
+        rule = _Rule(pattern, status, times, drop, truncate, html, latency, headers, body)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -327,6 +346,17 @@ class CIServer:
         """How many requests so far had a path matching ``pattern``."""
         with self._lock:
             return sum(1 for _, p in self.requests if fnmatch.fnmatchcase(p, pattern))
+
+    # -- other CI systems' APIs --------------------------------------------------
+
+    def route(self, method, path, query, headers):
+        """Answer a request another way: ``(status, headers, body)``, or ``None``.
+
+        The hook through which the fake GitHub, GitLab and Jenkins servers
+        (:mod:`ciml.testing.forges`) answer their APIs; faults apply first.
+        ``query`` is ``parse_qs``'s dict, ``headers`` the request's.
+        """
+        return None
 
     # -- Zuul ----------------------------------------------------------------
 

@@ -6,8 +6,14 @@ devstack-based jobs write ``dstat --output`` to ``dstat-csv_log.txt``,
 collected gzipped or not under ``controller/logs/`` or ``logs/`` of the
 build's artifacts.  :class:`DstatMetricSource` tries its ``paths`` in order
 under the run's artifacts URL, which may be ``http(s)://``, ``file://`` or a
-plain local directory.  A 404 (or a missing file) moves on to the next
-path; a 5xx or a connection error is retried with exponential backoff.
+plain local directory.  Where the CI system keeps a job's artifacts as a
+zip archive (GitHub Actions, GitLab CI), the result source marks the run
+(``artifacts_archive: zip`` in its metadata; a URL ending in ``.zip`` counts
+too): the archive is downloaded (spooled to disk past 16 MB, at most
+``max_archive_bytes``) and the first of ``paths`` found in it, by full path
+or by file name, is read, decompressed as a stream held to ``max_bytes``.
+A 404 (or a missing file) moves on to the next path; a 5xx or a
+connection error is retried with exponential backoff.
 
 What the file looks like
 ------------------------
@@ -74,10 +80,15 @@ Rejections
 Bad input raises :class:`ciml.errors.MetricsUnavailable` with one of these
 reason codes: ``no-artifacts-url``, ``missing`` (not found on any path),
 ``http-error`` / ``connection-error`` (transient: server error or
-network, after retries), ``corrupt-gzip``, ``truncated-gzip``,
-``too-large`` (over ``max_bytes`` compressed or decompressed; gzip is
-decompressed as a capped stream, so a gzip bomb cannot exhaust memory),
-``read-error`` (a local file that cannot be read), ``empty``, ``html`` (a
+network, after retries), ``auth`` (transient: the server refused the
+credentials, 401/403; fix them and run again), ``rate-limited``
+(transient: the server asked for a longer wait than ``max_wait``),
+``corrupt-gzip``, ``truncated-gzip``, ``too-large`` (over ``max_bytes``
+compressed or decompressed; gzip is decompressed as a capped stream, so a
+gzip bomb cannot exhaust memory),
+``read-error`` (a local file that cannot be read), ``corrupt-archive`` (an
+artifacts archive that is not a readable zip, or an encrypted member),
+``empty``, ``html`` (a
 web page instead of CSV), ``not-dstat`` (no dstat
 header), ``header-only`` (no data rows), ``malformed`` (rows with the wrong
 number of fields), ``non-numeric`` (text in a metric column) and
@@ -92,6 +103,7 @@ import datetime as dt
 import io
 import logging
 import re
+import urllib.parse
 import zlib
 
 import numpy as np
@@ -100,14 +112,15 @@ from ciml.base import FetchedMetrics, MetricSource, Parameter
 from ciml.errors import MetricsUnavailable
 from ciml.hookspecs import hookimpl
 from ciml.http import (
+    DEFAULT_MAX_BYTES,
     HTTP_PARAMETERS,
-    Downloader,
     FetchError,
+    HttpClient,
     is_remote,
     local_path,
     looks_like_html,
     read_local,
-    without_credentials,
+    redact_url,
 )
 
 LOG = logging.getLogger(__name__)
@@ -118,10 +131,20 @@ DEFAULT_PATHS = (
     "controller/logs/dstat-csv_log.txt",
     "logs/dstat-csv_log.txt.gz",
     "logs/dstat-csv_log.txt",
+    # At the top of a build's artifacts (the recipes' Jenkins archiveArtifacts).
+    "dstat-csv_log.txt.gz",
+    "dstat-csv_log.txt",
 )
 
-#: Default cap on the size of a file, compressed or decompressed.
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: Default cap on an artifacts archive's (zip) download; it is spooled to a
+#: temporary file, never held in memory whole.
+DEFAULT_MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024
+
+#: A zip with more members than this is not a job's artifacts but an attack
+#: on the reader (its central directory alone would fill memory).
+MAX_ARCHIVE_MEMBERS = 100_000
+
+ZIP_MAGIC = b"PK\x03\x04"
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -254,18 +277,24 @@ def _csv_cells(line):
 def _find_header(data):
     """Return ``(group_cells, column_cells, body_offset)`` or ``None``."""
     previous = None
+    found = None   # (groups, columns, body offset) of the first time line
     for start, end, nxt in _lines(data, _HEADER_SCAN_LINES):
         line = data[start:end]
         stripped = line.strip()
         if not stripped:
             continue
         first = stripped.split(b",", 1)[0].strip(b'"').strip().lower()
-        if first.decode("latin-1") in _TIME_COLUMNS and previous is not None:
-            columns = _csv_cells(line)
-            groups = _csv_cells(previous)
-            return groups, columns, nxt
+        is_time = first.decode("latin-1") in _TIME_COLUMNS
+        if found is not None:
+            # With an epoch column (dstat -T) the group line starts with
+            # "epoch" too: then the line after it is the column line.
+            if is_time and line.startswith(b'"'):
+                return found[1], _csv_cells(line), nxt
+            return found
+        if is_time and previous is not None:
+            found = (_csv_cells(previous), _csv_cells(line), nxt)
         previous = line
-    return None
+    return found
 
 
 def _anchor_year(data, start):
@@ -563,13 +592,16 @@ class DstatMetricSource(MetricSource):
         *HTTP_PARAMETERS,
         Parameter("max_bytes", int, default=DEFAULT_MAX_BYTES,
                   help="largest file accepted, compressed or decompressed"),
+        Parameter("max_archive_bytes", int, default=DEFAULT_MAX_ARCHIVE_BYTES,
+                  help="largest artifacts archive (zip) downloaded; the file in it is "
+                       "held to --max-bytes"),
     )
 
     def __init__(self, **params):
         super().__init__(**params)
         # One pooled client for every fetching thread (urllib3's pools are
         # thread-safe).
-        self._client = Downloader(user_agent="ciml-dstat")
+        self._client = HttpClient.for_component(self, "ciml-dstat")
 
     def close(self):
         """Close the pooled HTTP connections.  Idempotent; the source stays usable."""
@@ -579,9 +611,11 @@ class DstatMetricSource(MetricSource):
         base = run.artifacts_url
         if not base:
             raise MetricsUnavailable("no-artifacts-url", f"run {run.id} has no artifacts URL")
+        if is_archive(run):
+            return self._fetch_archive(run)
         tried = []
         problems = []   # (reason, message, transient)
-        for path in self.paths:
+        for path in listed_first(self.paths, run):
             if is_remote(base):
                 url = base.rstrip("/") + "/" + path.lstrip("/")
                 result = self._fetch_http(url, problems)
@@ -589,7 +623,7 @@ class DstatMetricSource(MetricSource):
                 local = local_path(base) / path
                 url = local.as_uri() if local.is_absolute() else str(local)
                 result = self._fetch_file(local, problems)
-            tried.append(url)
+            tried.append(redact_url(url))
             if result is None and problems and problems[-1][2]:
                 # The server is failing: later paths would only multiply the
                 # wait, and "missing" would be a lie.  Try the run again later.
@@ -598,7 +632,7 @@ class DstatMetricSource(MetricSource):
                 name = path.rsplit("/", 1)[-1]
                 if result.startswith(GZIP_MAGIC) and not name.endswith(".gz"):
                     name += ".gz"
-                return FetchedMetrics(name=name, data=result, url=url)
+                return FetchedMetrics(name=name, data=result, url=redact_url(url))
         transient = [p for p in problems if p[2]]
         if transient:
             reason, message, _ = transient[-1]
@@ -623,22 +657,173 @@ class DstatMetricSource(MetricSource):
 
     def _fetch_http(self, url, problems):
         try:
-            data = self._client.fetch(url, connect_timeout=self.connect_timeout,
-                                      read_timeout=self.timeout, retries=self.retries,
-                                      backoff=self.backoff, max_bytes=self.max_bytes)
+            data = self._client.fetch(url, max_bytes=self.max_bytes)
         except FetchError as exc:
             problems.append((exc.reason, str(exc), exc.transient))
             return None
         if data is not None and not data.startswith(GZIP_MAGIC) \
                 and looks_like_html(data[:8192]):
-            problems.append(("html", f"{without_credentials(url)} is an HTML page, "
+            problems.append(("html", f"{redact_url(url)} is an HTML page, "
                              "not dstat CSV", False))
             return None
         return data
 
+    # -- artifacts kept as a zip archive ---------------------------------------------
+
+    def _fetch_archive(self, run):
+        """The dstat file inside the run's artifacts archive (GitHub, GitLab: a zip)."""
+        import tempfile
+
+        url = run.artifacts_url
+        safe = redact_url(url)
+        # Spooled: a small archive stays in memory, a large one goes to disk,
+        # and neither is held twice.
+        with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
+            try:
+                if is_remote(url):
+                    found = self._client.fetch(url, max_bytes=self.max_archive_bytes,
+                                               sink=spool)
+                else:
+                    found = self._copy_local(local_path(url), spool)
+            except FetchError as exc:
+                raise MetricsUnavailable(exc.reason, f"run {run.id}: {exc}",
+                                         transient=exc.transient) from None
+            if found is None:
+                # GitHub answers 410 for an expired artifact.
+                raise MetricsUnavailable("missing",
+                                         f"run {run.id}: no artifacts archive at {safe}")
+            name, data = read_from_zip(spool, self.paths, self.max_bytes, safe)
+        if data.startswith(GZIP_MAGIC) and not name.endswith(".gz"):
+            name += ".gz"
+        elif not data.startswith(GZIP_MAGIC) and looks_like_html(data[:8192]):
+            raise MetricsUnavailable("html", f"run {run.id}: {name} in {safe} is an HTML "
+                                     "page, not dstat CSV")
+        return FetchedMetrics(name=name.rsplit("/", 1)[-1], data=data, url=f"{safe}#{name}")
+
+    def _copy_local(self, path, spool):
+        import shutil
+
+        try:
+            size = path.stat().st_size
+            if not path.is_file():
+                return None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise FetchError("read-error", f"cannot read {path}: {exc}") from None
+        if size > self.max_archive_bytes:
+            raise FetchError("too-large", f"{path} is {size} bytes, over the "
+                             f"{self.max_archive_bytes} limit")
+        with open(path, "rb") as handle:
+            shutil.copyfileobj(handle, spool)
+        return b""
+
     def parse(self, data, run):
         start = run.start if run is not None else None
         return parse_dstat(data, start=start, max_bytes=self.max_bytes)
+
+
+def listed_first(paths, run):
+    """``paths``, those the run's metadata lists among its artifacts first.
+
+    A source that knows a run's artifacts (Jenkins lists them with each
+    build, comma-separated in ``artifacts``) saves a request per path that
+    is not there; paths it does not list are still tried, after.
+    """
+    listed = (run.metadata or {}).get("artifacts")
+    if not listed:
+        return list(paths)
+    names = {p.strip().lstrip("/") for p in str(listed).split(",")}
+    return sorted(paths, key=lambda p: p.lstrip("/") not in names)
+
+
+def is_archive(run):
+    """Whether a run's artifacts URL is an archive to look into, not a folder.
+
+    The result source says so (``artifacts_archive: zip`` in the metadata:
+    GitHub Actions artifacts, GitLab job artifacts); a URL or path ending in
+    ``.zip`` is taken as one too.
+    """
+    kind = (run.metadata or {}).get("artifacts_archive")
+    if kind:
+        return str(kind).lower() == "zip"
+    path = urllib.parse.urlsplit(run.artifacts_url or "").path
+    return path.lower().endswith(".zip")
+
+
+def read_from_zip(fileobj, paths, max_bytes, where="the archive"):
+    """``(member name, bytes)`` of the first of ``paths`` in a zip archive.
+
+    A path matches a member of the same name, else (an artifact zip holds
+    files relative to what was uploaded) a member with the same base name,
+    the shallowest first.  Zip bombs cannot exhaust memory: the number of
+    members is capped, and the member is decompressed as a stream that
+    stops past ``max_bytes`` whatever size the archive declares.
+
+    :raises MetricsUnavailable: ``corrupt-archive``, ``too-large``,
+        ``html`` (a web page instead of a zip), ``missing`` (no such file
+        in the archive; the message lists what is there).
+    """
+    import zipfile
+
+    fileobj.seek(0)
+    head = fileobj.read(8192)
+    fileobj.seek(0)
+    if not head:
+        raise MetricsUnavailable("empty", f"{where}: the artifacts archive is empty")
+    if looks_like_html(head):
+        raise MetricsUnavailable("html", f"{where} is an HTML page, not a zip archive")
+    try:
+        archive = zipfile.ZipFile(fileobj)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        raise MetricsUnavailable("corrupt-archive",
+                                 f"{where} is not a readable zip archive: {exc}") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise MetricsUnavailable("too-large", f"{where} has {len(members)} members, "
+                                     f"over the {MAX_ARCHIVE_MEMBERS} limit")
+        files = [m for m in members if not m.is_dir()]
+        by_name = {m.filename.lstrip("/"): m for m in files}
+        chosen = None
+        for path in paths:
+            path = path.lstrip("/")
+            chosen = by_name.get(path)
+            if chosen is None:
+                base = path.rsplit("/", 1)[-1]
+                same = sorted((m for m in files if m.filename.rsplit("/", 1)[-1] == base),
+                              key=lambda m: (m.filename.count("/"), m.filename))
+                chosen = same[0] if same else None
+            if chosen is not None:
+                break
+        if chosen is None:
+            names = ", ".join(sorted(by_name)[:10]) or "nothing"
+            raise MetricsUnavailable("missing", f"no dstat file in {where} (it holds {names})")
+        if chosen.file_size > max_bytes:
+            raise MetricsUnavailable("too-large", f"{chosen.filename} in {where} is "
+                                     f"{chosen.file_size} bytes, over the {max_bytes} limit")
+        if chosen.flag_bits & 0x1:
+            raise MetricsUnavailable("corrupt-archive",
+                                     f"{chosen.filename} in {where} is encrypted")
+        parts, total = [], 0
+        try:
+            with archive.open(chosen) as member:
+                while True:
+                    chunk = member.read(1 << 16)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+                    # The declared size can lie: count what comes out.
+                    if total > max_bytes:
+                        raise MetricsUnavailable(
+                            "too-large", f"{chosen.filename} in {where} decompresses to "
+                            f"more than {max_bytes} bytes")
+                    parts.append(chunk)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError,
+                zlib.error) as exc:
+            raise MetricsUnavailable("corrupt-archive", f"cannot read {chosen.filename} "
+                                     f"from {where}: {exc}") from None
+        return chosen.filename, b"".join(parts)
 
 
 @hookimpl
@@ -646,4 +831,5 @@ def ciml_register_metric_sources(register):
     register(DstatMetricSource)
 
 
-__all__ = ["DEFAULT_PATHS", "DstatMetricSource", "column_names", "parse_dstat"]
+__all__ = ["DEFAULT_PATHS", "DstatMetricSource", "column_names", "is_archive", "parse_dstat",
+           "read_from_zip"]

@@ -16,28 +16,11 @@ import numpy as np
 
 from ciml import hookspecs
 from ciml.base import Normalizer, Parameter
+
+# Both live in the core, where any shaping step reaches them; still importable
+# from here.
+from ciml.base.normalizer import BASE_LENGTH, normalized_length  # noqa: F401
 from ciml.errors import ConfigError, MetricsUnavailable
-
-#: The original ciml's fixed example length, in samples at 1 s.
-BASE_LENGTH = 5500
-
-
-def normalized_length(sample_interval=None, base_length=BASE_LENGTH):
-    """The fixed example length for a sample interval, as the original computed it.
-
-    ``base_length`` samples at 1 s, resampled to the interval: the number of
-    bins that span them (5500 at 1 s, 550 at 10s, 92 at 1min).
-    """
-    if not sample_interval:
-        return base_length
-    import pandas as pd
-
-    index = pd.date_range("2012-01-01", periods=base_length, freq="s")
-    try:
-        return int(pd.Series(np.ones(base_length), index=index)
-                   .resample(sample_interval).sum().shape[0])
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"bad sample interval {sample_interval!r}: {exc}") from None
 
 
 def check_interval(value):
@@ -74,6 +57,7 @@ class FilterNormalizer(Normalizer):
     """Keep the metric columns whose name matches a regular expression"""
 
     name = "filter"
+    selects_features = True
     parameters = (
         Parameter("regex", help="Regular expression searched in each column name "
                   "(re.search); all numeric columns when not given"),
@@ -93,6 +77,9 @@ class FilterNormalizer(Normalizer):
         except re.error as exc:
             raise ConfigError(f"bad features regex {self.regex!r}: {exc}") from None
         return [c for c in columns if pattern.search(str(c))]
+
+    def pin_features(self, columns):
+        self.columns = list(columns)
 
     def transform(self, frame):
         if self.columns:

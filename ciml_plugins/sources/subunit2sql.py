@@ -7,6 +7,13 @@ all (as the original ciml decided).  Queries page through the tables by
 key (``run_at, id``) in batches, so memory does not grow with the history,
 and they work the same on MySQL/MariaDB and SQLite.
 
+A database that stops answering must not hang ciml: every MySQL/MariaDB
+connection has read and write timeouts (``query_timeout``), so a stalled
+query fails as a transient error ("database did not answer in N s").
+Transient errors (a stall, a refused or lost connection) are retried with
+a bounded backoff for up to ``retry_for`` seconds, from the very query that
+failed, so an outage shorter than that costs nothing but the wait.
+
 The database URI is a secret: it usually holds a password.  It is shown
 only with the password replaced by ``***``; it may also come from the
 ``CIML_DB_URI`` environment variable, which keeps it out of ``ps``.
@@ -16,6 +23,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 
 from ciml.base import Parameter, ResultSource
 from ciml.errors import ConfigError, NotFoundError, SourceError
@@ -67,8 +75,18 @@ class Subunit2sqlResultSource(ResultSource):
         Parameter("batch_size", int, default=500,
                   help="rows fetched per query while streaming runs"),
         Parameter("connect_timeout", float, default=10.0,
-                  help="seconds to wait for the database server"),
+                  help="seconds to wait for the database server's TCP connection"),
+        Parameter("query_timeout", float, default=60.0,
+                  help="seconds to wait for the database to answer (its greeting, each "
+                       "read and write of a query) before it counts as stalled"),
+        Parameter("retry_for", float, default=60.0,
+                  help="seconds to keep retrying a query after transient database errors "
+                       "(a stall, a refused or lost connection), with a growing pause; "
+                       "0 gives up at once"),
     )
+
+    #: The longest pause between two tries of a query (seconds).
+    MAX_RETRY_PAUSE_S = 15.0
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -78,6 +96,10 @@ class Subunit2sqlResultSource(ResultSource):
             raise ConfigError(f"result source 'subunit2sql' needs --db-uri (or {ENV_DB_URI})")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
+        if self.query_timeout <= 0:
+            raise ConfigError("--query-timeout must be more than 0 seconds")
+        if self.retry_for < 0:
+            raise ConfigError("--retry-for must not be negative")
         self._engine = None
         self._lock = threading.Lock()
 
@@ -133,7 +155,11 @@ class Subunit2sqlResultSource(ResultSource):
                 if not os.path.isfile(path):
                     raise SourceError(f"no subunit2sql database at {path}")
         elif backend == "mysql":
-            kwargs["connect_args"] = {"connect_timeout": max(1, int(self.connect_timeout))}
+            # PyMySQL waits for ever without read and write timeouts: the
+            # connect timeout covers the TCP handshake only, not the greeting.
+            kwargs["connect_args"] = {"connect_timeout": max(1, int(self.connect_timeout)),
+                                      "read_timeout": float(self.query_timeout),
+                                      "write_timeout": float(self.query_timeout)}
         try:
             return sa.create_engine(url, **kwargs)
         except Exception as exc:
@@ -162,17 +188,37 @@ class Subunit2sqlResultSource(ResultSource):
                                and "no such table" in detail):
             transient = False
             detail += " (is this a subunit2sql database?)"
+        if code in (2003, 2013) and "timed out" in detail:
+            # A socket timeout: the server took the connection but said nothing.
+            return SourceError(f"subunit2sql database {self.safe_uri}: database did not "
+                               f"answer in {self.query_timeout:g} s", transient=True)
         return SourceError(f"subunit2sql database {self.safe_uri}: "
                            f"{type(orig or exc).__name__}: {detail}", transient=transient)
 
     def _fetch(self, stmt):
+        """All rows of ``stmt``; transient errors are retried for up to ``retry_for`` s."""
         import sqlalchemy as sa
 
-        try:
-            with self.engine().connect() as conn:
-                return conn.execute(stmt).fetchall()
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._error(exc) from None
+        deadline = None
+        pause = 1.0
+        while True:
+            try:
+                with self.engine().connect() as conn:
+                    return conn.execute(stmt).fetchall()
+            except sa.exc.SQLAlchemyError as exc:
+                error = self._error(exc)
+            if not error.transient or self.retry_for <= 0:
+                raise error from None
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.retry_for
+            if now >= deadline:
+                raise SourceError(f"{error} (still failing after {self.retry_for:g} s of "
+                                  "retries)", transient=True) from None
+            wait = min(pause, deadline - now)
+            LOG.warning("%s; trying again in %.0f s", error, wait)
+            time.sleep(wait)
+            pause = min(pause * 2, self.MAX_RETRY_PAUSE_S)
 
     # -- runs ------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ import dataclasses
 import itertools
 import logging
 import threading
-import time
 import urllib.parse
 
 from ciml.base import Parameter, ResultSource
@@ -38,14 +37,13 @@ from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
 from ciml.http import (
     HTTP_PARAMETERS,
-    Downloader,
     FetchError,
-    backoff_delay,
+    HttpClient,
     is_remote,
     local_path,
     looks_like_html,
     read_local,
-    without_credentials,
+    redact_url,
 )
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import as_utc, interleave
@@ -173,10 +171,11 @@ class ZuulResultSource(ResultSource):
             raise ConfigError("result source 'zuul' needs --tenant")
         if self.page_size < 1:
             raise ConfigError("page_size must be at least 1")
-        self._local = threading.local()
+        headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else None
+        self._api = HttpClient.for_component(self, "ciml-zuul", headers=headers)
         # Logs are served by another host than the API: a client of their
         # own, which never sends the API token.
-        self._logs = Downloader(user_agent="ciml-zuul")
+        self._logs = HttpClient.for_component(self, "ciml-zuul")
         self._warnings_lock = threading.Lock()
         self._inventory_warnings = 0
 
@@ -190,63 +189,28 @@ class ZuulResultSource(ResultSource):
 
     # -- HTTP ------------------------------------------------------------------
 
-    def _session(self):
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-
-            session = requests.Session()
-            session.headers["User-Agent"] = "ciml-zuul"
-            session.headers["Accept"] = "application/json"
-            if self.api_token:
-                session.headers["Authorization"] = f"Bearer {self.api_token}"
-            self._local.session = session
-        return session
-
     def close(self):
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
-            self._local.session = None
+        self._api.close()
         self._logs.close()
 
     def _get(self, path, params=None):
-        """GET a JSON document; ``None`` on 404; retries 5xx and connection errors."""
-        import requests
+        """GET a JSON document; ``None`` on 404.
 
+        Retries (server errors, dropped connections, Retry-After) are the
+        shared client's; what is left becomes a :class:`SourceError` whose
+        message never shows the URL's credentials.
+        """
         url = self.api_url + path
-        last = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(backoff_delay(self.backoff, attempt))
-            try:
-                resp = self._session().get(url, params=params,
-                                           timeout=(self.connect_timeout, self.timeout))
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                last = f"cannot reach {url}: {type(exc).__name__}"
-                LOG.debug("%s (attempt %d)", last, attempt + 1)
-                continue
-            if resp.status_code == 404:
-                return None
-            if resp.status_code >= 500 or resp.status_code == 429:
-                last = f"HTTP {resp.status_code} from {url}"
-                LOG.debug("%s (attempt %d)", last, attempt + 1)
-                continue
-            if resp.status_code in (401, 403):
-                raise SourceError(f"Zuul API refused access ({resp.status_code}) to {url}: "
-                                  "check --api-token")
-            if resp.status_code >= 400:
-                raise SourceError(f"Zuul API: HTTP {resp.status_code} from {url}")
-            try:
-                return resp.json()
-            except ValueError:
-                raise SourceError(f"Zuul API: {url} did not return JSON "
-                                  "(is --zuul-url the Zuul web root?)") from None
-        tries = self.retries + 1
-        raise SourceError(f"Zuul API failed after {tries} attempt{'s' if tries > 1 else ''}: "
-                          f"{last}",
-                          transient=True)
+        try:
+            data, _ = self._api.get_json(url, params=params, what="the Zuul API")
+        except FetchError as exc:
+            if exc.reason == "auth":
+                raise SourceError(f"{exc}: check --api-token (or CIML_ZUUL_API_TOKEN)",
+                                  transient=True) from None
+            if exc.reason == "not-json":
+                raise SourceError(f"{exc} (is --zuul-url the Zuul web root?)") from None
+            raise SourceError(f"Zuul API: {exc}", transient=exc.transient) from None
+        return data
 
     # -- records ---------------------------------------------------------------
 
@@ -258,11 +222,8 @@ class ZuulResultSource(ResultSource):
         try:
             if is_remote(base):
                 url = base.rstrip("/") + "/" + self.inventory_path.lstrip("/")
-                where = without_credentials(url)
-                data = self._logs.fetch(
-                    url, connect_timeout=self.connect_timeout, read_timeout=self.timeout,
-                    retries=self.retries, backoff=self.backoff,
-                    max_bytes=MAX_INVENTORY_BYTES)
+                where = redact_url(url)
+                data = self._logs.fetch(url, max_bytes=MAX_INVENTORY_BYTES)
             else:
                 path = local_path(base) / self.inventory_path
                 where = str(path)
@@ -273,6 +234,9 @@ class ZuulResultSource(ResultSource):
             found = nodepool_metadata(data)
         except (FetchError, InventoryError) as exc:
             self._inventory_problem(run, where, exc)
+            if getattr(exc, "transient", False):
+                # Worth another try: cache-data completes it next time.
+                return dataclasses.replace(run, incomplete=f"node provider: {exc}")
             return run
         if not found:
             LOG.debug("run %s: the inventory %s names no node provider", run.id, where)
@@ -379,11 +343,12 @@ class ZuulResultSource(ResultSource):
         until = as_utc(until)
         while True:
             page = self._get("/builds", {**params, "limit": self.page_size, "skip": skip})
+            where = redact_url(self.api_url) + "/builds"
             if page is None:
-                raise SourceError(f"Zuul API: no builds endpoint at {self.api_url}/builds "
+                raise SourceError(f"Zuul API: no builds endpoint at {where} "
                                   "(check --zuul-url and --tenant)")
             if not isinstance(page, list):
-                raise SourceError(f"Zuul API: {self.api_url}/builds did not return a list")
+                raise SourceError(f"Zuul API: {where} did not return a list")
             all_older = bool(page)
             for build in page:
                 run = self.record(build)
@@ -426,14 +391,15 @@ class ZuulResultSource(ResultSource):
     def get_run(self, run_id):
         build = self._get("/build/" + urllib.parse.quote(str(run_id), safe=""))
         if build is None:
-            raise NotFoundError(f"no Zuul build {run_id!r} in {self.api_url}")
+            raise NotFoundError(f"no Zuul build {run_id!r} in {redact_url(self.api_url)}")
         run = self.record(build)
         if run is None:
             raise NotFoundError(f"Zuul build {run_id!r} is not a finished build with logs")
         return run
 
     def __repr__(self):
-        return (f"{type(self).__name__}(zuul_url={self.zuul_url!r}, tenant={self.tenant!r}, "
+        return (f"{type(self).__name__}(zuul_url={redact_url(self.zuul_url)!r}, "
+                f"tenant={self.tenant!r}, "
                 f"api_token={'****' if self.api_token else None})")
 
 

@@ -85,7 +85,7 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
 
     tr = ds.split("training")
     frame = RawCache(data_path).frame(tr.ids[0])
-    np.testing.assert_allclose(ds.example_from_frame(frame), tr.X[0], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(ds.example_from_frame(frame), tr.X[0])
 
     rc, out, err = run_ciml(["--data-path", root, "dataset", "list", "-f", "json"])
     listed = json.loads(out)
@@ -230,6 +230,6 @@ def test_from_a_generated_history_through_cache_data(run_ciml, data_path, tmp_pa
     assert max(starts[i] for i in train.ids) < min(starts[i] for i in test.ids)
     run = cache.record(test.ids[-1])
     example = ds.example_from_frame(cache.frame(run.id))
-    np.testing.assert_allclose(example, test.X[len(test) - 1], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(example, test.X[len(test) - 1])
     assert ds.classes[test.y[-1]] == ds.label_of(run)
     cache.close()

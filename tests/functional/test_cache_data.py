@@ -92,7 +92,8 @@ def test_every_rejection_reason_is_indexed(served, data_path, run_ciml, processe
     rc, out, err = run_ciml(["--data-path", str(data_path.root), "run", "list", "-f", "json"])
     listed = json.loads(out)
     assert len(listed) == len(good)
-    assert set(listed[0]) == {"id", "build name", "status", "provider", "start", "samples"}
+    assert set(listed[0]) == {"id", "build name", "status", "provider", "start", "samples",
+                              "incomplete"}
     rc, out, err = run_ciml(["--data-path", str(data_path.root), "run", "list",
                              "--unavailable", "-f", "json"])
     assert {row["id"]: row["reason"] for row in json.loads(out)} == defects
@@ -221,6 +222,39 @@ def test_zuul_source(served, data_path, run_ciml):
         r.id: provider[r.id] for r in records}
 
 
+def test_zuul_inventory_outage_is_completed_by_the_next_run(served, data_path, run_ciml):
+    """12.5: a build whose inventory failed transiently gets its provider next time."""
+    server, root = served
+    history = make_history(root, server.url, runs=8)
+    builds = json.loads(history.zuul_builds.read_text())
+    victim_run = history.good_runs(JOB)[0]
+    victim = victim_run["build_uuid"]
+    victim_logs = victim_run["artifacts_url"][len(server.url) - 1:]
+    provider = {r["build_uuid"]: r["node_provider"] for r in history.runs}
+    command = ["--data-path", str(data_path.root), "cache-data", "--source", "zuul",
+               "--build-name", JOB, "--tenant", "openstack", "--retries", "0", "-f", "json"]
+    with CIServer(root=history.logs_dir, builds=builds) as zuul:
+        server.fault(f"{victim_logs}zuul-info/inventory.yaml", status=503)
+        rc, out, err = run_ciml([*command, "--zuul-url", zuul.zuul_url])
+        assert rc == 0, err
+        assert summary_of(out)["incomplete"] == 1
+        rc, out, err = run_ciml(["--data-path", str(data_path.root), "run", "list",
+                                 "-f", "json"])
+        listed = {r["id"]: r for r in json.loads(out)}
+        assert listed[victim]["provider"] == "" and "503" in listed[victim]["incomplete"]
+        assert all(r["incomplete"] == "" for i, r in listed.items() if i != victim)
+        server.clear_faults()
+        rc, out, err = run_ciml([*command, "--zuul-url", zuul.zuul_url])
+    assert rc == 0, err
+    summary = summary_of(out)
+    assert summary["completed"] == 1 and summary["incomplete"] == 0
+    assert summary["cached"] == 0
+    rc, out, err = run_ciml(["--data-path", str(data_path.root), "run", "list", "-f", "json"])
+    listed = {r["id"]: r for r in json.loads(out)}
+    assert listed[victim]["provider"] == provider[victim]
+    assert listed[victim]["incomplete"] == ""
+
+
 def test_lifecycle_hook_and_path_traversal(served, data_path, run_ciml):
     import sqlalchemy as sa
 
@@ -346,6 +380,9 @@ def test_two_processes_on_one_data_path(served, data_path):
     summaries = [summary_of(out) for out, _ in results]
     good = len(history.good_runs(JOB))
     assert all(s["total_cached"] == good for s in summaries)
+    # Each counts only the runs it stored itself (12.7).
+    assert sum(s["cached"] for s in summaries) == good
+    assert all(s["cached"] + s["skipped_cached"] == good for s in summaries)
     cached = check_consistent(data_path)
     assert len(cached) == good
     with RawCache(data_path) as cache:

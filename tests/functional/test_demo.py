@@ -69,3 +69,33 @@ def test_suggested_program_is_plain_ciml_only_when_path_finds_this_one(monkeypat
     assert demo._program() == str(fake)
     monkeypatch.setenv("PATH", str(fake.parent))
     assert demo._program() == "ciml"
+
+
+def test_demo_ci_github_serves_github_actions_and_prometheus(tmp_path, run_ciml_subprocess):
+    root = tmp_path / "demo-gh"
+    rc, out, err = run_ciml_subprocess(
+        ["--data-path", str(root), "demo", "--ci", "github", "--runs", "60", "--epochs", "2",
+         "--no-plots"], timeout=600)
+    assert rc == 0, err[-3000:]
+    for step in ("1. Generating", "2. Caching", "3. Building", "4. Building", "5. Building",
+                 "6. Setting up", "7. Training", "10. All models", "11. Predicting",
+                 "Done in"):
+        assert f"== {step}" in out, step
+    assert "--source github" in out and "--metric-source prometheus" in out
+    cached = out.split("== 2. Caching", 1)[1].split("== 3.", 1)[0]
+    assert "| source              | github" in cached
+    # The four newest jobs were not cached: predict fetched them from both servers.
+    predicted = out.split("== 11. Predicting", 1)[1].split("== Done", 1)[0]
+    rows = [line for line in predicted.splitlines() if line.startswith("| 7")]
+    assert len(rows) == 4 and all(("passed" in r or "failed" in r) for r in rows)
+    for name in ("demo-gh-status", "demo-gh-conclusion", "demo-gh-runner-group"):
+        assert (root / "models" / name / "demo-dnn" / "metrics.json").is_file()
+    raw = list((root / "raw").rglob("prometheus.json")) if (root / "raw").is_dir() else \
+        list(root.rglob("prometheus.json"))
+    assert raw, "the raw cache keeps Prometheus's answers"
+    # The suggested commands work offline, the servers being gone.
+    suggested = out.split("Keep exploring", 1)[1].strip().splitlines()[1:]
+    for line in suggested:
+        argv = shlex.split(line)
+        rc, cmd_out, cmd_err = run_ciml_subprocess(argv[1:], timeout=300)
+        assert rc == 0, (argv, cmd_err[-2000:])

@@ -258,3 +258,38 @@ def test_example_plugin_estimator_conforms_and_trains_with_the_cli(run_ciml, dat
         assert shown.split() == ["majority"]
     finally:
         manager.unregister("majority-test")
+
+
+def test_a_model_is_on_disk_before_it_is_moved_into_place(datasets, centroid_plugin,
+                                                          monkeypatch):
+    """12.6 and 12.1 for models: every file fsynced before the rename; only the
+    leftovers of dead trainings of this very experiment are removed."""
+    import os
+
+    from ciml import fileutil
+
+    dp = datasets
+    Experiment.create("cent", "nearest-centroid").save(dp)
+    folder = dp.model("ds", "cent").parent
+    dead, other = folder / ".tmp@999999999@aa@cent", folder / ".tmp@999999999@bb@cent-2"
+    for leftover in (dead, other):
+        (leftover / "estimator").mkdir(parents=True)
+    synced, unsynced = set(), []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        if os.path.isdir(src) and str(dst) == str(dp.model("ds", "cent")):
+            files = {os.path.realpath(os.path.join(r, f))
+                     for r, _, fs in os.walk(src) for f in fs}
+            unsynced.append(sorted(files - synced))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fileutil.os, "fsync", fsync)
+    monkeypatch.setattr(fileutil.os, "replace", replace)
+    train_model(dp, "ds", "cent", seed=0)
+    assert unsynced == [[]]
+    assert not dead.exists() and other.exists()

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import multiprocessing
-import os
 import sqlite3
 import threading
 import zipfile
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ciml import fileutil
 from ciml.base import FetchedMetrics
 from ciml.cache import RawCache
 from ciml.errors import MetricsUnavailable, NotFoundError
@@ -186,10 +186,10 @@ def test_folder_without_index_entry_is_not_data(cache):
 
 def test_cleanup_removes_dead_processes_leftovers(cache):
     cache.runs_dir.mkdir(parents=True, exist_ok=True)
-    dead = cache.runs_dir / ".tmp-999999999-abc"
+    dead = cache.runs_dir / ".tmp@999999999@abc@"
     dead.mkdir()
     (dead / "dstat-csv_log.txt.gz").write_bytes(b"half")
-    mine = cache.runs_dir / f".tmp-{os.getpid()}-def"
+    mine = cache.runs_dir / fileutil.work_name("tmp")
     mine.mkdir()
     assert cache.cleanup() == 1
     assert not dead.exists() and mine.exists()
@@ -252,3 +252,21 @@ def test_processes_share_a_cache(data_path):
             c.frame(r.id)
         leftovers = [p.name for p in c.runs_dir.iterdir() if p.name.startswith(".")]
         assert leftovers == []
+
+
+def test_an_index_from_before_incomplete_metadata_is_upgraded(data_path):
+    """Caches made by an older ciml keep working; their runs count as complete."""
+    from ciml.cache import RawCache
+
+    data_path.raw.mkdir(parents=True)
+    with sqlite3.connect(data_path.raw / "index.sqlite") as conn:
+        conn.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, build_name TEXT,"
+                     " state TEXT NOT NULL, reason TEXT, message TEXT, dir TEXT, start TEXT,"
+                     " samples INTEGER, record TEXT, time REAL NOT NULL)")
+        conn.execute("INSERT INTO runs VALUES ('old', 'job', 'unavailable', 'missing', 'm',"
+                     " NULL, '', NULL, '{}', 0)")
+    with RawCache(data_path) as cache:
+        assert cache.incomplete_ids() == set()
+        assert cache.state("old") == "unavailable"
+        cache.store(run(1), fetched(), frame())
+        assert cache.state("run-001") == "cached"

@@ -146,6 +146,10 @@ def test_complete_adds_metadata_and_its_failure_costs_only_the_metadata(data_pat
     with RawCache(data_path) as cache:
         providers = {r.id: r.metadata.get("node_provider") for r in cache.runs()}
     assert providers == {f"r{i:04d}": None if i == 2 else f"p-r{i:04d}" for i in range(6)}
+    with RawCache(data_path) as cache:
+        # Worth another try next time (12.5).
+        assert cache.incomplete_ids() == {"r0002"}
+        assert cache.record("r0002").incomplete == "RuntimeError: inventory server on fire"
     assert ["could not complete run r0002: inventory server on fire" in r.getMessage()
             for r in caplog.records] == [True]
 
@@ -169,11 +173,20 @@ def test_in_flight_work_is_bounded(data_path):
 
 
 def test_workers_fetch_concurrently(data_path):
-    metrics = FakeMetrics(delay=0.05)
-    t0 = time.monotonic()
-    cache_data(data_path, FakeSource(32), metrics, "job", workers=16, progress=False)
-    assert metrics.max_in_flight > 8
-    assert time.monotonic() - t0 < 32 * 0.05  # far less than one at a time
+    """16 workers have 16 fetches in flight at once: each of the first 16 waits for
+    all the others (a barrier breaks, and the fetch fails, if they are fewer)."""
+    barrier = threading.Barrier(16, timeout=60)
+
+    class Meeting(FakeMetrics):
+        def fetch(self, run):
+            if int(run.id[1:]) < 16:
+                barrier.wait()
+            return super().fetch(run)
+
+    metrics = Meeting()
+    summary = cache_data(data_path, FakeSource(32), metrics, "job", workers=16,
+                         progress=False)
+    assert summary["cached"] == 32 and not barrier.broken
 
 
 def test_lifecycle_hook_runs_once_per_new_run(data_path):
@@ -198,9 +211,18 @@ def test_lifecycle_hook_runs_once_per_new_run(data_path):
 
 
 def test_source_error_keeps_what_was_cached(data_path):
+    """20.2: giving up says what is stored and that a rerun resumes."""
+    from ciml.collect import CacheDataStopped
+
     source = FakeSource(20, fail_after=10)
-    with pytest.raises(SourceError):
+    with pytest.raises(SourceError) as info:
         cache_data(data_path, source, FakeMetrics(), "job", workers=2, progress=False)
+    assert isinstance(info.value, CacheDataStopped) and info.value.transient
+    assert info.value.summary["cached"] == 10 and info.value.summary["selected"] == 10
+    assert str(info.value) == (
+        "database went away; before that: 10 run(s) cached, 0 recorded unavailable, "
+        "0 already cached, of 10 listed; rerun cache-data to continue (cached runs are "
+        "skipped)")
     assert source.closed
     with RawCache(data_path) as cache:
         assert len(cache.runs()) == 10
@@ -283,35 +305,145 @@ class _DyingPlugin:
         register(DyingInWorkers)
 
 
-def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, sample_data, caplog):
+def test_dead_parse_processes_fall_back_to_threads(data_path, tmp_path, sample_data, caplog,
+                                                   monkeypatch):
+    from ciml import collect
+
     sample = (sample_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt").read_bytes()
 
     marker = tmp_path / "worker-started"
 
     class LocalRuns(FakeSource):
         def list_runs(self, build_name, **kw):
-            for i, run in enumerate(super().list_runs(build_name, **kw)):
+            for run in super().list_runs(build_name, **kw):
                 folder = tmp_path / "logs" / run.id
                 (folder / "logs").mkdir(parents=True)
                 (folder / "logs" / "dstat-csv_log.txt").write_bytes(sample)
                 run.artifacts_url = str(folder)
                 yield run
-                if i == 0:
-                    # Local files fetch at once: without a pause, a busy
-                    # machine caches every run in threads before the
-                    # processes have started, and none of them dies.
-                    deadline = time.monotonic() + 60
-                    while not marker.exists() and time.monotonic() < deadline:
-                        time.sleep(0.05)
-                    time.sleep(1.0)
 
+    # Local files fetch at once: a busy machine would cache every run in
+    # threads before the processes answer, and none would die.  So the
+    # fetching threads wait for the processes the first time they ask.
+    ready = collect._ParsePool.get
+    waited = []
+
+    def get_once_ready(self):
+        if not waited:
+            waited.append(self._ready.wait(60))
+        return ready(self)
+
+    monkeypatch.setattr(collect._ParsePool, "get", get_once_ready)
     get_manager().add_plugin(_DyingPlugin(), "dying")
     metrics = get_manager().get("metric_source", "dying-in-workers")(marker=str(marker))
     summary = cache_data(data_path, LocalRuns(40), metrics, "job", workers=4, processes=2,
                          progress=False)
-    assert marker.exists()
+    assert marker.exists() and waited and all(waited)
     assert summary["cached"] == 40 and summary["transient"] == 0
     assert "parse processes failed; parsing in threads" in caplog.text
     with RawCache(data_path) as cache:
         assert len(cache.runs()) == 40
         assert len(cache.frame("r0039")) == 150
+
+
+def test_runs_another_process_stored_meanwhile_are_not_counted_as_ours(data_path):
+    """12.7: two cache-data on one data path each count only what they stored."""
+    other = RawCache(data_path)
+
+    class Racing(FakeMetrics):
+        def fetch(self, run):
+            fetched = super().fetch(run)
+            if int(run.id[1:]) % 2 == 0:
+                # The other cache-data wins the race for the even runs.
+                other.store(run, fetched, self.parse(fetched.data, run))
+            return fetched
+
+    seen = []
+
+    class Spy:
+        @hookspecs.hookimpl
+        def ciml_run_cached(self, run, data_path):
+            seen.append(run.id)
+
+    get_manager().add_plugin(Spy(), "spy")
+    summary = cache_data(data_path, FakeSource(10), Racing(), "job", workers=3, progress=False)
+    other.close()
+    assert summary["cached"] == 5 and summary["skipped_cached"] == 5
+    assert summary["total_cached"] == 10
+    assert sorted(seen) == [f"r{i:04d}" for i in range(1, 10, 2)]
+
+
+class FlakyInventory(FakeSource):
+    """Completes runs with a provider, except while ``down`` names them."""
+
+    def __init__(self, n, down=()):
+        super().__init__(n)
+        self.down = set(down)
+        self.completed = []
+
+    def complete(self, run):
+        import dataclasses
+
+        self.completed.append(run.id)
+        if run.id in self.down:
+            return dataclasses.replace(run, incomplete="node provider: HTTP 503")
+        return dataclasses.replace(run, metadata={**run.metadata, "node_provider": "p"})
+
+
+def test_a_run_cached_with_incomplete_metadata_is_completed_next_time(data_path):
+    """12.5: a transient inventory failure no longer loses the provider for good."""
+    first = cache_data(data_path, FlakyInventory(6, down={"r0001", "r0004"}), FakeMetrics(),
+                       "job", workers=2, progress=False)
+    assert first["cached"] == 6 and first["incomplete"] == 2 and first["completed"] == 0
+    with RawCache(data_path) as cache:
+        assert cache.incomplete_ids("job") == {"r0001", "r0004"}
+        assert cache.record("r0001").incomplete == "node provider: HTTP 503"
+        assert "node_provider" not in cache.record("r0001").metadata
+    # Still down for one of them: that one stays incomplete.
+    metrics = FakeMetrics()
+    source = FlakyInventory(6, down={"r0004"})
+    second = cache_data(data_path, source, metrics, "job", workers=2, progress=False)
+    assert metrics.fetched == []  # the metrics are not fetched again
+    assert sorted(source.completed) == ["r0001", "r0004"]
+    assert second["completed"] == 1 and second["incomplete"] == 1
+    assert second["skipped_cached"] == 4 and second["cached"] == 0
+    with RawCache(data_path) as cache:
+        assert cache.incomplete_ids("job") == {"r0004"}
+        run = cache.record("r0001")
+        assert run.incomplete is None and run.metadata["node_provider"] == "p"
+        # The record on disk and the index agree; the files are untouched.
+        assert cache.info("r0001")["samples"] == 4 and len(cache.frame("r0001")) == 4
+        on_disk = RunRecord.from_dict(__import__("json").loads(
+            (cache.run_dir("r0001") / "record.json").read_text()))
+        assert on_disk.metadata["node_provider"] == "p"
+    third = cache_data(data_path, FlakyInventory(6), FakeMetrics(), "job", progress=False)
+    assert third["completed"] == 1 and third["incomplete"] == 0
+    with RawCache(data_path) as cache:
+        assert cache.incomplete_ids() == set()
+
+
+def test_retry_incomplete_completes_runs_not_listed_this_time(data_path):
+    cache_data(data_path, FlakyInventory(6, down={"r0004"}), FakeMetrics(), "job",
+               progress=False)
+    listed_two = cache_data(data_path, FlakyInventory(6), FakeMetrics(), "job", limit=2,
+                            progress=False)
+    assert listed_two["completed"] == 0
+    retried = cache_data(data_path, FlakyInventory(6), FakeMetrics(), "job", limit=2,
+                         retry_incomplete=True, progress=False)
+    assert retried["completed"] == 1
+    with RawCache(data_path) as cache:
+        assert cache.record("r0004").metadata["node_provider"] == "p"
+
+
+def test_an_error_before_any_run_is_not_dressed_as_a_resumable_stop(data_path):
+    from ciml.collect import CacheDataStopped
+
+    class Denied(FakeSource):
+        def list_runs(self, *a, **kw):
+            raise SourceError("access denied")
+            yield
+
+    with pytest.raises(SourceError) as info:
+        cache_data(data_path, Denied(), FakeMetrics(), "job", progress=False)
+    assert not isinstance(info.value, CacheDataStopped)
+    assert str(info.value) == "access denied"

@@ -331,3 +331,28 @@ def test_bad_arguments(tmp_path):
         generator.generate_history(tmp_path, runs=2, providers=["nowhere"])
     with pytest.raises(ValueError):
         generator.generate_history(tmp_path, runs=2, duration=(100, 50))
+
+
+def test_prometheus_series_are_the_dstat_files_signals(tmp_path):
+    history = generator.generate_history(tmp_path / "h", runs=20, seed=2, tests=False,
+                                         bad_fraction=0.35, prometheus=True)
+    nodes = generator.read_node_series(history.prometheus_dir)
+    for run in history.runs:
+        if run["defect"] == "missing":
+            # Prometheus never knew that node: the source must say "unknown-node".
+            assert run["node"] not in nodes
+            continue
+        seconds, columns = nodes[run["node"]]
+        assert set(columns) == set(generator.NODE_SERIES)
+        if run["defect"] is not None:
+            continue
+        frame = parse_dstat((history.logs_dir / run["artifacts_url"].split("/logs/", 1)[1]
+                             / run["dstat_path"]).read_bytes(), start=run["start"])
+        # The same node, the same seconds: the same values as dstat wrote them.
+        stamps = frame.index.as_unit("s").asi8
+        assert stamps[0] == seconds[0] and len(stamps) == len(seconds)
+        for name in ("mem_used", "net_recv", "load_1m"):
+            assert np.allclose(frame[name].to_numpy()[1:], columns[name][1:], rtol=1e-6)
+        mem_avail = columns["mem_avail"].astype(np.float64)
+        assert np.allclose(mem_avail, columns["mem_free"].astype(np.float64)
+                           + columns["mem_buff"] + columns["mem_cach"], rtol=1e-5)

@@ -87,7 +87,8 @@ def _fill(data_path):
 def test_run_list(app, data_path):
     cmd = RunList(app, None)
     columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
-    assert columns == ("id", "build name", "status", "provider", "start", "samples")
+    assert columns == ("id", "build name", "status", "provider", "start", "samples",
+                       "incomplete")
     assert list(rows) == []
     _fill(data_path)
     columns, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))

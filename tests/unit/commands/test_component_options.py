@@ -119,5 +119,9 @@ def test_builtin_http_options_are_shared_with_one_help_per_meaning():
     cmd = app.command_manager.find_command(["cache-data"])[0]
     parser = cmd(app, None).get_parser("ciml cache-data")
     help_text = _options(parser)["--connect-timeout"].help
-    assert help_text.endswith("[subunit2sql]; seconds to wait for a connection "
-                              "(default: 10.0) [zuul, dstat]")
+    meanings = sorted(help_text.split("; "))
+    assert meanings == [
+        "seconds to wait for a connection (default: 10.0) "
+        "[github, gitlab, jenkins, zuul, dstat, pcp, prometheus]",
+        "seconds to wait for the database server's TCP connection (default: 10.0) "
+        "[subunit2sql]"]

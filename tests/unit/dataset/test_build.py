@@ -281,14 +281,24 @@ def test_no_overwrite_without_force(data_path, history):
     assert [p.name for p in data_path.datasets.iterdir()] == ["ds"]
 
 
-def test_example_from_frame_equals_the_stored_example(data_path, history):
-    build(data_path, history, sample_interval="10s")
+@pytest.mark.parametrize("options", [
+    {"sample_interval": "10s"},
+    {"sample_interval": "10s", "scale": "zscore"},
+    {"aggregation_functions": ["mean", "p90", "max"]},
+    {"scale": "none"},
+])
+def test_example_from_frame_is_bit_identical_to_the_stored_example(data_path, history,
+                                                                    options):
+    """12.9: prediction computes every example exactly as the build stored it."""
+    build(data_path, history, **options)
     ds = Dataset.open(data_path, "ds")
-    sp = ds.split("training")
-    for i in (0, len(sp) - 1):
-        example = ds.example_from_frame(history.frame(sp.ids[i]))
-        assert example.dtype == np.float32 and example.shape == ds.example_shape
-        np.testing.assert_allclose(example, sp.X[i], rtol=1e-6, atol=1e-7)
+    for name in ds.splits:
+        sp = ds.split(name)
+        stored = np.asarray(sp.X[...])
+        for i, run_id in enumerate(sp.ids):
+            example = ds.example_from_frame(history.frame(run_id))
+            assert example.dtype == np.float32 and example.shape == ds.example_shape
+            assert (example == stored[i]).all(), (name, run_id)
 
 
 def test_example_from_frame_uses_the_pinned_features(data_path, history):
@@ -302,7 +312,7 @@ def test_example_from_frame_uses_the_pinned_features(data_path, history):
     # Extra columns and another column order change nothing.
     frame["cpu_new"] = 7.0
     frame = frame[list(reversed(frame.columns))]
-    np.testing.assert_allclose(ds.example_from_frame(frame), sp.X[0], rtol=1e-6, atol=1e-7)
+    assert np.array_equal(ds.example_from_frame(frame), sp.X[0])
     with pytest.raises(MetricsUnavailable) as info:
         ds.example_from_frame(frame.drop(columns=["usr", "idl"]))
     assert info.value.reason == "missing-columns"
@@ -361,7 +371,8 @@ def test_interrupted_build_keeps_the_previous_dataset(data_path, history):
     assert proc.stdout.readline().strip() == b"started"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if any(p.name.startswith(".tmp-ds-") for p in data_path.datasets.iterdir()):
+        if any(p.name.startswith(".tmp@") and p.name.endswith("@ds")
+               for p in data_path.datasets.iterdir()):
             break
         time.sleep(0.05)
     time.sleep(1.0)
@@ -374,6 +385,68 @@ def test_interrupted_build_keeps_the_previous_dataset(data_path, history):
     # The next build of the name cleans up after the dead one.
     build(data_path, history, seed=2, force=True)
     assert [p.name for p in data_path.datasets.iterdir()] == ["ds"]
+
+
+PAUSED_BUILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {here!r})
+    from fakes import fake_history
+    from ciml.dataset import build_dataset, store
+    opened = store.DatasetWriter.__init__
+    def pause_once_open(self, *a, **kw):
+        opened(self, *a, **kw)
+        # The temporary folder exists now: stop here until the test resumes us.
+        os.kill(os.getpid(), signal.SIGSTOP)
+    store.DatasetWriter.__init__ = pause_once_open
+    build_dataset({root!r}, {name!r}, "tempest-full", cache=fake_history(n=40, bad=(5,)), seed=3,
+                  progress=False, executor="serial")
+""")
+
+
+def test_a_build_of_a_prefix_name_leaves_a_paused_build_alone(data_path, history):
+    """12.1: ``build tf`` while ``build tf-<N>`` is paused must not delete its folder.
+
+    The old cleanup read ``N`` as the paused build's process id; N is above
+    any pid so that, there, the process always looked dead.
+    """
+    name = "tf-999999999"
+    script = PAUSED_BUILD.format(here=HERE, root=str(data_path.root), name=name)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), status
+        staging = [p.name for p in data_path.datasets.iterdir() if p.name.startswith(".")]
+        assert len(staging) == 1
+        build(data_path, history, name="tf", seed=3)
+        assert [p.name for p in data_path.datasets.iterdir()
+                if p.name.startswith(".")] == staging
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert proc.wait(timeout=300) == 0
+    assert sorted(list_datasets(data_path)) == ["tf", name]
+    paused = Dataset.open(data_path, name)
+    # fake_history(n=40, bad=(5,)) is the fixture's history: the same runs and chain.
+    assert paused.fingerprint == Dataset.open(data_path, "tf").fingerprint
+    assert len(paused.split("training")) == paused.attrs["counts"]["training"] > 0
+
+
+def test_a_build_whose_folder_was_changed_is_not_moved_into_place(data_path, history,
+                                                                   monkeypatch):
+    import shutil
+
+    from ciml.dataset import store
+
+    finish = store.DatasetWriter.finish
+
+    def finish_then_lose_a_chunk(self, counts, attrs, state_arrays=None):
+        finish(self, counts, attrs, state_arrays)
+        # What a stray cleanup does to a build in progress.
+        shutil.rmtree(os.path.join(self.group.store.root, "training", "X", "c"))
+
+    monkeypatch.setattr(store.DatasetWriter, "finish", finish_then_lose_a_chunk)
+    with pytest.raises(CimlError, match="changed by something else.*training/X has 0 of"):
+        build(data_path, history)
+    assert list(data_path.datasets.iterdir()) == []
 
 
 def test_dataset_built_hook_is_called(data_path, history):
@@ -402,3 +475,115 @@ def test_iter_batches_whole_chunks(data_path):
     assert X.chunks[0] == store.chunk_examples(X.shape[1:])
     (x, y), = list(iter_batches(X))
     assert y is None and x.shape == X.shape and x.dtype == np.float32
+
+
+def test_every_chunk_is_on_disk_before_the_dataset_is_moved_into_place(data_path, history,
+                                                                        monkeypatch):
+    """12.6: no "complete" dataset whose chunks a power loss leaves empty."""
+    from ciml import fileutil
+
+    synced, moved = set(), []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        if os.path.isdir(src) and str(dst) == str(data_path.dataset("ds")):
+            files = {os.path.realpath(os.path.join(r, f))
+                     for r, _, fs in os.walk(src) for f in fs}
+            moved.append(sorted(files - synced))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fileutil.os, "fsync", fsync)
+    monkeypatch.setattr(fileutil.os, "replace", replace)
+    build(data_path, history)
+    assert moved == [[]]
+
+
+class _MemoryOnly:
+    """A third-party normalizer that selects the features instead of the built-in filter."""
+
+    @staticmethod
+    def make():
+        from ciml.base import Normalizer, Parameter
+
+        class MemoryOnlyNormalizer(Normalizer):
+            """Keep the memory columns, largest name first"""
+
+            name = "memory-only"
+            selects_features = True
+            parameters = (Parameter("columns", multiple=True, help="pinned by the build"),)
+
+            def select(self, columns):
+                return sorted((c for c in columns if c in ("used", "free", "buff", "cach")),
+                              reverse=True)
+
+            def pin_features(self, columns):
+                self.columns = list(columns)
+
+            def transform(self, frame):
+                missing = [c for c in self.columns if c not in frame.columns]
+                if missing:
+                    raise MetricsUnavailable("missing-columns", f"lacks {missing}")
+                return frame[list(self.columns)].astype("float64")
+
+        return MemoryOnlyNormalizer
+
+
+def test_a_third_party_normalizer_can_select_the_features(data_path, history):
+    """12.14: the build asks the chain's selector, not the built-in filter by position."""
+    from ciml.hookspecs import hookimpl
+    from ciml.plugins import get_manager
+
+    cls = _MemoryOnly.make()
+
+    class Plugin:
+        @hookimpl
+        def ciml_register_normalizers(self, register):
+            register(cls)
+
+    get_manager().add_plugin(Plugin(), "memory-only")
+    build(data_path, history, normalizers=["memory-only"], sample_interval="10s")
+    ds = Dataset.open(data_path, "ds")
+    # Its own selection (sorted by name, as every build does), pinned; no filter step.
+    assert ds.features == ["buff", "cach", "free", "used"]
+    assert [s["name"] for s in ds.attrs["chain"]][:2] == ["memory-only", "resample"]
+    assert ds.attrs["chain"][0]["params"]["columns"] == ds.features
+    sp = ds.split("test")
+    frame = history.frame(sp.ids[0])
+    assert np.array_equal(ds.example_from_frame(frame), sp.X[0])
+    with pytest.raises(MetricsUnavailable):
+        ds.example_from_frame(frame.drop(columns=["cach"]))
+    with pytest.raises(ConfigError, match="selects the features itself"):
+        build(data_path, history, name="other", normalizers=["memory-only"],
+              features_regex="usr")
+
+
+def test_the_default_chain_needs_no_built_in_module():
+    """12.14: the core computes the default length itself (ciml.base.normalized_length)."""
+    code = ("import sys; from ciml.dataset.build import default_chain; "
+            "from ciml.plugins import get_manager; m = get_manager(); "
+            "sys.modules.pop('ciml_plugins.normalizers.builtin', None); "
+            "import builtins; real = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    assert name != 'ciml_plugins.normalizers.builtin', name\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            "print(default_chain(sample_interval='10s')[-2])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "'length': 550" in proc.stdout
+
+
+def test_a_dataset_of_many_chunks_with_skipped_runs_passes_its_own_check(data_path, history,
+                                                                         monkeypatch):
+    from ciml.dataset import store
+
+    monkeypatch.setattr(store, "MAX_CHUNK_EXAMPLES", 4)
+    summary = build(data_path, history)
+    assert summary["skipped"] and summary["splits"]["training"] > 8
+    ds = Dataset.open(data_path, "ds")
+    assert ds.split("training").X.chunks[0] == 4

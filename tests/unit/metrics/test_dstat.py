@@ -326,7 +326,17 @@ def test_http_fetch_with_faults(log_tree):
             source.fetch(_run(server.url + "c/"))
         assert info.value.reason == "missing" and not info.value.transient
 
-        server.fault("/a/*", status=403)
+        # A refused credential is not a fact about the run: it is tried
+        # again once the token is fixed, never recorded as missing.
+        for status in (401, 403):
+            server.clear_faults()
+            server.fault("/a/*", status=status)
+            with pytest.raises(MetricsUnavailable) as info:
+                source.fetch(_run(server.url + "a"))
+            assert info.value.reason == "auth" and info.value.transient
+            assert f"HTTP {status}" in str(info.value)
+        server.clear_faults()
+        server.fault("/a/*", status=400)
         with pytest.raises(MetricsUnavailable) as info:
             source.fetch(_run(server.url + "a"))
         assert info.value.reason == "http-error" and not info.value.transient
@@ -398,3 +408,149 @@ def test_line_endings_and_blank_lines_do_not_change_the_series(samples):
     assert dstat._time_codes_of_lines(odd[head_end:], len(plain)) is None
     other = parse_dstat(odd, start=start)
     assert other.equals(plain) and other.index.equals(plain.index)
+
+
+# -- artifacts kept as a zip archive (GitHub Actions, GitLab) ---------------------------------
+
+
+def _zip(members, method=None):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=method or zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def _archive_run(url):
+    return RunRecord(id="run-z", build_name="tempest-full", status="passed",
+                     artifacts_url=url, metadata={"artifacts_archive": "zip"})
+
+
+def test_reads_the_file_from_a_zip_archive(tmp_path, samples):
+    from ciml_plugins.metrics.dstat import is_archive
+
+    source = DstatMetricSource()
+    archive = tmp_path / "artifact.zip"
+    archive.write_bytes(_zip({"reports/junit.xml": b"<x/>",
+                              "dstat-csv_log.txt": samples["0.7.3"]}))
+    fetched, frame = source.load(_archive_run(str(archive)))
+    assert fetched.name == "dstat-csv_log.txt" and len(frame) == 150
+    assert fetched.url.endswith("artifact.zip#dstat-csv_log.txt")
+    # A gzipped file inside keeps its bytes; the .zip suffix alone says "archive".
+    archive.write_bytes(_zip({"controller/logs/dstat-csv_log.txt.gz":
+                              gzip.compress(samples["0.7.2"])}))
+    plain = RunRecord(id="r", build_name="j", status="passed", artifacts_url=str(archive))
+    assert is_archive(plain)
+    fetched = source.fetch(plain)
+    assert fetched.name == "dstat-csv_log.txt.gz" and fetched.data[:2] == b"\x1f\x8b"
+    assert not is_archive(_run("http://logs/x/"))
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"PK\x03\x04 this is not really a zip", "corrupt-archive"),
+    (b"<!DOCTYPE html><html><body>Sign in</body></html>", "html"),
+    (b"", "empty"),
+])
+def test_bad_archives_get_a_reason(tmp_path, content, reason):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(content)
+    with pytest.raises(MetricsUnavailable) as info:
+        DstatMetricSource().fetch(_archive_run(str(archive)))
+    assert info.value.reason == reason and not info.value.transient
+
+
+def test_an_archive_without_the_file_says_what_it_holds(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip({"junit.xml": b"<x/>", "logs/syslog.txt": b"..."}))
+    with pytest.raises(MetricsUnavailable, match="junit.xml, logs/syslog.txt") as info:
+        DstatMetricSource().fetch(_archive_run(str(archive)))
+    assert info.value.reason == "missing"
+    with pytest.raises(MetricsUnavailable) as info:
+        DstatMetricSource().fetch(_archive_run(str(tmp_path / "nothing.zip")))
+    assert info.value.reason == "missing"
+
+
+def test_a_zip_bomb_is_refused_without_filling_memory(tmp_path, monkeypatch):
+    import zipfile
+
+    # 2 GB of zeros deflate to about 2 MB; the declared size is then made
+    # to lie, as a crafted archive's would.
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        with out.open("dstat-csv_log.txt", "w", force_zip64=True) as member:
+            block = b"\0" * (1 << 20)
+            for _ in range(200):
+                member.write(block)
+    source = DstatMetricSource(max_bytes=1 << 20)
+    with pytest.raises(MetricsUnavailable, match="over the 1048576 limit") as info:
+        source.fetch(_archive_run(str(archive)))
+    assert info.value.reason == "too-large"
+    import ciml_plugins.metrics.dstat as dstat_module
+
+    real = zipfile.ZipFile.infolist
+
+    def lying(self):
+        infos = real(self)
+        for info in infos:
+            info.file_size = 10
+        return infos
+
+    # A declared size that lies: zipfile stops at it and the CRC fails; the
+    # reader never holds more than the cap either way.
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying)
+    with pytest.raises(MetricsUnavailable, match="CRC") as info:
+        source.fetch(_archive_run(str(archive)))
+    assert info.value.reason == "corrupt-archive"
+    monkeypatch.setattr(dstat_module, "MAX_ARCHIVE_MEMBERS", 0)
+    with pytest.raises(MetricsUnavailable, match="members") as info:
+        source.fetch(_archive_run(str(archive)))
+
+
+def test_archives_over_http(tmp_path, samples):
+    root = tmp_path / "srv"
+    root.mkdir()
+    (root / "a.zip").write_bytes(_zip({"dstat-csv_log.txt": samples["0.7.3"]}))
+    source = DstatMetricSource(backoff=0, retries=1, max_archive_bytes=100_000)
+    with CIServer(root=root) as server:
+        assert len(source.load(_archive_run(server.url + "a.zip"))[1]) == 150
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_archive_run(server.url + "gone.zip"))
+        assert info.value.reason == "missing"
+        server.fault("/a.zip", status=401)
+        with pytest.raises(MetricsUnavailable) as info:
+            source.fetch(_archive_run(server.url + "a.zip"))
+        assert info.value.reason == "auth" and info.value.transient
+        server.clear_faults()
+    small = DstatMetricSource(max_archive_bytes=100)
+    with CIServer(root=root) as server:
+        with pytest.raises(MetricsUnavailable) as info:
+            small.fetch(_archive_run(server.url + "a.zip"))
+    assert info.value.reason == "too-large"
+
+
+def test_the_conformance_kit_on_a_zip_artifact(tmp_path, samples):
+    from ciml.testing.sources import check_metric_source
+
+    archive = tmp_path / "artifact.zip"
+    archive.write_bytes(_zip({"dstat-csv_log.txt": samples["0.7.3"]}))
+    run = _archive_run(str(archive))
+    run.start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
+    check_metric_source(DstatMetricSource(), run)
+
+
+def test_paths_the_run_lists_among_its_artifacts_are_tried_first(tmp_path, samples):
+    root = tmp_path / "srv"
+    (root / "b1" / "artifact").mkdir(parents=True)
+    (root / "b1" / "artifact" / "dstat-csv_log.txt").write_bytes(samples["0.7.3"])
+    run = RunRecord(id="job#1", build_name="job", status="passed",
+                    artifacts_url=None, metadata={"artifacts": "junit.xml,dstat-csv_log.txt"})
+    with CIServer(root=root) as server:
+        run.artifacts_url = server.url + "b1/artifact/"
+        assert DstatMetricSource().fetch(run).name == "dstat-csv_log.txt"
+        assert server.hits() == 1
+        run.metadata = {}
+        DstatMetricSource().fetch(run)
+        assert server.hits() == 1 + 6   # every default path, the top-level ones last

@@ -216,8 +216,30 @@ def test_password_never_shown(mariadb_url):
 
 def test_lost_server_is_transient():
     src = Subunit2sqlResultSource(db_uri="mysql+pymysql://u:pw1234567@127.0.0.1:1/db",
-                                  connect_timeout=2)
+                                  connect_timeout=2, retry_for=0)
     with pytest.raises(SourceError) as info:
         list(src.list_runs("x"))
     assert info.value.transient
     assert "pw1234567" not in str(info.value)
+
+
+def test_transient_errors_are_retried_for_a_bounded_time(caplog):
+    """20.2: a refused connection is tried again, with warnings, then given up."""
+    import logging
+
+    src = Subunit2sqlResultSource(db_uri="mysql+pymysql://u:pw1234567@127.0.0.1:1/db",
+                                  connect_timeout=2, retry_for=1.5)
+    with caplog.at_level(logging.WARNING, logger="ciml_plugins.sources.subunit2sql"):
+        with pytest.raises(SourceError) as info:
+            list(src.list_runs("x"))
+    assert info.value.transient
+    assert str(info.value).endswith("(still failing after 1.5 s of retries)")
+    retries = [r.getMessage() for r in caplog.records]
+    assert retries and all("trying again in" in m and "pw1234567" not in m for m in retries)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize("bad", [{"query_timeout": 0}, {"retry_for": -1}])
+def test_bad_timeouts_are_refused(bad):
+    with pytest.raises(ConfigError):
+        Subunit2sqlResultSource(db_uri="sqlite:///x.db", **bad)

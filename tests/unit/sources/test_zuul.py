@@ -198,3 +198,42 @@ def test_needs_url_and_tenant():
         ZuulResultSource(tenant="t")
     with pytest.raises(ConfigError, match="--tenant"):
         ZuulResultSource(zuul_url="http://x")
+
+
+def test_credentials_in_the_zuul_url_never_reach_an_error(history):
+    import socket
+
+    with CIServer(builds=history.zuul_builds, token="t0ken") as srv:
+        url = srv.zuul_url.replace("http://", "http://alice:SEKRIT@")
+        src = ZuulResultSource(zuul_url=url, tenant="openstack", backoff=0, retries=1)
+        with pytest.raises(SourceError) as info:
+            list(src.list_runs("grenade"))
+        # 401: a clear error, worth retrying once the token is fixed.
+        assert "401" in str(info.value) and "--api-token" in str(info.value)
+        assert info.value.transient
+        assert "SEKRIT" not in str(info.value) and "alice" not in str(info.value)
+        assert "SEKRIT" not in repr(src)
+        with pytest.raises(NotFoundError) as info:
+            ZuulResultSource(zuul_url=url, tenant="nope", api_token="t0ken").get_run("x")
+        assert "SEKRIT" not in str(info.value)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    src = ZuulResultSource(zuul_url=f"http://alice:SEKRIT@127.0.0.1:{port}", tenant="t",
+                           backoff=0, retries=0, connect_timeout=2)
+    with pytest.raises(SourceError) as info:
+        list(src.list_runs("grenade"))
+    assert info.value.transient and "SEKRIT" not in str(info.value)
+
+
+def test_retry_after_is_honoured(history, monkeypatch):
+    import urllib3.util.retry
+
+    waited = []
+    monkeypatch.setattr(urllib3.util.retry.time, "sleep", waited.append)
+    with CIServer(builds=history.zuul_builds) as srv:
+        srv.fault("*/builds", status=429, times=1, headers={"Retry-After": "4"})
+        with zuul(srv) as src:
+            assert list(src.list_runs("grenade", limit=1))
+        assert srv.hits("*/builds") == 2
+    assert 4.0 in waited
