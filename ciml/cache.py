@@ -237,6 +237,8 @@ class RawCache:
             "first": str(frame.index[0]) if len(frame.index) else None,
             "last": str(frame.index[-1]) if len(frame.index) else None,
             "stored": dt.datetime.now(dt.timezone.utc).isoformat(),
+            # 12.8: how the metrics were read; the dataset and prediction reuse it.
+            "metric_source": getattr(fetched, "source", None),
         }
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.runs_dir / fileutil.work_name("tmp")

@@ -299,7 +299,8 @@ def _fetch_one(cache, source, metric_source, run, stop, parse_pool=None):
         return _Result("cancelled", None, None, run)
     run = complete_run(source, run)
     try:
-        fetched = metric_source.fetch(run)
+        # 12.8: the cache records which metric source read the run, and how.
+        fetched = metric_source.stamp(metric_source.fetch(run))
     except Exception as exc:
         return _Result(*_outcome_of(cache, run, exc), run)
     if stop.is_set():

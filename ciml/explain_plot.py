@@ -139,7 +139,8 @@ def plot_run(model, example, length, record, out):
     return path
 
 
-def plot_records(predictor, refs, records, out, *, data_path=None, source=None):
+def plot_records(predictor, refs, records, out, *, data_path=None, source=None,
+                 url_policy=None):
     """``ciml predict --plot``: one picture per predicted run; returns the paths.
 
     The run's metrics are read again (from the file or the raw cache, or
@@ -156,7 +157,7 @@ def plot_records(predictor, refs, records, out, *, data_path=None, source=None):
             continue
         try:
             _, _, frame = online.load_run(ref, predictor=predictor, data_path=data_path,
-                                          source=source)
+                                          source=source, url_policy=url_policy)
             example, length = model.dataset.example_from_frame(frame, with_length=True)
         except CimlError as exc:
             record.setdefault("plot_error", str(exc))

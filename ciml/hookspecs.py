@@ -145,7 +145,7 @@ def ciml_prediction_made(prediction):
     """A prediction was made for one run.
 
     Called by ``predict`` and ``watch`` once per run, after the prediction is
-    printed (and published, when ``--publish-topic`` is given).  This is where
+    printed (``--publish-topic``'s MQTT publisher is one of these).  This is where
     a reporter plugin acts: comment on a review, notify, store.  It is called
     from a worker thread; keep it quick or hand the work off.
 
@@ -157,4 +157,21 @@ def ciml_prediction_made(prediction):
         ``dataset``, ``experiment``; ``error`` is set instead of
         ``predicted`` when the run could not be predicted.
     :return: ignored.
+    """
+
+
+@hookspec
+def ciml_watch_reporters(options):
+    """Offer reporters for one ``ciml watch``: objects implementing ``ciml_prediction_made``.
+
+    Called once by ``watch`` after its options are parsed, before the first
+    event.  Each object returned is registered as a plugin for the rest of
+    the command, so its ``ciml_prediction_made`` is called for every
+    prediction of this watch only, and its ``close()``, if it has one, when
+    the watch ends.  The built-in MQTT publisher (``--publish-topic``) is
+    such a reporter.
+
+    :param options: a dict of the command's parsed options (``publish_topic``,
+        the trigger's options...).
+    :return: a reporter, or ``None`` when the options do not ask for one.
     """

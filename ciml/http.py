@@ -31,11 +31,12 @@ import email.utils
 import logging
 import os
 import pathlib
+import re
 import threading
 import time
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, BinaryIO, Callable, Mapping
 
 from ciml.base.component import Parameter, non_negative_float, non_negative_int, positive_float
 
@@ -74,7 +75,8 @@ class FetchError(Exception):
     The message never holds credentials.
     """
 
-    def __init__(self, reason, message, transient=False, status=None):
+    def __init__(self, reason: str, message: str, transient: bool = False,
+                 status: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.transient = transient
@@ -91,7 +93,7 @@ _SECRET_QUERY = ("token", "private_token", "access_token", "job_token", "api_key
                  "x-goog-credential", "se", "sv", "skoid", "sktid")
 
 
-def redact_url(url):
+def redact_url(url: str) -> str:
     """``url`` fit for a message or a log: no ``user:password@``, secret query values masked.
 
     The one function every URL passes through before it is shown; host,
@@ -103,7 +105,9 @@ def redact_url(url):
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    netloc = parts.netloc.rpartition("@")[2]
+    userinfo, at, netloc = parts.netloc.rpartition("@")
+    if at and userinfo.partition(":")[2] in ("***", "****"):
+        netloc = parts.netloc   # already masked (SQLAlchemy's rendering): kept as shown
     query = parts.query
     if query:
         pairs = []
@@ -119,20 +123,52 @@ def redact_url(url):
 #: The old name, kept for plugins written against it.
 without_credentials = redact_url
 
+_URL_IN_TEXT = re.compile(r"""\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
 
-def is_remote(url):
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact_url`.
+
+    For messages ciml did not word itself (a library's error, a reason
+    stored by an older version) before they are shown or logged.
+    """
+    if not isinstance(text, str) or "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter that passes every log message, traceback included,
+    through :func:`redact_text`: the last line of defence for credentials."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string is the logging module's to report
+            return True
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+def is_remote(url: str) -> bool:
     """Whether ``url`` is fetched over HTTP(S) (else it is a local path or ``file:``)."""
     return url.split(":", 1)[0].lower() in ("http", "https")
 
 
-def local_path(url):
+def local_path(url: str) -> pathlib.Path:
     """The path a ``file:`` URL or a plain local path names."""
     if url.lower().startswith("file:"):
         return pathlib.Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
     return pathlib.Path(url).expanduser()
 
 
-def looks_like_html(head):
+def looks_like_html(head: bytes) -> bool:
     """Whether the first bytes of a download are an HTML (or XML) page.
 
     Log servers answer 200 with an error or login page where a file was
@@ -143,7 +179,7 @@ def looks_like_html(head):
             or (text.startswith(b"<") and b"<html" in text[:4096]))
 
 
-def read_local(path, max_bytes):
+def read_local(path: str | os.PathLike, max_bytes: int) -> bytes | None:
     """A local file's bytes; ``None`` when there is no file at ``path``.
 
     Raises :class:`FetchError` for a file over ``max_bytes`` (checked
@@ -163,14 +199,14 @@ def read_local(path, max_bytes):
         raise FetchError("read-error", f"cannot read {path}: {exc}") from None
 
 
-def backoff_delay(backoff, attempt, cap=30.0):
+def backoff_delay(backoff: float, attempt: int, cap: float = 30.0) -> float:
     """Seconds to wait before retry number ``attempt`` (1 for the first)."""
     return min(backoff * 2 ** (attempt - 1), cap)
 
 
 # -- credentials lent by result sources -------------------------------------------
 
-_CREDENTIALS = {}   # normalised base URL -> headers
+_CREDENTIALS: dict[str, dict[str, str]] = {}   # normalised base URL -> headers
 _CREDENTIALS_LOCK = threading.Lock()
 
 
@@ -181,7 +217,7 @@ def _origin_prefix(url):
     return f"{parts.scheme.lower()}://{host}:{port}{parts.path.rstrip('/')}"
 
 
-def register_credentials(base_url, headers):
+def register_credentials(base_url: str, headers: Mapping[str, str]) -> None:
     """Send ``headers`` (an ``Authorization`` header, say) with every request under ``base_url``.
 
     A result source calls it with its API's root and token, so that a
@@ -194,7 +230,7 @@ def register_credentials(base_url, headers):
         _CREDENTIALS[_origin_prefix(base_url)] = dict(headers)
 
 
-def unregister_credentials(base_url, headers=None):
+def unregister_credentials(base_url: str, headers: Mapping[str, str] | None = None) -> None:
     """Stop lending credentials under ``base_url`` (only ``headers``, when given).
 
     A result source calls it when it is closed, so that a later server on
@@ -227,7 +263,7 @@ _SECRET_HEADERS = frozenset({"Authorization", "Proxy-Authorization", "Cookie",
 _DRAIN_BYTES = 64 * 1024
 
 
-def server_wait(headers, now=None):
+def server_wait(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds a server asks the client to wait before its next request, or ``None``.
 
     ``Retry-After`` (seconds or an HTTP date); else an exhausted rate limit
@@ -251,11 +287,11 @@ def server_wait(headers, now=None):
         reset = headers.get(prefix + "Reset")
         if remaining is not None and remaining.strip() == "0" and reset:
             try:
-                reset = float(reset)
+                at = float(reset)
             except ValueError:
                 continue
             # An epoch time (GitHub, GitLab) or, in the IETF draft, seconds.
-            return max(0.0, reset - now) if reset > 10 ** 9 else reset
+            return max(0.0, at - now) if at > 10 ** 9 else at
     return None
 
 
@@ -355,9 +391,10 @@ class HttpClient:
     client in ``__init__``, and parse processes that never fetch pay nothing.
     """
 
-    def __init__(self, *, user_agent="ciml", connect_timeout=10.0, read_timeout=30.0,
-                 retries=3, backoff=0.5, max_wait=60.0, headers=None, max_redirects=10,
-                 pool_size=32):
+    def __init__(self, *, user_agent: str = "ciml", connect_timeout: float = 10.0,
+                 read_timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 max_wait: float = 60.0, headers: Mapping[str, str] | None = None,
+                 max_redirects: int = 10, pool_size: int = 32) -> None:
         self.user_agent = user_agent
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -369,11 +406,12 @@ class HttpClient:
         self.pool_size = pool_size
         self._retry = None
         self._lock = threading.Lock()
-        self._managers = {}   # proxy URL (or None) -> PoolManager / ProxyManager
-        self._blocked = {}    # origin -> monotonic time until which it asked us to wait
+        self._managers: dict[str | None, Any] = {}   # proxy URL (or None) -> PoolManager
+        self._blocked: dict[str, float] = {}   # origin -> monotonic time it asked us to wait
 
     @classmethod
-    def for_component(cls, component, user_agent, headers=None):
+    def for_component(cls, component: Any, user_agent: str,
+                      headers: Mapping[str, str] | None = None) -> "HttpClient":
         """A client with a component's :data:`HTTP_PARAMETERS`."""
         return cls(user_agent=user_agent, connect_timeout=component.connect_timeout,
                    read_timeout=component.timeout, retries=component.retries,
@@ -499,8 +537,10 @@ class HttpClient:
 
     # -- requests ------------------------------------------------------------------
 
-    def request(self, url, *, params=None, headers=None, max_bytes=DEFAULT_MAX_BYTES,
-                sink=None, read_body=None):
+    def request(self, url: str, *, params: Mapping[str, Any] | None = None,
+                headers: Mapping[str, str] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                sink: BinaryIO | None = None,
+                read_body: Callable[[int], bool] | None = None) -> Response:
         """GET ``url``; a :class:`Response` for whatever status the server ends with.
 
         Retries happen inside (connection errors, 5xx, 429, waits the server
@@ -568,7 +608,9 @@ class HttpClient:
                     self.release(resp, body_read=done)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def fetch(self, url, *, max_bytes=DEFAULT_MAX_BYTES, headers=None, sink=None):
+    def fetch(self, url: str, *, max_bytes: int = DEFAULT_MAX_BYTES,
+              headers: Mapping[str, str] | None = None,
+              sink: BinaryIO | None = None) -> bytes | None:
         """The bytes at ``url``, exactly as served; ``None`` for 404 or 410.
 
         With ``sink`` (a binary file) the body is written there and ``b""``
@@ -581,8 +623,9 @@ class HttpClient:
         check_status(resp, redact_url(url))
         return b"" if sink is not None else resp.body
 
-    def get_json(self, url, *, params=None, headers=None, max_bytes=DEFAULT_MAX_BYTES,
-                 what="the server"):
+    def get_json(self, url: str, *, params: Mapping[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 what: str = "the server") -> tuple[Any, Response]:
         """``(document, response)`` for a JSON API call; ``(None, response)`` on 404.
 
         :raises FetchError: as :meth:`fetch`, and ``not-json`` for an
@@ -595,10 +638,11 @@ class HttpClient:
         if resp.status == 404:
             return None, resp
         check_status(resp, redact_url(url), what)
+        body = resp.body or b""
         try:
-            return json.loads(resp.body), resp
+            return json.loads(body), resp
         except (ValueError, UnicodeDecodeError):
-            kind = ("an HTML page" if looks_like_html(resp.body[:4096])
+            kind = ("an HTML page" if looks_like_html(body[:4096])
                     else "a body that is not JSON (cut short?)")
             raise FetchError("not-json", f"{what} answered {redact_url(url)} with {kind}",
                              status=resp.status) from None
@@ -625,7 +669,7 @@ class HttpClient:
                 parts.append(chunk)
         return None if sink is not None else b"".join(parts)
 
-    def close(self):
+    def close(self) -> None:
         """Close every pooled connection.  Idempotent; the client stays usable."""
         with self._lock:
             managers, self._managers = list(self._managers.values()), {}
@@ -644,7 +688,7 @@ def _unannounced_limit(status, headers, body):
             and b"rate limit" in (body or b"")[:4096].lower())
 
 
-def check_status(resp, safe_url, what="the server"):
+def check_status(resp: Response, safe_url: str, what: str = "the server") -> None:
     """Raise the :class:`FetchError` an unsuccessful :class:`Response` means.
 
     One wording for every plugin: 401/403 are ``auth`` (transient: fix the

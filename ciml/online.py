@@ -16,16 +16,21 @@ training runs, whatever the model predicts (:mod:`ciml.dataset.profile`):
 ``None`` for a dataset built without a profile.  ``explanation`` says why
 the model predicted its class (:func:`ciml.explain.explanation`); a
 multiclass run below the model's confidence floor is predicted
-``uncertain``, with ``candidates`` (its two most likely classes).  ``watch`` prints one
-record per line on stdout, publishes it to an MQTT topic if asked, and
-hands it to the ``ciml_prediction_made`` hook.
+``uncertain``, with ``candidates`` (its two most likely classes).
+``watch`` prints one record per line on stdout and hands it to the
+``ciml_prediction_made`` hook (the MQTT publisher of ``--publish-topic`` is
+one such plugin).  Records are built in :meth:`Predictor.record` and
+:meth:`Predictor.error_record` only.
 
 The watcher's shape: the trigger runs on the main thread and hands events
 to :meth:`Watcher.on_event`, which only filters and queues them; a bounded
 queue feeds a small pool of worker threads that resolve the run, fetch its
 metrics (retrying, because CI systems upload logs after they report a
-result), predict and report.  A full queue makes the trigger wait, so a
-burst is absorbed by the broker and the network, never by memory.
+result), predict and report.  A full queue makes the trigger wait.  An
+event is acknowledged to its trigger only once its record is out, so a
+run queued or being fetched when the watcher stops (SIGTERM drains for
+``--drain-timeout`` seconds first) or dies is delivered again at the next
+start: by the broker's persistent session, or by the poll cursor.
 """
 
 import collections
@@ -66,15 +71,26 @@ def _dataset_build_name(dataset):
     return None
 
 
-def _metric_source_for(dataset, name=None):
-    """The metric source the dataset was built from, constructed with its options."""
+def metric_source_for(dataset, name=None, options=None):
+    """The metric source a dataset's runs were cached with, built with its options.
+
+    ``name`` and ``options`` (the ``--metric-source`` of ``predict``/``watch``
+    and the metric source options given, or a function of the chosen class
+    that returns them) override what the dataset records;
+    recorded options apply only to the source they were recorded for.
+    Secrets are never recorded: give them again.
+    """
     from ciml.plugins import get_manager
 
     config = getattr(dataset, "config", None) or {}
-    name = name or config.get("metric_source") or "dstat"
-    options = config.get("metric_source_options") or {}
+    recorded = config.get("metric_source")
+    name = name or recorded or "dstat"
+    params = dict(config.get("metric_source_options") or {}) if name == recorded else {}
     cls = get_manager().get("metric_source", name)
-    return cls.from_options(cls.pick_options(options))
+    known = {p.name for p in cls.parameters}
+    params = {k: v for k, v in params.items() if k in known and v is not None}
+    params.update((options(cls) if callable(options) else options) or {})
+    return cls.from_options(params)
 
 
 def _why(result):
@@ -87,13 +103,17 @@ class Predictor:
 
     ``model`` is anything with ``predict_frame(frame) -> {"predicted",
     "probabilities"}`` and ``classes`` (a :class:`ciml.model.TrainedModel`,
-    or a fake in tests).  Predictions are serialized: the model's own
+    or a fake in tests), or a callable returning one: then it is loaded on
+    first use, so that ``predict`` refuses a broken input file before it
+    pays for loading TensorFlow.  Predictions are serialized: the model's own
     threads already use the cores, and not every estimator is thread-safe.
     """
 
     def __init__(self, model, *, dataset_name, experiment_name, build_name=None,
                  metric_source=None, dataset=None, unusual_percentile=None):
-        self.model = model
+        self._model = None if callable(model) and not hasattr(model, "predict_frame") \
+            else model
+        self._load_model = model if self._model is None else None
         #: Runs at or above this percentile of the training runs are unusual.
         self.unusual_percentile = unusual_percentile
         self.dataset = dataset if dataset is not None else getattr(model, "dataset", None)
@@ -105,17 +125,48 @@ class Predictor:
 
     @classmethod
     def load(cls, data_path, dataset, experiment, *, metric_source=None,
-             unusual_percentile=None):
+             metric_options=None, unusual_percentile=None, lazy=False):
+        """The model of ``dataset`` x ``experiment``; ``lazy`` defers loading the estimator.
+
+        ``metric_source`` (a name or an instance) and ``metric_options``
+        override the metric source the dataset records.
+        """
+        from ciml.dataset import Dataset
         from ciml.model import TrainedModel
 
-        model = TrainedModel.load(data_path, dataset, experiment)
-        source = metric_source or _metric_source_for(model.dataset)
-        return cls(model, dataset_name=dataset, experiment_name=experiment,
-                   metric_source=source, dataset=model.dataset,
+        ds = Dataset.open(data_path, dataset)
+        if metric_source is None or isinstance(metric_source, str):
+            metric_source = metric_source_for(ds, metric_source, metric_options)
+
+        def load_model():
+            return TrainedModel.load(data_path, dataset, experiment)
+
+        return cls(load_model if lazy else load_model(), dataset_name=dataset,
+                   experiment_name=experiment, metric_source=metric_source, dataset=ds,
                    unusual_percentile=unusual_percentile)
 
     @property
+    def model(self):
+        """The model, loaded now if it was not yet."""
+        with self._lock:
+            return self._model_locked()
+
+    def _model_locked(self):
+        if self._model is None:
+            self._model = self._load_model()
+            if self.dataset is None:
+                self.dataset = getattr(self._model, "dataset", None)
+        return self._model
+
+    def stamp(self, fetched):
+        """``fetched`` with its metric source recorded (for ``watch --learn``)."""
+        stamp = getattr(self.metric_source, "stamp", None)
+        return stamp(fetched) if stamp is not None else fetched
+
+    @property
     def classes(self):
+        if self._model is None and getattr(self.dataset, "classes", None):
+            return list(self.dataset.classes)
         return list(getattr(self.model, "classes", []) or [])
 
     @property
@@ -130,11 +181,11 @@ class Predictor:
 
     def predict_frame(self, frame):
         with self._lock:
+            model = self._model_locked()
             if self.unusual_percentile is None:
-                result = self.model.predict_frame(frame)
+                result = model.predict_frame(frame)
             else:
-                result = self.model.predict_frame(
-                    frame, unusual_percentile=self.unusual_percentile)
+                result = model.predict_frame(frame, unusual_percentile=self.unusual_percentile)
         probabilities = {str(k): float(v) for k, v in result["probabilities"].items()}
         return {"predicted": str(result["predicted"]), "probabilities": probabilities,
                 "unusual": result.get("unusual"), **_why(result)}
@@ -256,8 +307,14 @@ def _local_run(path, build_name):
                      metadata={"path": str(path)})
 
 
-def load_run(ref, *, predictor, data_path=None, source=None):
-    """Find one run and its frame: a local file, a cached run, or the result source."""
+def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
+    """Find one run and its frame: a local file, a cached run, or the result source.
+
+    A run found through the result source is fetched only if its artifacts
+    URL passes ``url_policy`` (http and https by default).
+    """
+    from ciml.urlpolicy import DEFAULT_POLICY
+
     path = pathlib.Path(ref)
     if path.is_file():
         run = _local_run(path, predictor.build_name)
@@ -284,31 +341,49 @@ def load_run(ref, *, predictor, data_path=None, source=None):
             return run, None, RawCache(data_path).frame(run.id)
     from ciml.collect import complete_run
 
+    policy = url_policy or DEFAULT_POLICY
+    policy.check(run.artifacts_url, "artifacts URL")
     run = complete_run(source, run)
+    policy.check(run.artifacts_url, "artifacts URL")
     fetched, frame = predictor.metric_source.load(run)
     return run, fetched, frame
 
 
 def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor=None,
-                 call_hook=True):
+                 call_hook=True, url_policy=None):
     """Predict each run; returns one prediction record per run, in order.
 
     A run that cannot be predicted gives a record with ``error`` rather than
-    an exception, so that one bad run does not hide the others.
+    an exception, so that one bad run does not hide the others.  Every
+    run's metrics are read before the model is used, so a broken input file
+    is refused without loading the estimator (and, when no run is left,
+    the estimator is never loaded).
     """
     from ciml.plugins import get_manager
 
-    predictor = predictor or Predictor.load(data_path, dataset, experiment)
-    records = []
+    predictor = predictor or Predictor.load(data_path, dataset, experiment, lazy=True)
+    loaded = []
     for ref in runs:
         run = None
         try:
             run, _fetched, frame = load_run(ref, predictor=predictor, data_path=data_path,
-                                            source=source)
-            record = predictor.record(run, frame)
+                                            source=source, url_policy=url_policy)
+            loaded.append((ref, run, frame, None))
         except CimlError as exc:
-            LOG.debug("cannot predict %s", ref, exc_info=True)
-            record = predictor.error_record(exc, run=run, run_id=ref)
+            LOG.debug("cannot read run %s", ref, exc_info=True)
+            loaded.append((ref, run, None, exc))
+    if any(error is None for *_, error in loaded):
+        predictor.model  # noqa: B018 -- a model that cannot load fails the command, not a run
+    records = []
+    for ref, run, frame, error in loaded:
+        if error is None:
+            try:
+                record = predictor.record(run, frame)
+            except CimlError as exc:
+                LOG.debug("cannot predict %s", ref, exc_info=True)
+                error = exc
+        if error is not None:
+            record = predictor.error_record(error, run=run, run_id=ref)
         records.append(record)
         if call_hook:
             get_manager().call_lifecycle("ciml_prediction_made", prediction=record)
@@ -317,36 +392,56 @@ def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor
 
 # -- ciml watch ----------------------------------------------------------------
 
+#: What :meth:`Watcher.process` did with an event: the run's record was
+#: emitted (or the run is not the watcher's to predict), or it was dropped
+#: because the watcher is stopping, and so must be delivered again.
+SETTLED, DROPPED = "settled", "dropped"
+
 
 class Watcher:
     """Turns a trigger's events into predictions, with a bounded queue and a worker pool.
+
+    An event is *settled* -- :meth:`ciml.base.Trigger.acknowledge` is called
+    for it -- only once its record (a prediction or an error) was emitted, or
+    once it was found not to be the watcher's (another job, a repeat).  An
+    event still queued or being fetched when the watcher stops is never
+    acknowledged: the broker's persistent session or the poll cursor hands
+    it over again next time.
 
     :param predictor: a :class:`Predictor`.
     :param trigger: a set-up :class:`ciml.base.Trigger`.
     :param source: the result source, or ``None`` (then events must carry
         an artifacts URL, as Zuul reports do).
     :param data_path: needed by ``learn``.
-    :param publisher: an object with ``publish(record)`` and ``close()``.
     :param learn: add finished, labelled runs to the raw cache.
     :param max_events: stop after this many events about the build name
         were taken (the queued ones are still finished).
     :param fetch_attempts: tries to resolve a run and fetch its metrics.
     :param fetch_delay: seconds between tries (doubling, at most 8 times).
+    :param drain_timeout: on SIGTERM/SIGINT, seconds to finish the runs in
+        hand before dropping the rest (unacknowledged); a second signal
+        drops them at once.
+    :param url_policy: the :class:`ciml.urlpolicy.UrlPolicy` every artifacts
+        URL must pass before anything is fetched from it.
     """
 
-    def __init__(self, predictor, trigger, *, source=None, data_path=None, publisher=None,
-                 learn=False, max_events=None, workers=4, queue_size=100, fetch_attempts=6,
+    def __init__(self, predictor, trigger, *, source=None, data_path=None, learn=False,
+                 max_events=None, workers=4, queue_size=100, fetch_attempts=6,
                  fetch_delay=5.0, status_interval=60.0, stdout=None, stderr=None,
-                 call_hook=True, handle_signals=True, dedup_size=10000):
+                 call_hook=True, handle_signals=True, dedup_size=10000, drain_timeout=30.0,
+                 url_policy=None):
         if workers < 1:
             raise CimlError("--workers must be at least 1")
         if queue_size < 1:
             raise CimlError("--queue-size must be at least 1")
+        if drain_timeout is not None and drain_timeout < 0:
+            raise CimlError("--drain-timeout must not be negative")
+        from ciml.urlpolicy import DEFAULT_POLICY
+
         self.predictor = predictor
         self.trigger = trigger
         self.source = source
         self.data_path = data_path
-        self.publisher = publisher
         self.learn = learn
         self.max_events = max_events
         self.workers = workers
@@ -358,15 +453,23 @@ class Watcher:
         self.stderr = stderr
         self.call_hook = call_hook
         self.handle_signals = handle_signals
+        self.drain_timeout = drain_timeout
+        self.url_policy = url_policy or DEFAULT_POLICY
         self.build_name = predictor.build_name
         self.stats = collections.Counter()
         self._stats_lock = threading.Lock()
         self._out_lock = threading.Lock()
         self._source_lock = threading.Lock()
+        # Keys of runs whose record was emitted (a repeat is settled at once),
+        # and of runs in hand with every event that announced them (a repeat
+        # is settled with the first, never before it).
+        self._events_lock = threading.Lock()
         self._recent = collections.OrderedDict()
+        self._in_hand = {}
         self._dedup_size = dedup_size
         self._taking = True
         self._abort = False
+        self._drain_deadline = None
         self._done = threading.Event()
         self._threads = []
         self._cache = None
@@ -391,7 +494,7 @@ class Watcher:
         if s.get("learned"):
             parts.append(f"learned {s['learned']}")
         if s.get("dropped"):
-            parts.append(f"dropped {s['dropped']}")
+            parts.append(f"left for redelivery {s['dropped']}")
         return "ciml watch: " + ", ".join(parts)
 
     def _write_status(self):
@@ -407,8 +510,34 @@ class Watcher:
     def _event_key(self, event):
         return event.run_id or event.build_uuid
 
+    def _acknowledge(self, event):
+        try:
+            self.trigger.acknowledge(event)
+        except Exception:  # a trigger's bug must not stop the others' runs
+            LOG.exception("the %s trigger failed to acknowledge run %s",
+                          getattr(self.trigger, "name", "?"), self._event_key(event))
+
+    def _settle(self, key, outcome):
+        """Done with the run ``key``: acknowledge its events unless it was dropped."""
+        with self._events_lock:
+            events = self._in_hand.pop(key, [])
+            if outcome == SETTLED:
+                self._recent[key] = True
+                self._recent.move_to_end(key)
+                while len(self._recent) > self._dedup_size:
+                    self._recent.popitem(last=False)
+        if outcome == SETTLED:
+            for event in events:
+                self._acknowledge(event)
+
     def on_event(self, event):
-        """Take one event from the trigger; False when it was refused (stopping)."""
+        """Take one event from the trigger; False when it was refused (stopping).
+
+        Called on the thread that runs the trigger; it waits while the queue
+        is full (that wait is the back-pressure), so a trigger whose events
+        come from a network library's thread hands them to its own thread
+        first (the mqtt trigger does).
+        """
         if not self._taking:
             return False  # not acknowledged: a persistent session delivers it next time
         self._count("seen")
@@ -417,47 +546,64 @@ class Watcher:
             self._count("ignored")
             LOG.debug("ignoring %s: job %s, watching %s", self._event_key(event),
                       event.build_name, self.build_name)
+            self._acknowledge(event)
             return True
         if event.build_name is None and self.source is None:
             self._count("skipped")
             LOG.warning("skipping run %s: the event names no job and there is no result "
                         "source (--source) to ask", self._event_key(event))
+            self._acknowledge(event)
             return True
         key = self._event_key(event)
         if key is None:
             self._count("skipped")
             LOG.warning("skipping an event that names no run: %r", event.payload)
+            self._acknowledge(event)
             return True
-        if key in self._recent:
+        with self._events_lock:
+            repeat_in_hand = key in self._in_hand
+            if repeat_in_hand:
+                # Settled with the first report: acknowledging it now would
+                # lose the run if the watcher stopped before the first is done.
+                self._in_hand[key].append(event)
+            elif key not in self._recent:
+                self._in_hand[key] = [event]
+        if repeat_in_hand or key in self._recent:
             # QoS 1 is at-least-once: a redelivered report is predicted once.
             self._count("duplicate")
             LOG.info("skipping a repeated report of run %s", key)
+            if not repeat_in_hand:
+                self._acknowledge(event)
             return True
-        item = (event, time.monotonic())
+        item = (key, event, time.monotonic())
         while True:
             if not self._taking:
+                with self._events_lock:
+                    self._in_hand.pop(key, None)
                 return False
             try:
                 self.queue.put(item, timeout=0.1)
                 break
             except queue.Full:
                 continue
-        self._recent[key] = True
-        if len(self._recent) > self._dedup_size:
-            self._recent.popitem(last=False)
         self._count("queued")
         if self.max_events and self.stats["queued"] >= self.max_events:
             self.stop(drain=True)
         return True
 
-    def stop(self, drain=False):
-        """Stop taking events; ``drain`` finishes the queued ones, else they are dropped.
+    def stop(self, drain=False, timeout=None):
+        """Stop taking events.
 
-        Safe in a signal handler: it only sets flags.
+        ``drain`` finishes the runs in hand (within ``timeout`` seconds, if
+        given); otherwise, or once the time is up, the runs still queued or
+        waiting are dropped unacknowledged.  Safe in a signal handler: it
+        only sets flags.
         """
         self._taking = False
         if not drain:
             self._abort = True
+        elif timeout is not None and self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + timeout
         self.trigger.stop()
 
     # -- the worker side -----------------------------------------------------
@@ -524,26 +670,30 @@ class Watcher:
             and (e.transient or e.reason in RETRY_REASONS))
 
     def process(self, event):
-        """Handle one event end to end; returns the record reported, or None."""
+        """Handle one event end to end: :data:`SETTLED` or :data:`DROPPED`."""
         run = None
         fetched = frame = None
         try:
             run = self.resolve(event)
             if self.build_name and run.build_name != self.build_name:
                 self._count("ignored")
-                return None
+                return SETTLED
+            # Before anything is fetched from it, the Zuul inventory included.
+            self.url_policy.check(run.artifacts_url, "artifacts URL")
             if self.source is not None:
                 from ciml.collect import complete_run
 
                 # The metadata a label may need (the node provider), and
                 # what the report shows; never a reason to fail the run.
                 run = complete_run(self.source, run)
+                self.url_policy.check(run.artifacts_url, "artifacts URL")
             fetched, frame = self.fetch(run)
             record = self.predictor.record(run, frame, event)
         except Interrupted:
             self._count("dropped")
-            LOG.warning("dropped run %s: stopping", run.id if run else self._event_key(event))
-            return None
+            LOG.warning("left run %s for redelivery: stopping",
+                        run.id if run else self._event_key(event))
+            return DROPPED
         except Exception as exc:
             if not isinstance(exc, CimlError):
                 LOG.exception("unexpected error predicting run %s", self._event_key(event))
@@ -553,26 +703,22 @@ class Watcher:
             if self.learn and run is not None and isinstance(exc, MetricsUnavailable) \
                     and not exc.transient:
                 self._mark_unavailable(run, exc)
-            return record
+            return SETTLED
         self._count("predicted")
         if (record.get("unusual") or {}).get("unusual"):
             self._count("unusual")
         self.report(record)
         if self.learn:
             self._learn(run, fetched, frame)
-        return record
+        return SETTLED
 
     def report(self, record):
+        """Emit one record: a JSON line on stdout, then every ``ciml_prediction_made`` plugin."""
         line = json.dumps(record, sort_keys=True, default=str)
         with self._out_lock:
             stream = self.stdout or sys.stdout
             stream.write(line + "\n")
             stream.flush()
-        if self.publisher is not None:
-            try:
-                self.publisher.publish(record)
-            except Exception:
-                LOG.exception("could not publish the prediction for %s", record.get("run_id"))
         if self.call_hook:
             from ciml.plugins import get_manager
 
@@ -594,6 +740,7 @@ class Watcher:
             cache = self._raw_cache()
             if cache.state(run.id) == "cached":
                 return
+            fetched = self.predictor.stamp(fetched)
             cache.store(run, fetched, frame)
         except Exception:
             LOG.exception("could not add run %s to the raw cache", run.id)
@@ -620,12 +767,16 @@ class Watcher:
             try:
                 if item is None:
                     return
-                event, _queued_at = item
-                if self._abort:
-                    self._count("dropped")
-                    LOG.warning("dropped queued run %s: stopping", self._event_key(event))
-                    continue
-                self.process(event)
+                key, event, _queued_at = item
+                outcome = DROPPED
+                try:
+                    if self._abort:
+                        self._count("dropped")
+                        LOG.warning("left queued run %s for redelivery: stopping", key)
+                    else:
+                        outcome = self.process(event)
+                finally:
+                    self._settle(key, outcome)
             except Exception:  # process() reports its errors; this is a last guard
                 LOG.exception("worker error")
             finally:
@@ -643,13 +794,47 @@ class Watcher:
         previous = {}
 
         def handler(signum, frame):
-            LOG.warning("received %s: stopping (dropping queued runs)",
-                        signal.Signals(signum).name)
-            self.stop(drain=False)
+            name = signal.Signals(signum).name
+            if self._taking and self.drain_timeout:
+                # Only flags are set here: logging from a signal handler could
+                # deadlock on a lock the interrupted code holds.
+                self._signalled = (name, True)
+                self.stop(drain=True, timeout=self.drain_timeout)
+            else:
+                self._signalled = (name, False)
+                self.stop(drain=False)
 
+        self._signalled = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handler)
         return previous
+
+    def _log_signal(self):
+        signalled, self._signalled = getattr(self, "_signalled", None), None
+        if signalled is None:
+            return
+        name, drain = signalled
+        if drain:
+            LOG.warning("received %s: finishing the runs in hand (at most %.0f s); the rest "
+                        "stay unacknowledged and are delivered again at the next start",
+                        name, self.drain_timeout)
+        else:
+            LOG.warning("received %s: stopping now; the runs in hand stay unacknowledged "
+                        "and are delivered again at the next start", name)
+
+    def _wait_workers(self):
+        for thread in self._threads:
+            # Short joins keep the main thread responsive to signals, and
+            # let it end the drain when its time is up.
+            while thread.is_alive():
+                thread.join(0.1)
+                self._log_signal()
+                if self._drain_deadline is not None and not self._abort and \
+                        time.monotonic() > self._drain_deadline:
+                    LOG.warning("--drain-timeout of %.0f s reached: leaving %d queued "
+                                "run(s) and the runs still waiting for redelivery",
+                                self.drain_timeout or 0, self.queue.qsize())
+                    self._abort = True
 
     def run(self):
         """Watch until stopped; returns the counters as a dict."""
@@ -671,21 +856,22 @@ class Watcher:
             finally:
                 # The trigger is done (stopped, or had nothing more to say).
                 self._taking = False
+                self._log_signal()
                 for _ in self._threads:
                     self._put_sentinel()
-                for thread in self._threads:
-                    # Short joins keep the main thread responsive to signals.
-                    while thread.is_alive():
-                        thread.join(0.1)
+                self._wait_workers()
+                self._log_signal()
         finally:
             self._done.set()
             for sig, old in previous.items():
                 signal.signal(sig, old)
-            if self.publisher is not None:
-                try:
-                    self.publisher.close()
-                except Exception:
-                    LOG.exception("could not close the MQTT publisher")
+            try:
+                # After the workers: the acknowledgements of the drained runs
+                # must reach the broker (or the cursor) before it lets go.
+                self.trigger.close()
+            except Exception:
+                LOG.exception("the %s trigger failed to close",
+                              getattr(self.trigger, "name", "?"))
             if self._cache is not None:
                 self._cache.close()
             if self.status_interval:
@@ -698,5 +884,9 @@ class Watcher:
                 self.queue.put(None, timeout=0.1)
                 return
             except queue.Full:
+                self._log_signal()
+                if self._drain_deadline is not None and not self._abort and \
+                        time.monotonic() > self._drain_deadline:
+                    self._abort = True
                 if not any(t.is_alive() for t in self._threads):
                     return

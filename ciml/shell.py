@@ -113,6 +113,12 @@ class CimlApp(App):
         before = set(root.handlers)
         super().configure_logging()
         _installed_handlers.extend(h for h in root.handlers if h not in before)
+        from ciml.http import RedactingFilter
+
+        # Whatever a library logs (a URL with its password in an error,
+        # with --debug) is shown without credentials.
+        for handler in _installed_handlers:
+            handler.addFilter(RedactingFilter())
         if not self.options.debug:
             for name in _QUIET_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)

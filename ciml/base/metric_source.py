@@ -18,6 +18,10 @@ class FetchedMetrics:
     name: str
     data: bytes
     url: str
+    #: The metric source that fetched them and its non-secret parameters
+    #: (:meth:`MetricSource.provenance`), kept in the raw cache so that a
+    #: dataset, and then prediction, uses the same; ``None`` when unknown.
+    source: dict | None = None
 
 
 class MetricSource(Component, abc.ABC):
@@ -60,5 +64,45 @@ class MetricSource(Component, abc.ABC):
 
     def load(self, run):
         """Fetch and parse in one go (used at prediction time)."""
-        fetched = self.fetch(run)
+        fetched = self.stamp(self.fetch(run))
         return fetched, self.parse(fetched.data, run)
+
+    def provenance(self):
+        """``{"name", "params"}``: this source and its non-secret parameters.
+
+        Recorded with every cached run and in every dataset, so that
+        prediction reads a new run's metrics the way the training runs' were
+        read.  Secrets are left out: they are given again at prediction.
+        """
+        return {"name": self.name,
+                "params": {p.name: getattr(self, p.name, None) for p in self.parameters
+                           if not p.secret}}
+
+    def stamp(self, fetched):
+        """``fetched`` with :meth:`provenance` recorded in it (if it has none yet)."""
+        if getattr(fetched, "source", None) is None:
+            try:
+                fetched.source = self.provenance()
+            except AttributeError:  # a plugin's own, frozen result type
+                pass
+        return fetched
+
+
+def common_provenance(provenances):
+    """The metric source most of a dataset's runs were cached with, and how many differ.
+
+    :param provenances: one :meth:`MetricSource.provenance` dict (or ``None``
+        for a run cached before ciml recorded it) per run.
+    :return: ``(provenance or None, number of runs cached otherwise)``.
+    """
+    import json
+
+    counts = {}
+    for item in provenances:
+        if item:
+            key = json.dumps(item, sort_keys=True, default=str)
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return None, 0
+    best = max(counts, key=lambda k: (counts[k], k))
+    return json.loads(best), sum(counts.values()) - counts[best]

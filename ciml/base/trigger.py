@@ -12,12 +12,27 @@ class Trigger(Component, abc.ABC):
     with what the trigger may need from the pipeline, then :meth:`run` with a
     callback, on the main thread.  The trigger turns whatever it listens to
     into :class:`ciml.records.Event` objects and calls the callback with
-    each; the callback returns quickly (work is queued), so a trigger need
-    not be thread-safe.  Bad input (a payload that is not JSON, a missing
-    field) is the trigger's to log and skip: it must never end :meth:`run`.
+    each, from the thread that runs :meth:`run`: the callback may wait while
+    the watcher's queue is full (that is the back-pressure), so a trigger
+    whose input arrives on a library's network thread hands it to its own
+    thread first and never calls the callback from there.  The callback
+    returns ``False`` when the watcher is stopping and did not take the
+    event: leave it to be delivered again.  Bad input (a payload that is not
+    JSON, a missing field) is the trigger's to log and skip: it must never
+    end :meth:`run`.
+
+    Nothing is lost across a stop or a crash if the trigger lets go of an
+    event only in :meth:`acknowledge`: the watcher calls it, from a worker
+    thread, once the event's record (a prediction or an error) was emitted,
+    or once the event was found not to be its business (another job, a
+    repeat).  Events still queued when the watcher stops are never
+    acknowledged; a trigger that can deliver them again (an MQTT persistent
+    session, a cursor) should.
 
     :meth:`stop` may be called from a signal handler or another thread, any
-    number of times; :meth:`run` then returns soon after.
+    number of times; :meth:`run` then returns soon after, but the trigger
+    keeps what it needs to acknowledge the runs being finished until
+    :meth:`close`.
     """
 
     kind = "trigger"
@@ -46,3 +61,14 @@ class Trigger(Component, abc.ABC):
     @abc.abstractmethod
     def stop(self):
         """Make :meth:`run` return.  Idempotent; safe from signal handlers."""
+
+    def acknowledge(self, event):
+        """The watcher is done with ``event``: let go of it for good.
+
+        Called from worker threads, possibly after :meth:`stop`, never
+        after :meth:`close`.  The default does nothing (a trigger that
+        cannot deliver an event again has nothing to do).
+        """
+
+    def close(self):
+        """Release connections and files; called once, after the last :meth:`acknowledge`."""

@@ -170,9 +170,11 @@ class Demo(Command):
                 f"{dp}dataset show {status_ds}",
                 f"{dp}model show --dataset {cause_ds} --experiment {trees} -f json",
                 f"{dp}predict --dataset {status_ds} --experiment {exp} "
-                f"--source subunit2sql --db-uri {history.db_uri} {run_id}",
+                f"--source subunit2sql --db-uri {history.db_uri} --allow-scheme file {run_id}",
+                # The demo's logs are local files: a URL ciml fetches only when told.
                 f"{dp}watch --trigger poll --once --since {since} --dataset {cause_ds} "
-                f"--experiment {trees} --source subunit2sql --db-uri {history.db_uri}",
+                f"--experiment {trees} --source subunit2sql --db-uri {history.db_uri} "
+                "--allow-scheme file",
                 f"tensorboard --logdir {data_path.model(status_ds, exp) / 'logs'}"):
             step.say("  " + line)
 

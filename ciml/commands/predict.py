@@ -6,7 +6,7 @@ from ciml.commands.base import add_component_options, build_component, data_path
 
 
 def add_model_options(parser):
-    """``--dataset``, ``--experiment`` and ``--source``, shared with ``ciml watch``."""
+    """The options ``predict`` shares with ``watch``: the model, the sources, the URL policy."""
     parser.add_argument("--dataset", metavar="NAME", required=True,
                         help="Dataset the model was trained on (its normalizers are replayed)")
     parser.add_argument("--experiment", metavar="NAME", default=None,
@@ -20,9 +20,19 @@ def add_model_options(parser):
                         help="A run scoring at or above this percentile of the dataset's "
                              "training runs is reported unusual (default: 99)")
     parser.add_argument("--metric-source", metavar="NAME", default=None,
-                        help="Metric source that reads the runs (default: the dataset's). "
-                             "Another source than the dataset's works where both give the "
-                             "common column names (dstat, pcp, prometheus)")
+                        help="Metric source that reads new runs (default: the one the "
+                             "dataset's runs were cached with, with the same options; "
+                             "options given here override them).  Another source than the "
+                             "dataset's works where both give the common column names "
+                             "(dstat, pcp, prometheus)")
+    parser.add_argument("--allow-scheme", metavar="SCHEME", action="append", default=[],
+                        help="Also fetch artifacts URLs of this scheme (e.g. file) when they "
+                             "come from an event or the result source; http and https "
+                             "always are.  Repeatable")
+    parser.add_argument("--allow-host", metavar="HOST", action="append", default=[],
+                        help="Fetch artifacts URLs from events and the result source only "
+                             "from this host; a leading dot (.example.org) allows every "
+                             "host under a domain.  Repeatable (default: any host)")
     add_component_options(parser, "result_source", title="result source options")
     add_component_options(parser, "metric_source", title="metric source options")
 
@@ -39,16 +49,34 @@ def _percentile(text):
     return value
 
 
-def load_predictor(cmd, parsed_args):
+def url_policy(parsed_args):
+    from ciml.urlpolicy import UrlPolicy
+
+    return UrlPolicy(schemes=parsed_args.allow_scheme or (),
+                     hosts=parsed_args.allow_host or None)
+
+
+def check_names(parsed_args):
+    """Refuse misspelled plugin names before anything heavy is loaded."""
+    from ciml.plugins import get_manager
+
+    manager = get_manager()
+    if parsed_args.source:
+        manager.get("result_source", parsed_args.source)
+    if parsed_args.metric_source:
+        manager.get("metric_source", parsed_args.metric_source)
+
+
+def load_predictor(cmd, parsed_args, lazy=False):
+    """The predictor of ``--dataset``/``--experiment``; ``lazy``: the estimator loads on use."""
     from ciml import online
+    from ciml.commands.base import component_options
 
     path = data_path(cmd)
     experiment = parsed_args.experiment or online.default_experiment(path, parsed_args.dataset)
-    metric_source = None
-    if parsed_args.metric_source:
-        metric_source = build_component("metric_source", parsed_args.metric_source, parsed_args)
-    predictor = online.Predictor.load(path, parsed_args.dataset, experiment,
-                                      metric_source=metric_source)
+    predictor = online.Predictor.load(
+        path, parsed_args.dataset, experiment, metric_source=parsed_args.metric_source,
+        metric_options=lambda cls: component_options(cls, parsed_args), lazy=lazy)
     predictor.unusual_percentile = parsed_args.unusual_percentile
     if parsed_args.build_name:
         predictor.build_name = parsed_args.build_name
@@ -78,18 +106,21 @@ class Predict(Lister):
     def take_action(self, parsed_args):
         from ciml import online
 
-        predictor = load_predictor(self, parsed_args)
+        check_names(parsed_args)
+        # The estimator (TensorFlow) loads only once a run's metrics were read.
+        predictor = load_predictor(self, parsed_args, lazy=True)
         source = build_source(parsed_args)
         try:
             records = online.predict_runs(data_path(self), parsed_args.dataset,
                                           predictor.experiment_name, parsed_args.runs,
-                                          source=source, predictor=predictor)
+                                          source=source, predictor=predictor,
+                                          url_policy=url_policy(parsed_args))
             if parsed_args.plot:
                 from ciml.explain_plot import plot_records
 
                 for path in plot_records(predictor, parsed_args.runs, records,
                                          parsed_args.plot, data_path=data_path(self),
-                                         source=source):
+                                         source=source, url_policy=url_policy(parsed_args)):
                     self.app.stderr.write(f"plot written to {path}\n")
         finally:
             if source is not None:

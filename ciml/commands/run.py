@@ -33,8 +33,11 @@ class RunList(Lister):
         with cache:
             if parsed_args.unavailable:
                 columns = ("id", "build name", "reason", "message", "time")
-                rows = [(u["run_id"], u["build_name"], u["reason"], u["message"], u["time"])
-                        for u in cache.unavailable(parsed_args.build_name)]
+                from ciml.http import redact_text
+
+                # Reasons recorded by older versions may name URLs with passwords.
+                rows = [(u["run_id"], u["build_name"], u["reason"], redact_text(u["message"]),
+                         u["time"]) for u in cache.unavailable(parsed_args.build_name)]
                 return columns, rows
             # "incomplete": why optional metadata is missing for now; the next
             # cache-data completes it.
@@ -83,9 +86,12 @@ class RunShow(ShowOne):
             if cache.state(parsed_args.id) == UNAVAILABLE:
                 for entry in cache.unavailable():
                     if entry["run_id"] == parsed_args.id:
+                        from ciml.http import redact_text
+
                         return (("id", "build name", "state", "reason", "message", "time"),
                                 (entry["run_id"], entry["build_name"], UNAVAILABLE,
-                                 entry["reason"], entry["message"], entry["time"]))
+                                 entry["reason"], redact_text(entry["message"]),
+                                 entry["time"]))
             run = cache.record(parsed_args.id)
             info = cache.info(parsed_args.id)
             data = run.to_dict()

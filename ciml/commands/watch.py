@@ -1,12 +1,34 @@
 """``ciml watch``: predict new runs as a trigger announces them, and report the predictions."""
 
+import logging
+
 from cliff.command import Command
 
 from ciml.base import positive_int
-from ciml.commands.base import add_component_options, build_component, component_options, data_path
-from ciml.commands.predict import add_model_options, build_source, load_predictor
+from ciml.commands.base import add_component_options, build_component, data_path
+from ciml.commands.predict import (
+    add_model_options,
+    build_source,
+    check_names,
+    load_predictor,
+    url_policy,
+)
 from ciml.errors import ConfigError
 from ciml.plugins import get_manager
+
+LOG = logging.getLogger(__name__)
+
+
+def _non_negative_float(text):
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
 
 
 class Watch(Command):
@@ -39,6 +61,11 @@ class Watch(Command):
                                  "systems upload after reporting (default: 6)")
         parser.add_argument("--fetch-delay", metavar="SECONDS", type=float, default=5.0,
                             help="Seconds before the second try, doubling after (default: 5)")
+        parser.add_argument("--drain-timeout", metavar="SECONDS", type=_non_negative_float,
+                            default=30.0,
+                            help="On SIGTERM or SIGINT, seconds to finish the runs in hand; "
+                                 "the others stay unacknowledged and are delivered again at "
+                                 "the next start (a second signal stops at once; default: 30)")
         parser.add_argument("--status-interval", metavar="SECONDS", type=float, default=60.0,
                             help="Seconds between status lines on stderr; 0 for none "
                                  "(default: 60)")
@@ -49,31 +76,56 @@ class Watch(Command):
         from ciml import online
 
         path = data_path(self)
-        predictor = load_predictor(self, parsed_args)
-        if not predictor.build_name:
-            raise ConfigError("the dataset records no build name; give --build-name")
-        source = build_source(parsed_args)
+        # Names first: a typo is reported before TensorFlow loads.
+        get_manager().get("trigger", parsed_args.trigger)
+        check_names(parsed_args)
         trigger = build_component("trigger", parsed_args.trigger, parsed_args)
-        trigger.setup(data_path=path, build_name=predictor.build_name, result_source=source)
-        publisher = None
-        if parsed_args.publish_topic:
-            from ciml_plugins.triggers.mqtt import MqttPublisher
-
-            mqtt_cls = get_manager().get("trigger", "mqtt")
-            settings = mqtt_cls.from_options(
-                component_options(mqtt_cls, parsed_args)).get_params(include_secrets=True)
-            settings.pop("topic", None)
-            publisher = MqttPublisher(parsed_args.publish_topic, **settings)
-        watcher = online.Watcher(
-            predictor, trigger, source=source, data_path=path, publisher=publisher,
-            learn=parsed_args.learn, max_events=parsed_args.max_events,
-            workers=parsed_args.workers, queue_size=parsed_args.queue_size,
-            fetch_attempts=parsed_args.fetch_attempts, fetch_delay=parsed_args.fetch_delay,
-            status_interval=parsed_args.status_interval, stdout=self.app.stdout,
-            stderr=self.app.stderr)
+        source = build_source(parsed_args)
+        reporters = []
         try:
+            predictor = load_predictor(self, parsed_args)
+            if not predictor.build_name:
+                raise ConfigError("the dataset records no build name; give --build-name")
+            trigger.setup(data_path=path, build_name=predictor.build_name,
+                          result_source=source)
+            reporters = self._start_reporters(parsed_args)
+            watcher = online.Watcher(
+                predictor, trigger, source=source, data_path=path,
+                learn=parsed_args.learn, max_events=parsed_args.max_events,
+                workers=parsed_args.workers, queue_size=parsed_args.queue_size,
+                fetch_attempts=parsed_args.fetch_attempts,
+                fetch_delay=parsed_args.fetch_delay, drain_timeout=parsed_args.drain_timeout,
+                url_policy=url_policy(parsed_args),
+                status_interval=parsed_args.status_interval, stdout=self.app.stdout,
+                stderr=self.app.stderr)
             watcher.run()
         finally:
+            self._stop_reporters(reporters)
             if source is not None:
                 source.close()
         return 0
+
+    @staticmethod
+    def _start_reporters(parsed_args):
+        """Register the reporters plugins offer for these options (``--publish-topic``...)."""
+        manager = get_manager()
+        reporters = []
+        for reporter in manager.hook.ciml_watch_reporters(options=vars(parsed_args)):
+            if reporter is None:
+                continue
+            name = f"watch-reporter-{len(reporters)}-{type(reporter).__name__}"
+            manager.add_plugin(reporter, name)
+            reporters.append((name, reporter))
+        return reporters
+
+    @staticmethod
+    def _stop_reporters(reporters):
+        manager = get_manager()
+        for name, reporter in reporters:
+            manager.unregister(name)
+            close = getattr(reporter, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    LOG.exception("could not close the reporter %s", name)

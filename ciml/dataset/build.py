@@ -602,6 +602,9 @@ class _Build:
             "normalized_length": self.example_shape[0] if self.time_axis else None,
             "fixed_length_from": self.length_from, "scale_per": opts["scale_per"],
         }
+        # 12.8: prediction reads new runs with the metric source these were cached with.
+        self.config.update(recorded_metric_source(
+            self.cache, [run.id for run, _ in self.labelled], self.name))
         sources = sorted({str(getattr(r, "source", None) or "unknown")
                           for r, _ in self.labelled})
         balance = {s: _balance(self.classes, _codes_of(self.parts[s], self.ids_by_split[s],
@@ -743,6 +746,28 @@ def _set_fixed_length(head, cache, training, sample_interval, fixed_length):
 
 
 # -- features and reports ------------------------------------------------------
+
+
+def recorded_metric_source(cache, run_ids, name):
+    """``{"metric_source", "metric_source_options"}`` the runs were cached with.
+
+    ``None`` values for runs cached before ciml recorded it (prediction then
+    uses the default dstat source).
+    """
+    from ciml.base.metric_source import common_provenance
+
+    def provenance(run_id):
+        try:
+            return cache.info(run_id).get("metric_source")
+        except Exception:  # a cache without the record: the default applies
+            return None
+
+    found, others = common_provenance(provenance(i) for i in run_ids)
+    if others:
+        LOG.warning("%s: %d run(s) were cached with another metric source or other options "
+                    "than %s; prediction uses %s", name, others, found["name"], found["name"])
+    return {"metric_source": found["name"] if found else None,
+            "metric_source_options": found["params"] if found else None}
 
 
 def run_columns(cache, run_id):

@@ -24,13 +24,14 @@ import hashlib
 import json
 import logging
 import posixpath
+import queue
 import socket
 import threading
 import time
 import urllib.parse
 
 from ciml.base import Parameter, Trigger, parse_bool
-from ciml.errors import ConfigError
+from ciml.errors import CimlError, ConfigError
 from ciml.hookspecs import hookimpl
 from ciml.records import FAILED, PASSED, Event
 
@@ -269,13 +270,48 @@ def _configure(client, *, tls=False, ca_certs=None, username=None, password_file
         raise ConfigError("--password-file needs --username")
 
 
+def connect_failure_cause(exc):
+    """Why a connection attempt failed, in a few words an operator can act on."""
+    import ssl
+
+    if exc is None:
+        return "no reason given"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({exc.strerror or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running, and is this its port?)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = getattr(exc, "verify_message", None) or exc
+        return f"TLS: the broker's certificate was not accepted ({detail})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {getattr(exc, 'reason', None) or exc}"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "no answer (timed out)"
+    return f"{exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+
+
+class _Message:
+    """One MQTT message whose events the watcher has in hand; acknowledged once all are done."""
+
+    __slots__ = ("mid", "qos", "remaining", "refused")
+
+    def __init__(self, mid, qos, remaining):
+        self.mid = mid
+        self.qos = qos
+        self.remaining = remaining
+        self.refused = False
+
+
 class MqttTrigger(Trigger):
     """Subscribe to an MQTT broker for firehose subunit or Zuul build reports
 
     Subscribes (QoS 1, persistent session by default) and turns each message
     into events; reconnects with backoff and subscribes again after a
     broker restart, so reports published while briefly disconnected are
-    still delivered.  Malformed messages are logged, counted and skipped.
+    still delivered.  A message is acknowledged only once the watcher has
+    emitted the records of all its runs: one not yet handled when the
+    watcher stops or dies is delivered again by the broker.  Malformed
+    messages are logged, counted and skipped.
     """
 
     name = "mqtt"
@@ -297,6 +333,10 @@ class MqttTrigger(Trigger):
         Parameter("keepalive", type=int, default=60, help="MQTT keepalive, seconds"),
         Parameter("reconnect_max_delay", type=int, default=60,
                   help="longest wait between reconnection attempts, seconds"),
+        Parameter("connect_timeout", type=float, default=60.0,
+                  help="give up when the MQTT broker was not reached in this many seconds "
+                       "(once connected, a lost broker is retried for ever); 0 never "
+                       "gives up"),
         Parameter("max_payload_bytes", type=int, default=DEFAULT_MAX_PAYLOAD,
                   help="larger messages are skipped"),
     )
@@ -306,7 +346,16 @@ class MqttTrigger(Trigger):
         self._stopping = False
         self._client = None
         self._connected = threading.Event()
-        self.stats = {"messages": 0, "events": 0, "malformed": 0, "not_finished": 0}
+        self._ever_connected = False
+        self._failure = None  # why the latest connection attempt failed
+        # Messages from paho's network thread, for run()'s thread: a put never
+        # blocks, so keepalives go on while the watcher's queue is full.
+        self._inbox = queue.SimpleQueue()
+        self._ack_lock = threading.Lock()
+        self._messages = {}   # id(event) -> _Message, while the watcher has it
+        self._in_hand = {}    # mid -> _Message, for QoS > 0 messages being handled
+        self.stats = {"messages": 0, "events": 0, "malformed": 0, "not_finished": 0,
+                      "redelivered": 0}
 
     # -- pipeline interface --------------------------------------------------
 
@@ -348,8 +397,12 @@ class MqttTrigger(Trigger):
 
         def on_connect(client, userdata, flags, reason_code, properties):
             if reason_code.is_failure:
+                # Bad credentials or a refused client id: say so each time.
+                self._failure = f"the broker refused the connection: {reason_code}"
                 LOG.error("MQTT broker %s refused the connection: %s", where, reason_code)
                 return
+            if not flags.session_present:
+                self._forget_session()
             # Subscribing here restores the subscription after every reconnect.
             result, mid = client.subscribe([(t, self.qos) for t in topics])
             pending[0] = mid
@@ -368,6 +421,7 @@ class MqttTrigger(Trigger):
                 if len(refused) == len(topics):
                     return
             LOG.info("subscribed to %s on MQTT broker %s", ", ".join(topics), where)
+            self._ever_connected = True
             self._connected.set()
 
         def on_disconnect(client, userdata, flags, reason_code, properties):
@@ -376,18 +430,18 @@ class MqttTrigger(Trigger):
                 LOG.warning("lost the MQTT broker %s (%s); reconnecting", where, reason_code)
 
         def on_connect_fail(client, userdata):
+            # paho calls this from inside its "except OSError" block: the
+            # exception being handled is the reason.
+            import sys
+
+            self._failure = connect_failure_cause(sys.exc_info()[1])
             if not self._stopping:
-                LOG.warning("cannot reach the MQTT broker %s; trying again", where)
+                LOG.warning("cannot reach the MQTT broker %s: %s; trying again", where,
+                            self._failure)
 
         def on_message(client, userdata, message):
-            # Never raise here: paho would end its network loop.
-            accepted = True
-            try:
-                accepted = self._handle_message(message, on_event)
-            except Exception:
-                LOG.exception("unexpected error handling an MQTT message on %s", message.topic)
-            if accepted and message.qos > 0:
-                client.ack(message.mid, message.qos)
+            # Never block nor raise here: this is paho's network thread.
+            self._inbox.put(message)
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -396,26 +450,116 @@ class MqttTrigger(Trigger):
         client.on_message = on_message
         client.connect_async(self.mqtt_host, self.mqtt_port, keepalive=self.keepalive)
         client.loop_start()
+        started = time.monotonic()
         try:
-            # A plain flag and short sleeps: stop() may run in a signal handler,
+            # A plain flag and short waits: stop() may run in a signal handler,
             # where taking a lock the interrupted code holds would deadlock.
             while not self._stopping:
-                time.sleep(0.05)
-        finally:
-            try:
-                client.disconnect()
-            finally:
-                client.loop_stop()
-                self._connected.clear()
-                self._client = None
+                try:
+                    message = self._inbox.get(timeout=0.05)
+                except queue.Empty:
+                    self._check_connect_timeout(started, where)
+                    continue
+                try:
+                    self._deliver(message, on_event)
+                except Exception:
+                    LOG.exception("unexpected error handling an MQTT message on %s",
+                                  message.topic)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_connect_timeout(self, started, where):
+        if self._ever_connected or not self.connect_timeout or self.connect_timeout <= 0:
+            return
+        waited = time.monotonic() - started
+        if waited > self.connect_timeout:
+            raise CimlError(
+                f"cannot reach the MQTT broker {where} after {waited:.0f} s: "
+                f"{self._failure or 'no answer'} (see --mqtt-host, --mqtt-port, --tls, "
+                "--connect-timeout)")
 
     def stop(self):
         self._stopping = True
 
+    def close(self):
+        """Hang up, after the acknowledgements already given have been sent."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            # DISCONNECT goes out after the PUBACKs queued before it.
+            client.disconnect()
+        finally:
+            client.loop_stop()
+            self._connected.clear()
+
+    def _forget_session(self):
+        """The broker has no session for us (a clean start): old message ids mean nothing.
+
+        Acknowledging one would acknowledge whatever new message the broker
+        gave that id, so the messages still in hand are never acknowledged;
+        without a session, the broker would not send them again anyway.
+        """
+        with self._ack_lock:
+            for message in self._in_hand.values():
+                message.refused = True
+            self._in_hand.clear()
+
+    def acknowledge(self, event):
+        with self._ack_lock:
+            message = self._messages.pop(id(event), None)
+            if message is None:
+                return
+            message.remaining -= 1
+            if message.remaining > 0 or message.refused:
+                return
+            self._in_hand.pop(message.mid, None)
+            client = self._client
+        if client is not None and message.qos > 0:
+            # Thread-safe in paho: the PUBACK is queued for its network thread.
+            client.ack(message.mid, message.qos)
+
     # -- messages ------------------------------------------------------------
 
-    def _handle_message(self, message, on_event):
-        """Parse one message and hand its events on; False if one was refused."""
+    def _deliver(self, message, on_event):
+        """Hand one message's events to the watcher; acknowledged when they are settled."""
+        qos = getattr(message, "qos", 0)
+        if qos > 0:
+            with self._ack_lock:
+                redelivered = message.mid in self._in_hand
+            if redelivered:
+                # The broker sent it again after a reconnect while the watcher
+                # still has the first copy: that one's acknowledgement covers both.
+                self.stats["redelivered"] += 1
+                return
+        events = self._parse(message)
+        state = _Message(message.mid, qos, len(events))
+        if not events:
+            if qos > 0 and self._client is not None:
+                self._client.ack(message.mid, qos)  # nothing to predict: handled
+            return
+        with self._ack_lock:
+            if qos > 0:
+                self._in_hand[message.mid] = state
+            # Registered before any is handed over: the watcher may settle
+            # the first (another job) before the next is registered.
+            for event in events:
+                self._messages[id(event)] = state
+        for index, event in enumerate(events):
+            self.stats["events"] += 1
+            if on_event(event) is False:
+                # The watcher is stopping: the message stays unacknowledged,
+                # so the broker delivers it again, all of its builds.
+                with self._ack_lock:
+                    state.refused = True
+                    for rest in events[index:]:
+                        self._messages.pop(id(rest), None)
+                    self._in_hand.pop(message.mid, None)
+                break
+
+    def _parse(self, message):
+        """The events of one message; malformed ones are logged and counted."""
         self.stats["messages"] += 1
         problems = []
         try:
@@ -425,16 +569,25 @@ class MqttTrigger(Trigger):
             self.stats["malformed"] += 1
             LOG.warning("skipping a malformed MQTT message on %s (%s): %s",
                         message.topic, exc.reason, exc)
-            return True
+            return []
         for exc in problems:
             self.stats["malformed"] += 1
             LOG.warning("skipping a malformed build in an MQTT message on %s (%s): %s",
                         message.topic, exc.reason, exc)
         if not events and not problems:
             self.stats["not_finished"] += 1
-        accepted = True
         for event in events:
             event.metadata.setdefault("topic", message.topic)
+        return events
+
+    def _handle_message(self, message, on_event):
+        """Parse one message and hand its events on; False if one was refused.
+
+        The synchronous form of :meth:`_deliver`, without acknowledgements
+        (tests and tools that feed messages by hand).
+        """
+        accepted = True
+        for event in self._parse(message):
             self.stats["events"] += 1
             if on_event(event) is False:
                 accepted = False
@@ -442,7 +595,12 @@ class MqttTrigger(Trigger):
 
 
 class MqttPublisher:
-    """Publishes prediction records as JSON to a topic (``watch --publish-topic``)."""
+    """Publishes prediction records as JSON to a topic (``watch --publish-topic``).
+
+    A plugin on ``ciml_prediction_made``: ``ciml watch`` registers it for
+    the run of the command when ``--publish-topic`` is given (see
+    :func:`ciml_watch_reporters`), like any other reporter.
+    """
 
     def __init__(self, topic, *, mqtt_host="localhost", mqtt_port=1883, tls=False,
                  ca_certs=None, username=None, password_file=None, client_id=None, qos=1,
@@ -465,6 +623,20 @@ class MqttPublisher:
         self._client.connect_async(mqtt_host, mqtt_port or 1883, keepalive=keepalive or 60)
         self._client.loop_start()
 
+    @classmethod
+    def from_options(cls, topic, options):
+        """A publisher on the broker the mqtt options name (``--mqtt-host``...)."""
+        from ciml.commands.base import component_options
+
+        settings = MqttTrigger.from_options(component_options(MqttTrigger, options)).get_params(
+            include_secrets=True)
+        settings.pop("topic", None)
+        return cls(topic, **settings)
+
+    @hookimpl
+    def ciml_prediction_made(self, prediction):
+        self.publish(prediction)
+
     def publish(self, record):
         info = self._client.publish(self.topic, json.dumps(record, sort_keys=True, default=str),
                                     qos=self.qos)
@@ -482,6 +654,15 @@ class MqttPublisher:
             self._client.disconnect()
         finally:
             self._client.loop_stop()
+
+
+@hookimpl
+def ciml_watch_reporters(options):
+    """``--publish-topic``: publish every prediction of this watch to MQTT."""
+    topic = options.get("publish_topic")
+    if not topic:
+        return None
+    return MqttPublisher.from_options(topic, options)
 
 
 @hookimpl

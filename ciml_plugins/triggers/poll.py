@@ -6,8 +6,11 @@ last poll may show up only later.  So each poll looks back ``lookback``
 seconds before the cursor (the latest start seen) and remembers the ids
 of the runs it already announced inside that window.  Runs that share a
 timestamp with the cursor are told apart by these ids too.  The cursor and
-the ids are written atomically to ``<data path>/state/`` after every
-announced run, so a restart neither repeats nor misses runs.
+the ids are written atomically to ``<data path>/state/`` each time the
+watcher *acknowledges* a run (its record was emitted), never when it is
+merely announced: a run queued when the watcher stops or dies is announced
+again at the next start.  The cursor never moves past a run still in hand,
+so the next query window always reaches back to it.
 
 On its very first poll (no state yet) the trigger records the runs already
 in the source without announcing them, unless ``since`` is given: watching
@@ -16,6 +19,7 @@ starts *now*, not at the beginning of history.
 
 import datetime as dt
 import logging
+import threading
 import time
 
 from ciml.base import Parameter, Trigger, parse_bool
@@ -80,8 +84,15 @@ class PollCursor:
         })
         self.exists = True
 
-    def add(self, run_id, start):
+    def add(self, run_id, start, limit=None):
+        """Record ``run_id`` as done; the cursor moves to its start, but not past ``limit``.
+
+        ``limit`` is the earliest start of the runs still in hand: the next
+        window (cursor - lookback) must still reach them after a restart.
+        """
         self.seen[run_id] = (start or _utcnow()).isoformat()
+        if start is not None and limit is not None:
+            start = min(start, limit)
         if start is not None and (self.cursor is None or start > self.cursor):
             self.cursor = start
 
@@ -121,6 +132,11 @@ class PollTrigger(Trigger):
         self._stopping = False
         self.stats = {"polls": 0, "events": 0, "errors": 0}
         self.cursor = None
+        # Runs announced and not yet acknowledged (id -> start); acknowledged
+        # from the watcher's threads while run() polls.
+        self._in_hand = {}
+        self._done_starts = []  # starts acknowledged while an earlier run was in hand
+        self._lock = threading.Lock()
 
     def setup(self, *, data_path, build_name=None, result_source=None):
         super().setup(data_path=data_path, build_name=build_name, result_source=result_source)
@@ -136,53 +152,80 @@ class PollTrigger(Trigger):
         """One poll: announce the new runs; returns how many were announced."""
         cursor = self.cursor
         self.stats["polls"] += 1
-        baseline = not cursor.exists and self.since is None
-        if cursor.exists and cursor.cursor is not None:
-            window = cursor.cursor - dt.timedelta(seconds=self.lookback)
-        elif cursor.exists:
-            window = None
-        elif self.since is not None:
-            window = self.since
-        else:
-            window = _utcnow() - dt.timedelta(seconds=self.lookback)
+        with self._lock:
+            baseline = not cursor.exists and self.since is None
+            if cursor.exists and cursor.cursor is not None:
+                window = cursor.cursor - dt.timedelta(seconds=self.lookback)
+            elif cursor.exists:
+                window = None
+            elif self.since is not None:
+                window = self.since
+            else:
+                window = _utcnow() - dt.timedelta(seconds=self.lookback)
         announced = 0
         runs = self.result_source.list_runs(self.build_name, since=window)
         try:
             for run in runs:
                 if self._stopping:
                     break
-                if run.id in cursor.seen:
-                    continue
-                if baseline:
-                    cursor.add(run.id, _aware(run.start))
+                with self._lock:
+                    known = run.id in cursor.seen or run.id in self._in_hand
+                    if not known and baseline:
+                        cursor.add(run.id, _aware(run.start))
+                if known or baseline:
                     continue
                 event = Event(build_name=run.build_name, run_id=run.id,
                               build_uuid=run.build_uuid, status=run.status,
                               artifacts_url=run.artifacts_url, start=_aware(run.start),
                               metadata=dict(run.metadata or {}), payload=run, trigger="poll")
+                with self._lock:
+                    # In hand before it is handed over: the watcher may
+                    # acknowledge it (another job) before on_event returns.
+                    self._in_hand[run.id] = _aware(run.start)
                 if on_event(event) is False:
                     # Refused while stopping: left unrecorded, so announced next time.
+                    with self._lock:
+                        self._in_hand.pop(run.id, None)
                     break
-                cursor.add(run.id, _aware(run.start))
-                cursor.save()
                 announced += 1
                 self.stats["events"] += 1
         finally:
             close = getattr(runs, "close", None)
             if close is not None:
                 close()
-        if baseline:
-            # The cursor starts at now, not at the newest run recorded: the
-            # next window (cursor - lookback) must not reach back past this
-            # one, or older runs this poll never listed would be announced.
-            now = _utcnow()
-            if cursor.cursor is None or cursor.cursor < now:
-                cursor.cursor = now
-            LOG.info("poll: first run for %s; %d existing runs recorded, watching from now",
-                     self.build_name, len(cursor.seen))
-        cursor.prune(self.lookback)
-        cursor.save()
+        with self._lock:
+            if baseline:
+                # The cursor starts at now, not at the newest run recorded: the
+                # next window (cursor - lookback) must not reach back past this
+                # one, or older runs this poll never listed would be announced.
+                now = _utcnow()
+                if cursor.cursor is None or cursor.cursor < now:
+                    cursor.cursor = now
+                LOG.info("poll: first run for %s; %d existing runs recorded, watching from "
+                         "now", self.build_name, len(cursor.seen))
+            cursor.prune(self.lookback)
+            cursor.save()
         return announced
+
+    def acknowledge(self, event):
+        """The run's record was emitted: remember it, and move the cursor if it may."""
+        with self._lock:
+            if event.run_id not in self._in_hand:
+                return
+            start = self._in_hand.pop(event.run_id)
+            limit = min((s for s in self._in_hand.values() if s is not None), default=None)
+            self.cursor.add(event.run_id, start, limit)
+            if limit is not None and start is not None and start > limit:
+                self._done_starts.append(start)
+            # Starts acknowledged while an earlier run was in hand move the
+            # cursor once nothing earlier is left.
+            waiting, self._done_starts = self._done_starts, []
+            for done in waiting:
+                if limit is not None and done > limit:
+                    self._done_starts.append(done)
+                elif self.cursor.cursor is None or done > self.cursor.cursor:
+                    self.cursor.cursor = done
+            self.cursor.save()
 
     def run(self, on_event):
         self._stopping = False

@@ -73,10 +73,14 @@ def test_firehose_zuul_and_bad_messages(mosquitto, data_path, sample_data):
     root = "ciml-test-" + _uid()
     trigger = _trigger(host, port, f"{root}/#", data_path, clean_session=True)
     sub = Subscriber(host, port, f"{root}-predictions")
-    from ciml_plugins.triggers.mqtt import MqttPublisher
+    from ciml.plugins import get_manager
 
-    publisher = MqttPublisher(f"{root}-predictions", mqtt_host=host, mqtt_port=port)
-    running = Running(trigger, publisher=publisher)
+    # The publisher is a reporter plugin, offered for --publish-topic.
+    [publisher] = [r for r in get_manager().hook.ciml_watch_reporters(options={
+        "publish_topic": f"{root}-predictions", "mqtt_host": host, "mqtt_port": port})
+        if r is not None]
+    get_manager().add_plugin(publisher, "test-publisher")
+    running = Running(trigger, call_hook=True)
     try:
         assert trigger.wait_connected(10)
         zuul = json.loads((sample_data / "mqtt" /
@@ -98,6 +102,7 @@ def test_firehose_zuul_and_bad_messages(mosquitto, data_path, sample_data):
         published = sub.wait_for(3)
     finally:
         stats = running.stop()
+        publisher.close()
         sub.close()
     by_id = {r["run_id"]: r for r in records}
     assert set(by_id) == {passed, failed, zuul_uuid}
@@ -187,7 +192,7 @@ def fake_model(monkeypatch):
     """``ciml predict``/``watch`` load this fake instead of a trained model."""
     from ciml import online
 
-    def load(cls, data_path, dataset, experiment, metric_source=None):
+    def load(cls, data_path, dataset, experiment, **kwargs):
         predictor = fake_predictor()
         predictor.dataset_name, predictor.experiment_name = dataset, experiment
         return predictor
@@ -479,14 +484,175 @@ def test_tls_with_user_and_password_file(tmp_path, data_path, caplog):
             running.stop()
         assert [r["run_id"] for r in records] == [build]
 
+        from ciml.errors import CimlError
+
+        # Refused logins and a certificate from another CA: given up with the cause.
         refused = _trigger("127.0.0.1", broker.port, "t/#", data_path, tls=True,
                            ca_certs=str(files["ca"]), username="ciml",
-                           password_file=str(bad), clean_session=True)
-        running = Running(refused)
-        time.sleep(2)
+                           password_file=str(bad), clean_session=True, connect_timeout=2)
+        with pytest.raises(CimlError, match="refused the connection: Not authorized"):
+            refused.run(lambda e: True)
         assert not refused.connected
-        running.stop()
+        other_ca = make_tls_files(tmp_path / "other-ca")["ca"]
+        untrusted = _trigger("127.0.0.1", broker.port, "t/#", data_path, tls=True,
+                             ca_certs=str(other_ca), username="ciml",
+                             password_file=str(good), clean_session=True, connect_timeout=2)
+        with pytest.raises(CimlError, match="TLS: the broker's certificate was not accepted"):
+            untrusted.run(lambda e: True)
         assert "refused the connection" in caplog.text
         assert secret not in caplog.text and "not-the-password" not in caplog.text
     finally:
         broker.stop()
+
+
+# -- stop and restart: nothing lost, nothing predicted twice ----------------------------
+
+
+class Child:
+    """``watch_child.py`` in a process of its own: the real signal handling."""
+
+    def __init__(self, tmp_path, name, *args):
+        import pathlib
+        import subprocess
+        import sys
+
+        script = pathlib.Path(__file__).resolve().parent / "watch_child.py"
+        self.err_path = tmp_path / f"{name}.stderr"
+        self._err = open(self.err_path, "w")
+        self.proc = subprocess.Popen([sys.executable, str(script), *map(str, args)],
+                                     stdout=subprocess.PIPE, stderr=self._err, text=True)
+        self.lines = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def stderr(self):
+        return self.err_path.read_text()
+
+    def wait_for(self, predicate, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert self.proc.poll() is None, self.stderr()[-3000:]
+            assert time.monotonic() < deadline, self.stderr()[-3000:]
+            time.sleep(0.02)
+
+    def signal(self, sig, timeout=60):
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(10)
+        self._err.close()
+        return rc
+
+
+def _predicted(children):
+    ids = [r["run_id"] for child in children for r in child.lines]
+    assert all(r.get("predicted") for child in children for r in child.lines)
+    return ids
+
+
+@pytest.mark.parametrize("drain_timeout", [1, 0])
+def test_sigterm_and_restart_lose_no_mqtt_report(private_broker, tmp_path, data_path,
+                                                 drain_timeout):
+    """60 reports at once, SIGTERM after the first prediction, broker restart, restart.
+
+    Each of the 50 valid reports is predicted exactly once: the runs in hand
+    are finished within --drain-timeout (1 s: about 10 of 50 at 0.1 s each;
+    0: none), the rest left unacknowledged, and the broker delivers those
+    to the restarted watcher.
+    """
+    import signal
+
+    host, port = "127.0.0.1", private_broker.port
+    root = "ciml-test-" + _uid()
+    client_id = "ciml-test-" + _uid()[:12]
+    _queue_for(host, port, client_id, f"{root}/#")
+    valid = [_uid() for _ in range(50)]
+    messages = [(f"{root}/gearman-subunit/w", _firehose(u, "failed" if i % 3 else "success"))
+                for i, u in enumerate(valid)]
+    for i in range(10):  # the rest of the burst: other jobs and junk, settled at once
+        messages.insert(i * 5, (f"{root}/gearman-subunit/w",
+                                _firehose(_uid(), job="grenade") if i % 2 else b"{junk"))
+    publish(host, port, messages)
+    args = ["--trigger", "mqtt", "--port", port, "--topic", f"{root}/#", "--client-id",
+            client_id, "--data-path", data_path.root, "--drain-timeout", drain_timeout,
+            "--fetch-seconds", "0.1"]
+    first = Child(tmp_path, "first", *args)
+    first.wait_for(lambda: first.lines)
+    assert first.signal(signal.SIGTERM) == 0, first.stderr()[-3000:]
+    assert "received SIGTERM" in first.stderr()
+    assert len(first.lines) < 50  # the test stopped it in the middle of the burst
+    # The broker restarts too: what it holds for the session survives on disk.
+    time.sleep(1.5)  # mosquitto's autosave interval is 1 s
+    private_broker.stop()
+    private_broker.start()
+    second = Child(tmp_path, "second", *args)
+    second.wait_for(lambda: len(set(_predicted([first, second]))) >= 50)
+    assert second.signal(signal.SIGTERM) == 0, second.stderr()[-3000:]
+    ids = _predicted([first, second])
+    assert sorted(ids) == sorted(valid), "lost or repeated: " + repr(
+        (set(valid) - set(ids), [i for i in set(ids) if ids.count(i) > 1]))
+
+
+def test_sigterm_in_a_poll_burst_and_restart_predict_each_run_once(tmp_path, data_path):
+    """Issue 20.3: 150 runs inserted at once, SIGTERM after the first prediction, restart."""
+    import signal
+
+    from ciml.generator import generate_history
+
+    history = generate_history(tmp_path / "h", runs=150, seed=4, jobs=["tempest-full"],
+                               duration=(60, 120), tests=False,
+                               base_url="http://127.0.0.1:9/")
+    since = min(r["start"] for r in history.runs).isoformat()
+    args = ["--trigger", "poll", "--db-uri", history.db_uri, "--since", since,
+            "--data-path", data_path.root, "--workers", "2", "--queue-size", "20"]
+    first = Child(tmp_path, "first", *args)
+    first.wait_for(lambda: first.lines)
+    assert first.signal(signal.SIGTERM) == 0, first.stderr()[-3000:]
+    assert len(first.lines) < 150
+    second = Child(tmp_path, "second", *args)
+    second.wait_for(lambda: len(set(_predicted([first, second]))) >= 150)
+    # One more poll: nothing is announced again.
+    time.sleep(0.5)
+    assert second.signal(signal.SIGTERM) == 0, second.stderr()[-3000:]
+    ids = _predicted([first, second])
+    assert sorted(ids) == sorted(r["run_id"] for r in history.runs)
+
+
+def test_a_full_queue_does_not_starve_the_keepalive(mosquitto, data_path, caplog):
+    """Issue 12.3: with the queue full for several keepalive periods, the broker keeps us."""
+    from mqtt_helpers import fake_metric_source
+
+    class Slow:
+        """The fake metric source, one second per run."""
+
+        def __init__(self):
+            self.inner = fake_metric_source()
+
+        def load(self, run):
+            time.sleep(1.0)
+            return self.inner.load(run)
+
+    host, port = mosquitto
+    root = "ciml-test-" + _uid()
+    trigger = _trigger(host, port, f"{root}/#", data_path, clean_session=True, keepalive=1)
+    predictor = fake_predictor(metric_source=Slow())
+    running = Running(trigger, predictor=predictor, workers=1, queue_size=1)
+    try:
+        assert trigger.wait_connected(10)
+        runs = [_uid() for _ in range(6)]
+        publish(host, port, [(f"{root}/gearman-subunit/w", _firehose(u)) for u in runs])
+        # Six seconds of work behind a queue of one: paho's thread must keep
+        # answering the broker (keepalive 1 s: it gives up after 1.5 s of silence).
+        records = running.wait_records(6, timeout=60)
+    finally:
+        running.stop()
+    assert sorted(r["run_id"] for r in records) == sorted(runs)
+    assert "lost the MQTT broker" not in caplog.text

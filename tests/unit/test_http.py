@@ -321,3 +321,29 @@ def test_a_rate_limit_said_only_in_the_body_waits_a_minute(server, sleeps):
     with pytest.raises(FetchError) as info:
         _client().fetch(server.url + "/h")
     assert info.value.reason == "auth"
+
+
+def test_redact_text_and_the_logging_filter(caplog):
+    import logging
+
+    from ciml.http import RedactingFilter, redact_text
+
+    text = ("cannot fetch http://u:pw1@logs.example/x?sig=abc (HTTP 500); "
+            "see 'https://t0k@api.example/y'")
+    assert redact_text(text) == ("cannot fetch http://logs.example/x?sig=**** (HTTP 500); "
+                                 "see 'https://api.example/y'")
+    assert redact_text("no url here") == "no url here"
+    # A password already masked (SQLAlchemy renders URLs so) stays as shown.
+    assert redact_text("db mysql+pymysql://root:***@db/x: denied") == \
+        "db mysql+pymysql://root:***@db/x: denied"
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed: %s", ("http://a:pw2@h/",),
+                               None)
+    assert RedactingFilter().filter(record) and record.getMessage() == "failed: http://h/"
+    try:
+        raise ValueError("http://a:pw3@h/")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+    RedactingFilter().filter(record)
+    assert "pw3" not in record.exc_text and "http://h/" in record.exc_text

@@ -73,7 +73,18 @@ class ListTrigger(Trigger):
         self.events = list(events)
         self.wait = wait
         self.stopped = False
+        self.closed = False
         self.refused = []
+        self.acknowledged = []
+        self.output = None  # an io.StringIO: what was printed when each ack came
+
+    def acknowledge(self, event):
+        assert not self.closed, "acknowledged after close()"
+        printed = self.output.getvalue() if self.output is not None else ""
+        self.acknowledged.append((event.run_id, f'"run_id": "{event.run_id}"' in printed))
+
+    def close(self):
+        self.closed = True
 
     def run(self, on_event):
         for event in self.events:
@@ -125,8 +136,10 @@ def _watch(events, predictor=None, trigger=None, **kwargs):
     kwargs.setdefault("status_interval", 0)
     kwargs.setdefault("call_hook", False)
     kwargs.setdefault("handle_signals", False)
-    watcher = Watcher(predictor or _predictor(), trigger or ListTrigger(events),
-                      stdout=out, stderr=err, **kwargs)
+    trigger = trigger or ListTrigger(events)
+    if isinstance(trigger, ListTrigger):
+        trigger.output = out
+    watcher = Watcher(predictor or _predictor(), trigger, stdout=out, stderr=err, **kwargs)
     stats = watcher.run()
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     return watcher, stats, records, err.getvalue()
@@ -290,26 +303,91 @@ def test_queue_is_bounded_and_trigger_waits():
     assert len(out.getvalue().splitlines()) == 12  # nothing lost
 
 
-def test_stop_drops_queued_work_and_interrupts_waits():
+def _stuck_watcher(n=6, workers=2):
+    """A watcher whose runs all wait between fetch tries for ever, on its own thread."""
     metrics = FakeMetrics()
-    metrics.failures.update({f"r{i}": [MetricsUnavailable("missing", "later")] * 100
-                             for i in range(6)})
-    events = [_event(f"r{i}") for i in range(6)]
+    metrics.failures.update({f"r{i}": [MetricsUnavailable("missing", "later")] * 1000
+                             for i in range(n)})
+    events = [_event(f"r{i}") for i in range(n)]
     trigger = ListTrigger(events, wait=True)
     out = io.StringIO()
-    watcher = Watcher(_predictor(metrics=metrics), trigger, workers=2, queue_size=10,
-                      fetch_attempts=100, fetch_delay=0.2, status_interval=0, stdout=out,
+    trigger.output = out
+    watcher = Watcher(_predictor(metrics=metrics), trigger, workers=workers, queue_size=10,
+                      fetch_attempts=1000, fetch_delay=0.2, status_interval=0, stdout=out,
                       stderr=io.StringIO(), call_hook=False, handle_signals=False)
-    thread = threading.Thread(target=watcher.run)
+    # A daemon: a watcher that fails to stop fails its test, not the whole run.
+    thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
-    time.sleep(0.3)
-    started = time.monotonic()
+    return watcher, trigger, metrics, out, thread
+
+
+def _wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_stop_leaves_runs_in_hand_unacknowledged():
+    """Stopping drops nothing for good: what was not reported is not acknowledged."""
+    watcher, trigger, metrics, out, thread = _stuck_watcher()
+    _wait_until(lambda: len(metrics.calls) == 2)  # both workers are waiting to retry
     watcher.stop()
-    thread.join(5)
+    thread.join(10)
     assert not thread.is_alive()
-    assert time.monotonic() - started < 2
     assert watcher.stats["dropped"] == 6
     assert out.getvalue() == ""  # nothing half-predicted is reported
+    assert trigger.acknowledged == []  # so the broker or the cursor delivers them again
+    assert trigger.closed
+
+
+def test_drain_finishes_the_runs_in_hand_and_acknowledges_them():
+    watcher, trigger, metrics, out, thread = _stuck_watcher()
+    _wait_until(lambda: len(metrics.calls) == 2)
+    with metrics.lock:  # the logs arrive: every run can now be fetched
+        metrics.failures.clear()
+    watcher.stop(drain=True, timeout=60)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert watcher.stats["predicted"] == 6 and not watcher.stats.get("dropped")
+    assert sorted(r for r, _ in trigger.acknowledged) == [f"r{i}" for i in range(6)]
+    # Each acknowledgement came after the run's record was printed.
+    assert all(printed for _, printed in trigger.acknowledged)
+
+
+def test_drain_timeout_leaves_the_rest_for_redelivery():
+    watcher, trigger, metrics, out, thread = _stuck_watcher()
+    _wait_until(lambda: len(metrics.calls) == 2)
+    watcher.stop(drain=True, timeout=0.3)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert watcher.stats["dropped"] == 6
+    assert trigger.acknowledged == [] and out.getvalue() == ""
+
+
+def test_acknowledged_only_once_the_record_is_out():
+    events = [_event("a"), _event("b", build_name="grenade"), _event("c", status="failed")]
+    metrics = FakeMetrics()
+    metrics.failures["c"] = [MetricsUnavailable("html", "an HTML page")]
+    trigger = ListTrigger(events)
+    _, stats, records, _ = _watch(events, predictor=_predictor(metrics=metrics),
+                                  trigger=trigger)
+    acks = dict(trigger.acknowledged)
+    # A prediction and an error record are both "done"; another job is not ours.
+    assert acks == {"a": True, "b": False, "c": True}
+    assert {r["run_id"] for r in records} == {"a", "c"}
+
+
+def test_a_repeat_is_acknowledged_with_the_first_not_before():
+    metrics = FakeMetrics()
+    metrics.delay = 0.2
+    events = [_event("a"), _event("a")]
+    trigger = ListTrigger(events)
+    _, stats, records, _ = _watch(events, predictor=_predictor(metrics=metrics),
+                                  trigger=trigger)
+    assert len(records) == 1 and stats["duplicate"] == 1
+    # Both copies acknowledged, both after the one record was printed.
+    assert trigger.acknowledged == [("a", True), ("a", True)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -320,13 +398,40 @@ def test_signal_stops_cleanly(sig):
     watcher = Watcher(_predictor(), trigger, fetch_delay=0, status_interval=0, stdout=out,
                       stderr=io.StringIO(), call_hook=False, handle_signals=True)
     before = signal.getsignal(sig)
+    trigger.output = out
     timer = threading.Timer(0.3, os.kill, (os.getpid(), sig))
     timer.start()
     stats = watcher.run()  # returns instead of raising KeyboardInterrupt
     timer.join()
     assert trigger.stopped
     assert stats["predicted"] == 1
+    assert trigger.acknowledged == [("a", True)]
     assert signal.getsignal(sig) is before
+
+
+def test_signal_drains_then_a_second_signal_stops_at_once(caplog):
+    metrics = FakeMetrics()
+    metrics.failures.update({f"r{i}": [MetricsUnavailable("missing", "later")] * 1000
+                             for i in range(3)})
+    trigger = ListTrigger([_event(f"r{i}") for i in range(3)], wait=True)
+    out = io.StringIO()
+    trigger.output = out
+    watcher = Watcher(_predictor(metrics=metrics), trigger, workers=1, fetch_attempts=1000,
+                      fetch_delay=0.05, status_interval=0, stdout=out, stderr=io.StringIO(),
+                      call_hook=False, handle_signals=True, drain_timeout=600)
+
+    def signals():
+        _wait_until(lambda: metrics.calls.get("r0", 0) >= 2)
+        os.kill(os.getpid(), signal.SIGTERM)
+        _wait_until(lambda: "finishing the runs in hand" in caplog.text)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=signals)
+    sender.start()
+    stats = watcher.run()
+    sender.join()
+    assert stats["dropped"] == 3 and trigger.acknowledged == []
+    assert "stopping now" in caplog.text
 
 
 def test_status_line_on_stderr():
@@ -358,7 +463,7 @@ def test_unusual_runs_are_counted_in_the_status_line():
     assert "unusual 1" in err.strip().splitlines()[-1]
 
 
-def test_hook_and_publisher(monkeypatch):
+def test_hook_gets_every_record():
     from ciml.hookspecs import hookimpl
     from ciml.plugins import get_manager
 
@@ -370,50 +475,24 @@ def test_hook_and_publisher(monkeypatch):
             got.append(prediction)
 
     get_manager().add_plugin(Reporter(), "test-reporter")
-
-    class Publisher:
-        def __init__(self):
-            self.published = []
-            self.closed = False
-
-        def publish(self, record):
-            self.published.append(record)
-
-        def close(self):
-            self.closed = True
-
-    publisher = Publisher()
-    _, _, records, _ = _watch([_event("a")], publisher=publisher, call_hook=True)
-    assert got == records == publisher.published
-    assert publisher.closed
+    metrics = FakeMetrics()
+    metrics.failures["b"] = [MetricsUnavailable("html", "an HTML page")]
+    _, _, records, _ = _watch([_event("a"), _event("b")], predictor=_predictor(metrics=metrics),
+                              call_hook=True, workers=1)
+    assert got == records and len(got) == 2
 
 
-def test_learn_adds_labelled_runs_to_cache(monkeypatch, data_path):
-    stored = []
-
-    class FakeCache:
-        def __init__(self, path):
-            pass
-
-        def state(self, run_id):
-            return "cached" if run_id == "already" else None
-
-        def store(self, run, fetched, frame):
-            stored.append(run.id)
-
-        def mark_unavailable(self, run, reason, message):
-            stored.append(("unavailable", run.id, reason))
-
-        def close(self):
-            stored.append("closed")
-
-    import sys
-    import types
-
-    monkeypatch.setitem(sys.modules, "ciml.cache", types.SimpleNamespace(RawCache=FakeCache))
+def test_learn_adds_labelled_runs_to_the_real_cache(data_path):
+    from ciml.cache import RawCache
     from ciml.hookspecs import hookimpl
     from ciml.plugins import get_manager
 
+    already = RunRecord(id="already", build_name="tempest-full", status="passed",
+                        artifacts_url="http://logs/already/")
+    metrics = FakeMetrics()
+    with RawCache(data_path) as cache:
+        fetched, frame = metrics.load(already)
+        cache.store(already, fetched, frame)
     hooked = []
 
     class Auditor:
@@ -422,18 +501,22 @@ def test_learn_adds_labelled_runs_to_cache(monkeypatch, data_path):
             hooked.append((run.id, data_path))
 
     get_manager().add_plugin(Auditor(), "test-auditor")
-    metrics = FakeMetrics()
     metrics.failures["broken"] = [MetricsUnavailable("html", "an HTML page")]
-    events = [_event("new"), _event("already"), _event("unfinished", status=None),
-              _event("broken")]
+    events = [_event("new-fail", status="failed"), _event("already"),
+              _event("unfinished", status=None), _event("broken")]
     _, stats, records, _ = _watch(events, predictor=_predictor(metrics=metrics),
                                   data_path=data_path, learn=True, workers=1)
-    assert "new" in stored and "already" not in stored and "unfinished" not in stored
-    assert ("unavailable", "broken", "html") in stored
-    assert stats["learned"] == 1
-    assert len(records) == 4
-    assert stored[-1] == "closed"
-    assert hooked == [("new", data_path)]
+    assert stats["learned"] == 1 and len(records) == 4
+    assert hooked == [("new-fail", data_path)]
+    with RawCache(data_path) as cache:
+        assert cache.state("new-fail") == "cached"
+        assert cache.record("new-fail").status == "failed"
+        assert float(cache.frame("new-fail")["cpu_usr"].iloc[0]) == 90.0
+        # The cache says which metric source read it, for the dataset and prediction.
+        assert cache.info("new-fail")["metric_source"] == {"name": "fake-metrics",
+                                                           "params": {}}
+        assert cache.state("unfinished") is None
+        assert cache.state("broken") == "unavailable"
 
 
 # -- ciml predict ------------------------------------------------------------------
@@ -472,3 +555,99 @@ def test_default_experiment(data_path):
     (data_path.models / "ds" / "exp2").mkdir(parents=True)
     with pytest.raises(CimlError, match="exp1, exp2"):
         online.default_experiment(data_path, "ds")
+
+
+def test_predict_refuses_a_broken_file_before_loading_the_model(tmp_path):
+    loads = []
+
+    def load_model():
+        loads.append(1)
+        return FakeModel()
+
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"not a number")
+    predictor = Predictor(load_model, dataset_name="ds", experiment_name="exp",
+                          build_name="tempest-full", metric_source=FakeMetrics())
+
+    class Broken(FakeMetrics):
+        def parse(self, data, run):
+            try:
+                return super().parse(data, run)
+            except ValueError:
+                raise MetricsUnavailable("non-numeric", "not a dstat file") from None
+
+    predictor.metric_source = Broken()
+    [record] = online.predict_runs(None, "ds", "exp", [str(broken)], predictor=predictor,
+                                   call_hook=False)
+    assert record["reason"] == "non-numeric" and loads == []
+    good = tmp_path / "good.csv"
+    good.write_bytes(b"90")
+    records = online.predict_runs(None, "ds", "exp", [str(broken), str(good)],
+                                  predictor=predictor, call_hook=False)
+    assert [r["predicted"] for r in records] == [None, "failed"] and loads == [1]
+
+
+# -- untrusted URLs -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["file:///etc/", "/etc/", "ftp://logs.example.org/x/",
+                                 "gopher://127.0.0.1:11211/"])
+def test_event_urls_other_than_http_are_refused(url):
+    metrics = FakeMetrics()
+    event = _event("evil")
+    event.artifacts_url = url
+    trigger = ListTrigger([event])
+    _, stats, records, _ = _watch([event], predictor=_predictor(metrics=metrics),
+                                  trigger=trigger)
+    assert records[0]["reason"] == "url-refused"
+    assert "refusing the artifacts URL" in records[0]["error"]
+    assert metrics.calls == {}  # nothing was fetched
+    assert trigger.acknowledged == [("evil", True)]  # an error record is a record
+
+
+def test_allowed_scheme_and_host_list():
+    from ciml.urlpolicy import UrlPolicy, UrlRefused
+
+    events = [_event("a"), _event("b")]
+    events[0].artifacts_url = "file:///srv/logs/a/"
+    events[1].artifacts_url = "http://user:SEKRIT@internal.corp/b/"
+    policy = UrlPolicy(schemes=["file"], hosts=["logs.example.org", ".ci.example.org",
+                                                  "*.other.example.org"])
+    _, _, records, _ = _watch(events, url_policy=policy)
+    by_id = {r["run_id"]: r for r in records}
+    assert by_id["a"]["predicted"] == "passed"  # a file URL has no host to check
+    assert by_id["b"]["reason"] == "url-refused"
+    assert "internal.corp" in by_id["b"]["error"] and "SEKRIT" not in by_id["b"]["error"]
+    assert policy.check("https://x.ci.example.org/l/") and policy.check("http://logs.example.org")
+    assert policy.check("http://a.b.other.example.org/")
+    with pytest.raises(UrlRefused):
+        policy.check("http://ci.example.org/")  # .domain is the names under it only
+    with pytest.raises(UrlRefused):
+        policy.check("http://logs.example.org.evil.net/")
+
+
+def test_predict_refuses_a_source_url_it_may_not_fetch():
+    run = RunRecord(id="r1", build_name="tempest-full", status="passed", build_uuid="u1",
+                    artifacts_url="file:///var/lib/secret/")
+    metrics = FakeMetrics()
+    [record] = online.predict_runs(None, "ds", "exp", ["u1"], source=FakeSource([run]),
+                                   predictor=_predictor(metrics=metrics), call_hook=False)
+    assert record["reason"] == "url-refused" and metrics.calls == {}
+
+
+# -- the metric source a dataset was built with ------------------------------------------
+
+
+def test_metric_source_recorded_by_the_dataset_is_used(monkeypatch):
+    import types
+
+    dataset = types.SimpleNamespace(config={
+        "metric_source": "dstat",
+        "metric_source_options": {"paths": ["custom/dstat.csv"], "retries": 7}})
+    source = online.metric_source_for(dataset)
+    assert source.name == "dstat" and source.paths == ["custom/dstat.csv"]
+    assert source.retries == 7
+    # Options given at prediction override the recorded ones.
+    assert online.metric_source_for(dataset, options={"retries": 1}).retries == 1
+    # A dataset from before ciml recorded it: the default dstat source.
+    assert online.metric_source_for(types.SimpleNamespace(config={})).name == "dstat"

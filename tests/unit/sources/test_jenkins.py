@@ -93,6 +93,8 @@ def test_a_folder_or_unknown_job_is_a_clear_error(server):
     with jenkins(server) as src:
         with pytest.raises(SourceError, match="no job 'ci/nope'"):
             list(src.list_runs("ci/nope"))
+        with pytest.raises(SourceError, match="'ci' is a folder, not a job"):
+            list(src.list_runs("ci"))
 
 
 def test_bad_token_and_html_pages(server):

@@ -212,7 +212,8 @@ def test_handler_counts_and_never_raises(sample_data, caplog):
     for payload in (good, b"{bad", b"\xff", b"[]", good):
         assert trigger._handle_message(_message(payload), seen.append) is True
     assert len(seen) == 2
-    assert trigger.stats == {"messages": 5, "events": 2, "malformed": 3, "not_finished": 0}
+    assert trigger.stats == {"messages": 5, "events": 2, "malformed": 3, "not_finished": 0,
+                             "redelivered": 0}
     assert "not-json" in caplog.text and "not-utf8" in caplog.text
     assert seen[0].metadata["topic"] == "gearman-subunit/w1/openstack/nova/1"
 
@@ -286,24 +287,198 @@ def test_every_generated_event_parses(tmp_path):
             assert event.status == run["status"]
 
 
-def test_unreachable_broker_is_retried_and_stop_returns(caplog):
-    """No broker: run() keeps trying (logging why) and returns promptly on stop()."""
-    import socket
+class FakeClient:
+    """Records the acknowledgements a trigger sends."""
+
+    def __init__(self):
+        self.acks = []
+
+    def ack(self, mid, qos):
+        self.acks.append(mid)
+
+
+def _delivering(trigger):
+    client = FakeClient()
+    trigger._client = client
+    return client
+
+
+def _buildset(*builds):
+    return json.dumps({"action": "success", "buildset": {"uuid": "bs", "builds": [
+        {"job_name": job, "uuid": uuid, "result": "SUCCESS", "log_url": f"http://l/{uuid}/"}
+        for job, uuid in builds]}}).encode()
+
+
+def test_a_message_is_acknowledged_once_all_its_runs_are_settled():
+    trigger = MqttTrigger()
+    client = _delivering(trigger)
+    taken = []
+    trigger._deliver(_message(_buildset(("tempest-full", "u1"), ("pep8", "u2")), qos=1),
+                     taken.append)
+    assert [e.run_id for e in taken] == ["u1", "u2"] and client.acks == []
+    trigger.acknowledge(taken[1])
+    assert client.acks == []  # u1 is still being predicted
+    trigger.acknowledge(taken[0])
+    assert client.acks == [1]
+    trigger.acknowledge(taken[0])  # twice is harmless
+    assert client.acks == [1]
+
+
+def test_malformed_and_unfinished_messages_are_acknowledged_at_once():
+    trigger = MqttTrigger()
+    client = _delivering(trigger)
+    trigger._deliver(_message(b"{bad", qos=1), lambda e: pytest.fail("no event"))
+    start = json.dumps({"buildset": {"builds": [{"job_name": "j", "uuid": "u"}]}}).encode()
+    trigger._deliver(types.SimpleNamespace(topic="zuul/x", payload=start, qos=1, mid=2),
+                     lambda e: pytest.fail("no event"))
+    assert client.acks == [1, 2]
+
+
+def test_a_refused_message_is_never_acknowledged():
+    trigger = MqttTrigger()
+    client = _delivering(trigger)
+    taken = []
+
+    def on_event(event):
+        if taken:
+            return False  # the watcher is stopping
+        taken.append(event)
+        return True
+
+    trigger._deliver(_message(_buildset(("tempest-full", "u1"), ("tempest-full", "u2")), qos=1),
+                     on_event)
+    trigger.acknowledge(taken[0])
+    assert client.acks == []  # u2 was not taken: the broker must send the message again
+
+
+def test_a_redelivered_message_still_in_hand_is_not_handed_over_twice():
+    trigger = MqttTrigger()
+    client = _delivering(trigger)
+    taken = []
+    payload = _buildset(("tempest-full", "u1"))
+    trigger._deliver(_message(payload, qos=1), taken.append)
+    trigger._deliver(_message(payload, qos=1), taken.append)  # after a reconnect, DUP
+    assert len(taken) == 1 and trigger.stats["redelivered"] == 1
+    trigger.acknowledge(taken[0])
+    assert client.acks == [1]
+    trigger._deliver(_message(payload, qos=1), taken.append)  # a new message, mid reused
+    assert len(taken) == 2
+
+
+def test_message_ids_of_a_lost_session_are_never_acknowledged():
+    """A new session reuses message ids: a PUBACK for an old one would ack a new message."""
+    trigger = MqttTrigger()
+    client = _delivering(trigger)
+    taken = []
+    trigger._deliver(_message(_buildset(("tempest-full", "u1")), qos=1), taken.append)
+    trigger._forget_session()  # reconnected, "session present" false
+    trigger._deliver(_message(_buildset(("tempest-full", "u2")), qos=1), taken.append)
+    assert [e.run_id for e in taken] == ["u1", "u2"]  # mid 1 again, a different message
+    trigger.acknowledge(taken[0])
+    assert client.acks == []
+    trigger.acknowledge(taken[1])
+    assert client.acks == [1]
+
+
+def test_message_callback_never_blocks_the_network_thread():
+    """paho's thread only queues the message; the trigger's own thread hands it over."""
     import threading
-    import time
+
+    trigger = MqttTrigger(mqtt_host="127.0.0.1", mqtt_port=1, connect_timeout=0)
+    blocked = threading.Event()
+    release = threading.Event()
+
+    def on_event(event):
+        blocked.set()
+        release.wait(30)  # a full watcher queue
+        return True
+
+    client = trigger.make_client()
+    trigger.make_client = lambda: client
+    thread = threading.Thread(target=trigger.run, args=(on_event,), daemon=True)
+    thread.start()
+    try:
+        _wait_for(lambda: client.on_message is not None)
+        payload = _buildset(("tempest-full", "u1"))
+        for mid in (1, 2, 3):
+            # What paho's network thread does: it must return at once each time.
+            client.on_message(client, None, types.SimpleNamespace(
+                topic="zuul/t", payload=payload.replace(b"u1", f"u{mid}".encode()), qos=1,
+                mid=mid))
+        assert blocked.wait(10)
+        # Three messages taken by the network side while the first is stuck.
+        assert trigger._inbox.qsize() == 2
+    finally:
+        release.set()
+        trigger.stop()
+        thread.join(10)
+        trigger.close()
+    assert not thread.is_alive()
+
+
+def _closed_port():
+    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here once closed
-    trigger = MqttTrigger(mqtt_host="127.0.0.1", mqtt_port=port, client_id="t-unreachable",
-                          clean_session=True)
-    thread = threading.Thread(target=trigger.run, args=(lambda e: True,))
+        return sock.getsockname()[1]  # nothing listens here once closed
+
+
+def _wait_for(predicate, timeout=20.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_unreachable_broker_is_retried_and_stop_returns(caplog):
+    """No broker: run() keeps trying (saying why) and returns promptly on stop()."""
+    import threading
+    import time
+
+    trigger = MqttTrigger(mqtt_host="127.0.0.1", mqtt_port=_closed_port(),
+                          client_id="t-unreachable", clean_session=True, connect_timeout=0)
+    thread = threading.Thread(target=trigger.run, args=(lambda e: True,), daemon=True)
     thread.start()
-    time.sleep(1.5)
-    assert not trigger.connected
-    started = time.monotonic()
-    trigger.stop()
-    thread.join(10)
+    try:
+        # Two failed attempts: it goes on trying (connect_timeout 0 never gives up).
+        _wait_for(lambda: caplog.text.count("cannot reach the MQTT broker") >= 2)
+        assert not trigger.connected and thread.is_alive()
+    finally:
+        started = time.monotonic()
+        trigger.stop()
+        thread.join(10)
+        trigger.close()
     assert not thread.is_alive()
     assert time.monotonic() - started < 5
-    assert "cannot reach the MQTT broker" in caplog.text
+    assert "connection refused" in caplog.text
+
+
+@pytest.mark.parametrize("host, cause", [
+    ("nohost.invalid", "host name not found"),
+    ("127.0.0.1", "connection refused"),
+])
+def test_a_broker_never_reached_is_given_up_with_the_cause(host, cause):
+    from ciml.errors import CimlError
+
+    trigger = MqttTrigger(mqtt_host=host, mqtt_port=_closed_port(), client_id="t-never",
+                          clean_session=True, connect_timeout=1.5)
+    with pytest.raises(CimlError) as info:
+        trigger.run(lambda e: True)
+    message = str(info.value)
+    assert message.startswith(f"cannot reach the MQTT broker {host}:")
+    assert cause in message and "--connect-timeout" in message
+    assert trigger._client is None  # closed
+
+
+def test_connect_failure_causes():
+    import socket
+    import ssl
+
+    cause = mqtt.connect_failure_cause
+    assert "host name not found" in cause(socket.gaierror(-2, "Name or service not known"))
+    assert "connection refused" in cause(ConnectionRefusedError(111, "Connection refused"))
+    assert cause(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER]")).startswith("TLS:")
+    assert "timed out" in cause(TimeoutError())

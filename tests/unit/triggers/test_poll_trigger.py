@@ -50,8 +50,14 @@ def _trigger(data_path, source, **params):
 
 
 def _collect(trigger):
+    """Run one poll, settling each event as the watcher does once its record is out."""
     events = []
-    trigger.run(events.append)
+
+    def on_event(event):
+        events.append(event)
+        trigger.acknowledge(event)
+
+    trigger.run(on_event)
     return [e.run_id for e in events]
 
 
@@ -129,6 +135,7 @@ def test_refused_event_is_announced_again(data_path):
         if taken:
             return False  # the watcher is stopping
         taken.append(event.run_id)
+        trigger.acknowledge(event)
         return True
 
     trigger.run(on_event)
@@ -210,3 +217,50 @@ def test_event_carries_the_record(data_path):
     assert isinstance(event.payload, RunRecord)
     assert event.artifacts_url == "http://logs/a/"
     assert event.build_name == "tempest-full"
+
+
+def test_a_run_announced_but_not_settled_is_announced_again_after_a_restart(data_path):
+    """The cursor records a run when its record is out, not when it is queued."""
+    source = FakeSource()
+    _collect(_trigger(data_path, source, since=T0.isoformat()))
+    for i in range(4):
+        source.add(f"r{i}", i)
+    trigger = _trigger(data_path, source)
+    taken = []
+    trigger.run(taken.append)
+    for event in taken[:2]:
+        trigger.acknowledge(event)  # r2 and r3 were queued when the watcher stopped
+    assert _collect(_trigger(data_path, source)) == ["r2", "r3"]
+    assert _collect(_trigger(data_path, source)) == []
+
+
+def test_the_cursor_never_passes_a_run_in_hand(data_path):
+    """Runs settled out of order: an early run still in hand stays inside the window."""
+    source = FakeSource()
+    _collect(_trigger(data_path, source, since=T0.isoformat()))
+    source.add("early", 1)
+    source.add("late", 600)   # ten hours later: beyond the look-back of the early one
+    trigger = _trigger(data_path, source, lookback=60)
+    taken = []
+    trigger.run(taken.append)
+    early, late = taken
+    trigger.acknowledge(late)
+    assert trigger.cursor.cursor == early.start
+    # A restart now still finds "early" (and not "late").
+    assert _collect(_trigger(data_path, source, lookback=60)) == ["early"]
+    trigger.acknowledge(early)  # the first watcher's copy is done too: nothing moves back
+    assert trigger.cursor.cursor == late.start
+
+
+def test_a_run_in_hand_is_not_announced_by_the_next_poll(data_path):
+    source = FakeSource()
+    _collect(_trigger(data_path, source, since=T0.isoformat()))
+    source.add("slow", 1)
+    trigger = _trigger(data_path, source)
+    taken = []
+    trigger.poll(taken.append)
+    trigger.poll(taken.append)
+    assert [e.run_id for e in taken] == ["slow"]
+    trigger.acknowledge(taken[0])
+    trigger.poll(taken.append)
+    assert len(taken) == 1
