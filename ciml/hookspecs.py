@@ -1,8 +1,9 @@
 """The plugin contract: every hook a ciml plugin may implement, on one screen.
 
 A plugin is a module (or object) named by an entry point in the
-``ciml.plugins`` group.  It implements any of the hooks below with
-``@ciml.hookimpl``.  There are two families:
+``ciml.plugins`` group.  It implements any of the hooks below, decorated
+with ``hookimpl`` from this module (``from ciml.hookspecs import
+hookimpl``).  There are two families:
 
 * **registration hooks**, one per plugin kind.  ciml calls each once, when
   plugins are loaded, with a ``register`` callable.  The plugin calls
@@ -18,11 +19,27 @@ A plugin is a module (or object) named by an entry point in the
   logged with the plugin's name and does not stop the pipeline.
 
 Hook names all start with ``ciml_`` so that they are greppable and never
-collide with another framework's.  A misspelled hook in a plugin is reported
-when it is loaded (pluggy's ``check_pending``).
+collide with another framework's.  A misspelled hook (``ciml_prediction_mad``)
+or one taking arguments ciml does not pass is reported when the plugin is
+loaded, with the closest valid name and the list of hooks, and left out:
+the plugin's other hooks keep working.  ``ciml plugin check`` reports it
+and exits non-zero.
 """
 
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
 import pluggy
+
+# Imported for the annotations, which the docs resolve: both are small modules.
+from ciml.paths import DataPath
+from ciml.records import RunRecord
+
+#: ``register(cls, name=None)``: what a registration hook receives.
+Register = Callable[..., type]
 
 PROJECT = "ciml"
 
@@ -34,7 +51,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def ciml_register_result_sources(register):
+def ciml_register_result_sources(register: Register) -> None:
     """Register result sources: where runs and their results come from.
 
     Called once when plugins are loaded.
@@ -46,7 +63,7 @@ def ciml_register_result_sources(register):
 
 
 @hookspec
-def ciml_register_metric_sources(register):
+def ciml_register_metric_sources(register: Register) -> None:
     """Register metric sources: where a run's resource time series comes from.
 
     Called once when plugins are loaded.
@@ -58,7 +75,7 @@ def ciml_register_metric_sources(register):
 
 
 @hookspec
-def ciml_register_normalizers(register):
+def ciml_register_normalizers(register: Register) -> None:
     """Register normalizers: steps that turn a raw series into an example.
 
     Called once when plugins are loaded.
@@ -70,7 +87,7 @@ def ciml_register_normalizers(register):
 
 
 @hookspec
-def ciml_register_estimators(register):
+def ciml_register_estimators(register: Register) -> None:
     """Register estimators: models that learn from a dataset.
 
     Called once when plugins are loaded.  Registration must not import
@@ -83,7 +100,7 @@ def ciml_register_estimators(register):
 
 
 @hookspec
-def ciml_register_triggers(register):
+def ciml_register_triggers(register: Register) -> None:
     """Register triggers: sources of "a run just finished" events.
 
     Called once when plugins are loaded.
@@ -98,7 +115,7 @@ def ciml_register_triggers(register):
 
 
 @hookspec
-def ciml_run_cached(run, data_path):
+def ciml_run_cached(run: RunRecord, data_path: DataPath) -> None:
     """A run's record and metrics were stored in the raw cache.
 
     Called by ``cache-data`` (and ``watch --learn``) once per newly cached
@@ -112,7 +129,7 @@ def ciml_run_cached(run, data_path):
 
 
 @hookspec
-def ciml_dataset_built(name, path, summary):
+def ciml_dataset_built(name: str, path: pathlib.Path, summary: dict[str, Any]) -> None:
     """A dataset was built and moved into place.
 
     Called by ``build-dataset`` once, after the dataset is complete on disk.
@@ -126,7 +143,8 @@ def ciml_dataset_built(name, path, summary):
 
 
 @hookspec
-def ciml_model_trained(dataset, experiment, model_dir, metrics):
+def ciml_model_trained(dataset: str, experiment: str, model_dir: pathlib.Path,
+                       metrics: dict[str, Any]) -> None:
     """A model was trained, evaluated and saved.
 
     Called by ``train-model`` once, after the model directory is complete.
@@ -141,7 +159,7 @@ def ciml_model_trained(dataset, experiment, model_dir, metrics):
 
 
 @hookspec
-def ciml_prediction_made(prediction):
+def ciml_prediction_made(prediction: dict[str, Any]) -> None:
     """A prediction was made for one run.
 
     Called by ``predict`` and ``watch`` once per run, after the prediction is
@@ -161,7 +179,7 @@ def ciml_prediction_made(prediction):
 
 
 @hookspec
-def ciml_watch_reporters(options):
+def ciml_watch_reporters(options: dict[str, Any]) -> object | None:
     """Offer reporters for one ``ciml watch``: objects implementing ``ciml_prediction_made``.
 
     Called once by ``watch`` after its options are parsed, before the first

@@ -1,14 +1,17 @@
 """The small value types that flow between plugins and the pipeline."""
 
+from __future__ import annotations
+
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 PASSED = "passed"
 FAILED = "failed"
 
 
-def _to_datetime(value):
+def _to_datetime(value: dt.datetime | str | None) -> dt.datetime | None:
     if value is None or isinstance(value, dt.datetime):
         return value
     return dt.datetime.fromisoformat(value)
@@ -40,16 +43,17 @@ class RunRecord:
     result: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Why optional metadata is missing for now (``None``: nothing is missing).
     incomplete: str | None = None
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.start is not None:
             data["start"] = self.start.isoformat()
         return data
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         values["start"] = _to_datetime(values.get("start"))

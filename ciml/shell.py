@@ -1,11 +1,13 @@
 """The ``ciml`` command: a cliff App whose commands come from entry points."""
 
 import argparse
+import inspect
 import logging
 import sys
 
 from cliff.app import App
 from cliff.commandmanager import CommandManager
+from cliff.help import HelpCommand
 
 import ciml
 from ciml import paths
@@ -67,6 +69,42 @@ def _seed_cliff_distributions():
     cliff.command._dists_by_mods = mapping
 
 
+class CimlHelp(HelpCommand):
+    """print detailed help for another command, with the options of the plugins it names"""
+
+    def get_parser(self, prog_name):
+        # cliff's help takes command words only, so that "ciml cache-data
+        # --metric-source csvdir --help", which cliff turns into "ciml help
+        # cache-data --metric-source csvdir", failed on the option.
+        parser = super(HelpCommand, self).get_parser(prog_name)
+        parser.add_argument("cmd", nargs=argparse.REMAINDER,
+                            help="the command, and any of its options; a plugin "
+                                 "chosen there (--metric-source NAME) shows its "
+                                 "options only")
+        return parser
+
+    def take_action(self, parsed_args):
+        from ciml.commands.base import chosen_components, only_components
+
+        words = list(parsed_args.cmd or ())
+        try:
+            factory, name, rest = self.app.command_manager.find_command(words)
+        except ValueError:
+            factory, rest = None, []
+        if factory is None or not rest:
+            parsed_args.cmd = [w for w in words if not w.startswith("-")]
+            return super().take_action(parsed_args)
+        kwargs = {}
+        if "cmd_name" in inspect.getfullargspec(factory.__init__).args:
+            kwargs["cmd_name"] = name
+        cmd = factory(self.app, self.app_args, **kwargs)
+        full_name = name if self.app.interactive_mode else f"{self.app.NAME} {name}"
+        with only_components(chosen_components(rest)):
+            cmd_parser = cmd.get_parser(full_name)
+        cmd_parser.print_help(self.app.stdout)
+        return 0
+
+
 class CimlApp(App):
     """ciml: learn from CI history, predict why new runs fail."""
 
@@ -86,6 +124,7 @@ class CimlApp(App):
             command_manager=CommandManager("ciml.cli"),
             deferred_help=True,
         )
+        self.command_manager.add_command("help", CimlHelp)
 
     def build_option_parser(self, description, version, argparse_kwargs=None):
         kwargs = dict(argparse_kwargs or {})

@@ -3,8 +3,10 @@
 from ciml.base.component import (
     Component,
     Parameter,
+    bounded_int,
     non_negative_float,
     non_negative_int,
+    optional,
     parse_bool,
     positive_float,
     positive_int,
@@ -17,7 +19,7 @@ from ciml.base.trigger import Trigger
 
 #: Plugin kinds: the name used on the command line, its base class and the
 #: registration hook that fills it.
-KINDS = {
+KINDS: dict[str, tuple[type, str]] = {
     "result_source": (ResultSource, "ciml_register_result_sources"),
     "metric_source": (MetricSource, "ciml_register_metric_sources"),
     "normalizer": (Normalizer, "ciml_register_normalizers"),
@@ -27,6 +29,7 @@ KINDS = {
 
 __all__ = [
     "KINDS", "Component", "Estimator", "FetchedMetrics", "MetricSource",
-    "Normalizer", "Parameter", "ResultSource", "Trigger", "non_negative_float",
-    "non_negative_int", "normalized_length", "parse_bool", "positive_float", "positive_int",
+    "Normalizer", "Parameter", "ResultSource", "Trigger", "bounded_int",
+    "non_negative_float", "non_negative_int", "normalized_length", "optional", "parse_bool",
+    "positive_float", "positive_int",
 ]

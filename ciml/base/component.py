@@ -8,14 +8,26 @@ lists them with defaults, and a saved experiment is checked against them.
 
 import dataclasses
 import inspect
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from ciml.errors import ConfigError
 
 _MISSING = object()
 
+T = TypeVar("T")
 
-def parse_bool(value):
+#: Spellings of "no value" that :func:`optional` accepts from a command line.
+NONE_WORDS = ("", "none", "null")
+
+
+def _named(function: Callable[[Any], T], type_name: str) -> Callable[[Any], T]:
+    # ``ciml plugin show`` and ``--help`` print this instead of the function's name.
+    function.type_name = type_name  # type: ignore[attr-defined]
+    return function
+
+
+def parse_bool(value: Any) -> bool:
     """Accept the spellings people type for booleans."""
     if isinstance(value, bool):
         return value
@@ -27,33 +39,99 @@ def parse_bool(value):
     raise ValueError(f"expected a boolean (true/false), got {value!r}")
 
 
-def positive_int(value):
+def bounded_int(min: int | None = None, max: int | None = None) -> Callable[[Any], int]:
+    """A parameter type: an integer within ``[min, max]`` (either bound may be open).
+
+    ``Parameter("depth", bounded_int(1, 64), 8)`` refuses ``0`` and ``65``
+    with a message naming the range, and ``ciml plugin show`` prints its
+    type as ``int 1..64``.
+    """
+    if min is not None and max is not None and min > max:
+        raise ValueError(f"bounded_int: min {min} is above max {max}")
+
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        number = int(value)
+        if (min is not None and number < min) or (max is not None and number > max):
+            raise ValueError(f"expected an integer {_range_text(min, max)}")
+        return number
+
+    convert.__name__ = "int"  # what argparse names in "invalid int value"
+    return _named(convert, "int" + (f" {_range_text(min, max)}" if (min, max) != (None, None)
+                                    else ""))
+
+
+def _range_text(low: int | float | None, high: int | float | None) -> str:
+    if low is not None and high is not None:
+        return f"{low}..{high}"
+    if low is not None:
+        return f">= {low}"
+    return f"<= {high}"
+
+
+def optional(convert: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    """A parameter type: ``convert``'s values, or none (``none`` on a command line).
+
+    For a setting whose absence means something ("no limit", "unbounded
+    depth"): ``Parameter("max_depth", optional(bounded_int(1)), None)``
+    accepts ``--max-depth none`` as well as ``--max-depth 12``, and shows
+    as ``int >= 1 or none``.
+    """
+    def convert_optional(value: Any) -> T | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+            return None
+        return convert(value)
+
+    convert_optional.__name__ = getattr(convert, "__name__", "value")
+    return _named(convert_optional, f"{type_name(convert)} or none")
+
+
+def type_name(convert: Callable[[Any], Any]) -> str:
+    """How a parameter type reads for users (``int``, ``bool``, ``int 1..64``)."""
+    if convert is parse_bool:
+        return "bool"
+    return str(getattr(convert, "type_name", None) or getattr(convert, "__name__", convert))
+
+
+# Plain functions, not bounded_int() closures: argparse names them in its
+# errors, and a function defined at module level pickles.
+def positive_int(value: Any) -> int:
     """An integer of at least 1 (counts, sizes)."""
-    value = int(value)
-    if value <= 0:
+    number = int(value)
+    if number <= 0:
         raise ValueError("expected a positive integer")
-    return value
+    return number
 
 
-def non_negative_int(value):
-    value = int(value)
-    if value < 0:
+def non_negative_int(value: Any) -> int:
+    """An integer of at least 0."""
+    number = int(value)
+    if number < 0:
         raise ValueError("expected an integer >= 0")
-    return value
+    return number
 
 
-def positive_float(value):
-    value = float(value)
-    if not value > 0:
+def positive_float(value: Any) -> float:
+    """A number above 0."""
+    number = float(value)
+    if not number > 0:
         raise ValueError("expected a positive number")
-    return value
+    return number
 
 
-def non_negative_float(value):
-    value = float(value)
-    if value < 0:
+def non_negative_float(value: Any) -> float:
+    """A number of at least 0."""
+    number = float(value)
+    if number < 0:
         raise ValueError("expected a number >= 0")
-    return value
+    return number
+
+
+_named(positive_int, "int >= 1")
+_named(non_negative_int, "int >= 0")
+_named(positive_float, "float > 0")
+_named(non_negative_float, "float >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,17 +156,15 @@ class Parameter:
     multiple: bool = False
 
     @property
-    def option(self):
+    def option(self) -> str:
         return "--" + self.name.replace("_", "-")
 
     @property
-    def type_name(self):
-        if self.type is parse_bool:
-            return "bool"
-        return getattr(self.type, "__name__", str(self.type))
+    def type_name(self) -> str:
+        return type_name(self.type)
 
-    def convert(self, value):
-        """Convert and check one value; raise :class:`ConfigError` if bad."""
+    def convert(self, value: Any) -> Any:
+        """Convert and check one value; raise :class:`ciml.errors.ConfigError` if bad."""
         if value is None:
             return None
         if self.multiple:
@@ -97,7 +173,7 @@ class Parameter:
             return [self._convert_one(v) for v in value]
         return self._convert_one(value)
 
-    def _convert_one(self, value):
+    def _convert_one(self, value: Any) -> Any:
         try:
             converted = self.type(value)
         except (TypeError, ValueError) as exc:
@@ -109,10 +185,13 @@ class Parameter:
                 + ", ".join(str(c) for c in self.choices))
         return converted
 
-    def display_default(self):
+    def display_default(self) -> Any:
         if self.secret and self.default is not None:
             return "****"
         return self.default
+
+
+C = TypeVar("C", bound="Component")
 
 
 class Component:
@@ -134,7 +213,7 @@ class Component:
     #: The settings this component takes.
     parameters: ClassVar[Sequence[Parameter]] = ()
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any) -> None:
         known = {p.name: p for p in self.parameters}
         for key in params:
             if key not in known:
@@ -151,13 +230,13 @@ class Component:
             setattr(self, p.name, value)
 
     @classmethod
-    def _unknown_message(cls, key):
+    def _unknown_message(cls, key: str) -> str:
         names = ", ".join(p.name for p in cls.parameters) or "(none)"
         return (f"{cls.kind.replace('_', ' ')} {cls.name!r} has no parameter "
                 f"{key!r}; it takes: {names}")
 
     @classmethod
-    def from_options(cls, options):
+    def from_options(cls: type[C], options: Mapping[str, Any] | None) -> C:
         """Build from a mapping of option values, ignoring keys set to ``None``.
 
         Keys may use hyphens or underscores.  Unknown keys are an error, so
@@ -171,12 +250,12 @@ class Component:
         return cls(**params)
 
     @classmethod
-    def pick_options(cls, options):
+    def pick_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """The subset of a mapping (e.g. parsed CLI args) this class accepts."""
         names = {p.name for p in cls.parameters}
         return {k: v for k, v in options.items() if k in names and v is not None}
 
-    def get_params(self, include_secrets=False):
+    def get_params(self, include_secrets: bool = False) -> dict[str, Any]:
         """The current parameter values, as a plain dict (secrets masked)."""
         out = {}
         for p in self.parameters:
@@ -187,12 +266,12 @@ class Component:
         return out
 
     @classmethod
-    def description(cls):
+    def description(cls) -> str:
         # The class's own docstring only: an undocumented plugin must not
         # show its base class's description as its own.
         doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"

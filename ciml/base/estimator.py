@@ -1,10 +1,23 @@
 """The estimator contract: a model that learns classes from a dataset's examples."""
 
+from __future__ import annotations
+
 import abc
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ciml.base.component import Component
+
+if TYPE_CHECKING:
+    from typing import Self
+
+#: A dataset split's examples or labels: a numpy array, or a Zarr array read in chunks.
+ArrayLike = Any
+#: A folder a model is saved in or loaded from.
+PathLike = str | os.PathLike[str]
 
 
 class Estimator(Component, abc.ABC):
@@ -35,7 +48,9 @@ class Estimator(Component, abc.ABC):
     kind = "estimator"
 
     @abc.abstractmethod
-    def fit(self, X, y, *, classes, validation=None, log_dir=None, seed=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, *, classes: Sequence[str],
+            validation: tuple[ArrayLike, ArrayLike] | None = None,
+            log_dir: PathLike | None = None, seed: int | None = None) -> Self:
         """Learn from examples; returns ``self``.
 
         :param X: examples, ``(n, time, feature)``; numpy or Zarr.
@@ -49,23 +64,24 @@ class Estimator(Component, abc.ABC):
         """
 
     @abc.abstractmethod
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Return float probabilities, shape ``(n, len(classes))``."""
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Return the most likely class index for each example."""
         return np.asarray(self.predict_proba(X)).argmax(axis=1)
 
     @abc.abstractmethod
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         """Write the fitted model into the directory ``path`` (it exists)."""
 
     @classmethod
     @abc.abstractmethod
-    def load(cls, path):
+    def load(cls, path: PathLike) -> Self:
         """Return a fitted estimator read from the directory ``path``."""
 
-    def explain(self, X, reference, target=None):
+    def explain(self, X: ArrayLike, reference: ArrayLike,
+                target: Sequence[int] | None = None) -> np.ndarray:
         """How much each input cell pushed each example toward a class.
 
         Returns a float array shaped like ``X`` (``(n, time, feature)``):

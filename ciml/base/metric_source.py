@@ -1,9 +1,17 @@
 """The metric source contract: the resource time series of one run."""
 
+from __future__ import annotations
+
 import abc
 import dataclasses
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ciml.base.component import Component
+from ciml.records import RunRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclasses.dataclass
@@ -21,7 +29,7 @@ class FetchedMetrics:
     #: The metric source that fetched them and its non-secret parameters
     #: (:meth:`MetricSource.provenance`), kept in the raw cache so that a
     #: dataset, and then prediction, uses the same; ``None`` when unknown.
-    source: dict | None = None
+    source: dict[str, Any] | None = None
 
 
 class MetricSource(Component, abc.ABC):
@@ -39,7 +47,7 @@ class MetricSource(Component, abc.ABC):
     kind = "metric_source"
 
     @abc.abstractmethod
-    def fetch(self, run):
+    def fetch(self, run: RunRecord) -> FetchedMetrics:
         """Fetch a run's metrics.
 
         :param run: a :class:`ciml.records.RunRecord` (its ``artifacts_url``
@@ -50,7 +58,7 @@ class MetricSource(Component, abc.ABC):
         """
 
     @abc.abstractmethod
-    def parse(self, data, run):
+    def parse(self, data: bytes, run: RunRecord) -> pd.DataFrame:
         """Parse fetched bytes into a time-indexed numeric frame.
 
         :param data: the bytes :meth:`fetch` returned.
@@ -62,12 +70,20 @@ class MetricSource(Component, abc.ABC):
         :raises ciml.errors.MetricsUnavailable: the data is not valid.
         """
 
-    def load(self, run):
-        """Fetch and parse in one go (used at prediction time)."""
+    def load(self, run: RunRecord) -> tuple[FetchedMetrics, pd.DataFrame]:
+        """Fetch and parse in one go (used at prediction time).
+
+        :return: a pair ``(fetched, frame)``: the :class:`FetchedMetrics`
+            of :meth:`fetch` (with :meth:`provenance` recorded in it) and the
+            frame :meth:`parse` made of its bytes (``fetched, frame =
+            source.load(run)``).
+        :raises ciml.errors.MetricsUnavailable: as :meth:`fetch` and
+            :meth:`parse` do.
+        """
         fetched = self.stamp(self.fetch(run))
         return fetched, self.parse(fetched.data, run)
 
-    def provenance(self):
+    def provenance(self) -> dict[str, Any]:
         """``{"name", "params"}``: this source and its non-secret parameters.
 
         Recorded with every cached run and in every dataset, so that
@@ -78,7 +94,7 @@ class MetricSource(Component, abc.ABC):
                 "params": {p.name: getattr(self, p.name, None) for p in self.parameters
                            if not p.secret}}
 
-    def stamp(self, fetched):
+    def stamp(self, fetched: FetchedMetrics) -> FetchedMetrics:
         """``fetched`` with :meth:`provenance` recorded in it (if it has none yet)."""
         if getattr(fetched, "source", None) is None:
             try:
@@ -88,7 +104,8 @@ class MetricSource(Component, abc.ABC):
         return fetched
 
 
-def common_provenance(provenances):
+def common_provenance(provenances: Iterable[dict[str, Any] | None]
+                      ) -> tuple[dict[str, Any] | None, int]:
     """The metric source most of a dataset's runs were cached with, and how many differ.
 
     :param provenances: one :meth:`MetricSource.provenance` dict (or ``None``
@@ -97,7 +114,7 @@ def common_provenance(provenances):
     """
     import json
 
-    counts = {}
+    counts: dict[str, int] = {}
     for item in provenances:
         if item:
             key = json.dumps(item, sort_keys=True, default=str)

@@ -1,14 +1,25 @@
 """The normalizer contract: one step from a raw series towards a fixed-shape example."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ciml.base.component import Component
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    import pandas as pd
 
 #: The original ciml's fixed example length, in samples at 1 s.
 BASE_LENGTH = 5500
 
 
-def normalized_length(sample_interval=None, base_length=BASE_LENGTH):
+def normalized_length(sample_interval: str | None = None,
+                      base_length: int = BASE_LENGTH) -> int:
     """The fixed example length for a sample interval, as the original computed it.
 
     ``base_length`` samples at 1 s, resampled to the interval: the number of
@@ -29,7 +40,7 @@ def normalized_length(sample_interval=None, base_length=BASE_LENGTH):
         raise ConfigError(f"bad sample interval {sample_interval!r}: {exc}") from None
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -85,11 +96,11 @@ class Normalizer(Component):
     #: Whether this step chooses the feature columns (see the class docstring).
     selects_features = False
 
-    def select(self, columns):
+    def select(self, columns: Sequence[str]) -> list[str]:
         """The names among ``columns`` this step keeps, from column names alone."""
         return list(columns)
 
-    def pin_features(self, columns):
+    def pin_features(self, columns: Sequence[str]) -> None:
         """From now on, keep exactly ``columns`` (names), in this order.
 
         Part of the saved parameters or state, so that the stored chain
@@ -97,26 +108,26 @@ class Normalizer(Component):
         """
         raise NotImplementedError(f"normalizer {self.name!r} does not select features")
 
-    def fit(self, frames):
+    def fit(self, frames: Iterable[pd.DataFrame]) -> Self:
         """Learn from an iterable of frames; returns ``self``."""
         for frame in frames:
             self.partial_fit(frame)
         return self
 
-    def partial_fit(self, frame):
+    def partial_fit(self, frame: pd.DataFrame) -> Self:
         """Learn from one training frame; returns ``self``."""
         return self
 
-    def transform(self, frame):
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Return the transformed frame; never modify the argument."""
         raise NotImplementedError
 
-    def get_state(self):
+    def get_state(self) -> dict[str, Any]:
         """The learned state: every attribute ending in ``_``, JSON-ready."""
         return {k: _jsonable(v) for k, v in vars(self).items()
                 if k.endswith("_") and not k.startswith("_")}
 
-    def set_state(self, state):
+    def set_state(self, state: Mapping[str, Any] | None) -> Self:
         """Restore what :meth:`get_state` returned; returns ``self``."""
         for key, value in (state or {}).items():
             if not key.endswith("_"):

@@ -1,8 +1,17 @@
 """The result source contract: which runs exist for a job, and how they ended."""
 
+from __future__ import annotations
+
 import abc
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ciml.base.component import Component
+from ciml.records import RunRecord, TestResult
+
+if TYPE_CHECKING:
+    from typing import Self
 
 
 class ResultSource(Component, abc.ABC):
@@ -24,8 +33,9 @@ class ResultSource(Component, abc.ABC):
     kind = "result_source"
 
     @abc.abstractmethod
-    def list_runs(self, build_name, *, since=None, until=None, filters=None,
-                  limit=None, balanced=False):
+    def list_runs(self, build_name: str, *, since: dt.datetime | None = None,
+                  until: dt.datetime | None = None, filters: Mapping[str, str] | None = None,
+                  limit: int | None = None, balanced: bool = False) -> Iterator[RunRecord]:
         """Yield :class:`ciml.records.RunRecord` for the runs of a build name.
 
         :param build_name: the job name.
@@ -44,7 +54,7 @@ class ResultSource(Component, abc.ABC):
         """
 
     @abc.abstractmethod
-    def get_run(self, run_id):
+    def get_run(self, run_id: str) -> RunRecord:
         """Return the :class:`~ciml.records.RunRecord` for one run.
 
         :param run_id: the run's id, or its build uuid; both are accepted
@@ -52,7 +62,7 @@ class ResultSource(Component, abc.ABC):
         :raises ciml.errors.NotFoundError: no such run.
         """
 
-    def complete(self, run):
+    def complete(self, run: RunRecord) -> RunRecord:
         """Return ``run`` with what the listing could not cheaply say.
 
         Optional.  The pipeline calls it on its fetch threads, several at
@@ -70,18 +80,18 @@ class ResultSource(Component, abc.ABC):
         """
         return run
 
-    def test_results(self, run):
+    def test_results(self, run: RunRecord) -> Iterator[TestResult]:
         """Yield :class:`ciml.records.TestResult` for a run's tests.
 
         Optional: sources that do not know individual tests yield nothing.
         """
         return iter(())
 
-    def close(self):
+    def close(self) -> None:
         """Release connections.  Idempotent."""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()

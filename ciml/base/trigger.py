@@ -1,8 +1,14 @@
 """The trigger contract: announce runs that just finished."""
 
+from __future__ import annotations
+
 import abc
+from collections.abc import Callable
 
 from ciml.base.component import Component
+from ciml.base.result_source import ResultSource
+from ciml.paths import DataPath
+from ciml.records import Event
 
 
 class Trigger(Component, abc.ABC):
@@ -37,7 +43,8 @@ class Trigger(Component, abc.ABC):
 
     kind = "trigger"
 
-    def setup(self, *, data_path, build_name=None, result_source=None):
+    def setup(self, *, data_path: DataPath, build_name: str | None = None,
+              result_source: ResultSource | None = None) -> None:
         """Receive the pipeline's context before :meth:`run`.
 
         :param data_path: the :class:`ciml.paths.DataPath` (a trigger that
@@ -51,7 +58,7 @@ class Trigger(Component, abc.ABC):
         self.result_source = result_source
 
     @abc.abstractmethod
-    def run(self, on_event):
+    def run(self, on_event: Callable[[Event], object]) -> None:
         """Block, calling ``on_event(event)`` for each finished run.
 
         Returns when :meth:`stop` is called, or when the trigger has nothing
@@ -59,10 +66,10 @@ class Trigger(Component, abc.ABC):
         """
 
     @abc.abstractmethod
-    def stop(self):
+    def stop(self) -> None:
         """Make :meth:`run` return.  Idempotent; safe from signal handlers."""
 
-    def acknowledge(self, event):
+    def acknowledge(self, event: Event) -> None:
         """The watcher is done with ``event``: let go of it for good.
 
         Called from worker threads, possibly after :meth:`stop`, never
@@ -70,5 +77,5 @@ class Trigger(Component, abc.ABC):
         cannot deliver an event again has nothing to do).
         """
 
-    def close(self):
+    def close(self) -> None:
         """Release connections and files; called once, after the last :meth:`acknowledge`."""

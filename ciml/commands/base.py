@@ -1,6 +1,8 @@
 """What ciml's commands share: the data path, plugin options, ``-o key=value``."""
 
 import argparse
+import contextlib
+import contextvars
 
 from ciml.base import parse_bool
 from ciml.errors import ConfigError
@@ -50,6 +52,37 @@ def _help(owners):
     return "; ".join(parts)
 
 
+#: The option by which ciml's commands choose the component of each kind
+#: (``--metric-source csvdir``); ``ciml help`` reads them to show only the
+#: chosen components' options.
+CHOOSERS = {"result_source": "--source", "metric_source": "--metric-source",
+            "trigger": "--trigger", "estimator": "--estimator"}
+
+_only_components = contextvars.ContextVar("ciml_only_components", default=None)
+
+
+def chosen_components(args):
+    """``{kind: name}`` for the components a command line chooses (``--trigger poll``)."""
+    finder = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    for kind, option in CHOOSERS.items():
+        finder.add_argument(option, dest=kind, default=None)
+    try:
+        found, _ = finder.parse_known_args(list(args))
+    except argparse.ArgumentError:
+        return {}
+    return {kind: name for kind, name in vars(found).items() if name}
+
+
+@contextlib.contextmanager
+def only_components(chosen):
+    """Within, :func:`add_component_options` adds only these components' options."""
+    token = _only_components.set(dict(chosen))
+    try:
+        yield
+    finally:
+        _only_components.reset(token)
+
+
 def add_component_options(parser, kind, title=None, names=None):
     """Add a ``--long-option`` for every parameter of the components of a kind.
 
@@ -65,6 +98,11 @@ def add_component_options(parser, kind, title=None, names=None):
     own default applies.
     """
     manager = get_manager()
+    chosen = (_only_components.get() or {}).get(kind)
+    if chosen is not None:
+        manager.info(kind, chosen)  # an unknown name: say so, with the valid ones
+        names = [chosen]
+        title = f"{title or kind.replace('_', ' ') + ' options'} ({chosen})"
     group = parser.add_argument_group(title or f"{kind.replace('_', ' ')} options")
     # Per parser, across calls (one per kind): option name -> its owners.
     shared = parser.__dict__.setdefault("_ciml_component_options", {})

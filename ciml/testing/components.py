@@ -1,7 +1,11 @@
 """Checks every conformance kit shares: how a plugin class declares itself."""
 
+from typing import Any
 
-def check_component_declaration(cls, base):
+from ciml.base.component import Component
+
+
+def check_component_declaration(cls: Any, base: type[Component]) -> list[str]:
     """``cls`` derives from ``base``, has a name and a docstring, and declares
     each of its parameters once, under a Python identifier."""
     assert isinstance(cls, type) and issubclass(cls, base), \

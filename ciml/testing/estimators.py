@@ -11,9 +11,18 @@ with a few epochs: pass them with ``params`` (e.g. ``{"epochs": 2}``).
 tests of ``train-model`` with a plugin.
 """
 
+from __future__ import annotations
+
+import contextlib
 import datetime as dt
+import io
 import pathlib
+import pickle
+import pickletools
 import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,11 +30,13 @@ from ciml.base import Estimator, Parameter
 from ciml.errors import CimlError
 from ciml.testing.components import check_component_declaration
 
-#: Parameters that keep the built-in estimators quick in the kit.
+#: Parameters that keep the built-in estimators quick in the kit (only those an
+#: estimator declares are passed to it).
 FAST_PARAMS = {"epochs": 2, "patience": 0}
 
 
-def make_examples(n=48, n_classes=2, shape=(4, 3), seed=0):
+def make_examples(n: int = 48, n_classes: int = 2, shape: tuple[int, ...] = (4, 3),
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(X float32 (n, *shape), y int64 (n,))`` with a learnable class signal.
 
     Every class is present; class ``c`` shifts the first feature by ``c``.
@@ -38,7 +49,7 @@ def make_examples(n=48, n_classes=2, shape=(4, 3), seed=0):
     return X, y.astype(np.int64)
 
 
-def zarr_array(X, path, chunk=16):
+def zarr_array(X: np.ndarray, path: str | pathlib.Path, chunk: int = 16) -> Any:
     """``X`` written to a Zarr v3 array chunked along examples, like a dataset's."""
     import zarr
 
@@ -155,6 +166,106 @@ def check_save_load_round_trip(cls, params=None):
     assert np.allclose(before, after, atol=1e-6), "a loaded model must predict the same"
 
 
+#: File name endings of pickles (joblib's included): refused whatever their bytes.
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck")
+#: Opcodes with which a pickle imports or calls code when it is loaded.
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"}
+_SAFE_LOAD = ("ciml loads models without running code from them: save JSON, numpy arrays "
+              "(np.save/np.savez, loaded with allow_pickle=False) or a Keras file instead")
+
+
+def _is_pickle(data):
+    """Whether ``data`` is a pickle that imports or calls code (any protocol)."""
+    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
+        return True
+    try:
+        # Protocols 0 and 1 have no header: parse; text fails at once.
+        found = set()
+        for opcode, _, _ in pickletools.genops(data):
+            found.add(opcode.name)
+            if opcode.name == "STOP":
+                return bool(found & _CODE_OPCODES)
+    except Exception:
+        return False
+    return False
+
+
+def _pickles_in(name, data, depth=0):
+    """The names of the pickles in a saved file, looking inside zip archives."""
+    if name.lower().endswith(PICKLE_SUFFIXES) or _is_pickle(data[:1 << 20]):
+        return [name]
+    if name.endswith(".npy") and data.startswith(b"\x93NUMPY"):
+        header = data[:4096].split(b"\n", 1)[0]
+        if b"'|O'" in header or b'"|O"' in header:  # an object array is a pickle inside
+            return [name]
+    found = []
+    if depth < 2 and data[:4] == b"PK\x03\x04":  # .keras, .npz and other zip files
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for member in archive.namelist():
+                    found += _pickles_in(f"{name}!{member}", archive.read(member), depth + 1)
+        except zipfile.BadZipFile:
+            pass
+    return found
+
+
+class _PickleRefused(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def refusing_pickle() -> Iterator[list[tuple[Any, ...]]]:
+    """Within, any unpickling fails (``pickle.load(s)``, ``Unpickler``, numpy's pickles).
+
+    Yields a list that records each attempt, so that an estimator catching
+    the error still fails the check.
+    """
+    attempts: list[tuple[Any, ...]] = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[:1])
+        raise _PickleRefused("load() unpickled data; " + _SAFE_LOAD)
+
+    class RefusingUnpickler(pickle.Unpickler):
+        def load(self):
+            return refuse()
+
+    saved = [(pickle, "load", pickle.load), (pickle, "loads", pickle.loads),
+             (pickle, "Unpickler", pickle.Unpickler),
+             (pickle._Unpickler, "load", pickle._Unpickler.load)]
+    replacements = {"load": refuse, "loads": refuse, "Unpickler": RefusingUnpickler}
+    for owner, attr, _ in saved:
+        setattr(owner, attr, replacements[attr])
+    try:
+        yield attempts
+    finally:
+        for owner, attr, value in saved:
+            setattr(owner, attr, value)
+
+
+def check_save_writes_no_pickle(cls, params=None):
+    """What ``save()`` writes holds no pickle, and ``load()`` unpickles nothing."""
+    X, y = make_examples(48, 2, seed=9)
+    est = _fit(cls, params, X, y, ["passed", "failed"])
+    before = np.asarray(est.predict_proba(X))
+    with tempfile.TemporaryDirectory() as tmp:
+        est.save(tmp)
+        root = pathlib.Path(tmp)
+        pickles = []
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            pickles += _pickles_in(str(file.relative_to(root)), file.read_bytes())
+        assert not pickles, f"save() wrote a pickle ({', '.join(pickles)}); " + _SAFE_LOAD
+        with refusing_pickle() as attempts:
+            try:
+                loaded = cls.load(tmp)
+            except _PickleRefused as exc:
+                raise AssertionError(str(exc)) from None
+        assert not attempts, "load() unpickled data; " + _SAFE_LOAD
+        after = np.asarray(loaded.predict_proba(X))
+    assert np.allclose(before, after, atol=1e-6), \
+        "a model loaded without pickle must predict the same"
+
+
 def check_reproducible(cls, params=None):
     X, y = make_examples(40, 2, seed=8)
     a = np.asarray(_fit(cls, params, X, y, ["passed", "failed"]).predict_proba(X))
@@ -213,18 +324,20 @@ CHECKS = (
     check_validation_and_logs,
     check_zarr_input,
     check_save_load_round_trip,
+    check_save_writes_no_pickle,
     check_reproducible,
     check_load_missing_fails_cleanly,
     check_explain,
 )
 
 
-def check_estimator(cls, params=None, checks=None):
+def check_estimator(cls: type[Estimator], params: Mapping[str, Any] | None = None,
+                    checks: Sequence[Callable[..., None]] | None = None) -> None:
     """Run every conformance check on the estimator class ``cls``.
 
     :param params: hyper-parameters for the fits (only those ``cls``
-        declares are used); defaults to :data:`FAST_PARAMS`.
-    :param checks: a subset of :data:`CHECKS` to run.
+        declares are used); defaults to :data:`ciml.testing.FAST_PARAMS`.
+    :param checks: a subset of :data:`ciml.testing.ESTIMATOR_CHECKS` to run.
     :raises AssertionError: ``"<check>: <what is wrong>"``.
     """
     params = FAST_PARAMS if params is None else params
@@ -247,6 +360,7 @@ class NearestCentroidEstimator(Estimator):
     """
 
     name = "nearest-centroid"
+    temperature: float
     parameters = (
         Parameter("temperature", float, 1.0, "softmax temperature of -distance"),
         Parameter("seed", int, None, "unused; accepted like every estimator's seed"),
@@ -361,7 +475,8 @@ def synthetic_runs(n=60, seed=0, build_name="tempest-full", fail_every=4, length
     return runs, frames
 
 
-def make_dataset(data_path, name, *, n=60, class_label="status", seed=0,
+def make_dataset(data_path: Any, name: str, *, n: int = 60, class_label: str = "status",
+                 seed: int = 0,
                  features_regex=None, **build_options):
     """Build a small real dataset ``name`` from synthetic runs; returns the summary."""
     from ciml.dataset import build_dataset
@@ -374,6 +489,7 @@ def make_dataset(data_path, name, *, n=60, class_label="status", seed=0,
                          cache=_MemoryCache(runs, frames), **build_options)
 
 
-__all__ = ["CHECKS", "FAST_PARAMS", "NearestCentroidEstimator", "check_estimator",
-           "make_dataset", "make_examples", "synthetic_runs", "zarr_array"]
+__all__ = ["CHECKS", "FAST_PARAMS", "PICKLE_SUFFIXES", "NearestCentroidEstimator",
+           "check_estimator", "make_dataset", "make_examples", "refusing_pickle",
+           "synthetic_runs", "zarr_array"]
 __all__ += [c.__name__ for c in CHECKS]

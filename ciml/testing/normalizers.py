@@ -23,13 +23,15 @@ them all and raises :class:`AssertionError` naming the first broken one:
 
 Some normalizers only mean something with parameters (``filter`` with a
 regex, ``resample`` with an interval): pass them as ``params``.  The
-frames are dstat-like (see :func:`make_frames`); pass your own as
+frames are dstat-like (see :func:`ciml.testing.make_frames`); pass your own as
 ``frames`` when your step needs other columns.  A stateful step is fitted
 on frames of one shape, as in a dataset build, where stateful steps come
 after cut/pad or aggregation.
 """
 
 import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +44,8 @@ COLUMNS = ("cpu_usr", "cpu_sys", "cpu_idl", "cpu_wai", "mem_used", "mem_free",
            "mem_buff", "mem_cach", "net_recv", "net_send", "load_1m")
 
 
-def make_frames(n=3, rows=120, columns=COLUMNS, seed=0, start="2026-01-01 00:00:00"):
+def make_frames(n: int = 3, rows: int = 120, columns: Sequence[str] = COLUMNS, seed: int = 0,
+                start: str = "2026-01-01 00:00:00") -> list[Any]:
     """``n`` dstat-like frames: float64, a UTC 1 s ``DatetimeIndex``, one shape.
 
     Each frame starts an hour after the previous one; values are positive
@@ -244,12 +247,13 @@ CHECKS = (check_declares_parameters, check_constructs_with_defaults, check_param
           check_fit_is_deterministic, check_array_paths)
 
 
-def check_normalizer(cls, params=None, frames=None):
+def check_normalizer(cls: type[Normalizer], params: Mapping[str, Any] | None = None,
+                     frames: Sequence[Any] | None = None) -> None:
     """Run every check on a normalizer class; raise :class:`AssertionError` on the first failure.
 
     ``params``: example parameters (``{"regex": "^cpu_"}``) used wherever the
     kit builds an instance.  ``frames``: input frames (default
-    :func:`make_frames`), all of one shape.
+    :func:`ciml.testing.make_frames`), all of one shape.
     """
     for check in CHECKS:
         try:

@@ -63,6 +63,7 @@ class _Rule:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server: "_Server"
     server_version = "ciml-test-server"
     # Headers and body go out in two writes: with Nagle's algorithm the body
     # waits for the client's delayed ACK, about 40 ms on every request.
@@ -208,6 +209,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class _Server(http.server.ThreadingHTTPServer):
+    #: The CIServer whose files, API and faults this server answers with.
+    owner: "CIServer"
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
@@ -259,8 +262,8 @@ class CIServer:
         self.authorized_files = []
         self._rules = []
         self._lock = threading.Lock()
-        self._server = None
-        self._thread = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
 
     # -- life cycle ----------------------------------------------------------
 
@@ -280,7 +283,8 @@ class CIServer:
             return
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self._server = None
         self._thread = None
 
@@ -291,8 +295,10 @@ class CIServer:
         self.stop()
 
     @property
-    def port(self):
-        return self._server.server_address[1]
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the server is not started; call start() first")
+        return int(self._server.server_address[1])
 
     @property
     def url(self):
@@ -367,7 +373,7 @@ class CIServer:
         return None
 
     def query_builds(self, query):
-        """Zuul's ``/builds`` filtering and paging over :attr:`builds`."""
+        """Zuul's ``/builds`` filtering and paging over ``builds``."""
         def values(name):
             return [v for v in query.get(name, []) if v != ""]
 

@@ -8,7 +8,7 @@ served log tree, a directory of files) and what it is known to hold:
 
 .. code-block:: python
 
-    from ciml.testing.sources import check_metric_source, check_result_source
+    from ciml.testing import check_metric_source, check_result_source
 
     def test_my_source_conforms(my_test_db):
         check_result_source(MySource(url=my_test_db), "tempest-full")
@@ -60,6 +60,7 @@ import functools
 import json
 import pickle
 import tempfile
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -170,7 +171,7 @@ def check_time_window(listing):
 
 
 def check_filters(listing):
-    counts = {}
+    counts: dict[tuple[str, str], set[str]] = {}
     for run in listing.runs:
         for key, value in run.metadata.items():
             if isinstance(value, str):
@@ -249,12 +250,13 @@ RESULT_SOURCE_CHECKS = (
 )
 
 
-def check_result_source(source, build_name, checks=None):
+def check_result_source(source: ResultSource, build_name: str,
+                        checks: Sequence[Callable[..., None]] | None = None) -> None:
     """Run every result-source check on the configured ``source``.
 
     :param source: a :class:`ciml.base.ResultSource` instance whose history
         holds at least two runs of ``build_name``.
-    :param checks: a subset of :data:`RESULT_SOURCE_CHECKS` to run.
+    :param checks: a subset of :data:`ciml.testing.RESULT_SOURCE_CHECKS` to run.
     :raises AssertionError: ``"<source> fails <check>: <what is wrong>"``.
     """
     _run_checks(source, _Listing(source, build_name), checks or RESULT_SOURCE_CHECKS)
@@ -386,13 +388,14 @@ METRIC_SOURCE_CHECKS = (
 )
 
 
-def check_metric_source(source, run, checks=None):
+def check_metric_source(source: MetricSource, run: RunRecord,
+                        checks: Sequence[Callable[..., None]] | None = None) -> None:
     """Run every metric-source check on the configured ``source``.
 
     :param source: a :class:`ciml.base.MetricSource` instance.
     :param run: a :class:`~ciml.records.RunRecord` whose metrics ``source``
         can fetch and parse.
-    :param checks: a subset of :data:`METRIC_SOURCE_CHECKS` to run.
+    :param checks: a subset of :data:`ciml.testing.METRIC_SOURCE_CHECKS` to run.
     :raises AssertionError: ``"<source> fails <check>: <what is wrong>"``.
     """
     _run_checks(source, _Fetched(source, run), checks or METRIC_SOURCE_CHECKS)

@@ -41,6 +41,9 @@ def _fraction(value):
     return value
 
 
+_fraction.type_name = "float in (0, 1]"  # type: ignore[attr-defined]  # plugin show
+
+
 def _lgb():
     import lightgbm
 

@@ -76,6 +76,9 @@ def _fraction(value):
     return value
 
 
+_fraction.type_name = "float in [0, 1)"  # type: ignore[attr-defined]  # plugin show
+
+
 def _tf():
     import os
 

@@ -148,6 +148,11 @@ def _label_name(text):
     return text
 
 
+# What ciml plugin show and --help print as these parameters' types.
+_query_pair.type_name = "NAME=PROMQL"  # type: ignore[attr-defined]
+_label_name.type_name = "label name"  # type: ignore[attr-defined]
+
+
 def _promql_string(text):
     """``text`` as a double-quoted PromQL string literal."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

@@ -54,6 +54,9 @@ def _parse_since(value):
         raise ValueError(f"expected an ISO 8601 date and time: {exc}") from None
 
 
+_parse_since.type_name = "ISO time"  # type: ignore[attr-defined]  # what plugin show prints
+
+
 class PollCursor:
     """The persisted position of one poll trigger: latest start seen, ids near it."""
 

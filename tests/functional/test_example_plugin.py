@@ -300,3 +300,12 @@ def test_trigger_reads_stdin(example_installed, tmp_path):
         cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == ["a", "b", "c"]
+
+
+def test_plugin_check_passes(example_installed, run_ciml_subprocess):
+    rc, out, err = run_ciml_subprocess(["plugin", "check", "ciml-example", "-f", "json"])
+
+    assert rc == 0, err
+    assert "problem" not in err
+    rows = {(r["kind"], r["name"]) for r in json.loads(out)}
+    assert rows == set(COMPONENTS)

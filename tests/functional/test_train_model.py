@@ -260,6 +260,43 @@ def test_example_plugin_estimator_conforms_and_trains_with_the_cli(run_ciml, dat
         manager.unregister("majority-test")
 
 
+class LoggingCentroidEstimator(NearestCentroidEstimator):
+    """Nearest centroid that writes an event file, as a TensorBoard-aware estimator does"""
+
+    name = "logging-centroid"
+
+    def fit(self, X, y, *, classes, validation=None, log_dir=None, seed=None):
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            (log_dir / "events.out.tfevents.0").write_bytes(b"\0")
+        return super().fit(X, y, classes=classes, validation=validation, seed=seed)
+
+
+def test_tensorboard_hint_only_when_the_estimator_wrote_logs(run_ciml, datasets,
+                                                             centroid_plugin):
+    class LoggingPlugin:
+        @hookimpl
+        def ciml_register_estimators(self, register):
+            register(LoggingCentroidEstimator)
+
+    get_manager().add_plugin(LoggingPlugin(), "logging-centroid-test")
+    dp = datasets
+    for name in ("nearest-centroid", "logging-centroid"):
+        _ciml(run_ciml, dp, "setup-experiment", "--experiment", name, "--estimator", name)
+
+    rc, out, err = run_ciml(["--data-path", dp.root, "train-model", "--dataset", "ds",
+                             "--experiment", "nearest-centroid", "--seed", "1"])
+    assert rc == 0, err
+    assert f"model saved in {dp.model('ds', 'nearest-centroid')}\n" in err
+    assert "tensorboard --logdir" not in err
+
+    rc, out, err = run_ciml(["--data-path", dp.root, "train-model", "--dataset", "ds",
+                             "--experiment", "logging-centroid", "--seed", "1"])
+    assert rc == 0, err
+    logs = dp.model("ds", "logging-centroid") / "logs"
+    assert f"(tensorboard --logdir {logs})" in err
+
+
 def test_a_model_is_on_disk_before_it_is_moved_into_place(datasets, centroid_plugin,
                                                           monkeypatch):
     """12.6 and 12.1 for models: every file fsynced before the rename; only the

@@ -170,14 +170,25 @@ def test_unregister_removes_components(manager):
     assert "tiny-plugin" not in manager.plugins
 
 
-def test_registering_a_class_of_the_wrong_base_is_an_error(manager):
+def test_registering_a_class_of_the_wrong_base_is_reported_once(manager, caplog):
     class Wrong:
         @hookimpl
         def ciml_register_estimators(self, register):
             register(TinyNormalizer)
+            register(TinyEstimator)
 
-    with pytest.raises(TypeError, match=r"does not derive from ciml\.base\.estimator\.Estimator"):
-        manager.add_plugin(Wrong(), "wrong")
+    with caplog.at_level(logging.WARNING, logger="ciml.plugins"):
+        manager.add_plugin(Wrong(), "wrong", distribution="ciml-wrong")
+
+    (failure,) = manager.failures
+    # The documented path, not the module the class happens to live in.
+    assert "does not derive from ciml.base.Estimator" in failure.error
+    assert "ciml.base.estimator" not in failure.message
+    assert "as an estimator" in failure.error
+    assert "class TinyNormalizer(ciml.base.Estimator)" in failure.fix
+    assert caplog.text.count("does not derive from") == 1
+    # Only the wrong class is left out.
+    assert manager.get("estimator", "tiny") is TinyEstimator
 
 
 def test_registering_without_a_name_is_an_error(manager):
@@ -191,8 +202,12 @@ def test_registering_without_a_name_is_an_error(manager):
         def ciml_register_estimators(self, register):
             register(Nameless)
 
-    with pytest.raises(TypeError, match="without a name"):
-        manager.add_plugin(Plugin(), "nameless")
+    manager.add_plugin(Plugin(), "nameless")
+
+    (failure,) = manager.failures
+    assert "without a name" in failure.error
+    assert "register(cls, name=...)" in failure.fix
+    assert manager.names("estimator") == []
 
 
 def test_unknown_name_says_valid_names_and_closest(manager):
@@ -287,13 +302,37 @@ def test_misspelled_hook_is_reported_and_ciml_keeps_working(manager, caplog):
     failure = manager.failures[0]
     assert failure.plugin == "typo"
     assert failure.distribution == "ciml-typo"
-    assert "ciml_register_estimator" in failure.error
+    assert "'ciml_register_estimator', which is not a ciml hook" in failure.error
+    assert "did you mean 'ciml_register_estimators'?" in failure.fix
     assert "ciml-typo" in caplog.text
-    # The bad plugin is gone; the next one registers and check_pending passes.
-    assert manager.pm.get_plugin("typo") is None
+    # The next plugin registers and check_pending passes.
     manager.add_plugin(AllKindsPlugin(), "tiny-plugin")
     assert manager.get("estimator", "tiny") is TinyEstimator
     assert len(manager.failures) == 1
+    manager.pm.check_pending()
+
+
+def test_misspelled_hook_leaves_the_rest_of_the_plugin_working(manager):
+    # The plugin author's case: a valid registration beside a typo.
+    class Plugin:
+        @hookimpl
+        def ciml_register_estimators(self, register):
+            register(TinyEstimator)
+
+        @hookimpl
+        def ciml_prediction_mad(self, prediction):
+            """Write predictions as JSON lines"""
+
+    manager.add_plugin(Plugin(), "forest", distribution="ciml-forest")
+
+    assert manager.get("estimator", "tiny") is TinyEstimator
+    assert "forest" in manager.plugins
+    (failure,) = manager.failures
+    assert "did you mean 'ciml_prediction_made'?" in failure.message
+    # Every valid hook is listed, so that the author can pick the right one.
+    for hook in plugins.HOOKS:
+        assert hook in failure.fix
+    assert manager.lifecycle_hooks("forest") == []
 
 
 def test_hook_with_wrong_arguments_is_reported(manager):
@@ -302,10 +341,35 @@ def test_hook_with_wrong_arguments_is_reported(manager):
         def ciml_register_estimators(self, register, extra):
             register(TinyEstimator)
 
+        @hookimpl
+        def ciml_register_triggers(self, register):
+            register(TinyTrigger)
+
     manager.add_plugin(WrongArgs(), "wrong-args")
 
-    assert [f.plugin for f in manager.failures] == ["wrong-args"]
+    (failure,) = manager.failures
+    assert failure.plugin == "wrong-args"
+    assert "takes 'extra', which ciml does not pass" in failure.error
+    assert "it may take any of: register" in failure.fix
     assert manager.names("estimator") == []
+    assert manager.names("trigger") == ["tiny"]
+
+
+def test_lifecycle_hooks_are_listed_per_plugin(manager):
+    class Reporter:
+        @hookimpl
+        def ciml_prediction_made(self, prediction):
+            """Append each prediction to a file"""
+
+    manager.add_plugin(AllKindsPlugin(), "tiny-plugin")
+    manager.add_plugin(Reporter(), "reporter", distribution="ciml-reporter", version="3")
+
+    (hook,) = manager.lifecycle_hooks()
+    assert (hook.hook, hook.plugin, hook.distribution, hook.version, hook.description) == (
+        "ciml_prediction_made", "reporter", "ciml-reporter", "3",
+        "Append each prediction to a file")
+    assert hook.module == __name__
+    assert manager.lifecycle_hooks("tiny-plugin") == []
 
 
 def test_plugin_that_fails_to_import_is_a_warning(fake_distribution, caplog):
@@ -357,9 +421,25 @@ def test_plugin_whose_registration_raises_is_reported(fake_distribution):
 
     failures = {f.plugin: f for f in manager.failures}
     assert failures["bad"].distribution == "ciml-bad"
-    assert "does not derive from" in failures["bad"].error
+    assert failures["bad"].target == "ciml_bad_plugin"
+    assert "does not derive from ciml.base.Estimator" in failures["bad"].error
     assert "nope" not in manager.names("estimator")
-    assert "bad" not in manager.plugins
+
+
+def test_plugin_whose_registration_hook_raises_is_reported(fake_distribution):
+    bad = (
+        "from ciml.hookspecs import hookimpl\n"
+        "@hookimpl\n"
+        "def ciml_register_estimators(register):\n"
+        "    raise RuntimeError('boom')\n")
+    fake_distribution("ciml-boom", {"ciml.plugins": {"boom": "ciml_boom_plugin"}},
+                      {"ciml_boom_plugin": bad})
+
+    manager = plugins.PluginManager()
+
+    failures = {f.plugin: f for f in manager.failures}
+    assert "raised RuntimeError: boom" in failures["boom"].error
+    assert "boom" not in manager.plugins
 
 
 def test_builtin_plugins_load_cleanly():
@@ -472,3 +552,13 @@ def test_lifecycle_hooks_through_pluggy(manager):
     manager.hook.ciml_prediction_made(prediction={"run_id": "r"})
 
     assert recorder.calls == [("ciml_prediction_made", {"prediction": {"run_id": "r"}})]
+
+
+def test_builtin_parameter_types_read_as_types():
+    # plugin show and --help print a parameter's type: never a helper's name.
+    manager = plugins.PluginManager()
+    for info in manager.all():
+        for p in info.cls.parameters:
+            assert not p.type_name.startswith("_"), (info.name, p.name, p.type_name)
+            assert p.type_name not in ("convert", "convert_optional", "<lambda>"), \
+                (info.name, p.name)

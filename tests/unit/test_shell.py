@@ -150,3 +150,65 @@ def test_quiet_and_verbose_are_accepted(run_ciml):
     for flag in ("-q", "-v", "-vv"):
         rc, out, err = run_ciml([flag, "plugin", "list", "-f", "value", "-c", "kind"])
         assert rc == 0, (flag, err)
+
+
+# -- help with options before it -----------------------------------------------------
+
+
+class CsvDirMetricSource(base.MetricSource):
+    """Metrics from <directory>/<run id>.csv"""
+
+    name = "csvdir"
+    parameters = (base.Parameter("directory", required=True, help="folder of CSV files"),)
+
+    def fetch(self, run):
+        raise NotImplementedError
+
+    def parse(self, data, run):
+        raise NotImplementedError
+
+
+class CsvDirPlugin:
+    @hookimpl
+    def ciml_register_metric_sources(self, register):
+        register(CsvDirMetricSource)
+
+
+@pytest.fixture
+def csvdir():
+    manager = plugins.PluginManager()
+    manager.add_plugin(CsvDirPlugin(), "csvdir", distribution="ciml-csvdir")
+    plugins.reset_manager(manager)
+    return manager
+
+
+@pytest.mark.parametrize("argv", [
+    ["cache-data", "--metric-source", "csvdir", "--help"],
+    ["cache-data", "--build-name", "x", "--metric-source=csvdir", "-h"],
+    ["help", "cache-data", "--metric-source", "csvdir"],
+])
+def test_help_after_options_shows_the_chosen_plugin_options(run_ciml, csvdir, argv):
+    rc, out, err = run_ciml(argv)
+
+    assert rc == 0, err
+    assert out.startswith("usage: ciml cache-data")
+    assert "metric source options (csvdir):" in out
+    assert "--directory DIRECTORY" in out
+    # dstat is not chosen: its options are not shown.
+    assert "--paths" not in out
+
+
+def test_help_without_a_choice_shows_every_plugin_option(run_ciml, csvdir):
+    rc, out, err = run_ciml(["cache-data", "--limit", "3", "--help"])
+
+    assert rc == 0, err
+    assert "metric source options:" in out
+    assert "--directory" in out and "--paths" in out
+
+
+def test_help_with_an_unknown_plugin_says_which_exist(run_ciml, csvdir):
+    rc, out, err = run_ciml(["cache-data", "--metric-source", "csvdri", "--help"])
+
+    assert rc == 1
+    assert "unknown metric source 'csvdri'" in err
+    assert "did you mean 'csvdir'?" in err

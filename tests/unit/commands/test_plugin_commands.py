@@ -146,19 +146,69 @@ def test_list_unknown_kind_is_a_user_error(app, manager):
         cmd.take_action(parsed)
 
 
-def test_list_reports_load_failures_on_stderr(app, manager):
-    class Misspelled:
-        @hookimpl
-        def ciml_register_estimator(self, register):
-            pass
+BROKEN_PLUGIN = '''
+from ciml import base
+from ciml.hookspecs import hookimpl
 
-    manager.add_plugin(Misspelled(), "typo", distribution="ciml-typo")
-    cmd = PluginList(app, None)
 
-    _, rows = cmd.take_action(cmd.get_parser("x").parse_args([]))
+class NotAnEstimator(base.Normalizer):
+    """Nope"""
 
-    assert "warning: plugin 'typo' from ciml-typo failed to load" in app.stderr.getvalue()
-    assert ("estimator", "counting") in [r[:2] for r in rows]
+    name = "nope"
+
+
+class GoodEstimator(base.Estimator):
+    """Good"""
+
+    name = "good"
+    fit = predict_proba = save = lambda self, *a, **k: None
+    load = classmethod(lambda cls, path: cls())
+
+
+@hookimpl
+def ciml_register_estimators(register):
+    register(NotAnEstimator)
+    register(GoodEstimator)
+
+
+@hookimpl
+def ciml_prediction_mad(prediction):
+    pass
+
+
+@hookimpl
+def ciml_model_trained(model_dir):
+    """Announce the new model"""
+'''
+
+
+def test_list_reports_each_load_failure_once(run_ciml, fake_distribution):
+    fake_distribution("ciml-broken", {"ciml.plugins": {"broken": "ciml_broken_plugin"}},
+                      {"ciml_broken_plugin": BROKEN_PLUGIN})
+
+    rc, out, err = run_ciml(["plugin", "list", "-f", "value", "-c", "kind", "-c", "name",
+                             "-c", "distribution"])
+
+    assert rc == 0, err
+    assert err.count("does not derive from ciml.base.Estimator") == 1, err
+    assert "ciml.base.estimator.Estimator" not in err
+    assert err.count("did you mean 'ciml_prediction_made'?") == 1, err
+    # The module's valid parts still work, and its lifecycle hook is listed.
+    assert "estimator good ciml-broken" in out.splitlines()
+    assert "hook ciml_model_trained ciml-broken" in out.splitlines()
+
+
+def test_list_hooks_only(run_ciml, fake_distribution):
+    fake_distribution("ciml-broken", {"ciml.plugins": {"broken": "ciml_broken_plugin"}},
+                      {"ciml_broken_plugin": BROKEN_PLUGIN})
+
+    rc, out, err = run_ciml(["plugin", "list", "--kind", "hook", "-f", "json"])
+
+    assert rc == 0, err
+    mine = [row for row in json.loads(out) if row["distribution"] == "ciml-broken"]
+    assert mine == [{"kind": "hook", "name": "ciml_model_trained",
+                     "module": "ciml_broken_plugin", "distribution": "ciml-broken",
+                     "version": "1.0", "description": "Announce the new model"}]
 
 
 def test_list_json(run_ciml, manager):
@@ -297,3 +347,119 @@ def test_unknown_name_from_a_real_process(run_ciml_subprocess):
     assert len(lines) == 1, err
     assert "unknown normalizer 'scael'" in lines[0]
     assert "did you mean 'scale'?" in lines[0]
+
+
+# -- plugin check ------------------------------------------------------------------
+
+
+GOOD_PLUGIN = '''
+from ciml import base
+from ciml.hookspecs import hookimpl
+
+
+class FineEstimator(base.Estimator):
+    """Fine"""
+
+    name = "fine"
+    parameters = (base.Parameter("depth", base.optional(base.bounded_int(1, 64)), 8),)
+    fit = predict_proba = save = lambda self, *a, **k: None
+    load = classmethod(lambda cls, path: cls())
+
+
+@hookimpl
+def ciml_register_estimators(register):
+    register(FineEstimator)
+
+
+@hookimpl
+def ciml_prediction_made(prediction):
+    """Write each prediction as a JSON line"""
+'''
+
+BROKEN = {
+    "misspelled-hook": (GOOD_PLUGIN + "\n@hookimpl\ndef ciml_prediction_mad(prediction):\n"
+                        "    pass\n",
+                        "did you mean 'ciml_prediction_made'?"),
+    "wrong-base": (GOOD_PLUGIN.replace("register(FineEstimator)",
+                                       "register(FineEstimator)\n    register(dict)"),
+                   "does not derive from ciml.base.Estimator"),
+    "wrong-arguments": (GOOD_PLUGIN.replace("def ciml_prediction_made(prediction):",
+                                            "def ciml_prediction_made(prediction, extra):"),
+                        "takes 'extra', which ciml does not pass"),
+    "import-error": ("import ciml_no_such_dependency\n" + GOOD_PLUGIN,
+                     "cannot be imported: ModuleNotFoundError"),
+    "no-docstring": (GOOD_PLUGIN.replace('"""Fine"""', "pass"), "has no docstring"),
+    "abstract": (GOOD_PLUGIN.replace("    fit = predict_proba", "    predict_proba"),
+                 "does not implement fit"),
+    "bad-default": (GOOD_PLUGIN.replace("(1, 64)), 8)", "(1, 64)), 99)"),
+                    "the default of 'depth' is refused by its own type"),
+}
+
+
+def _install(fake_distribution, dist, source):
+    module = "ciml_" + dist.replace("-", "_") + "_plugin"
+    fake_distribution(dist, {"ciml.plugins": {dist: module}}, {module: source})
+
+
+def test_check_a_clean_distribution(run_ciml, fake_distribution):
+    _install(fake_distribution, "ciml-fine", GOOD_PLUGIN)
+
+    rc, out, err = run_ciml(["plugin", "check", "ciml-fine", "-f", "json"])
+
+    assert rc == 0, err
+    assert "problem" not in err
+    module = "ciml_ciml_fine_plugin"
+    assert json.loads(out) == [
+        {"kind": "estimator", "name": "fine", "module": module, "plugin": "ciml-fine",
+         "distribution": "ciml-fine", "version": "1.0"},
+        {"kind": "hook", "name": "ciml_prediction_made", "module": module,
+         "plugin": "ciml-fine", "distribution": "ciml-fine", "version": "1.0"}]
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_check_reports_each_problem_once_and_fails(run_ciml, fake_distribution, case):
+    source, expected = BROKEN[case]
+    _install(fake_distribution, "ciml-fine", GOOD_PLUGIN)
+    _install(fake_distribution, "ciml-broken", source.replace('name = "fine"',
+                                                              'name = "broken"'))
+
+    rc, out, err = run_ciml(["plugin", "check", "ciml-broken"])
+
+    assert rc == 1, (out, err)
+    problems = [line for line in err.splitlines() if line.startswith("problem: ")]
+    assert len(problems) == 1, err
+    assert err.count(expected) == 1, err
+    assert "1 problem found" in err
+    # The clean distribution is fine on its own, and checking all finds the broken one.
+    assert run_ciml(["plugin", "check", "ciml-fine"])[0] == 0
+    rc, out, err = run_ciml(["plugin", "check"])
+    assert rc == 1 and expected in err
+
+
+def test_check_unknown_distribution(run_ciml, fake_distribution):
+    _install(fake_distribution, "ciml-fine", GOOD_PLUGIN)
+
+    rc, out, err = run_ciml(["plugin", "check", "ciml-nope"])
+
+    assert rc != 0
+    assert "no installed distribution 'ciml-nope' has ciml plugins" in err
+    assert "ciml-fine" in err
+
+
+def test_check_conflicting_names(run_ciml, fake_distribution):
+    _install(fake_distribution, "ciml-fine", GOOD_PLUGIN)
+    _install(fake_distribution, "ciml-twin", GOOD_PLUGIN)
+
+    rc, out, err = run_ciml(["plugin", "check", "ciml-twin"])
+
+    assert rc == 1
+    assert "two estimators are named 'fine'" in err
+
+
+def test_show_prints_readable_parameter_types(run_ciml, fake_distribution):
+    _install(fake_distribution, "ciml-fine", GOOD_PLUGIN)
+
+    rc, out, err = run_ciml(["plugin", "show", "estimator", "fine", "-f", "json"])
+
+    assert rc == 0, err
+    assert json.loads(out)["parameters"] == "--depth (int 1..64 or none) default 8"
