@@ -20,6 +20,7 @@ import sys
 import textwrap
 
 from ciml import paths
+from ciml.errors import CimlError
 from ciml.shell import main
 
 #: The original's ``--s3-url`` default: giving it is the same as not giving it.
@@ -326,7 +327,29 @@ def build_dataset(argv=None):
         out.append("--visualize")
     if plots:
         out += ["--plot-dir", plots]
-    return _run(prog, front, ["build-dataset"], out)
+    return _run(prog, front, ["build-dataset"], out + _original_shape(out))
+
+
+def _original_shape(args):
+    """The original's 5500 s examples and per-cell scaling, unless asked otherwise."""
+    names = [a.split("=")[0] for a in args]
+    if "--aggregation-functions" in names:
+        return []  # aggregates have no time axis; they are scaled per cell anyway
+    extra = [] if "--scale-per" in names else ["--scale-per", "cell"]
+    if "--fixed-length" in names:
+        return extra
+    interval = None
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name == "--sample-interval":
+            interval = value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    from ciml.base.normalizer import normalized_length
+
+    try:
+        length = normalized_length(interval)
+    except CimlError:
+        return extra  # build-dataset reports the bad interval itself
+    return extra + ["--fixed-length", str(length)]
 
 
 def _take_list(args, name):

@@ -181,4 +181,6 @@ def metric_rows(metrics):
             rows.append((f"{cls} {key}", _fmt(scores.get(key)), _fmt(bscores.get(key))))
         rows.append((f"{cls} support", str(scores.get("support")),
                      str(bscores.get("support", "-"))))
-    return rows
+    from ciml.operating_point import metric_rows as operating_rows
+
+    return rows + operating_rows(metrics)

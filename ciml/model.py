@@ -14,6 +14,10 @@ either the old model or the whole new one:
 ``predictions.csv`` dataset, split, run id, true and predicted class, one
                     probability column per class
 ``history.json``    the training curves (loss, val_loss per epoch)
+``operating_point.json``  the calibration and decision threshold chosen on
+                    dev (:mod:`ciml.operating_point`)
+``reference.npz``   the typical passed training run and the
+``importance.json`` global importance, for explanations (:mod:`ciml.explain`)
 ``logs/``           TensorBoard event files (``tensorboard --logdir``)
 """
 
@@ -30,6 +34,7 @@ import numpy as np
 import ciml
 from ciml import fileutil
 from ciml import metrics as metrics_mod
+from ciml import operating_point as _operating_point
 from ciml.errors import CimlError, ConfigError, NotFoundError, UnknownPluginError
 from ciml.paths import DataPath, check_name
 
@@ -119,8 +124,28 @@ def estimator_distribution(name):
     return info.distribution, info.version, info.plugin
 
 
+#: The seed train-model uses when neither the command nor the experiment gives
+#: one: the same command trains the same model (``--seed random`` opts out).
+DEFAULT_SEED = 0
+
+
+def resolve_seed(seed, experiment_seed=None):
+    """``--seed``: an int, ``"random"`` (drawn, recorded) or ``None`` (experiment's, else 0)."""
+    if isinstance(seed, str):
+        if seed.strip().lower() == "random":
+            return random.SystemRandom().randrange(2**31)
+        try:
+            seed = int(seed)
+        except ValueError:
+            raise ConfigError(f"--seed takes an integer or 'random', not {seed!r}") from None
+    if seed is None:
+        seed = experiment_seed
+    return DEFAULT_SEED if seed is None else int(seed)
+
+
 def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
-                gpu=None, progress=None, keep_on_interrupt=False):
+                gpu=None, progress=None, keep_on_interrupt=False, calibration="auto",
+                min_precision=None, max_false_alarm_rate=None):
     """Train ``experiment`` on ``dataset``, evaluate, save the model; returns the metrics.
 
     The training split streams from Zarr into the estimator; the dev split,
@@ -151,12 +176,10 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
         others.append(other)
     distribution, version, plugin = estimator_distribution(exp.estimator)
     estimator = exp.build_estimator()
-    if seed is None:
-        seed = exp.params.get("seed")
-    if seed is None:
-        # Recorded in the metadata, so even an unseeded model can be re-made.
-        seed = random.SystemRandom().randrange(2**31)
-    seed = int(seed)
+    # Recorded in the metadata, so even a random seed's model can be re-made.
+    seed = resolve_seed(seed, exp.params.get("seed"))
+    target = {"calibration": calibration, "min_precision": min_precision,
+              "max_false_alarm_rate": max_false_alarm_rate}
     estimator = _with_device(estimator, exp, gpu)
 
     final = data_path.model(ds.name, exp.name)
@@ -166,7 +189,7 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
     tmp.mkdir()
     try:
         metrics = _train_into(tmp, ds, exp, estimator, others, seed, progress,
-                              keep_on_interrupt)
+                              keep_on_interrupt, target)
         metadata = {
             "dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
             "dataset_classes": list(ds.classes), "features": list(ds.features),
@@ -180,6 +203,7 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
             "training_time_s": metrics["training_time_s"],
             "trained": dt.datetime.now(dt.timezone.utc).isoformat(),
             "gpu": gpu,
+            "operating_point": metrics.get("operating_point", {}).get("decision"),
         }
         if metrics.get("interrupted"):
             metadata["interrupted"] = metrics["interrupted"]
@@ -215,7 +239,8 @@ def _fit(estimator, train, classes, validation, log_dir, seed, keep_on_interrupt
     return dict(partial)
 
 
-def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_interrupt=False):
+def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_interrupt=False,
+                target=None):
     classes = list(ds.classes)
     train = ds.split("training")
     dev = ds.split("dev") if "dev" in ds.splits else None
@@ -227,23 +252,34 @@ def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_inte
     training_time = time.monotonic() - started
     prior = metrics_mod.majority_baseline(train.y, len(classes))
 
+    raw = {}
+    for split_name in ("dev", "test"):
+        if split_name in ds.splits:
+            split = ds.split(split_name)
+            raw[split_name] = np.asarray(estimator.predict_proba(split.X)) if len(split) \
+                else np.zeros((0, len(classes)))
+    decision = _operating_point.fit(ds.split("dev").y if "dev" in raw else [],
+                                    raw.get("dev", np.zeros((0, len(classes)))), classes,
+                                    seed=seed, **_decision_options(target))
     rows = []
     evaluated = {}
     for split_name in ("test", "dev"):
-        if split_name not in ds.splits:
+        if split_name not in raw:
             continue
         split = ds.split(split_name)
-        proba = np.asarray(estimator.predict_proba(split.X)) if len(split) else \
-            np.zeros((0, len(classes)))
+        proba = _operating_point.calibrate(decision, raw[split_name])
         evaluated[split_name] = metrics_mod.evaluate_with_baseline(split.y, proba, classes,
                                                                    prior)
+        evaluated[split_name]["operating_point"] = _operating_point_metrics(
+            decision, split.y, proba, raw[split_name], prior)
         rows.extend(_prediction_rows(ds.name, split_name, split.ids, split.y, proba, classes))
 
     eval_metrics = {}
     for other in others:
         split = other.split("test")
         codes = _class_map(classes, other)[split.y]
-        proba = np.asarray(estimator.predict_proba(split.X))
+        proba = _operating_point.calibrate(decision,
+                                           np.asarray(estimator.predict_proba(split.X)))
         eval_metrics[other.name] = metrics_mod.evaluate_with_baseline(codes, proba, classes,
                                                                       prior)
         rows.extend(_prediction_rows(other.name, "test", split.ids, codes, proba, classes))
@@ -265,6 +301,9 @@ def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_inte
         metrics["eval_datasets"] = eval_metrics
     if interrupted:
         metrics["interrupted"] = interrupted
+    metrics.setdefault("operating_point", {})["decision"] = decision
+    fileutil.atomic_write_json(folder / _operating_point.FILE, decision)
+    _save_explainer(folder, ds, estimator, metrics)
 
     (folder / ESTIMATOR_DIR).mkdir()
     estimator.save(folder / ESTIMATOR_DIR)
@@ -280,9 +319,56 @@ def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_inte
     return metrics
 
 
+def _decision_options(target):
+    target = dict(target or {})
+    return {"calibration": target.get("calibration") or "auto",
+            "min_precision": target.get("min_precision"),
+            "max_false_alarm_rate": target.get("max_false_alarm_rate")}
+
+
+def _operating_point_metrics(decision, y, proba, raw, prior):
+    """Metrics at the chosen operating point, beside arg-max and the baseline's."""
+    from ciml import calibration
+
+    n = len(np.asarray(y))
+    base = np.tile(np.asarray(prior, dtype=np.float64), (n, 1))
+    out = {"chosen": _operating_point.evaluate(decision, y, proba),
+           "calibration": dict(calibration.measures(y, proba),
+                               method=decision["calibration"]["method"],
+                               uncalibrated=calibration.measures(y, raw),
+                               reliability=calibration.reliability(y, proba))}
+    if decision.get("kind") == "threshold":
+        at_half = dict(decision, threshold=0.5)
+        out["at_0.5"] = _operating_point.evaluate(at_half, y, proba)
+        out["baseline"] = _operating_point.evaluate(at_half, y, base)
+    return out
+
+
+def _save_explainer(folder, ds, estimator, metrics):
+    """The reference (typical passed run) and the global importance, for explanations."""
+    from ciml import explain
+
+    try:
+        reference = explain.fit_reference(ds)
+        explain.save_reference(folder, reference)
+        table = explain.importance_table(ds, explain.global_importance(estimator, ds,
+                                                                       reference))
+    except Exception as exc:  # a third-party explain may fail in its own ways
+        # Explanations are a help, never a reason to lose a trained model.
+        LOG.warning("no explanations for this model: %s", exc)
+        LOG.debug("explanation setup failed", exc_info=True)
+        return
+    explain.save_importance(folder, table)
+    metrics["feature_importance"] = table[:20]
+
+
 def _epochs_run(estimator):
     history = getattr(estimator, "history_", None) or {}
     return int(history.get("epochs_run") or 1)
+
+
+def _read_optional(path):
+    return fileutil.read_json(path) if path.is_file() else None
 
 
 def model_dir(data_path, dataset, experiment):
@@ -354,6 +440,9 @@ class TrainedModel:
         self.experiment = experiment
         self.estimator = estimator
         self.classes = list(metadata.get("dataset_classes") or dataset.classes)
+        #: The operating point (calibration, threshold); ``None`` for older models.
+        self.decision = _read_optional(self.path / _operating_point.FILE)
+        self._explainer = None
 
     def __repr__(self):
         return f"TrainedModel({self.dataset.name!r}, {self.experiment.name!r})"
@@ -412,17 +501,54 @@ class TrainedModel:
         X = np.asarray(X, dtype=np.float32) if not hasattr(X, "chunks") else X
         if X.ndim == 2:
             X = X[None, ...]
-        return np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+        proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+        return _operating_point.calibrate(self.decision, proba)
 
-    def predict_frame(self, frame, unusual_percentile=None):
-        """One raw run's metrics frame -> ``{"predicted", "probabilities", "unusual"}``.
+    @property
+    def explainer(self):
+        """Explains this model's predictions (``None`` for a model saved without a reference)."""
+        if self._explainer is None:
+            from ciml import explain
 
+            reference = explain.load_reference(self.path)
+            if reference is None:
+                return None
+            self._explainer = explain.Explainer(self.estimator, self.dataset, reference)
+        return self._explainer
+
+    def predict_frame(self, frame, unusual_percentile=None, explain=True):
+        """One raw run's metrics frame -> ``{"predicted", "probabilities", "unusual", ...}``.
+
+        ``predicted`` is the class at the model's operating point
+        (:mod:`ciml.operating_point`): for two classes the stored threshold,
+        for more ``uncertain`` (with ``candidates``, its two most likely
+        classes) when the top probability is below the stored floor.
         ``unusual`` compares the run with the dataset's training runs
         (:meth:`ciml.dataset.Dataset.unusual`); ``None`` for a dataset built
-        without a profile.
+        without a profile.  ``explanation`` says why
+        (:func:`ciml.explain.explanation`).
         """
         example, length = self.dataset.example_from_frame(frame, with_length=True)
         proba = self.predict_examples(example[None, ...])[0]
-        return {"predicted": self.classes[int(proba.argmax())],
-                "probabilities": {c: float(p) for c, p in zip(self.classes, proba)},
-                "unusual": self.dataset.unusual(example, length, unusual_percentile)}
+        predicted, extra = _operating_point.label(self.decision, proba, self.classes)
+        out = {"predicted": predicted,
+               "probabilities": {c: float(p) for c, p in zip(self.classes, proba)},
+               "unusual": self.dataset.unusual(example, length, unusual_percentile),
+               **extra}
+        if explain:
+            out["explanation"] = self.explain_example(example, length, proba)
+        return out
+
+    def explain_example(self, example, length, proba):
+        """The explanation record of one example toward its most likely class."""
+        explainer = self.explainer
+        if explainer is None:
+            return None
+        top = int(np.argmax(proba))
+        try:
+            return explainer(example, length, top, self.classes[top])
+        except Exception as exc:  # a third-party explain may fail in its own ways
+            # The verdict stands without its explanation.
+            LOG.warning("cannot explain this prediction: %s", exc)
+            LOG.debug("explanation failed", exc_info=True)
+            return None

@@ -138,7 +138,9 @@ def plot_model(data_path, dataset, experiment, output_dir=None):
         plot_pr(rows, metrics["classes"], path, f"{name}: precision-recall "
                 f"({metrics.get('split')} split)")
         written.append(path)
-    return written
+    from ciml.explain_plot import model_plots
+
+    return written + model_plots(folder, metrics, out, name)
 
 
 def _value(metrics, key):

@@ -13,10 +13,13 @@ with ``error`` (and ``reason``) set instead of ``predicted`` when the run
 could not be predicted.  ``unusual`` compares the run with the dataset's
 training runs, whatever the model predicts (:mod:`ciml.dataset.profile`):
 ``{"score", "percentile", "unusual", "features": [{"feature", "z"}]}``, or
-``None`` for a dataset built without a profile.  ``watch`` prints one
-record per line on stdout and hands it to the ``ciml_prediction_made``
-hook (the MQTT publisher of ``--publish-topic`` is one such plugin).
-Records are built in :meth:`Predictor.record` and
+``None`` for a dataset built without a profile.  ``explanation`` says why
+the model predicted its class (:func:`ciml.explain.explanation`); a
+multiclass run below the model's confidence floor is predicted
+``uncertain``, with ``candidates`` (its two most likely classes).
+``watch`` prints one record per line on stdout and hands it to the
+``ciml_prediction_made`` hook (the MQTT publisher of ``--publish-topic`` is
+one such plugin).  Records are built in :meth:`Predictor.record` and
 :meth:`Predictor.error_record` only.
 
 The watcher's shape: the trigger runs on the main thread and hands events
@@ -88,6 +91,11 @@ def metric_source_for(dataset, name=None, options=None):
     params = {k: v for k, v in params.items() if k in known and v is not None}
     params.update((options(cls) if callable(options) else options) or {})
     return cls.from_options(params)
+
+
+def _why(result):
+    """The explanation (and an uncertain run's candidates) a model's result carries."""
+    return {k: result[k] for k in ("explanation", "candidates") if k in result}
 
 
 class Predictor:
@@ -180,7 +188,7 @@ class Predictor:
                 result = model.predict_frame(frame, unusual_percentile=self.unusual_percentile)
         probabilities = {str(k): float(v) for k, v in result["probabilities"].items()}
         return {"predicted": str(result["predicted"]), "probabilities": probabilities,
-                "unusual": result.get("unusual")}
+                "unusual": result.get("unusual"), **_why(result)}
 
     def base_record(self, run=None, event=None):
         record = {
@@ -226,6 +234,7 @@ class Predictor:
         record["predicted"] = None
         record["probabilities"] = {}
         record["unusual"] = None
+        record["explanation"] = None
         record["error"] = str(exc) or type(exc).__name__
         record["reason"] = getattr(exc, "reason", None) or type(exc).__name__
         return record
@@ -260,6 +269,9 @@ def prediction_table(records, classes):
     if with_unusual:
         columns += ["unusual", "percentile", "unusual_features"]
     columns.append("model")
+    with_why = any(r.get("explanation") for r in records)
+    if with_why:
+        columns.append("why")
     with_errors = any(r.get("error") for r in records)
     if with_errors:
         columns.append("error")
@@ -267,7 +279,9 @@ def prediction_table(records, classes):
     for r in records:
         probabilities = r.get("probabilities") or {}
         row = [r.get("run_id")] + ([r.get("actual") or ""] if with_actual else [])
-        row.append(r.get("predicted") or "")
+        candidates = [c["class"] for c in r.get("candidates") or ()]
+        row.append(f"{r['predicted']} ({' or '.join(candidates)})" if candidates
+                   else r.get("predicted") or "")
         row += [round(probabilities[c], 6) if c in probabilities else "" for c in classes]
         if with_unusual:
             unusual = r.get("unusual") or {}
@@ -275,6 +289,10 @@ def prediction_table(records, classes):
                     ", ".join(f"{f['feature']} ({f['z']:+.1f})"
                               for f in unusual.get("features") or ())]
         row.append(r.get("model"))
+        if with_why:
+            from ciml.explain import summary
+
+            row.append(summary(r.get("explanation")))
         if with_errors:
             row.append(r.get("error") or "")
         rows.append(row)
@@ -307,7 +325,11 @@ def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
 
         cache = RawCache(data_path)
         if cache.state(ref) == "cached":
-            return cache.record(ref), None, cache.frame(ref)
+            from ciml.human_labels import apply
+
+            # A person's correction is the run's actual class here too.
+            (run,), _ = apply(cache, [cache.record(ref)])
+            return run, None, cache.frame(ref)
     if source is None:
         raise NotFoundError(
             f"run {ref!r} is neither a file nor a cached run; give --source to look it up")

@@ -79,3 +79,24 @@ class Estimator(Component, abc.ABC):
     @abc.abstractmethod
     def load(cls, path: PathLike) -> Self:
         """Return a fitted estimator read from the directory ``path``."""
+
+    def explain(self, X: ArrayLike, reference: ArrayLike,
+                target: Sequence[int] | None = None) -> np.ndarray:
+        """How much each input cell pushed each example toward a class.
+
+        Returns a float array shaped like ``X`` (``(n, time, feature)``):
+        positive values pushed example ``i`` toward class ``target[i]``
+        (default: its predicted class), negative ones away from it.  Only
+        signs and ranks are compared across cells, so the unit is the
+        estimator's (a probability, a log-odds share...).
+
+        ``reference`` is one typical example ``(time, feature)`` (ciml passes
+        the median of the passed training runs): the default, model-agnostic
+        method (:func:`ciml.explain.occlusion`) replaces groups of cells by
+        it and measures how the probability of ``target`` drops.  Override
+        it when the model knows better (trees' exact contributions), so that
+        every estimator, a third party's too, explains its predictions.
+        """
+        from ciml.explain import occlusion
+
+        return occlusion(self, X, reference, target)

@@ -57,6 +57,14 @@ def add_build_options(parser):
                         help="Scaling fitted on the training split: range = "
                         "(x - mean) / (max - min) as the original, zscore, or none "
                         "(default: range)")
+    parser.add_argument("--scale-per", choices=("auto", "cell", "feature"), default="auto",
+                        help="Scaling statistics per (time step, feature) cell or per "
+                        "feature over all time steps; auto: feature for time series, "
+                        "cell for aggregates (default: auto)")
+    parser.add_argument("--fixed-length", metavar="STEPS", type=_positive, default=None,
+                        help="Time steps per example (time series): runs are cut or "
+                        "zero-padded to it (default: the 95th percentile of the training "
+                        "runs' lengths, stored in the dataset)")
     parser.add_argument("--force", action="store_true",
                         help="Replace an existing dataset of the same name")
     parser.add_argument("--visualize", action="store_true",
@@ -65,6 +73,18 @@ def add_build_options(parser):
                         help="Where --visualize writes its PNGs (default: "
                         "<data path>/plots/datasets/<name>)")
     return parser
+
+
+def _positive(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive number of time steps")
+    return value
 
 
 def _balance_text(balance):
@@ -137,6 +157,7 @@ class BuildDataset(ShowOne):
                 class_label=parsed_args.class_label, tdt_split=parsed_args.tdt_split,
                 split=parsed_args.split, seed=parsed_args.seed, force=parsed_args.force,
                 scale=parsed_args.scale, visualize=parsed_args.visualize,
+                scale_per=parsed_args.scale_per, fixed_length=parsed_args.fixed_length,
                 plot_dir=parsed_args.plot_dir)
         except KeyboardInterrupt:
             # The build writes into a staging folder it removes on the way out.

@@ -35,8 +35,9 @@ class SetupExperiment(ShowOne):
         parser.add_argument("--experiment", metavar="NAME", default="experiment",
                             help="Name of the experiment (default: experiment)")
         parser.add_argument("--estimator", metavar="NAME", default="dnn",
-                            help="Estimator plugin: dnn, linear-svm or any installed one "
-                            "(see 'ciml plugin list --kind estimator'; default: dnn)")
+                            help="Estimator plugin: gbdt (suggested for aggregate "
+                            "datasets), dnn, cnn (time series), linear-svm or any installed "
+                            "one (see 'ciml plugin list --kind estimator'; default: dnn)")
         parser.add_argument("-o", "--option", dest="options", metavar="KEY=VALUE",
                             action="append", default=[],
                             help="A hyper-parameter as key=value, repeatable: the same as "

@@ -79,9 +79,13 @@ class TrainModel(_MetricsTable):
         parser.add_argument("--eval-dataset", metavar="NAME", action="append", default=[],
                             help="Also evaluate on this dataset's test split (same "
                             "features); repeatable")
-        parser.add_argument("--seed", type=int, default=None,
-                            help="Random seed: the same seed gives the same metrics on CPU "
-                            "(default: the experiment's, else a random one, recorded)")
+        parser.add_argument("--seed", default=None, metavar="N|random",
+                            help="Random seed: the same seed gives the same model on CPU "
+                            "(default: the experiment's, else 0); 'random' draws one "
+                            "(recorded in the model)")
+        from ciml.commands.operating import add_operating_point_options
+
+        add_operating_point_options(parser)
         parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
                             help="Require a GPU (--gpu) or hide every GPU (--no-gpu) for "
                             "this training: sets the estimator's gpu parameter; default: "
@@ -107,7 +111,10 @@ class TrainModel(_MetricsTable):
             metrics = train_model(data_path(self), parsed_args.dataset, parsed_args.experiment,
                                   eval_datasets=parsed_args.eval_dataset,
                                   seed=parsed_args.seed, gpu=parsed_args.gpu,
-                                  keep_on_interrupt=parsed_args.keep_on_interrupt)
+                                  keep_on_interrupt=parsed_args.keep_on_interrupt,
+                                  calibration=parsed_args.calibration,
+                                  min_precision=parsed_args.min_precision,
+                                  max_false_alarm_rate=parsed_args.max_false_alarm_rate)
         except Interrupted:
             raise
         except KeyboardInterrupt:

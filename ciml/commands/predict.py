@@ -98,6 +98,9 @@ class Predict(Lister):
         parser.add_argument("runs", metavar="RUN", nargs="+",
                             help="A run id or build uuid (looked up in the raw cache, then "
                                  "the result source), or the path of a dstat file")
+        parser.add_argument("--plot", metavar="DIR", default=None,
+                            help="Also draw, per run, its top features against the passed "
+                                 "runs' typical band, the windows that mattered shaded")
         return parser
 
     def take_action(self, parsed_args):
@@ -112,6 +115,13 @@ class Predict(Lister):
                                           predictor.experiment_name, parsed_args.runs,
                                           source=source, predictor=predictor,
                                           url_policy=url_policy(parsed_args))
+            if parsed_args.plot:
+                from ciml.explain_plot import plot_records
+
+                for path in plot_records(predictor, parsed_args.runs, records,
+                                         parsed_args.plot, data_path=data_path(self),
+                                         source=source, url_policy=url_policy(parsed_args)):
+                    self.app.stderr.write(f"plot written to {path}\n")
         finally:
             if source is not None:
                 source.close()

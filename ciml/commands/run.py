@@ -18,6 +18,9 @@ class RunList(Lister):
         parser.add_argument("--build-name", metavar="NAME", help="only runs of this job")
         parser.add_argument("--unavailable", action="store_true",
                             help="list the runs recorded as unavailable, with the reason")
+        parser.add_argument("--labelled", action="store_true",
+                            help="only runs a person labelled (ciml run label), with "
+                            "their labels")
         return parser
 
     def take_action(self, parsed_args):
@@ -40,12 +43,21 @@ class RunList(Lister):
             # cache-data completes it.
             columns = ("id", "build_name", "status", "provider", "start", "samples",
                        "incomplete")
+            if parsed_args.labelled:
+                from ciml.human_labels import labels_of
+
+                human = labels_of(cache)
+                columns += ("human_labels",)
             rows = []
             for entry in cache.entries(parsed_args.build_name):
                 run = entry["run"]
+                if parsed_args.labelled and run.id not in human:
+                    continue
                 rows.append((run.id, run.build_name, run.status,
                              run.metadata.get("node_provider", ""), _start(run),
                              entry["samples"], run.incomplete or ""))
+                if parsed_args.labelled:
+                    rows[-1] += (dict(sorted(human[run.id].items())),)
             return columns, rows
 
 
@@ -91,4 +103,9 @@ class RunShow(ShowOne):
                        info.get("last") or "", str(cache.raw_file(parsed_args.id)),
                        redact_url(info.get("url") or ""), list(info.get("columns") or ()),
                        dict(sorted(metadata.items()))]
+            from ciml.human_labels import labels_of
+
+            human = labels_of(cache, {parsed_args.id}).get(parsed_args.id)
+            columns.append("human_labels")
+            values.append(dict(sorted(human.items())) if human else {})
             return columns, values

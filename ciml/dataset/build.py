@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import ciml
-from ciml import fileutil
+from ciml import fileutil, human_labels
 from ciml.dataset import labels as labels_mod
 from ciml.dataset import store
 from ciml.dataset.profile import fit_profile
@@ -147,7 +147,7 @@ def _selects_features(spec):
 
 
 def default_chain(features_regex=None, sample_interval=None, aggregation_functions=None,
-                  scale="range", normalizers=None):
+                  scale="range", normalizers=None, scale_per="cell"):
     """The chain specs for the build options (columns are pinned later).
 
     The first step selects the features: the built-in ``filter`` (with
@@ -180,7 +180,7 @@ def default_chain(features_regex=None, sample_interval=None, aggregation_functio
         specs.append({"name": "fixed-length",
                       "params": {"length": normalized_length(sample_interval)}})
     if scale and scale != "none":
-        specs.append({"name": "scale", "params": {"method": scale}})
+        specs.append({"name": "scale", "params": {"method": scale, "per": scale_per}})
     return specs
 
 
@@ -424,9 +424,11 @@ class _Build:
             raise AlreadyExistsError(f"{self.final} exists (not a complete dataset); use "
                                      "--force to replace it")
         self.slice = parse_slicer(opts["slicer"])
+        if opts.get("scale_per") in (None, "auto"):
+            opts["scale_per"] = "cell" if opts["aggregation_functions"] else "feature"
         specs = default_chain(opts["features_regex"], opts["sample_interval"],
                               opts["aggregation_functions"], opts["scale"],
-                              opts["normalizers"])
+                              opts["normalizers"], scale_per=opts["scale_per"])
         self.chain = make_chain(specs)  # validates names and parameters early
         self.head, self.tail = split_chain(self.chain)
         self.time_axis = not opts["aggregation_functions"]
@@ -441,6 +443,8 @@ class _Build:
         if not runs:
             raise CimlError(f"no cached runs for build name {self.build_name!r} "
                             f"(slice {opts['slicer'] or ':'}); run cache-data first")
+        # What a person said about a run beats what its source said.
+        runs, self.human = human_labels.apply(self.cache, runs)
         self.runs = runs
         labelled = self._label(runs)
         labelled = self._pin_features(labelled)
@@ -449,6 +453,8 @@ class _Build:
         self.labelled = labelled
         self.parts = split_runs(labelled, self.tdt, opts["split"], opts["seed"])
         self.splits = tuple(s for s, share in zip(SPLITS, self.tdt) if share > 0)
+        self.length_from = _set_fixed_length(self.head, self.cache, self.parts["training"],
+                                             opts["sample_interval"], opts.get("fixed_length"))
         self._probe_layout()
 
     def _label(self, runs):
@@ -594,6 +600,7 @@ class _Build:
             "split": opts["split"], "seed": opts["seed"], "scale": opts["scale"],
             "normalizers": [_as_spec(n) for n in opts["normalizers"] or ()],
             "normalized_length": self.example_shape[0] if self.time_axis else None,
+            "fixed_length_from": self.length_from, "scale_per": opts["scale_per"],
         }
         # 12.8: prediction reads new runs with the metric source these were cached with.
         self.config.update(recorded_metric_source(
@@ -615,6 +622,9 @@ class _Build:
                 "source": sources[0] if len(sources) == 1 else sources,
                 "query": {"build_name": self.build_name, "slicer": opts["slicer"] or ":"},
                 "run_count": len(self.runs), "example_count": sum(self.counts.values()),
+                "human_labels": human_labels.human_count(
+                    opts["class_label"], [i for s in self.splits for i in self.ids_by_split[s]],
+                    self.human),
                 "ciml_version": ciml.__version__,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(),
             },
@@ -649,12 +659,18 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                   sample_interval=None, aggregation_functions=None, class_label="status",
                   tdt_split=(6, 2, 2), split="random", seed=0, force=False,
                   normalizers=None, progress=None, visualize=False, scale="range",
-                  workers=None, executor=None, cache=None, plot_dir=None):
+                  workers=None, executor=None, cache=None, plot_dir=None,
+                  fixed_length=None, scale_per="auto"):
     """Build the dataset ``name`` from the cached runs of ``build_name``; returns a summary.
 
     ``normalizers``: extra normalizer steps (names, ``{"name", "params"}``
     dicts or instances) run after resampling, before cut/pad or aggregation.
     ``scale``: ``range`` (the original), ``zscore`` or ``none``.
+    ``scale_per``: ``cell`` (per time step or aggregate, and feature),
+    ``feature`` (one scale per feature over all time steps) or ``auto``
+    (``feature`` for time series, ``cell`` for aggregates).
+    ``fixed_length``: time steps per example (time series); default: what
+    the training runs need (:mod:`ciml.dataset.length`).
     ``executor``: ``process``, ``thread`` or ``serial`` (default: processes
     when there are enough runs and cores).  ``cache``: a raw cache object
     (default: :class:`ciml.cache.RawCache` of ``data_path``).
@@ -669,7 +685,8 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                "aggregation_functions": aggregation_functions, "class_label": class_label,
                "tdt_split": tdt_split, "split": split, "seed": seed, "force": force,
                "normalizers": normalizers, "progress": progress, "scale": scale,
-               "workers": workers, "executor": executor}
+               "workers": workers, "executor": executor, "fixed_length": fixed_length,
+               "scale_per": scale_per}
     own_cache = cache is None
     if own_cache:
         from ciml.cache import RawCache
@@ -708,6 +725,24 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         summary["plots"] = [str(p) for p in plot_dataset(data_path, name,
                                                          output_dir=plot_dir)]
     return summary
+
+
+def _set_fixed_length(head, cache, training, sample_interval, fixed_length):
+    """Set the cut/pad step's length; returns where it came from (``None``: no such step)."""
+    from ciml.dataset import length as length_mod
+
+    step = next((s for s in head if getattr(s, "name", None) == "fixed-length"), None)
+    if step is None:
+        return None
+    if fixed_length:
+        step.length = int(fixed_length)
+        return "--fixed-length"
+    needed = length_mod.training_length(cache, [run.id for run, _ in training],
+                                        sample_interval)
+    if needed is None:
+        return "default"
+    step.length = needed
+    return f"p{length_mod.PERCENTILE:g} of the training runs' lengths"
 
 
 # -- features and reports ------------------------------------------------------

@@ -289,6 +289,30 @@ def check_load_missing_fails_cleanly(cls, params=None):
     raise AssertionError("load() of a missing folder must fail")
 
 
+def check_explain(cls, params=None):
+    """``explain`` (the core default or the estimator's own) gives one value per input cell.
+
+    When the model fits the easy signal, the informative feature must carry
+    the most weight: an explanation that points elsewhere would mislead.
+    """
+    X, y = make_examples(60, 2, seed=9)
+    est = _fit(cls, params, X, y, ["passed", "failed"])
+    reference = np.median(X[y == 0], axis=0)
+    contrib = np.asarray(est.explain(X[:12], reference))
+    assert contrib.shape == X[:12].shape, \
+        f"explain() shape {contrib.shape}, expected {X[:12].shape} (like X)"
+    assert np.all(np.isfinite(contrib)), "explain() returned non-finite values"
+    again = np.asarray(est.explain(X[:12], reference))
+    assert np.allclose(contrib, again), "explain() must be deterministic"
+    toward = np.asarray(est.explain(X[:12], reference, target=[1] * 12))
+    assert toward.shape == X[:12].shape, "explain(target=...) must keep the shape"
+    if (np.asarray(est.predict(X)) == y).mean() >= 0.9:
+        weight = np.abs(toward).sum(axis=(0, 1))
+        assert weight.argmax() == 0, \
+            f"explain() puts most weight on feature {int(weight.argmax())}, not on the " \
+            "informative feature 0"
+
+
 CHECKS = (
     check_declares_parameters,
     check_constructs_with_defaults,
@@ -303,6 +327,7 @@ CHECKS = (
     check_save_writes_no_pickle,
     check_reproducible,
     check_load_missing_fails_cleanly,
+    check_explain,
 )
 
 

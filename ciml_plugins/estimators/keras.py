@@ -1,4 +1,4 @@
-"""Built-in estimators on TensorFlow/Keras: ``dnn`` (an MLP) and ``linear-svm``.
+"""Built-in estimators on TensorFlow/Keras: ``dnn`` (an MLP), ``linear-svm`` and ``cnn``.
 
 TensorFlow is imported inside methods only: registering these plugins, and
 every command that merely lists them, stays fast.
@@ -805,6 +805,54 @@ class LinearSVMEstimator(_KerasEstimator):
         self.temperature_ = float(state.get("temperature", 1.0))
 
 
+class CNNEstimator(_KerasEstimator):
+    """1-D convolutional classifier over the time axis (Keras, global pooling)
+
+    Convolutions slide along the time steps, so a spike matters wherever it
+    happens, and global max and average pooling make the verdict depend on
+    *what* happened and how long, not on padding.  Inputs are standardized
+    with training-set statistics like ``dnn``'s.  Meant for time-series
+    datasets; on an aggregate dataset the "time" axis is the aggregates.
+    """
+
+    name = "cnn"
+    parameters = (
+        Parameter("filters", positive_int, 32, "filters per convolution layer"),
+        Parameter("kernel_size", positive_int, 5, "time steps each filter spans"),
+        Parameter("conv_layers", positive_int, 2,
+                  "convolution layers (each but the last followed by max pooling of 2)"),
+        Parameter("dropout", _fraction, 0.2, "dropout rate before the output layer"),
+        Parameter("l2", non_negative_float, 1e-4, "L2 weight regularisation"),
+    ) + _COMMON
+
+    def _build(self, keras, input_shape, n_classes, mean, variance):
+        inputs = keras.Input(shape=input_shape, name="example")
+        x = inputs
+        if mean is not None:
+            x = keras.layers.Flatten(name="flatten")(x)
+            x = _normalization(keras, mean, variance)(x)
+            x = keras.layers.Reshape(tuple(int(d) for d in input_shape), name="series")(x)
+        reg = keras.regularizers.L2(float(self.l2)) if self.l2 else None
+        steps = int(input_shape[0])
+        for i in range(int(self.conv_layers)):
+            x = keras.layers.Conv1D(int(self.filters), int(self.kernel_size), padding="same",
+                                    activation="relu", kernel_regularizer=reg,
+                                    name=f"conv_{i}")(x)
+            if i < int(self.conv_layers) - 1 and steps >= 4:
+                x = keras.layers.MaxPooling1D(2, name=f"pool_{i}")(x)
+                steps //= 2
+        x = keras.layers.Concatenate(name="pooled")([
+            keras.layers.GlobalMaxPooling1D(name="max_over_time")(x),
+            keras.layers.GlobalAveragePooling1D(name="mean_over_time")(x)])
+        if self.dropout:
+            x = keras.layers.Dropout(float(self.dropout), name="dropout")(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="proba")(x)
+        return keras.Model(inputs, outputs, name="ciml_cnn")
+
+    def _loss(self, keras, n_classes):
+        return keras.losses.SparseCategoricalCrossentropy()
+
+
 def _normalization(keras, mean, variance):
     """A built Normalization layer holding ``mean``/``variance`` as saved weights.
 
@@ -823,3 +871,4 @@ def _normalization(keras, mean, variance):
 def ciml_register_estimators(register):
     register(DNNEstimator)
     register(LinearSVMEstimator)
+    register(CNNEstimator)

@@ -205,12 +205,19 @@ class ScaleNormalizer(Normalizer):
     parameters = (
         Parameter("method", default="range", choices=("range", "zscore"),
                   help="range: (x - mean) / (max - min); zscore: (x - mean) / std"),
+        Parameter("per", default="cell", choices=("cell", "feature"),
+                  help="cell: statistics per (time step or aggregate, feature), as the "
+                  "original; feature: one per feature over all time steps, so that a "
+                  "time step few training runs reach is not scaled by their few values"),
     )
 
     def _accumulate(self, values):
         values = np.asarray(values, dtype="float64")
         if values.ndim == 2:
             values = values[None]
+        if self.per == "feature":
+            # Every time step of every example is one sample of its feature.
+            values = values.reshape(-1, 1, values.shape[-1])
         n = values.shape[0]
         if n == 0:
             return
@@ -273,7 +280,10 @@ class ScaleNormalizer(Normalizer):
         """Scale an array ``(t, f)`` or ``(n, t, f)``; returns float32."""
         mean, scale, constant = self._params()
         out = (np.asarray(values, dtype="float64") - mean) / scale
-        out[..., constant] = 0.0
+        if constant.shape == out.shape[-constant.ndim:]:
+            out[..., constant] = 0.0
+        else:
+            out = np.where(constant, 0.0, out)
         return out.astype("float32")
 
     def transform(self, frame):

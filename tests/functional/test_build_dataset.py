@@ -58,7 +58,8 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
     root = str(data_path.root)
     rc, out, err = run_ciml(["--data-path", root, "build-dataset", "--dataset", "d10s",
                              "--build-name", "tempest-full", "--sample-interval", "10s",
-                             "--features-regex", REGEX, "--seed", "3", "-f", "json"])
+                             "--features-regex", REGEX, "--seed", "3",
+                             "--fixed-length", "550", "-f", "json"])
     assert rc == 0, err
     summary = json.loads(out)
     assert summary["runs"] == 70 and summary["skipped"] == 1
@@ -101,7 +102,7 @@ def test_build_show_list_plot_delete(run_ciml, data_path, cached, tmp_path):
     assert shown["features"] == ds.features and shown["feature_count"] == 10
     assert shown["skipped_by_reason"] == {"corrupt-cache": 1}
     assert shown["chain"] == (f"filter({REGEX}, 10 columns) -> resample(10s) -> "
-                              "fixed-length(550) -> scale(range)")
+                              "fixed-length(550) -> scale(range, feature)")
     rc, out, err = run_ciml(["--data-path", root, "dataset", "show", "d10s"])
     assert rc == 0 and "corrupt-cache=1" in out and "cpu_idl, cpu_sys" in out
     assert re.search(r"unusual_profile +\| \d+ (passed )?training runs, 21 summary values; "

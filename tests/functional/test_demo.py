@@ -23,10 +23,14 @@ def test_demo_runs_every_step_and_leaves_an_explorable_data_path(tmp_path, run_c
     assert "baseline" in out
     predicted = out.split("== 11. Predicting", 1)[1].split("== 12.", 1)[0]
     assert "| actual " in predicted and "unusual_features" in predicted
-    for name in ("demo-status", "demo-cause", "demo-provider"):
+    assert "| why " in predicted and "(typ " in predicted and '"why":' in predicted
+    for name, exp in (("demo-status", "demo-dnn"), ("demo-cause", "demo-gbdt"),
+                      ("demo-provider", "demo-gbdt")):
         assert (root / "datasets" / name).is_dir()
-        assert (root / "models" / name / "demo-dnn" / "metrics.json").is_file()
+        assert (root / "models" / name / exp / "metrics.json").is_file()
     assert list((root / "demo-plots").rglob("*.png"))
+    assert list((root / "demo-plots" / "explained").glob("*.png"))
+    assert list((root / "demo-plots").rglob("reliability.png"))
 
     # The suggested commands work as printed (ciml itself is run the test's way).
     suggested = out.split("Keep exploring:", 1)[1].strip().splitlines()
@@ -39,7 +43,7 @@ def test_demo_runs_every_step_and_leaves_an_explorable_data_path(tmp_path, run_c
         assert rc == 0, (argv, cmd_err[-2000:])
     model = json.loads(run_ciml_subprocess(
         ["--data-path", str(root), "model", "show", "--dataset", "demo-cause",
-         "--experiment", "demo-dnn", "-f", "json"])[1])
+         "--experiment", "demo-gbdt", "-f", "json"])[1])
     assert set(model["baseline"]) >= {"accuracy", "macro_f1"}
     watch = next(argv for argv in commands if "watch" in argv)
     rc, watch_out, watch_err = run_ciml_subprocess(
@@ -51,7 +55,11 @@ def test_demo_runs_every_step_and_leaves_an_explorable_data_path(tmp_path, run_c
     # three the generator breaks (3% of 90) fail, and only for their broken file.
     predicted = [line for line in lines if line.get("predicted")]
     assert len(predicted) >= 2, watch_out
-    assert all(line["predicted"] in line["probabilities"] for line in predicted)
+    # A run below the model's confidence floor is "uncertain", with its two candidates.
+    assert all(line["predicted"] in line["probabilities"]
+               or (line["predicted"] == "uncertain" and len(line["candidates"]) == 2)
+               for line in predicted)
+    assert all("explanation" in line for line in predicted)
     errors = [line for line in lines if not line.get("predicted")]
     assert len(errors) <= 3 and not any(e["reason"] == "url-refused" for e in errors), errors
 

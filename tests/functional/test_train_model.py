@@ -99,8 +99,10 @@ def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path, sample_data):
     assert listed.split() == ["dnn"]
     plots = _ciml(run_ciml, dp, "model", "plot", "--dataset", "ds", "--experiment", "dnn",
                   "--output-dir", tmp_path / "plots", "-f", "value", "-c", "plot")
-    assert set(plots.split()) == {"confusion_matrix", "training_curves", "pr_curve"}
-    for name in ("confusion_matrix", "training_curves", "pr_curve"):
+    drawn = {"confusion_matrix", "training_curves", "pr_curve", "reliability",
+             "feature_importance"}
+    assert set(plots.split()) == drawn
+    for name in drawn:
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
 
     model = TrainedModel.load(dp, "ds", "dnn")
@@ -108,6 +110,8 @@ def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path, sample_data):
     result = model.predict_frame(frames[runs[3].id])
     assert result["predicted"] in ("passed", "failed")
     assert sum(result["probabilities"].values()) == pytest.approx(1.0)
+    # A Keras model gets the core's model-agnostic explanation.
+    assert result["explanation"]["method"] == "occlusion"
 
     # A model file that would run code when loaded is refused.
     import keras

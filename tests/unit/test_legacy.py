@@ -49,6 +49,14 @@ def test_build_dataset_reads_click_spellings(ran, data_path):
                        "std", "--visualize"]
 
 
+def test_build_dataset_keeps_the_original_example_shape(ran, data_path):
+    root = str(data_path.root)
+    legacy.build_dataset(["--data-path", root, "--sample-interval", "1min"])
+    assert ran[-1][-4:] == ["--scale-per", "cell", "--fixed-length", "92"]
+    legacy.build_dataset(["--data-path", root, "--fixed-length", "10"])
+    assert ran[-1][-2:] == ["--scale-per", "cell"] and ran[-1].count("--fixed-length") == 1
+
+
 def test_visualize_on_an_existing_dataset_plots_it(ran, data_path, capsys):
     from ciml.testing import make_dataset
 

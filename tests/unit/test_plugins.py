@@ -448,7 +448,7 @@ def test_builtin_plugins_load_cleanly():
     builtin = [f for f in manager.failures if f.distribution == "ciml"]
     assert builtin == []
     assert all(dist == "ciml" for name, (dist, _) in manager.plugins.items()
-               if name in {"subunit2sql", "zuul", "dstat", "normalizers", "keras",
+               if name in {"subunit2sql", "zuul", "dstat", "normalizers", "keras", "gbdt",
                            "mqtt", "poll"})
     manager.pm.check_pending()
 

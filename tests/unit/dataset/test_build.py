@@ -31,7 +31,7 @@ def build(data_path, history, name="ds", **kw):
 
 
 def test_layout_read_back_with_zarr(data_path, history):
-    summary = build(data_path, history, sample_interval="10s")
+    summary = build(data_path, history, sample_interval="10s", fixed_length=550)
     group = zarr.open_group(str(data_path.dataset("ds")), mode="r")
     assert group.metadata.zarr_format == 3
     attrs = dict(group.attrs)
@@ -73,7 +73,8 @@ def test_chunked_along_examples(data_path):
 
 
 def test_resampled_example_equals_pandas_by_hand(data_path, history):
-    build(data_path, history, sample_interval="1min", scale="none")
+    build(data_path, history, sample_interval="1min", scale="none",
+          fixed_length=normalized_length("1min"))
     ds = Dataset.open(data_path, "ds")
     sp = ds.split("dev")
     run_id = sp.ids[0]
@@ -108,13 +109,45 @@ def test_scaling_fitted_on_training_only(data_path, history):
 def test_zero_padding_is_not_passed_through_raw(data_path, history):
     # At 1 s every run is shorter than 5500 samples: the tail is constant 0 in
     # training, so dev/test values there must come out 0, never raw.
-    build(data_path, history)
+    build(data_path, history, fixed_length=5500, scale_per="cell")
     ds = Dataset.open(data_path, "ds")
     for split in ds.splits:
         X = ds.split(split).X[:]
         assert np.isfinite(X).all()
         # No run is longer than 300 samples: past that, everything is 0.
         assert (X[:, 300:, :] == 0).all()
+
+
+def test_default_length_is_what_the_training_runs_need(data_path, history):
+    from ciml.dataset.length import training_length
+
+    build(data_path, history, sample_interval="10s", scale="none")
+    ds = Dataset.open(data_path, "ds")
+    train_ids = ds.split("training").ids
+    needed = training_length(history, train_ids, "10s")
+    assert ds.example_shape[0] == needed
+    assert ds.config["fixed_length_from"] == "p95 of the training runs' lengths"
+    # Nearly every training run fits whole: few are cut, little is padding.
+    lengths = ds.split("training").lengths
+    assert (lengths <= needed).mean() >= 0.9
+    assert lengths.mean() / needed > 0.5
+    # A new run is cut or padded to the stored length at prediction time.
+    long = history.frame(train_ids[0])
+    example = ds.example_from_frame(long)
+    assert example.shape == ds.example_shape
+
+
+def test_per_feature_scaling_keeps_dev_and_test_in_range(data_path, history):
+    build(data_path, history, name="cell", scale_per="cell", fixed_length=400)
+    build(data_path, history, name="feat", fixed_length=400)
+    cell, feat = Dataset.open(data_path, "cell"), Dataset.open(data_path, "feat")
+    assert feat.config["scale_per"] == "feature" and cell.config["scale_per"] == "cell"
+    assert np.asarray(feat.chain()[-1].get_state()["mean_"]).shape == (1, 9)
+    for split in ("dev", "test"):
+        # One scale per feature: a late time step few training runs reached
+        # is not scaled by those few values.
+        assert np.abs(feat.split(split).X[:]).max() <= np.abs(cell.split(split).X[:]).max()
+        assert np.abs(feat.split(split).X[:]).max() < 50
 
 
 def test_time_split_trains_on_the_past(data_path, history):

@@ -10,7 +10,7 @@ INSTALLED = [info.name for info in get_manager().all("estimator")]
 
 
 def test_the_built_in_estimators_are_installed():
-    assert {"dnn", "linear-svm"} <= set(INSTALLED)
+    assert {"dnn", "linear-svm", "gbdt"} <= set(INSTALLED)
 
 
 @pytest.mark.tensorflow

@@ -1,0 +1,166 @@
+"""Pictures of why: reliability curve, feature importance, and one run against typical runs."""
+
+import pathlib
+import re
+
+import numpy as np
+
+from ciml import explain
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_reliability(calibration, out, title):
+    """Confidence against accuracy per bin: on the diagonal, a 0.8 comes true 80% of the time."""
+    plt = _pyplot()
+    bins = calibration.get("reliability") or []
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    if bins:
+        conf = [b["confidence"] for b in bins]
+        acc = [b["accuracy"] for b in bins]
+        sizes = [20 + 200 * b["n"] / max(x["n"] for x in bins) for b in bins]
+        ax.plot(conf, acc, marker="o", label=f"model ({calibration.get('method')})")
+        ax.scatter(conf, acc, s=sizes, alpha=0.3)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("predicted probability of the top class")
+    ax.set_ylabel("share that was right")
+    brier, ece = calibration.get("brier"), calibration.get("ece")
+    ax.set_title(f"{title}\nBrier {brier:.3f}, ECE {ece:.3f}" if brier is not None
+                 and ece is not None else title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_importance(table, out, title, top=20):
+    plt = _pyplot()
+    items = list(table or [])[:top][::-1]
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(items) + 1.5)))
+    ax.barh([i["feature"] for i in items], [i["importance"] for i in items])
+    ax.set_xlabel("share of importance")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def model_plots(folder, metrics, out, name):
+    """The model plots this module adds: reliability curve and feature importance."""
+    written = []
+    calib = (metrics.get("operating_point") or {}).get("calibration")
+    if calib:
+        path = out / "reliability.png"
+        plot_reliability(calib, path, f"{name}: reliability ({metrics.get('split')} split)")
+        written.append(path)
+    table = explain.load_importance(folder)
+    if table:
+        path = out / "feature_importance.png"
+        plot_importance(table, path, f"{name}: global feature importance")
+        written.append(path)
+    return written
+
+
+def _safe(text):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))[:80] or "run"
+
+
+def plot_run(model, example, length, record, out):
+    """The run's top features over time against the passed runs' typical band.
+
+    The band is the 10th-90th percentile of the reference (passed training
+    runs) per time step, the line their median; the windows that mattered
+    are shaded.  Aggregate datasets have no time axis: their top cells are
+    drawn as the run's value against the typical range.
+    """
+    plt = _pyplot()
+    ds = model.dataset
+    why = record.get("explanation") or {}
+    reference = explain.load_reference(model.path)
+    unscale = explain.unscaler(ds)
+    undo = unscale or (lambda a: np.asarray(a, np.float64))
+    raw = undo(example)
+    med, low, high = (undo(reference[k]) for k in ("median", "low", "high"))
+    items = (why.get("features") or [])[:explain.TOP]
+    title = (f"{record.get('run_id')}: predicted {record.get('predicted')} "
+             f"({why.get('method', '')})")
+    if ds.axis == "aggregate" or not items:
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.8 * max(1, len(items))))
+        for k, item in enumerate(items):
+            lo, hi = item.get("typical_low"), item.get("typical_high")
+            if lo is not None and hi is not None:
+                ax.plot([lo, hi], [k, k], linewidth=8, alpha=0.3, color="tab:green",
+                        label="passed runs (p10-p90)" if k == 0 else None)
+            ax.plot([item.get("typical")], [k], "|", markersize=20, color="tab:green")
+            ax.plot([item.get("value")], [k], "o", color="tab:red",
+                    label="this run" if k == 0 else None)
+        ax.set_yticks(range(len(items)), [i["feature"] for i in items])
+        ax.set_title(title)
+        if items:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+    else:
+        interval = explain.step_seconds(ds)
+        t = np.arange(ds.example_shape[0]) * interval
+        steps = max(1, min(int(length or len(t)), len(t)))
+        fig, axes = plt.subplots(len(items), 1, figsize=(8, 2.4 * len(items)), sharex=True,
+                                 squeeze=False)
+        for ax, item in zip(axes[:, 0], items):
+            j = ds.features.index(item["feature"])
+            ax.fill_between(t, low[:, j], high[:, j], alpha=0.25, color="tab:green",
+                            label="passed runs (p10-p90)")
+            ax.plot(t, med[:, j], color="tab:green", linewidth=1, label="passed runs (median)")
+            ax.plot(t[:steps], raw[:steps, j], color="tab:red", linewidth=1.2,
+                    label="this run")
+            for w in why.get("windows") or []:
+                ax.axvspan(w["start_s"], w["end_s"], color="orange", alpha=0.15)
+            ax.set_ylabel(item["feature"])
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_title(title + " — shaded: windows that mattered")
+        axes[0, 0].legend(fontsize=7, loc="upper right")
+        axes[-1, 0].set_xlabel("seconds into the run")
+        fig.tight_layout()
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{_safe(record.get('run_id'))}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_records(predictor, refs, records, out, *, data_path=None, source=None,
+                 url_policy=None):
+    """``ciml predict --plot``: one picture per predicted run; returns the paths.
+
+    The run's metrics are read again (from the file or the raw cache, or
+    fetched from the source), since a prediction record carries the verdict,
+    not the series.
+    """
+    from ciml import online
+    from ciml.errors import CimlError
+
+    model = predictor.model
+    paths = []
+    for ref, record in zip(refs, records):
+        if record.get("error") or not record.get("explanation"):
+            continue
+        try:
+            _, _, frame = online.load_run(ref, predictor=predictor, data_path=data_path,
+                                          source=source, url_policy=url_policy)
+            example, length = model.dataset.example_from_frame(frame, with_length=True)
+        except CimlError as exc:
+            record.setdefault("plot_error", str(exc))
+            continue
+        paths.append(plot_run(model, example, length, record, out))
+    return paths

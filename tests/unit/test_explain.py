@@ -1,0 +1,100 @@
+"""Explanations: the model-agnostic default, the reference, the explanation record."""
+
+import numpy as np
+import pytest
+
+from ciml import explain
+from ciml.testing.estimators import NearestCentroidEstimator, make_examples
+
+
+def test_windows_cover_the_axis_once():
+    assert explain.windows(4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    spans = explain.windows(100)
+    assert len(spans) == explain.MAX_WINDOWS
+    assert spans[0][0] == 0 and spans[-1][1] == 100
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_occlusion_finds_the_informative_feature_and_window():
+    X, y = make_examples(80, 2, shape=(30, 3), seed=1)
+    # Only the last steps of feature 0 carry the class.
+    X[:, :20, 0] = np.random.default_rng(0).normal(0, 0.5, (80, 20))
+    est = NearestCentroidEstimator().fit(X, y, classes=["passed", "failed"])
+    reference = np.median(X[y == 0], axis=0)
+    failed = X[y == 1][:5]
+    contrib = est.explain(failed, reference)
+    assert contrib.shape == failed.shape
+    per_feature = contrib.sum(axis=1).mean(axis=0)
+    assert per_feature.argmax() == 0
+    per_step = contrib[..., 0].mean(axis=0)
+    assert per_step[20:].sum() > 5 * abs(per_step[:20].sum())
+
+
+def test_occlusion_of_a_typical_run_is_zero():
+    X, y = make_examples(40, 2, seed=2)
+    est = NearestCentroidEstimator().fit(X, y, classes=["a", "b"])
+    assert np.allclose(est.explain(X[:1], X[0]), 0.0)
+
+
+class _Dataset:
+    def __init__(self, axis, steps, features, sample_interval=None):
+        self.axis, self.steps, self.features = axis, steps, features
+        self.config = {"sample_interval": sample_interval}
+        self.name = "t"
+
+    @property
+    def example_shape(self):
+        return (len(self.steps), len(self.features))
+
+
+def test_aggregate_explanation_names_cells_with_values():
+    ds = _Dataset("aggregate", ["mean", "max"], ["usr", "mem"])
+    contrib = np.array([[0.1, 0.0], [0.5, -0.2]])
+    example = np.array([[10.0, 1.0], [90.0, 2.0]])
+    ref = {"median": np.array([[5.0, 1.0], [20.0, 2.0]]), "low": np.zeros((2, 2)),
+           "high": np.full((2, 2), 30.0)}
+    why = explain.explanation(contrib, example, 2, ds, ref, "failed")
+    assert [f["feature"] for f in why["features"]] == ["usr:max", "usr:mean"]
+    assert why["features"][0]["value"] == 90.0 and why["features"][0]["typical"] == 20.0
+    assert why["windows"] == []
+    assert explain.summary(why).startswith("usr:max 90 (typ 20)")
+
+
+def test_time_series_explanation_has_windows_in_seconds():
+    ds = _Dataset("time", [str(i) for i in range(24)], ["usr", "mem"], "10s")
+    contrib = np.zeros((24, 2))
+    contrib[20:22, 1] = 1.0
+    example = np.zeros((24, 2))
+    example[:, 1] = 5.0
+    ref = {k: np.zeros((24, 2)) for k in ("median", "low", "high")}
+    why = explain.explanation(contrib, example, 24, ds, ref, "failed")
+    assert why["features"][0]["feature"] == "mem"
+    assert why["features"][0]["value"] == 5.0
+    window = why["windows"][0]
+    assert window["start_s"] == 200.0 and window["end_s"] == 220.0
+    assert window["features"] == ["mem"]
+
+
+@pytest.mark.parametrize("bad", [None, {}])
+def test_summary_of_nothing_is_empty(bad):
+    assert explain.summary(bad) == ""
+
+
+def test_prediction_table_shows_why_and_the_candidates_of_an_uncertain_run():
+    from ciml.online import prediction_table
+
+    records = [
+        {"run_id": "r1", "predicted": "uncertain", "probabilities": {"a": 0.4, "b": 0.35,
+                                                                    "c": 0.25},
+         "candidates": [{"class": "a", "probability": 0.4},
+                        {"class": "b", "probability": 0.35}],
+         "explanation": {"features": [{"feature": "usr:max", "value": 90.0,
+                                       "typical": 20.0}]}, "model": "d/e"},
+        {"run_id": "r2", "predicted": "c", "probabilities": {"a": 0.1, "b": 0.1, "c": 0.8},
+         "explanation": None, "model": "d/e"},
+    ]
+    columns, rows = prediction_table(records, ["a", "b", "c"])
+    table = [dict(zip(columns, row)) for row in rows]
+    assert table[0]["predicted"] == "uncertain (a or b)"
+    assert table[0]["why"] == "usr:max 90 (typ 20)"
+    assert table[1]["predicted"] == "c" and table[1]["why"] == ""
