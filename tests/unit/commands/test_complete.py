@@ -45,10 +45,11 @@ def test_completes_commands_options_and_plugin_names(completion):
     assert completion("data") == ["dataset"]
     assert completion("dataset", "") == ["delete", "list", "plot", "show"]
     assert "--sample-interval" in completion("build-dataset", "--sa")
-    assert completion("setup-experiment", "--estimator", "") == ["cnn", "dnn", "gbdt", "linear-svm"]
+    estimators = ["cnn", "dnn", "gbdt", "linear-svm"]
+    assert completion("setup-experiment", "--estimator", "") == estimators
     assert completion("watch", "--trigger", "") == ["mqtt", "poll"]
     assert "estimator" in completion("plugin", "show", "")
-    assert completion("plugin", "show", "estimator", "") == ["cnn", "dnn", "gbdt", "linear-svm"]
+    assert completion("plugin", "show", "estimator", "") == estimators
     assert completion("plugin", "list", "--kind", "tr") == ["trigger"]
 
 
