@@ -161,7 +161,7 @@ class _Filter:
 
 
 def install():
-    """Route fd 2 through the filter, once, if :func:`enable` allowed it."""
+    """Route fd 2 through the filter, once, if ``enable()`` allowed it."""
     if not _state["enabled"] or _state["installed"]:
         return False
     _state["installed"] = True

@@ -134,7 +134,7 @@ _named(positive_float, "float > 0")
 _named(non_negative_float, "float >= 0")
 
 
-def interval(value):
+def interval(value: object) -> str:
     """A sampling interval (``10s``, ``1min``...): a positive, fixed duration, as typed."""
     import pandas as pd
 
