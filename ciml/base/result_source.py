@@ -32,6 +32,26 @@ class ResultSource(Component, abc.ABC):
 
     kind = "result_source"
 
+    @staticmethod
+    def matches(run: RunRecord, *, status: str | None = None,
+                since: dt.datetime | None = None, until: dt.datetime | None = None,
+                filters: Mapping[str, str] | None = None) -> bool:
+        """Whether ``run`` passes :meth:`list_runs`' selection, checked locally.
+
+        Servers ignore query parameters they do not know and lists cross
+        page boundaries, so a source checks each record itself; this is the
+        one definition of that check.  A run without a start time matches
+        no ``since``/``until`` window; ``filters`` compare metadata values
+        exactly, as given.
+        """
+        if status is not None and run.status != status:
+            return False
+        if since is not None and (run.start is None or run.start < since):
+            return False
+        if until is not None and (run.start is None or run.start >= until):
+            return False
+        return all(run.metadata.get(k) == v for k, v in (filters or {}).items())
+
     @abc.abstractmethod
     def list_runs(self, build_name: str, *, since: dt.datetime | None = None,
                   until: dt.datetime | None = None, filters: Mapping[str, str] | None = None,

@@ -326,13 +326,8 @@ class GitHubResultSource(ResultSource):
             run = self.record(job, wf_run, artifacts)
             if run is None:
                 continue
-            if since is not None and (run.start is None or run.start < since):
-                continue
-            if until is not None and (run.start is None or run.start >= until):
-                continue
-            if any(run.metadata.get(k) != v for k, v in local.items()):
-                continue
-            records.append(run)
+            if self.matches(run, since=since, until=until, filters=local):
+                records.append(run)
         return records
 
     def list_runs(self, build_name, *, since=None, until=None, filters=None, limit=None,

@@ -237,13 +237,8 @@ class GitLabResultSource(ResultSource):
             run = self.record(job)
             if run is None:
                 continue
-            if since is not None and (run.start is None or run.start < since):
-                continue
-            if until is not None and (run.start is None or run.start >= until):
-                continue
-            if any(run.metadata.get(k) != v for k, v in local.items()):
-                continue
-            yield run
+            if self.matches(run, since=since, until=until, filters=local):
+                yield run
 
     def list_runs(self, build_name, *, since=None, until=None, filters=None, limit=None,
                   balanced=False):

@@ -213,15 +213,9 @@ class JenkinsResultSource(ResultSource):
                 if since is not None and run.start is not None \
                         and run.start < since - _ORDER_MARGIN:
                     return
-                if status is not None and run.status != status:
-                    continue
-                if since is not None and (run.start is None or run.start < since):
-                    continue
-                if until is not None and (run.start is None or run.start >= until):
-                    continue
-                if any(run.metadata.get(k) != v for k, v in local.items()):
-                    continue
-                yield run
+                if self.matches(run, status=status, since=since, until=until,
+                                filters=local):
+                    yield run
             if len(builds) < self.page_size:
                 return
             start = end

@@ -357,13 +357,8 @@ class ZuulResultSource(ResultSource):
                     all_older = False
                 if run is None or run.build_name != build_name:
                     continue
-                if status is not None and run.status != status:
-                    continue
-                if since is not None and (run.start is None or run.start < since):
-                    continue
-                if until is not None and (run.start is None or run.start >= until):
-                    continue
-                if any(run.metadata.get(k) != v for k, v in local.items()):
+                if not self.matches(run, status=status, since=since, until=until,
+                                    filters=local):
                     continue
                 # Servers ignore filters they do not know: check again here.
                 if not all(_matches(run, k, v) for k, v in params.items()
