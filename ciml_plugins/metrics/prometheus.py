@@ -93,10 +93,13 @@ TOKEN_ENV = "CIML_PROMETHEUS_TOKEN"
 
 
 def _cpu(mode):
-    # Seconds per second summed over CPUs, over the number of CPUs: the share
-    # of all CPUs, as dstat's "total cpu usage" shows it.
+    # The mode's share of all CPU time in the window, as dstat computes it from
+    # jiffies.  Dividing by the rate of every mode, rather than by the number
+    # of CPUs, makes rate()'s extrapolation at the edges of a series (its
+    # start, an exporter restart) cancel out: the modes never add up to more
+    # than 100.
     return (f'100 * sum(rate(node_cpu_seconds_total{{$selector,mode=~"{mode}"}}[$window]))'
-            ' / count(node_cpu_seconds_total{$selector,mode="idle"})')
+            ' / sum(rate(node_cpu_seconds_total{$selector}[$window]))')
 
 
 def _mem(field):
