@@ -33,7 +33,7 @@ import urllib.parse
 
 import numpy as np
 
-from ciml.testing.servers import _HTML_PAGE, _Server
+from ciml.testing.servers import _HTML_PAGE, _Loopback
 
 LOOKBACK = 300.0
 MAX_POINTS = 11000
@@ -127,7 +127,7 @@ def _number(query, name):
         raise ValueError(f'invalid parameter "{name}": cannot parse {values[0]!r}') from None
 
 
-class PrometheusServer:
+class PrometheusServer(_Loopback):
     """A threaded server on 127.0.0.1 with Prometheus's ``/api/v1/query_range``.
 
     :param series: ``{node: frame}``; a frame is a :class:`pandas.DataFrame`
@@ -139,6 +139,9 @@ class PrometheusServer:
     :param prefix: a path prefix before ``/api/v1`` (a Prometheus behind a
         proxy, or started with ``--web.route-prefix``).
     """
+
+    _handler = _Handler
+    _thread_name = "ciml-test-prometheus"
 
     def __init__(self, series=None, *, templates=None, instance="{node}:9100", token=None,
                  prefix=""):
@@ -191,33 +194,6 @@ class PrometheusServer:
         for node, (seconds, columns) in read_node_series(history.prometheus_dir).items():
             server.add_series(node, seconds, columns)
         return server
-
-    # -- life cycle ----------------------------------------------------------
-
-    def start(self):
-        if self._server is None:
-            self._server = _Server(("127.0.0.1", 0), _Handler)
-            self._server.owner = self
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            kwargs={"poll_interval": 0.05},
-                                            name="ciml-test-prometheus", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     @property
     def url(self):

@@ -232,7 +232,44 @@ def _field(build, name):
     return build.get(name)
 
 
-class CIServer:
+class _Loopback:
+    """The life cycle the test servers share: a threaded HTTP server on a free
+    loopback port, its handler reaching the owner through ``server.owner``."""
+
+    _handler: type[http.server.BaseHTTPRequestHandler]
+    _thread_name = "ciml-test-server"
+    _server: "_Server | None" = None
+    _thread: threading.Thread | None = None
+
+    def start(self):
+        if self._server is not None:
+            return self
+        self._server = _Server(("127.0.0.1", 0), self._handler)
+        self._server.owner = self
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name=self._thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class CIServer(_Loopback):
     """A threaded HTTP server on 127.0.0.1 serving a log tree and a Zuul API.
 
     :param root: the directory served at ``/`` (``None``: no files).
@@ -245,6 +282,8 @@ class CIServer:
     :param gzip_content_encoding: serve ``*.gz`` files with
         ``Content-Encoding: gzip`` as many log servers do.
     """
+
+    _handler = _Handler
 
     def __init__(self, root=None, builds=None, *, tenant="openstack", latency=0.0,
                  token=None, gzip_content_encoding=False):
@@ -264,35 +303,6 @@ class CIServer:
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-
-    # -- life cycle ----------------------------------------------------------
-
-    def start(self):
-        if self._server is not None:
-            return self
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="ciml-test-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -25,6 +25,8 @@ nitpick_ignore_regex = [
                r"importlib|argparse|threading|os|pluggy|contextlib|http)(\..*)?"),
     (r"py:.*", r"ciml\.(?!base|hookspecs|testing|records|errors|plugins|fileutil|paths|"
                r"dataset\.iter_batches)\w+(\..*)?"),
+    # A private base class (shown by show-inheritance) is not API to document.
+    (r"py:class", r"ciml\..*\._[A-Za-z]\w*"),
     # Type variables and aliases in annotations.
     (r"py:.*", r"(ciml\.base\.component\.)?[CT]|Self|ArrayLike|PathLike|Register|"
                r"NoneType|Any"),
