@@ -57,8 +57,8 @@ def _flagged(dp, dataset, experiment, decision):
         for row in csv.DictReader(fh):
             if row["split"] != "test" or row["dataset"] != dataset:
                 continue
-            out[row["run_id"]] = (float(row[f"p_{pos}"]) >= decision["threshold"],
-                                  row["true"] == pos)
+            # ``predicted`` is the verdict at the operating point.
+            out[row["run_id"]] = (row["predicted"] == pos, row["true"] == pos)
     return out
 
 

@@ -11,8 +11,10 @@ either the old model or the whole new one:
                     ciml version, seed, training time
 ``metrics.json``    test-split metrics beside a majority-class baseline (the
                     top level), plus ``dev`` and ``eval_datasets``
-``predictions.csv`` dataset, split, run id, true and predicted class, one
-                    probability column per class
+``predictions.csv`` dataset, split, run id, true class, the verdict at the
+                    operating point (``predicted``: a class or
+                    ``uncertain``), the arg-max class (``most_likely``),
+                    one calibrated probability column per class
 ``history.json``    the training curves (loss, val_loss per epoch)
 ``operating_point.json``  the calibration and decision threshold chosen on
                     dev (:mod:`ciml.operating_point`)
@@ -109,10 +111,19 @@ def check_compatible(dataset, other):
     _class_map(dataset.classes, other)
 
 
-def _prediction_rows(dataset_name, split_name, ids, y_true, proba, classes):
-    pred = proba.argmax(axis=1) if len(proba) else []
-    for run_id, t, p, row in zip(ids, y_true, pred, proba):
-        yield [dataset_name, split_name, run_id, classes[int(t)], classes[int(p)],
+def _prediction_rows(dataset_name, split_name, ids, y_true, proba, classes, decision):
+    """``predictions.csv`` rows: ``predicted`` is the verdict at the operating point.
+
+    That is what predict and watch would have said (the stored threshold,
+    or ``uncertain``); ``most_likely`` keeps the arg-max beside it.
+    """
+    if not len(proba):
+        return
+    decided = _operating_point.decide(decision, proba)
+    top = proba.argmax(axis=1)
+    for run_id, t, d, m, row in zip(ids, y_true, decided, top, proba):
+        verdict = classes[int(d)] if d >= 0 else _operating_point.UNCERTAIN
+        yield [dataset_name, split_name, run_id, classes[int(t)], verdict, classes[int(m)],
                *(f"{v:.6g}" for v in row)]
 
 
@@ -272,7 +283,8 @@ def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_inte
                                                                    prior)
         evaluated[split_name]["operating_point"] = _operating_point_metrics(
             decision, split.y, proba, raw[split_name], prior)
-        rows.extend(_prediction_rows(ds.name, split_name, split.ids, split.y, proba, classes))
+        rows.extend(_prediction_rows(ds.name, split_name, split.ids, split.y, proba, classes,
+                                     decision))
 
     eval_metrics = {}
     for other in others:
@@ -282,7 +294,8 @@ def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_inte
                                            np.asarray(estimator.predict_proba(split.X)))
         eval_metrics[other.name] = metrics_mod.evaluate_with_baseline(codes, proba, classes,
                                                                       prior)
-        rows.extend(_prediction_rows(other.name, "test", split.ids, codes, proba, classes))
+        rows.extend(_prediction_rows(other.name, "test", split.ids, codes, proba, classes,
+                                     decision))
 
     main_split = "test" if "test" in evaluated else ("dev" if "dev" in evaluated else None)
     metrics = dict(evaluated.get(main_split) or {"classes": classes})
@@ -313,7 +326,7 @@ def _train_into(folder, ds, exp, estimator, others, seed, progress, keep_on_inte
     fileutil.atomic_write_json(folder / METRICS_FILE, metrics)
     with fileutil.atomic_open(folder / PREDICTIONS_FILE, "w") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["dataset", "split", "run_id", "true", "predicted",
+        writer.writerow(["dataset", "split", "run_id", "true", "predicted", "most_likely",
                          *(f"p_{c}" for c in classes)])
         writer.writerows(rows)
     return metrics

@@ -83,8 +83,15 @@ def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path, sample_data):
     assert meta["dataset_fingerprint"] and meta["training_time_s"] > 0
     with open(folder / "predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert set(rows[0]) == {"dataset", "split", "run_id", "true", "predicted",
+    assert set(rows[0]) == {"dataset", "split", "run_id", "true", "predicted", "most_likely",
                             "p_passed", "p_failed"}
+    # The verdict is the one at the stored threshold, not the arg-max.
+    decision = json.loads((folder / "operating_point.json").read_text())
+    for row in rows:
+        flagged = float(row[f"p_{decision['positive_class']}"]) >= decision["threshold"]
+        assert (row["predicted"] == decision["positive_class"]) == flagged
+        assert row["most_likely"] == max(("passed", "failed"),
+                                         key=lambda c: float(row[f"p_{c}"]))
     assert {(r["dataset"], r["split"]) for r in rows} == {("ds", "test"), ("ds", "dev"),
                                                           ("ds2", "test")}
     assert list((folder / "logs" / "train").glob("events.out.tfevents.*"))

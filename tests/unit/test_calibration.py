@@ -117,3 +117,21 @@ def test_decide_uses_the_failed_class_whatever_its_index():
          "positive_class": "failed", "calibration": {"method": "none"}}
     proba = np.array([[0.35, 0.65], [0.2, 0.8]])
     assert operating_point.decide(d, proba).tolist() == [0, 1]
+
+
+def test_prediction_rows_record_the_verdict_not_the_arg_max():
+    from ciml.model import _prediction_rows
+
+    classes = ["a", "b", "c"]
+    decision = {"kind": "uncertain-below", "threshold": 0.6, "classes": classes}
+    proba = np.array([[0.7, 0.2, 0.1], [0.5, 0.4, 0.1]])
+    rows = list(_prediction_rows("ds", "test", ["r1", "r2"], [0, 1], proba, classes,
+                                 decision))
+    assert [r[4:6] for r in rows] == [["a", "a"], ["uncertain", "a"]]
+
+    binary = {"kind": "threshold", "threshold": 0.8, "positive_class": "failed",
+              "classes": ["passed", "failed"]}
+    proba = np.array([[0.3, 0.7], [0.1, 0.9]])
+    rows = list(_prediction_rows("ds", "dev", ["r1", "r2"], [1, 1], proba,
+                                 ["passed", "failed"], binary))
+    assert [r[4:6] for r in rows] == [["passed", "failed"], ["failed", "failed"]]
