@@ -139,25 +139,21 @@ def plot_run(model, example, length, record, out):
     return path
 
 
-def plot_records(predictor, refs, records, out, *, data_path=None, source=None,
-                 url_policy=None):
+def plot_records(predictor, records, frames, out):
     """``ciml predict --plot``: one picture per predicted run; returns the paths.
 
-    The run's metrics are read again (from the file or the raw cache, or
-    fetched from the source), since a prediction record carries the verdict,
-    not the series.
+    ``frames`` are the runs' metrics frames as :func:`ciml.online.predict_runs`
+    read them (in the order of ``records``): a looked-up run is never
+    fetched twice.
     """
-    from ciml import online
     from ciml.errors import CimlError
 
     model = predictor.model
     paths = []
-    for ref, record in zip(refs, records):
-        if record.get("error") or not record.get("explanation"):
+    for record, frame in zip(records, frames):
+        if record.get("error") or not record.get("explanation") or frame is None:
             continue
         try:
-            _, _, frame = online.load_run(ref, predictor=predictor, data_path=data_path,
-                                          source=source, url_policy=url_policy)
             example, length = model.dataset.example_from_frame(frame, with_length=True)
         except CimlError as exc:
             record.setdefault("plot_error", str(exc))

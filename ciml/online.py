@@ -350,14 +350,16 @@ def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
 
 
 def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor=None,
-                 call_hook=True, url_policy=None):
+                 call_hook=True, url_policy=None, frames=None):
     """Predict each run; returns one prediction record per run, in order.
 
     A run that cannot be predicted gives a record with ``error`` rather than
     an exception, so that one bad run does not hide the others.  Every
     run's metrics are read before the model is used, so a broken input file
     is refused without loading the estimator (and, when no run is left,
-    the estimator is never loaded).
+    the estimator is never loaded).  ``frames``, a list, receives each
+    run's metrics frame (``None`` where none was read), in order, for a
+    caller that uses them again (``predict --plot``) without a second fetch.
     """
     from ciml.plugins import get_manager
 
@@ -372,6 +374,8 @@ def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor
         except CimlError as exc:
             LOG.debug("cannot read run %s", ref, exc_info=True)
             loaded.append((ref, run, None, exc))
+    if frames is not None:
+        frames.extend(frame for _, _, frame, _ in loaded)
     if any(error is None for *_, error in loaded):
         predictor.model  # noqa: B018 -- a model that cannot load fails the command, not a run
     records = []

@@ -110,17 +110,17 @@ class Predict(Lister):
         # The estimator (TensorFlow) loads only once a run's metrics were read.
         predictor = load_predictor(self, parsed_args, lazy=True)
         source = build_source(parsed_args)
+        # --plot draws from the metrics predict already read: no second fetch.
+        frames = [] if parsed_args.plot else None
         try:
             records = online.predict_runs(data_path(self), parsed_args.dataset,
                                           predictor.experiment_name, parsed_args.runs,
                                           source=source, predictor=predictor,
-                                          url_policy=url_policy(parsed_args))
+                                          url_policy=url_policy(parsed_args), frames=frames)
             if parsed_args.plot:
                 from ciml.explain_plot import plot_records
 
-                for path in plot_records(predictor, parsed_args.runs, records,
-                                         parsed_args.plot, data_path=data_path(self),
-                                         source=source, url_policy=url_policy(parsed_args)):
+                for path in plot_records(predictor, records, frames, parsed_args.plot):
                     self.app.stderr.write(f"plot written to {path}\n")
         finally:
             if source is not None:

@@ -545,6 +545,33 @@ def test_predict_runs_through_source():
     assert records[0]["actual"] == "passed"
 
 
+def test_predict_plot_reuses_the_fetched_metrics(monkeypatch):
+    from ciml import explain_plot
+
+    run = RunRecord(id="r1", build_name="tempest-full", status="passed", build_uuid="u1",
+                    artifacts_url="http://l/")
+    metrics = FakeMetrics()
+    predictor = _predictor(metrics=metrics)
+    frames = []
+    records = online.predict_runs(None, "ds", "exp", ["u1", "nope"],
+                                  source=FakeSource([run]), predictor=predictor,
+                                  call_hook=False, frames=frames)
+    assert len(frames) == 2 and frames[1] is None
+    records[0]["explanation"] = {"top": []}
+    seen = []
+
+    class Dataset:
+        def example_from_frame(self, frame, with_length=False):
+            seen.append(frame)
+            return frame.to_numpy(), len(frame)
+
+    predictor.model.dataset = Dataset()
+    monkeypatch.setattr(explain_plot, "plot_run",
+                        lambda model, example, length, record, out: f"{out}/{record['run_id']}")
+    assert explain_plot.plot_records(predictor, records, frames, "plots") == ["plots/r1"]
+    assert seen == [frames[0]] and metrics.calls == {"r1": 1}
+
+
 def test_default_experiment(data_path):
     from ciml.errors import CimlError
 
