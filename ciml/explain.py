@@ -239,11 +239,12 @@ def explanation(contrib, example, length, ds, reference, predicted, *, unscale=N
     """The ``explanation`` of one prediction (a JSON-ready dict).
 
     ``{"class", "method", "features": [{"feature", "contribution", "value",
-    "typical", "typical_low", "typical_high"}], "windows": [{"start_s",
-    "end_s", "contribution", "features"}]}``; ``features`` are the cells (for
-    aggregates) or features (time series) that pushed most toward
-    ``predicted``, ``windows`` (time series only) the stretches of the run
-    that did.
+    "typical", "typical_low", "typical_high", "within_typical"}],
+    "windows": [{"start_s", "end_s", "contribution", "features"}]}``;
+    ``features`` are the cells (for aggregates) or features (time series)
+    that pushed toward ``predicted``, those whose value is outside the
+    passed runs' typical band first (see :func:`_rank`); ``windows`` (time
+    series only) the stretches of the run that did.
     """
     contrib = np.asarray(contrib, dtype=np.float64).reshape(ds.example_shape)
     example = np.asarray(example, dtype=np.float64).reshape(ds.example_shape)
@@ -258,32 +259,33 @@ def explanation(contrib, example, length, ds, reference, predicted, *, unscale=N
     labels, per_cell = cell_labels(ds)
     if per_cell:
         flat = contrib.reshape(-1)
-        order = np.argsort(-flat, kind="mergesort")
         f = len(ds.features)
-        for idx in order[:top]:
-            if flat[idx] <= 0:
-                break
+        items = []
+        for idx in np.flatnonzero(flat > 0):
             i, j = divmod(int(idx), f)
-            out["features"].append({
+            items.append({
                 "feature": labels[i][j], "contribution": _round(flat[idx]),
                 "value": _round(raw[i, j]), "typical": _round(med[i, j]),
-                "typical_low": _round(low[i, j]), "typical_high": _round(high[i, j])})
+                "typical_low": _round(low[i, j]), "typical_high": _round(high[i, j]),
+                "within_typical": _within(raw[i, j], low[i, j], high[i, j])})
+        out["features"] = _rank(items, top)
         return out
     # Time series: a feature's weight is summed over the run; its value is
     # compared over the run's own length (padding is not the run).
     steps = max(1, min(int(length or ds.example_shape[0]), ds.example_shape[0]))
     per_feature = contrib.sum(axis=0)
-    order = np.argsort(-per_feature, kind="mergesort")
-    for j in order[:top]:
-        if per_feature[j] <= 0:
-            break
-        out["features"].append({
+    items = []
+    for j in np.flatnonzero(per_feature > 0):
+        value, peak = raw[:steps, j].mean(), raw[:steps, j].max()
+        band = low[:steps, j].mean(), high[:steps, j].mean()
+        typical_peak = high[:steps, j].max()
+        items.append({
             "feature": ds.features[j], "contribution": _round(per_feature[j]),
-            "value": _round(raw[:steps, j].mean()), "typical": _round(med[:steps, j].mean()),
-            "typical_low": _round(low[:steps, j].mean()),
-            "typical_high": _round(high[:steps, j].mean()),
-            "peak": _round(raw[:steps, j].max()),
-            "typical_peak": _round(high[:steps, j].max())})
+            "value": _round(value), "typical": _round(med[:steps, j].mean()),
+            "typical_low": _round(band[0]), "typical_high": _round(band[1]),
+            "peak": _round(peak), "typical_peak": _round(typical_peak),
+            "within_typical": _within(value, *band) and bool(peak <= typical_peak)})
+    out["features"] = _rank(items, top)
     interval = step_seconds(ds)
     spans = windows(ds.example_shape[0])
     scores = [(contrib[a:b].sum(), a, b) for a, b in spans]
@@ -296,6 +298,25 @@ def explanation(contrib, example, length, ds, reference, predicted, *, unscale=N
             "contribution": _round(score),
             "features": [ds.features[j] for j in np.argsort(-cols)[:top] if cols[j] > 0]})
     return out
+
+
+def _within(value, low, high):
+    """Whether a value lies in the passed runs' typical band (10th-90th percentile)."""
+    return bool(low <= value <= high)
+
+
+def _rank(items, top):
+    """The ``top`` items an operator should read first.
+
+    A model's contribution says what moved its score, not what is unusual
+    about the run: a tree can credit a cell whose value is exactly the
+    typical one (its score is relative to all training runs, failures
+    included).  Values outside the passed runs' typical band come first,
+    by contribution; values within it only fill the remaining places, and
+    carry ``within_typical`` so that they are never shown as the anomaly.
+    """
+    return sorted(items, key=lambda it: (it["within_typical"],
+                                         -(it["contribution"] or 0.0)))[:top]
 
 
 def step_seconds(ds):
@@ -342,5 +363,7 @@ def summary(explanation_record, top=TOP):
         if item.get("value") is None:
             parts.append(item["feature"])
         else:
-            parts.append(f"{item['feature']} {item['value']:.3g} (typ {item['typical']:.3g})")
+            usual = ", in band" if item.get("within_typical") else ""
+            parts.append(f"{item['feature']} {item['value']:.3g} "
+                         f"(typ {item['typical']:.3g}{usual})")
     return ", ".join(parts)

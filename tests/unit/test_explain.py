@@ -60,6 +60,40 @@ def test_aggregate_explanation_names_cells_with_values():
     assert explain.summary(why).startswith("usr:max 90 (typ 20)")
 
 
+def test_a_typical_value_is_never_the_first_reason():
+    # Tree contributions are relative to all training runs: the model may
+    # credit most a cell whose value is exactly the passed runs' typical one.
+    ds = _Dataset("aggregate", ["mean", "max"], ["usr", "mem"])
+    contrib = np.array([[0.9, 0.05], [0.2, 0.0]])
+    example = np.array([[20.0, 7.0], [95.0, 2.0]])
+    ref = {"median": np.array([[20.0, 3.0], [60.0, 2.0]]),
+           "low": np.array([[15.0, 2.5], [50.0, 1.0]]),
+           "high": np.array([[25.0, 3.5], [70.0, 3.0]])}
+    why = explain.explanation(contrib, example, 2, ds, ref, "failed")
+    # Out of band first, by contribution; the typical one last, flagged.
+    assert [(f["feature"], f["within_typical"]) for f in why["features"]] == [
+        ("usr:max", False), ("mem:mean", False), ("usr:mean", True)]
+    assert explain.summary(why) == ("usr:max 95 (typ 60), mem:mean 7 (typ 3), "
+                                    "usr:mean 20 (typ 20, in band)")
+    # With only typical values to show, they are shown, each flagged.
+    why = explain.explanation(contrib, ref["median"], 2, ds, ref, "passed")
+    assert [f["feature"] for f in why["features"]] == ["usr:mean", "usr:max", "mem:mean"]
+    assert all(f["within_typical"] for f in why["features"])
+
+
+def test_a_time_series_feature_with_a_peak_out_of_band_is_not_typical():
+    ds = _Dataset("time", [str(i) for i in range(10)], ["usr", "mem"], "10s")
+    contrib = np.zeros((10, 2))
+    contrib[:, 0], contrib[:, 1] = 0.3, 0.1
+    example = np.full((10, 2), 5.0)
+    example[9, 1] = 9.0
+    ref = {"median": np.full((10, 2), 5.0), "low": np.full((10, 2), 4.0),
+           "high": np.full((10, 2), 6.0)}
+    why = explain.explanation(contrib, example, 10, ds, ref, "failed")
+    assert [(f["feature"], f["within_typical"]) for f in why["features"]] == [
+        ("mem", False), ("usr", True)]
+
+
 def test_time_series_explanation_has_windows_in_seconds():
     ds = _Dataset("time", [str(i) for i in range(24)], ["usr", "mem"], "10s")
     contrib = np.zeros((24, 2))
