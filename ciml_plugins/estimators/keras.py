@@ -193,13 +193,19 @@ def class_weights(y, n_classes):
     return weights
 
 
-def feature_moments(X, start, stop):
-    """Mean and variance of each flattened input over ``X[start:stop]``, streamed."""
+def feature_moments(X, start, stop, per="input"):
+    """Mean and variance of each flattened input over ``X[start:stop]``, streamed.
+
+    ``per="channel"``: one mean and variance per feature (the last axis),
+    over every example and time step.
+    """
     total = None
     total_sq = None
     n = 0
     for _, x in _iter_chunks(X, start, stop):
-        flat = x.reshape(len(x), -1).astype(np.float64)
+        width = x.shape[-1] if per == "channel" else -1
+        flat = x.reshape(-1, width) if per == "channel" else x.reshape(len(x), width)
+        flat = flat.astype(np.float64)
         if total is None:
             total = np.zeros(flat.shape[1])
             total_sq = np.zeros(flat.shape[1])
@@ -405,7 +411,8 @@ class _KerasEstimator(Estimator):
                    if self.class_weight == "balanced" else np.ones(n_classes))
         tX, ta, tb = in_memory_if_small(X, 0, n_train)
         if self.normalize:
-            mean, variance = feature_moments(tX, ta, tb)
+            mean, variance = feature_moments(tX, ta, tb,
+                                             per=getattr(self, "normalize_per", "input"))
         else:
             mean = variance = None
 
@@ -811,7 +818,9 @@ class CNNEstimator(_KerasEstimator):
     Convolutions slide along the time steps, so a spike matters wherever it
     happens, and global max and average pooling make the verdict depend on
     *what* happened and how long, not on padding.  Inputs are standardized
-    with training-set statistics like ``dnn``'s.  Meant for time-series
+    with training-set statistics, by default one mean and deviation per
+    feature over all time steps (a filter must see the same scale wherever
+    it slides).  Meant for time-series
     datasets; on an aggregate dataset the "time" axis is the aggregates.
     """
 
@@ -819,8 +828,14 @@ class CNNEstimator(_KerasEstimator):
     parameters = (
         Parameter("filters", positive_int, 32, "filters per convolution layer"),
         Parameter("kernel_size", positive_int, 5, "time steps each filter spans"),
-        Parameter("conv_layers", positive_int, 2,
-                  "convolution layers (each but the last followed by max pooling of 2)"),
+        Parameter("conv_layers", positive_int, 3,
+                  "convolution layers (each but the last followed by max pooling of 2, "
+                  "so that the last one sees a stretch of 32 time steps at the defaults)"),
+        Parameter("normalize_per", str, "channel",
+                  "channel: one mean and deviation per feature over all time steps, so "
+                  "that a filter sees the same scale wherever it slides; input: one per "
+                  "(time step, feature), which blows up late steps few training runs reach",
+                  choices=("channel", "input")),
         Parameter("dropout", _fraction, 0.2, "dropout rate before the output layer"),
         Parameter("l2", non_negative_float, 1e-4, "L2 weight regularisation"),
     ) + _COMMON
@@ -828,7 +843,9 @@ class CNNEstimator(_KerasEstimator):
     def _build(self, keras, input_shape, n_classes, mean, variance):
         inputs = keras.Input(shape=input_shape, name="example")
         x = inputs
-        if mean is not None:
+        if mean is not None and self.normalize_per == "channel":
+            x = _normalization(keras, mean, variance, input_shape)(x)
+        elif mean is not None:
             x = keras.layers.Flatten(name="flatten")(x)
             x = _normalization(keras, mean, variance)(x)
             x = keras.layers.Reshape(tuple(int(d) for d in input_shape), name="series")(x)
@@ -853,14 +870,17 @@ class CNNEstimator(_KerasEstimator):
         return keras.losses.SparseCategoricalCrossentropy()
 
 
-def _normalization(keras, mean, variance):
+def _normalization(keras, mean, variance, input_shape=None):
     """A built Normalization layer holding ``mean``/``variance`` as saved weights.
 
     Set the way ``adapt`` sets them (weights, not config), so that a model
-    with 100,000 inputs does not carry them as JSON in its config.
+    with 100,000 inputs does not carry them as JSON in its config.  With
+    ``input_shape`` (time steps, features), the statistics are per feature
+    and broadcast over the time steps.
     """
     layer = keras.layers.Normalization(axis=-1, name="standardize")
-    layer.build((None, int(mean.shape[0])))
+    layer.build((None, *(int(d) for d in input_shape)) if input_shape is not None
+                else (None, int(mean.shape[0])))
     layer.adapt_mean.assign(mean)
     layer.adapt_variance.assign(variance)
     layer.finalize_state()

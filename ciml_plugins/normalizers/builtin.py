@@ -147,17 +147,44 @@ class FixedLengthNormalizer(Normalizer):
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")
 
 
+def _length(values, axis):
+    """How many samples the run has: its length in sample intervals."""
+    shape = list(np.shape(values))
+    n = shape.pop(axis)
+    return np.full(shape, float(n))
+
+
+def _diff_std(values, axis):
+    """Standard deviation of the step-to-step changes: how jittery a metric is."""
+    if np.shape(values)[axis] < 2:
+        return np.zeros(np.delete(np.shape(values), axis))
+    return np.std(np.diff(values, axis=axis), axis=axis)
+
+
+def _peak_at(values, axis):
+    """When the maximum came, as a share of the run (0: first sample, 1: last)."""
+    n = np.shape(values)[axis]
+    return np.argmax(values, axis=axis) / max(n - 1, 1)
+
+
+#: Aggregation functions numpy has no reduction for, by name.
+EXTRA_REDUCERS = {"length": _length, "diff_std": _diff_std, "peak_at": _peak_at}
+
+
 def _reducer(name):
-    """A numpy reduction by name; ``pNN`` is the NN-th percentile (p95, p99.9)."""
+    """A reduction by name: numpy's, ``pNN`` (the NN-th percentile), or one of :data:`EXTRA_REDUCERS`."""
     match = _PERCENTILE.match(name)
     if match:
         q = float(match.group(1))
         return lambda values, axis: np.percentile(values, q, axis=axis)
+    if name in EXTRA_REDUCERS:
+        return EXTRA_REDUCERS[name]
     func = getattr(np, name, None)
     if not callable(func):
         raise ConfigError(f"unknown aggregation function {name!r}: give numpy "
-                          "reductions by name (mean, std, max, min, median, ...) "
-                          "or pNN for a percentile (p95)")
+                          "reductions by name (mean, std, max, min, median, ...), "
+                          "pNN for a percentile (p95), or one of "
+                          f"{', '.join(EXTRA_REDUCERS)}")
     return func
 
 

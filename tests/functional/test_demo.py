@@ -99,8 +99,10 @@ def test_demo_ci_github_serves_github_actions_and_prometheus(tmp_path, run_ciml_
     predicted = out.split("== 11. Predicting", 1)[1].split("== Done", 1)[0]
     rows = [line for line in predicted.splitlines() if line.startswith("| 7")]
     assert len(rows) == 4 and all(("passed" in r or "failed" in r) for r in rows)
-    for name in ("demo-gh-status", "demo-gh-conclusion", "demo-gh-runner-group"):
-        assert (root / "models" / name / "demo-dnn" / "metrics.json").is_file()
+    # dnn on the time series, gbdt on the aggregates, as in the default demo.
+    for name, exp in (("demo-gh-status", "demo-dnn"), ("demo-gh-conclusion", "demo-gbdt"),
+                      ("demo-gh-runner-group", "demo-gbdt")):
+        assert (root / "models" / name / exp / "metrics.json").is_file()
     raw = list((root / "raw").rglob("prometheus.json")) if (root / "raw").is_dir() else \
         list(root.rglob("prometheus.json"))
     assert raw, "the raw cache keeps Prometheus's answers"

@@ -44,6 +44,27 @@ def test_constant_training_feature_keeps_unit_scale():
     assert var[1:].tolist() == [1.0, 1.0, 1.0]
 
 
+def test_cnn_standardizes_each_feature_over_all_time_steps(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.0, 1.0, (40, 6, 2)).astype(np.float32)
+    X[:, :, 1] = X[:, :, 1] * 50 + 1000
+    # Late steps that few runs reach: one mean and deviation per feature.
+    X[5:, 4:, 0] = 0.0
+    mean, var = kest.feature_moments(X, 0, 40, per="channel")
+    assert mean.shape == var.shape == (2,)
+    assert mean.tolist() == pytest.approx(X.reshape(-1, 2).mean(axis=0), rel=1e-5)
+    assert var.tolist() == pytest.approx(X.reshape(-1, 2).var(axis=0), rel=1e-4)
+    y = (X[:, :, 1].mean(axis=1) > 1000).astype(np.int64)
+    est = kest.CNNEstimator(epochs=2, seed=0)
+    assert est.normalize_per == "channel" and est.conv_layers == 3
+    est.fit(X, y, classes=["passed", "failed"])
+    est.save(tmp_path / "m")
+    loaded = kest.CNNEstimator.load(tmp_path / "m")
+    assert np.allclose(loaded.predict_proba(X), est.predict_proba(X))
+    layer = est.model_.get_layer("standardize")
+    assert np.allclose(np.ravel(layer.mean), mean)
+
+
 def test_chunks_follow_the_zarr_chunks(tmp_path):
     X = np.arange(50 * 2 * 1, dtype=np.float32).reshape(50, 2, 1)
     zX = zarr_array(X, tmp_path / "x.zarr", chunk=16)
