@@ -172,7 +172,7 @@ EXTRA_REDUCERS = {"length": _length, "diff_std": _diff_std, "peak_at": _peak_at}
 
 
 def _reducer(name):
-    """A reduction by name: numpy's, ``pNN`` (the NN-th percentile), or one of :data:`EXTRA_REDUCERS`."""
+    """A reduction by name: numpy's, ``pNN`` (a percentile) or one of :data:`EXTRA_REDUCERS`."""
     match = _PERCENTILE.match(name)
     if match:
         q = float(match.group(1))
