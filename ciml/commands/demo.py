@@ -84,7 +84,9 @@ class Demo(Command):
         trees = "demo-gbdt"
         exp_of = {status_ds: exp, cause_ds: trees, provider_ds: trees}
         seed = ["--seed", str(parsed_args.seed)]
-        aggregates = ["--aggregation-functions", "mean", "std", "max", "min", "p95"]
+        from ciml_plugins.normalizers.builtin import SUGGESTED_AGGREGATES
+
+        aggregates = ["--aggregation-functions", *SUGGESTED_AGGREGATES]
         plan = [
             ("2. Caching runs and their dstat metrics (subunit2sql + dstat plugins)",
              ["cache-data", "--source", "subunit2sql", "--db-uri", history.db_uri,
@@ -254,7 +256,9 @@ class _GitHubDemo:
         # A cached job, for the offline predict suggested at the end.
         self.newest_cached = str(finished[-5]["id"])
         seed = ["--seed", str(args.seed)]
-        aggregates = ["--aggregation-functions", "mean", "std", "max", "min", "p95"]
+        from ciml_plugins.normalizers.builtin import SUGGESTED_AGGREGATES
+
+        aggregates = ["--aggregation-functions", *SUGGESTED_AGGREGATES]
         status_ds, conclusion_ds, group_ds = ("demo-gh-status", "demo-gh-conclusion",
                                               "demo-gh-runner-group")
         exp = "demo-dnn"

@@ -170,6 +170,13 @@ def _peak_at(values, axis):
 #: Aggregation functions numpy has no reduction for, by name.
 EXTRA_REDUCERS = {"length": _length, "diff_std": _diff_std, "peak_at": _peak_at}
 
+#: What the demo and the docs suggest for an aggregate dataset: level and
+#: spread, robust quantiles (a failure's collapse or spike survives a few
+#: odd samples), jitter, when the peak came, and how long the run lasted
+#: (a timeout runs to the job's limit, an out-of-memory run dies early).
+SUGGESTED_AGGREGATES = ("mean", "std", "min", "max", "p5", "median", "p95", "diff_std",
+                        "peak_at", "length")
+
 
 def _reducer(name):
     """A reduction by name: numpy's, ``pNN`` (a percentile) or one of :data:`EXTRA_REDUCERS`."""
