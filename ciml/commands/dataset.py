@@ -40,7 +40,10 @@ def add_build_options(parser):
     parser.add_argument("--aggregation-functions", metavar="FUNC", nargs="+",
                         default=None,
                         help="Instead of the time axis, one row per numpy reduction: "
-                        "mean std max min median ..., pNN for a percentile (p95)")
+                        "mean std max min median ..., pNN for a percentile (p95), "
+                        "length (samples), diff_std (jitter), peak_at (when the "
+                        "maximum came, 0-1); suggested: mean std min max p5 median "
+                        "p95 diff_std peak_at length")
     parser.add_argument("--class-label", metavar="LABEL", default="status",
                         help="status (passed/failed), node_provider (provider family), "
                         "node_provider_all (raw provider) or any run-metadata key "

@@ -95,6 +95,23 @@ def test_aggregate_any_numpy_function():
         builtin.AggregateNormalizer(functions=["mean", "nosuch"])
 
 
+def test_aggregate_length_jitter_and_time_of_peak():
+    import pandas as pd
+
+    index = pd.date_range("2026-01-01", periods=5, freq="s")
+    a = pd.DataFrame({"x": [1.0, 3.0, 2.0, 9.0, 4.0], "y": [7.0, 7.0, 7.0, 7.0, 7.0]},
+                     index=index)
+    out = builtin.AggregateNormalizer(
+        functions=list(builtin.SUGGESTED_AGGREGATES)).transform(a)
+    assert out.loc["length"].tolist() == [5.0, 5.0]
+    np.testing.assert_allclose(out.loc["diff_std"], [np.std([2.0, -1.0, 7.0, -5.0]), 0.0])
+    # The maximum of x is the fourth of five samples; a flat y peaks at once.
+    assert out.loc["peak_at"].tolist() == [0.75, 0.0]
+    one = builtin.AggregateNormalizer(functions=["diff_std", "peak_at", "length"]).transform(
+        a.iloc[:1])
+    assert one.to_numpy().tolist() == [[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]
+
+
 def _stack(frames):
     return np.stack([f.to_numpy() for f in frames])
 
