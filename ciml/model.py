@@ -553,11 +553,18 @@ class TrainedModel:
         return out
 
     def explain_example(self, example, length, proba):
-        """The explanation record of one example toward its most likely class."""
+        """The explanation record of one example toward the class predicted for it.
+
+        That is the class at the operating point (a run below the failed
+        threshold is explained as passed even if failed is its most likely
+        class), and the most likely one for an ``uncertain`` run.
+        """
         explainer = self.explainer
         if explainer is None:
             return None
-        top = int(np.argmax(proba))
+        top = int(_operating_point.decide(self.decision, np.asarray(proba)[None])[0])
+        if top < 0:
+            top = int(np.argmax(proba))
         try:
             return explainer(example, length, top, self.classes[top])
         except Exception as exc:  # a third-party explain may fail in its own ways
