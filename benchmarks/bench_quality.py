@@ -218,6 +218,9 @@ def main(argv=None):
         else:
             results["provider"][f"{est}/{dataset}"] = evaluate_provider(dp, dataset, name)
         print(f"{task} {est}/{dataset}: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        if args.json:
+            # After every model: a long run cut short keeps what it measured.
+            pathlib.Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 
     print(f"\n## pass/fail at the operating point (test split, time split, {args.runs} runs, "
           f"seed {args.seed})\n")
