@@ -134,6 +134,42 @@ def _fmt(v, digits=3):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def print_tables(results):
+    """The Markdown tables of one run's results (as ``--json`` writes them)."""
+    print(f"\n## pass/fail at the operating point (test split, time split, "
+          f"{results['runs']} runs, seed {results['seed']})\n")
+    print("| model | flagged precision | recall | flagged | " +
+          " | ".join(f"recall {c}" for c in CAUSES) + " | ECE | Brier | ROC-AUC | calib. | "
+          "train s |")
+    print("|" + "---|" * (9 + len(CAUSES)))
+    first = None
+    for key, r in results["status"].items():
+        first = first or r
+        causes = " | ".join(f"{_fmt(r['recall_by_cause'][c][0], 2)} "
+                            f"({r['recall_by_cause'][c][1]})" for c in CAUSES)
+        print(f"| {key} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {r['flagged']} | "
+              f"{causes} | {_fmt(r['ece'])} | {_fmt(r['brier'])} | {_fmt(r['roc_auc'])} | "
+              f"{r['calibration']} | {r['train_s']:.1f} |")
+    if first:
+        b = first["baseline"]
+        print(f"| majority baseline | {_fmt(b['precision'])} | {_fmt(b['recall'])} | - | "
+              + " | ".join("0.00" for _ in CAUSES) + " | - | - | 0.500 | - | - |")
+    print("\n## provider (agg-prov, ts-prov: 11 raw providers), "
+          "macro-F1 at arg-max\n")
+    print("| model | macro-F1 | pairs merged | accuracy | uncertain rate | ECE | train s |")
+    print("|---|---|---|---|---|---|---|")
+    base = None
+    for key, r in results["provider"].items():
+        base = r["baseline_macro_f1"]
+        print(f"| {key} | {_fmt(r['macro_f1'])} | {_fmt(r.get('macro_f1_pairs_merged'))} | "
+              f"{_fmt(r['accuracy'])} | {_fmt(r['uncertain_rate'])} | {_fmt(r['ece'])} | "
+              f"{r['train_s']:.1f} |")
+    if base is not None:
+        print(f"| majority baseline | {_fmt(base)} | - | - | - | - | - |")
+    print("\n(pairs merged: macro-F1 once the providers the generator gives identical "
+          "hardware count as one class; 1.000 means every error is within such a pair)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1200)
@@ -151,7 +187,12 @@ def main(argv=None):
     parser.add_argument("--compare-scaling", action="store_true",
                         help="also train dnn and cnn on a time-series dataset scaled per "
                         "(time step, feature) cell, the original's scaling")
+    parser.add_argument("--tables-of", metavar="JSON", default=None,
+                        help="only print the tables of results written by --json")
     args = parser.parse_args(argv)
+    if args.tables_of:
+        print_tables(json.loads(pathlib.Path(args.tables_of).read_text()))
+        return
 
     from ciml.collect import cache_data
     from ciml.generator import generate_history
@@ -222,38 +263,7 @@ def main(argv=None):
             # After every model: a long run cut short keeps what it measured.
             pathlib.Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 
-    print(f"\n## pass/fail at the operating point (test split, time split, {args.runs} runs, "
-          f"seed {args.seed})\n")
-    print("| model | flagged precision | recall | flagged | " +
-          " | ".join(f"recall {c}" for c in CAUSES) + " | ECE | Brier | ROC-AUC | calib. | "
-          "train s |")
-    print("|" + "---|" * (9 + len(CAUSES)))
-    first = None
-    for key, r in results["status"].items():
-        first = first or r
-        causes = " | ".join(f"{_fmt(r['recall_by_cause'][c][0], 2)} "
-                            f"({r['recall_by_cause'][c][1]})" for c in CAUSES)
-        print(f"| {key} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | {r['flagged']} | "
-              f"{causes} | {_fmt(r['ece'])} | {_fmt(r['brier'])} | {_fmt(r['roc_auc'])} | "
-              f"{r['calibration']} | {r['train_s']:.1f} |")
-    if first:
-        b = first["baseline"]
-        print(f"| majority baseline | {_fmt(b['precision'])} | {_fmt(b['recall'])} | - | "
-              + " | ".join("0.00" for _ in CAUSES) + " | - | - | 0.500 | - | - |")
-    print("\n## provider (agg-prov, ts-prov: 11 raw providers), "
-          "macro-F1 at arg-max\n")
-    print("| model | macro-F1 | pairs merged | accuracy | uncertain rate | ECE | train s |")
-    print("|---|---|---|---|---|---|---|")
-    base = None
-    for key, r in results["provider"].items():
-        base = r["baseline_macro_f1"]
-        print(f"| {key} | {_fmt(r['macro_f1'])} | {_fmt(r['macro_f1_pairs_merged'])} | "
-              f"{_fmt(r['accuracy'])} | {_fmt(r['uncertain_rate'])} | {_fmt(r['ece'])} | "
-              f"{r['train_s']:.1f} |")
-    if base is not None:
-        print(f"| majority baseline | {_fmt(base)} | - | - | - | - | - |")
-    print("\n(pairs merged: macro-F1 once the providers the generator gives identical "
-          "hardware count as one class; 1.000 means every error is within such a pair)")
+    print_tables(results)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     print(f"\ntotal {time.monotonic() - started:.0f} s; work dir {work}", file=sys.stderr)
