@@ -180,4 +180,6 @@ def delete_dataset(data_path, name):
     path = _data_path(data_path).dataset(name)
     if not path.is_dir():
         raise NotFoundError(f"no dataset named {name!r}")
-    return fileutil.remove_dir(path)
+    from ciml import storage
+
+    return storage.remove_dir(path, store.MARKER)
