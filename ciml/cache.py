@@ -114,6 +114,15 @@ class RawCache:
     def __repr__(self):
         return f"RawCache({str(self.data_path)!r})"
 
+    def exists(self):
+        """Whether there is a cache to read: a local index file, or a catalog given.
+
+        Asking does not create one (a mistyped data path stays empty).
+        """
+        if self.data_path.catalog_uri:
+            return True
+        return not self.remote and self.index_path.exists()
+
     def close(self):
         """Close the catalog's connections.  Idempotent."""
         self.catalog.close()

@@ -86,7 +86,7 @@ def labels_of(cache, run_ids=None):
     catalog = getattr(cache, "catalog", None)
     if catalog is None:
         return {}
-    if not getattr(cache.data_path, "catalog_uri", None) and not cache.index_path.exists():
+    if not cache.exists():
         return {}  # a local cache with no index yet: nothing to read, nothing to create
     out = {}
     for run_id, key, value, who, time in catalog.labels():

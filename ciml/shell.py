@@ -15,7 +15,8 @@ from ciml.errors import Interrupted
 
 # Third-party loggers that are chatty at INFO, which is cliff's default level.
 _QUIET_LOGGERS = ("stevedore", "urllib3", "matplotlib", "PIL", "tensorflow",
-                  "absl", "h5py", "numcodecs", "zarr", "asyncio", "paho")
+                  "absl", "h5py", "numcodecs", "zarr", "asyncio", "paho",
+                  "botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp")
 
 
 #: Root-logger handlers the last CimlApp installed.

@@ -210,6 +210,16 @@ class RemotePath:
     def parent(self):
         return RemotePath(self.fs, posixpath.dirname(self.path), self.protocol)
 
+    @property
+    def parents(self):
+        out, path = [], self.parent
+        while path.path and path.path not in ("/", "."):
+            out.append(path)
+            if posixpath.dirname(path.path) == path.path:
+                break
+            path = path.parent
+        return out
+
     def with_name(self, name):
         return self.parent / name
 
