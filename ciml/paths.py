@@ -79,7 +79,11 @@ def _check_remote(root):
     bucket = root.path.split("/", 1)[0]
     shown = redact_url(str(root))
     try:
-        found = root.fs.exists(bucket)
+        # info, not exists: exists() reads "cannot reach" as "does not exist".
+        root.fs.info(bucket)
+        found = True
+    except FileNotFoundError:
+        found = False
     except PermissionError:
         raise ConfigError(f"data path {shown}: access denied (check the credentials: "
                           "environment, AWS profile or --storage-option)") from None
