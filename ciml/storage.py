@@ -297,6 +297,9 @@ class RemotePath:
         return self.write_bytes(text.encode(encoding))
 
     def unlink(self, missing_ok=False):
+        # S3 deletes a missing key without a word: ask first when it matters.
+        if not missing_ok and not self.fs.isfile(self.path):
+            raise FileNotFoundError(str(self))
         try:
             self.fs.rm_file(self.path)
         except FileNotFoundError:
@@ -306,6 +309,24 @@ class RemotePath:
     def rmtree(self):
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path, recursive=True)
+        # Some S3 servers (SeaweedFS) keep an emptied folder as a prefix that
+        # listings show: remove those too, deepest first.  Elsewhere this is
+        # one listing and one delete of a key that does not exist.
+        left, todo = [], [self.path]
+        while todo and len(left) < 10000:
+            folder = todo.pop()
+            try:
+                entries = self.fs.ls(folder, detail=True, refresh=True)
+            except (FileNotFoundError, OSError):
+                continue
+            for entry in entries:
+                name = entry["name"].rstrip("/")
+                if entry.get("type") == "directory" and name != folder.rstrip("/"):
+                    left.append(name)
+                    todo.append(name)
+        for folder in sorted(left, key=len, reverse=True) + [self.path]:
+            with contextlib.suppress(OSError, ValueError):
+                self.fs.rm_file(folder.rstrip("/") + "/")
         self.fs.invalidate_cache(self.path)
 
     def files(self):
