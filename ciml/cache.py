@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 from ciml import fileutil, storage
-from ciml.catalog import CACHED, UNAVAILABLE
+from ciml.catalog import CACHED
 from ciml.errors import MetricsUnavailable, NotFoundError
 from ciml.records import RunRecord
 

@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 
 import numpy as np

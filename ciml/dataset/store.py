@@ -17,9 +17,8 @@ object copied when the dataset is published (:func:`ciml.storage.publish_dir`).
 
 import numpy as np
 
-from ciml.storage import zarr_store
-
 from ciml.errors import NotFoundError
+from ciml.storage import zarr_store
 
 #: Target size of one X chunk; the example axis is chunked to about this.
 CHUNK_BYTES = 8 * 1024 * 1024
