@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 from ciml import fileutil, storage
-from ciml.catalog import CACHED
+from ciml.catalog import CACHED, UNAVAILABLE  # noqa: F401 -- re-exported: ciml.cache.UNAVAILABLE
 from ciml.errors import MetricsUnavailable, NotFoundError
 from ciml.records import RunRecord
 
