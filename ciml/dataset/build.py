@@ -361,6 +361,19 @@ def load_example(cache, head, run_id, frames=None):
         return run_id, None, None, ("error", f"{type(exc).__name__}: {exc}")
 
 
+def transform_runs(cache, head_specs, run_ids):
+    """The stateless half of a build for a slice of runs: a list of :func:`load_example` results.
+
+    What a worker of a distributed build runs on its share of the runs:
+    ``cache`` is a raw cache (or anything with ``series`` or ``frame``),
+    ``head_specs`` the build's ``head_specs`` (``_Build.select`` pins the
+    features and the fixed length into them).  The result for a run does
+    not depend on which other runs share its slice.
+    """
+    head = make_chain(head_specs)
+    return [load_example(cache, head, run_id) for run_id in run_ids]
+
+
 def _worker_load(run_id):
     return load_example(_WORKER["cache"], _WORKER["head"], run_id)
 

@@ -249,7 +249,15 @@ class ScaleNormalizer(Normalizer):
                   "time step few training runs reach is not scaled by their few values"),
     )
 
-    def _accumulate(self, values):
+    def partial_state(self, values):
+        """The statistics of one batch ``(n, t, f)`` (or ``(t, f)``), to :meth:`merge_state` later.
+
+        ``{"n", "mean", "m2", "min", "max"}`` (float64 arrays).  A fit is
+        the fold of such states in a fixed order, whoever computed them:
+        the local build folds one state per chunk of training examples, in
+        chunk order, and a distributed build that folds the same chunks'
+        states in the same order gets the same bits.
+        """
         values = np.asarray(values, dtype="float64")
         if values.ndim == 2:
             values = values[None]
@@ -258,28 +266,36 @@ class ScaleNormalizer(Normalizer):
             values = values.reshape(-1, 1, values.shape[-1])
         n = values.shape[0]
         if n == 0:
-            return
-        batch_mean = values.mean(axis=0)
+            return {"n": 0}
+        mean = values.mean(axis=0)
         # The range method needs no second moment: skip its extra pass.
-        batch_m2 = (((values - batch_mean) ** 2).sum(axis=0) if self.method == "zscore"
-                    else np.zeros_like(batch_mean))
+        m2 = (((values - mean) ** 2).sum(axis=0) if self.method == "zscore"
+              else np.zeros_like(mean))
+        return {"n": n, "mean": mean, "m2": m2, "min": values.min(axis=0),
+                "max": values.max(axis=0)}
+
+    def merge_state(self, part):
+        """Fold one :meth:`partial_state` into the fit (the first one starts it)."""
+        n = part["n"]
+        if n == 0:
+            return self
         if getattr(self, "n_samples_seen_", 0) == 0:
-            self._mean = batch_mean
-            self._m2 = batch_m2
-            self._min = values.min(axis=0)
-            self._max = values.max(axis=0)
+            self._mean = part["mean"]
+            self._m2 = part["m2"]
+            self._min = part["min"]
+            self._max = part["max"]
             self.n_samples_seen_ = n
         else:
-            if batch_mean.shape != self._mean.shape:
-                raise ValueError(f"shape {batch_mean.shape} does not match the "
+            if part["mean"].shape != self._mean.shape:
+                raise ValueError(f"shape {part['mean'].shape} does not match the "
                                  f"fitted shape {self._mean.shape}")
             # Chan et al.'s pairwise update: stable for any batch sizes.
             total = self.n_samples_seen_ + n
-            delta = batch_mean - self._mean
+            delta = part["mean"] - self._mean
             self._mean = self._mean + delta * (n / total)
-            self._m2 = self._m2 + batch_m2 + delta ** 2 * (self.n_samples_seen_ * n / total)
-            self._min = np.minimum(self._min, values.min(axis=0))
-            self._max = np.maximum(self._max, values.max(axis=0))
+            self._m2 = self._m2 + part["m2"] + delta ** 2 * (self.n_samples_seen_ * n / total)
+            self._min = np.minimum(self._min, part["min"])
+            self._max = np.maximum(self._max, part["max"])
             self.n_samples_seen_ = total
         if self.method == "range":
             scale = self._max - self._min
@@ -288,6 +304,10 @@ class ScaleNormalizer(Normalizer):
         self.mean_ = self._mean
         self.scale_ = scale
         self._arrays = None
+        return self
+
+    def _accumulate(self, values):
+        self.merge_state(self.partial_state(values))
 
     def partial_fit(self, frame):
         if not hasattr(self, "features_"):
