@@ -428,12 +428,21 @@ class RawCache:
         What the dataset build reads: no CSV, no DataFrame.
         """
         folder, _ = self._cached_row(run_id)
+        # series.bin, else the series.npz of an older cache, else series.bin
+        # again: an upgrade may have replaced one by the other meanwhile.
+        names = (SERIES_FILE, LEGACY_SERIES_FILE, SERIES_FILE)
         path = folder / SERIES_FILE
-        if not path.exists() and (folder / LEGACY_SERIES_FILE).exists():
-            path = folder / LEGACY_SERIES_FILE
         try:
-            with open(path, "rb") as fh:
-                return read_series(fh)
+            for i, name in enumerate(names):
+                path = folder / name
+                try:
+                    fh = open(path, "rb")
+                except FileNotFoundError:
+                    if i == len(names) - 1:
+                        raise
+                    continue
+                with fh:
+                    return read_series(fh)
         except Exception as exc:
             raise MetricsUnavailable(
                 "corrupt-cache", f"cached series of run {run_id} at {path} is unreadable: "
@@ -458,7 +467,9 @@ class RawCache:
         return out
 
     def upgrade_series(self, run_id):
-        """Rewrite a run's ``series.npz`` as ``series.bin``; returns bytes saved (0: nothing to do).
+        """Rewrite a run's ``series.npz`` as ``series.bin``; returns the bytes saved.
+
+        ``None`` when there is nothing to upgrade.
 
         Crash-safe at every step: the new file is written beside the old
         one under a temporary name, synced and renamed into place; only
@@ -468,7 +479,7 @@ class RawCache:
         folder, _ = self._cached_row(run_id)
         legacy = folder / LEGACY_SERIES_FILE
         if not legacy.exists():
-            return 0
+            return None
         series = self.series(run_id)  # MetricsUnavailable if the old file is unreadable
         before = legacy.stat().st_size
         if not (folder / SERIES_FILE).exists():

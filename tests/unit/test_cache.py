@@ -93,7 +93,7 @@ def test_legacy_npz_series_reads_and_upgrades_in_place(cache):
     assert saved == before - (folder / "series.bin").stat().st_size
     assert not (folder / "series.npz").exists()
     assert cache.series("run-001").values.tobytes() == f.to_numpy().tobytes()
-    assert cache.upgrade_series("run-001") == 0  # nothing left to do
+    assert cache.upgrade_series("run-001") is None  # nothing left to do
 
 
 def test_upgrade_interrupted_after_the_new_file_keeps_both_readable(cache, monkeypatch):
