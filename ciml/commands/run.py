@@ -1,4 +1,4 @@
-"""``ciml run list``, ``ciml run show`` and ``ciml run upgrade-series``: what the raw cache holds."""
+"""``ciml run list``, ``show`` and ``upgrade-series``: what the raw cache holds."""
 
 from cliff.lister import Lister
 from cliff.show import ShowOne
@@ -124,9 +124,10 @@ class RunUpgradeSeries(ShowOne):
         return parser
 
     def take_action(self, parsed_args):
+        from tqdm import tqdm
+
         from ciml.cache import RawCache
         from ciml.errors import MetricsUnavailable
-        from tqdm import tqdm
 
         cache = RawCache(data_path(self))
         upgraded = unreadable = saved = 0

@@ -267,7 +267,10 @@ def transform_block(steps, data, frames=None):
 
 
 def transform_with_length(steps, frame):
-    """Run ``steps`` over a run's frame; returns ``(frame, length)`` (see :func:`transform_block`)."""
+    """Run ``steps`` over a run's frame; returns ``(frame, length)``.
+
+    See :func:`transform_block`.
+    """
     block, length = transform_block(steps, frame)
     return block.frame(), length
 
