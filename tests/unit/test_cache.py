@@ -62,7 +62,7 @@ def test_series_is_compressed_and_exact(cache):
     f = np.round(frame(n=600) * 100, 3)  # dstat-like: 3 decimals
     f["net_recv"] = frame(n=600, seed=1)["net_recv"]  # and one column that is not
     cache.store(run(1), fetched(), f)
-    folder = cache.run_dir("run-001")
+    folder = cache.raw_file("run-001").parent
     assert (folder / "series.bin").is_file() and not (folder / "series.npz").exists()
     got = cache.series("run-001")
     assert got.values.dtype == np.float64 and got.columns == list(f.columns)
@@ -78,7 +78,7 @@ def test_series_is_compressed_and_exact(cache):
 def _legacy(cache, i, f):
     """A run as an older ciml cached it: series.npz, uncompressed."""
     cache.store(run(i), fetched(), f)
-    folder = cache.run_dir(f"run-{i:03d}")
+    folder = cache.raw_file(f"run-{i:03d}").parent
     (folder / "series.bin").unlink()
     np.savez(folder / "series.npz", timestamps=f.index.asi8,
              values=f.to_numpy(), columns=np.array(list(f.columns)))
@@ -187,7 +187,7 @@ def test_distinct_ids_stay_distinct(cache):
 
 def test_corrupt_series_is_reported_not_crashing(cache):
     cache.store(run(1), fetched(), frame())
-    (cache.run_dir("run-001") / "series.bin").write_bytes(b"garbage")
+    (cache.raw_file("run-001").parent / "series.bin").write_bytes(b"garbage")
     with pytest.raises(MetricsUnavailable) as info:
         cache.frame("run-001")
     assert info.value.reason == "corrupt-cache"
