@@ -227,3 +227,24 @@ def test_array_steps_equal_the_dataframe_steps(seed):
                      builtin.AggregateNormalizer(functions=["mean", "std", "max", "p90"])):
             # The last shaping step: only the scale (on stacked float32) follows.
             _same(step.transform(ref), step.transform_block(got), layout=False)
+
+
+@pytest.mark.parametrize("method", ["range", "zscore"])
+def test_scale_fit_is_a_fold_of_per_chunk_states(method):
+    """What a distributed build relies on: states computed anywhere, folded in order."""
+    rng = np.random.default_rng(3)
+    chunks = [rng.random((n, 6, 4)) * 100 for n in (5, 5, 5, 2)]
+    local = builtin.ScaleNormalizer(method=method)
+    for chunk in chunks:
+        local.partial_fit_array(chunk)
+    states = [builtin.ScaleNormalizer(method=method).partial_state(c) for c in chunks]
+    folded = builtin.ScaleNormalizer(method=method)
+    for state in states:
+        folded.merge_state(state)
+    assert folded.n_samples_seen_ == 17
+    for a, b in ((local.mean_, folded.mean_), (local.scale_, folded.scale_)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    other = builtin.ScaleNormalizer(method=method)
+    for state in reversed(states):  # another order is another (close) fit
+        other.merge_state(state)
+    np.testing.assert_allclose(other.mean_, local.mean_, rtol=1e-12)
