@@ -260,16 +260,17 @@ class RemotePath:
         return iter(sorted(RemotePath(self.fs, p, self.protocol) for p in found
                            if fnmatch.fnmatchcase(posixpath.basename(p), pattern)))
 
+    def stat(self):
+        """``st_size`` and ``st_mtime`` of an object, like :meth:`pathlib.Path.stat`."""
+        import types
+
+        info = self.fs.info(self.path)
+        return types.SimpleNamespace(st_size=int(info.get("size") or 0),
+                                     st_mtime=_mtime(info))
+
     def stat_mtime(self):
         """The modification time of an object as a UNIX time (``None`` if unknown)."""
-        info = self.fs.info(self.path)
-        for key in ("LastModified", "mtime", "last_modified", "created"):
-            value = info.get(key)
-            if isinstance(value, dt.datetime):
-                return value.timestamp()
-            if isinstance(value, (int, float)):
-                return float(value)
-        return None
+        return _mtime(self.fs.info(self.path))
 
     # -- reading and writing -----------------------------------------------------
 
@@ -337,6 +338,16 @@ class RemotePath:
             return []
         prefix = self.path.rstrip("/") + "/"
         return sorted(p[len(prefix):] for p in found if p.startswith(prefix))
+
+
+def _mtime(info):
+    for key in ("LastModified", "mtime", "last_modified", "created"):
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
 
 
 # -- operations whose meaning differs between a disk and an object store ---------
