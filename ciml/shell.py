@@ -220,13 +220,10 @@ class CimlApp(App):
 def _redact_secrets(options):
     """Tell the log filter the secret values of ``--storage-option``."""
     from ciml.http import add_secret
+    from ciml.storage import secret_values
 
-    for key, value in options.items():
-        if isinstance(value, dict):
-            _redact_secrets(value)
-        elif isinstance(value, str) and key != "endpoint_url" and any(
-                word in key.lower() for word in ("secret", "key", "token", "password")):
-            add_secret(value)
+    for value in secret_values(options):
+        add_secret(value)
 
 
 def main(argv=None):

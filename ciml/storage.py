@@ -73,17 +73,28 @@ def redact_url(url):
     return redact(str(url))
 
 
+def _is_secret(key):
+    return key != "endpoint_url" and any(word in key.lower() for word in _SECRET_KEYS)
+
+
 def redact_options(options):
     """Storage options fit to show: the values of secret-looking keys masked."""
     out = {}
     for key, value in (options or {}).items():
         if isinstance(value, dict):
             out[key] = redact_options(value)
-        elif any(word in key.lower() for word in _SECRET_KEYS) and key != "endpoint_url":
-            out[key] = "***"
         else:
-            out[key] = value
+            out[key] = "***" if _is_secret(key) else value
     return out
+
+
+def secret_values(options):
+    """The values of the secret-looking keys of storage options, nested ones too."""
+    for key, value in (options or {}).items():
+        if isinstance(value, dict):
+            yield from secret_values(value)
+        elif isinstance(value, str) and _is_secret(key):
+            yield value
 
 
 def parse_storage_options(items):
