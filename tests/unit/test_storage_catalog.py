@@ -143,3 +143,22 @@ def test_only_the_first_writer_of_a_run_wins(db, tmp_path, request):
     catalog.mark_unavailable(unavailable, "job", "gone", "404", "", {})
     assert catalog.state(unavailable) == CACHED
     catalog.close()
+
+
+def test_the_poll_triggers_state_lives_in_an_object_store_data_path():
+    import datetime as dt
+
+    from ciml_plugins.triggers.poll import PollCursor
+
+    dp = DataPath(f"memory://ciml-state-{id(object())}")
+    path = dp.state / "poll-tempest.json"
+    cursor = PollCursor(path)
+    assert not cursor.exists
+    start = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
+    cursor.add("r1", start)
+    cursor.save()
+    again = PollCursor(path)
+    assert again.exists and again.cursor == start and "r1" in again.seen
+    path.write_bytes(b"not json")
+    with pytest.raises(Exception, match="poll state memory://.* is unreadable"):
+        PollCursor(path)
