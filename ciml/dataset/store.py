@@ -10,18 +10,23 @@ Layout of one dataset (a Zarr v3 group)::
         ids     str (example,)             run ids
         length  int64 (example,)           time steps before cut/pad or aggregation
 
-``complete`` is written last; a group without it is not a dataset.
+``complete`` is written last; a group without it is not a dataset.  On an
+object store the root's ``zarr.json`` (:data:`MARKER`) is also the last
+object copied when the dataset is published (:func:`ciml.storage.publish_dir`).
 """
 
 import numpy as np
 
 from ciml.errors import NotFoundError
+from ciml.storage import zarr_store
 
 #: Target size of one X chunk; the example axis is chunked to about this.
 CHUNK_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_EXAMPLES = 1024
 #: Where fitted normalizer arrays too large for attributes are kept.
 STATE_GROUP = "state"
+#: The completion marker: the root group's metadata, holding ``complete``.
+MARKER = "zarr.json"
 
 
 def chunk_examples(example_shape):
@@ -51,7 +56,7 @@ class DatasetWriter:
         import zarr
 
         self.chunk = chunk or chunk_examples(example_shape)
-        self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self.group = zarr.open_group(zarr_store(path), mode="w", zarr_format=3)
         self.arrays = {}
         for split, size in split_sizes.items():
             sub = self.group.create_group(split)
@@ -126,7 +131,7 @@ def verify(path, counts, ids):
 
     try:
         attrs = read_attrs(path)
-        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
         for split, count in counts.items():
             sub = group[split]
             for name in ("X", "y", "ids", "length"):
@@ -151,7 +156,7 @@ def read_attrs(path):
     import zarr
 
     try:
-        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
         raise NotFoundError(f"no dataset at {path}: {exc}") from None
     attrs = dict(group.attrs)
@@ -172,7 +177,7 @@ def open_split(path, split):
     """The zarr arrays of one split: ``dict(X=..., y=..., ids=..., length=...)``."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
     try:
         sub = group[split]
     except KeyError:
@@ -184,10 +189,71 @@ def read_state_array(path, key):
     """A fitted normalizer array stored by :meth:`DatasetWriter.finish`."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
     return np.asarray(group[STATE_GROUP][key][...])
 
 
 def read_all(array):
     """A whole small array (labels, ids, lengths) as numpy."""
     return np.asarray(array[...])
+
+
+#: Attributes that say what a dataset is called and when and by what it was
+#: made, not what it holds.
+VOLATILE_ATTRS = (("name",), ("provenance", "created"), ("provenance", "ciml_version"))
+
+
+def differences(path_a, path_b, ignore=VOLATILE_ATTRS):
+    """Where two datasets differ: a list of strings, empty when they are identical.
+
+    Every array (``X``, ``y``, ``ids``, ``length`` of every split, the
+    fitted state) is compared element by element with ``==`` and by its
+    bytes, so that ``-0.0`` against ``0.0`` or two different NaN payloads
+    count too; the attributes are compared as JSON, less the ``ignore``
+    paths (the creation time).  What a distributed or faster build must
+    satisfy against the local reference build.
+    """
+    import json
+
+    import zarr
+
+    out = []
+    attrs = []
+    for path in (path_a, path_b):
+        found = json.loads(json.dumps(dict(read_attrs(path)), default=str))
+        for keys in ignore:
+            node = found
+            for key in keys[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(keys[-1], None)
+        attrs.append(json.dumps(found, sort_keys=True, default=str))
+    if attrs[0] != attrs[1]:
+        a, b = (json.loads(x) for x in attrs)
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        out.append(f"attributes differ: {', '.join(keys)}")
+    groups = [zarr.open_group(str(p), mode="r", zarr_format=3) for p in (path_a, path_b)]
+
+    def arrays(group, prefix=""):
+        found = {}
+        for name, member in group.members():
+            if isinstance(member, zarr.Group):
+                found.update(arrays(member, f"{prefix}{name}/"))
+            else:
+                found[f"{prefix}{name}"] = member
+        return found
+
+    left, right = arrays(groups[0]), arrays(groups[1])
+    for name in sorted(set(left) ^ set(right)):
+        out.append(f"{name}: only in {path_a if name in left else path_b}")
+    for name in sorted(set(left) & set(right)):
+        a, b = read_all(left[name]), read_all(right[name])
+        if a.shape != b.shape or a.dtype != b.dtype:
+            out.append(f"{name}: {a.shape} {a.dtype} against {b.shape} {b.dtype}")
+        elif a.dtype.kind in "fiub":
+            if not (np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+                    and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()):
+                out.append(f"{name}: {int(np.count_nonzero(a != b))} element(s) differ")
+        elif [str(x) for x in a.ravel()] != [str(x) for x in b.ravel()]:
+            out.append(f"{name}: differ")
+    return out
