@@ -125,7 +125,7 @@ def train(dp, dataset, estimator, params=None):
     from ciml.model import train_model
 
     name = f"{estimator}-{dataset}"
-    Experiment.create(name, estimator, params or {}).save(dp)
+    Experiment.create(name, estimator, params or {}).save(dp, force=True)
     train_model(dp, dataset, name)
     return name
 
