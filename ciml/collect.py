@@ -79,11 +79,22 @@ def _init_process(cls, metric_params, data_root, owner_pid):
 
 
 def _parse(metric_source, run, fetched):
-    """The run's frame; an empty one is unavailable, like a file that is not there."""
-    frame = metric_source.parse(fetched.data, run)
-    if frame is None or len(frame) == 0:
+    """The run's series ``(timestamps, values, columns)``; an empty one is unavailable,
+    like a file that is not there.
+
+    Arrays, not a frame: what the cache stores, without a DataFrame's round
+    trip (:meth:`ciml.base.MetricSource.parse_series`).
+    """
+    parse_series = getattr(metric_source, "parse_series", None)
+    if parse_series is None:  # a metric source written before parse_series
+        frame = metric_source.parse(fetched.data, run)
+        if frame is None or len(frame) == 0:
+            raise MetricsUnavailable("empty", f"run {run.id}: no samples")
+        return frame
+    series = parse_series(fetched.data, run)
+    if series is None or len(series[0]) == 0:
         raise MetricsUnavailable("empty", f"run {run.id}: no samples")
-    return frame
+    return series
 
 
 def _process_ready():
@@ -102,7 +113,7 @@ def _process_parse_store(run, fetched):
     details that pickling would lose.
     """
     try:
-        frame = _parse(_PROCESS["metrics"], run, fetched)
+        series = _parse(_PROCESS["metrics"], run, fetched)
     except MetricsUnavailable as exc:
         return ("unavailable", exc.reason, str(exc), exc.transient)
     except CimlError as exc:
@@ -112,7 +123,7 @@ def _process_parse_store(run, fetched):
     from ciml import procutil
 
     try:
-        stored = _PROCESS["cache"].store(run, fetched, frame, commit_if=procutil.owner_alive)
+        stored = _PROCESS["cache"].store(run, fetched, series, commit_if=procutil.owner_alive)
     except NotCommitted:
         # Whoever asked for this run is gone: nothing of it may be indexed.
         os._exit(1)
@@ -243,11 +254,11 @@ def _remote_result(cache, handoff):
 def _parse_store_here(cache, metric_source, run, fetched):
     """Parse and store in this process; returns a :class:`_Result`."""
     try:
-        frame = _parse(metric_source, run, fetched)
+        series = _parse(metric_source, run, fetched)
     except Exception as exc:
         return _Result(*_outcome_of(cache, run, exc), run)
     # Outside the ``try``: a failure to store (a full disk) stops the job.
-    if not cache.store(run, fetched, frame):
+    if not cache.store(run, fetched, series):
         return _Result(ALREADY_CACHED, None, None, run)
     return _Result(CACHED, None, None, run)
 
