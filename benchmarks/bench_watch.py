@@ -256,8 +256,12 @@ def main():
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
+        # Overloaded: what arrived so far is still worth a report.
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            _stop_all([proc])
     _stop_all(hogs)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     pub.disconnect()
