@@ -47,7 +47,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        # Matched as sent: a project name's "/" arrives as %2F inside one segment.
+        path = urllib.parse.urlsplit(self.path).path
         user = self._user()
         try:
             body = json.loads(raw.decode("utf-8")) if raw else None
@@ -72,11 +73,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not match:
             self._answer(404, b"Not found\n", "text/plain")
             return
-        change = match["change"].rpartition("~")[2]
-        project = match["change"].rpartition("~")[0] or None
+        change_id = urllib.parse.unquote(match["change"])
+        change = change_id.rpartition("~")[2]
+        project = change_id.rpartition("~")[0] or None
         known = owner.changes.get(int(change)) if change.isdigit() else None
         if known is None or (match["rev"].isdigit() and int(match["rev"]) not in known):
-            self._answer(404, f"Not found: {match['change']}\n".encode(), "text/plain")
+            self._answer(404, f"Not found: {change_id}\n".encode(), "text/plain")
             return
         if not isinstance(body, dict) or not isinstance(body.get("message"), str):
             self._answer(400, b"message required\n", "text/plain")

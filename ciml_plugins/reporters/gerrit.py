@@ -49,6 +49,8 @@ SECTION = "gerrit"
 XSSI_PREFIX = ")]}'"
 #: The reporter name claims are kept under (``-dry-run`` appended in dry-run mode).
 REPORTER = "gerrit"
+#: Predicted classes that name no cause, not commented unless ``classes`` lists them.
+NO_CAUSE = ("passed", "failed", "uncertain")
 #: Posts waiting for the poster thread at most; more are dropped, and logged.
 QUEUE_SIZE = 1000
 
@@ -177,10 +179,11 @@ class GerritReporter:
         if prediction.get("status") != "failed":
             return None, f"the run did not fail (status {prediction.get('status')})", None
         predicted = str(prediction["predicted"])
-        if predicted in ("passed", "uncertain"):
+        if self.classes is not None:
+            if predicted not in self.classes:
+                return None, f"class {predicted} is not among [gerrit] classes", None
+        elif predicted in NO_CAUSE:
             return None, f"predicted {predicted}: no cause to report", None
-        if self.classes is not None and predicted not in self.classes:
-            return None, f"class {predicted} is not among [gerrit] classes", None
         job = prediction.get("build_name") or ""
         if self.jobs is not None and job not in self.jobs:
             return None, f"job {job} is not among [gerrit] jobs", None
@@ -189,7 +192,9 @@ class GerritReporter:
             return None, (f"confidence {probability} below min_confidence "
                           f"{self.min_confidence}"), None
         metadata = prediction.get("metadata") or {}
-        change, patchset = metadata.get("change"), metadata.get("patchset")
+        # Zuul's names, then subunit2sql's run_metadata names.
+        change = metadata.get("change") or metadata.get("build_change")
+        patchset = metadata.get("patchset") or metadata.get("build_patchset")
         if not change or not patchset or not str(change).isdigit() or \
                 not str(patchset).isdigit():
             return None, "no Gerrit change and patchset in the run's metadata", None
@@ -297,7 +302,7 @@ class GerritReporter:
             LOG.error("gerrit: %s", exc)
 
     def post(self, path, body):
-        """POST ``body`` to Gerrit: ``("posted", detail)``, ``("failed", why)`` or ``("unknown", why)``.
+        """POST ``body``: ``("posted", detail)``, ``("failed", why)`` or ``("unknown", why)``.
 
         ``unknown``: the request timed out, so it may have been applied.
         """
