@@ -108,8 +108,8 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 
 def default_uri(data_path: Any) -> str:
     """The SQLite URL of the store in ``data_path``."""
-    root = getattr(data_path, "root", data_path)
-    return "sqlite:///" + os.path.join(os.fspath(root), DEFAULT_FILE)
+    # A DataPath or a plain path: both are os.PathLike (a Path's .root is "/").
+    return "sqlite:///" + os.path.join(os.fspath(data_path), DEFAULT_FILE)
 
 
 def resolve_uri(uri: str | None = None, data_path: Any = None) -> str:

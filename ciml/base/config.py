@@ -94,6 +94,13 @@ def mask(key: str, value: Any) -> Any:
         return MASK
     if isinstance(value, Mapping):
         return {k: mask(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(key, v) for v in value]
+    if isinstance(value, str) and "@" in value:
+        from ciml.http import redact_text
+
+        # A database or server URL with its password in it.
+        return redact_text(value)
     return value
 
 
@@ -155,7 +162,7 @@ class Settings:
             raise ConfigError(f"{self._where(key)}: expected an integer, got {raw!r}")
         try:
             value = type(raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ConfigError) as exc:
             shown = MASK if secret or looks_secret(key) else repr(raw)
             what = getattr(type, "type_name", getattr(type, "__name__", "value"))
             reason = str(exc) if not (secret or looks_secret(key)) else f"not a valid {what}"
@@ -209,7 +216,7 @@ class Config:
         else:
             if data_path is None:
                 return cls()
-            root = pathlib.Path(getattr(data_path, "root", data_path))
+            root = pathlib.Path(os.fspath(data_path))
             file = root / DEFAULT_FILE
             if not file.is_file():
                 return cls()

@@ -202,6 +202,7 @@ class PredictionPrune(Lister):
         return parser
 
     def take_action(self, parsed_args):
+        from ciml.base.config import settings
         from ciml.errors import ConfigError
         from ciml.prediction_store import parse_age
 
@@ -213,7 +214,8 @@ class PredictionPrune(Lister):
         with store:
             deleted = store.prune(age)
             left = store.count()
-        return ("deleted", "kept", "older_than"), [(deleted, left, str(age))]
+        shown = parsed_args.older_than or settings("store").get("retention", str)
+        return ("deleted", "kept", "older_than"), [(deleted, left, shown)]
 
 
 class PredictionStats(ShowOne):
@@ -230,12 +232,15 @@ class PredictionStats(ShowOne):
             size = store.storage()
             jobs = store.jobs()
             classes = store.classes()
-        keep = retention()
+        from ciml.base.config import settings
+
+        retention()  # a bad retention is an error here too
+        keep = settings("store").get("retention", str)
         data = {"store": store.url, "predictions": size["predictions"], "bytes": size["bytes"],
                 "bytes_per_prediction": size["bytes_per_prediction"],
                 "jobs": {j["build_name"] or "": j["predictions"] for j in jobs},
                 "classes": classes, "unusual": sum(j["unusual"] for j in jobs),
                 "errors": sum(j["errors"] for j in jobs),
-                "retention": str(keep) if keep else ""}
+                "retention": keep or ""}
         data = {k: ("" if v is None else v) for k, v in data.items()}
         return tuple(data), tuple(data.values())

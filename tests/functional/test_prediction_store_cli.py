@@ -152,3 +152,31 @@ def test_watch_comments_on_gerrit_from_the_config_file(data_path, fake_model, ru
         assert all("https://ciml.example.org/runs/" in r["body"]["message"]
                    for r in gerrit.reviews)
     assert "s3cret-pw" not in out + err
+
+
+def test_prune_by_age_or_by_the_configured_retention(data_path, fake_model, run_ciml,
+                                                     tmp_path):
+    import datetime as dt
+
+    from ciml.prediction_store import PredictionStore, default_uri
+
+    data_path.root.mkdir(parents=True, exist_ok=True)
+    store = PredictionStore(default_uri(data_path))
+    now = dt.datetime.now(dt.timezone.utc)
+    store.add_many([{"run_id": f"r{i}", "model": "ds/exp", "predicted": "failed",
+                     "time": (now - dt.timedelta(days=i * 10)).isoformat()}
+                    for i in range(6)])  # 0, 10, ... 50 days old
+    store.close()
+    base = ["--data-path", data_path.root, "prediction", "prune", "-f", "json"]
+    rc, out, err = run_ciml(base)
+    assert rc != 0 and "give --older-than AGE" in err
+    rc, out, err = run_ciml(base + ["--older-than", "35d"])
+    assert rc == 0, err
+    assert json.loads(out) == [{"deleted": 2, "kept": 4, "older_than": "35d"}]
+    config = tmp_path / "ciml.toml"
+    config.write_text('[store]\nretention = "15d"\n')
+    rc, out, err = run_ciml(["--config", config] + base)
+    assert json.loads(out) == [{"deleted": 2, "kept": 2, "older_than": "15d"}]
+    config.write_text('[store]\nretention = "a fortnight"\n')
+    rc, out, err = run_ciml(["--config", config] + base)
+    assert rc != 0 and "[store] retention" in err
