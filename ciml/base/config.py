@@ -1,7 +1,7 @@
 """Settings from the ciml configuration file, one TOML table per plugin.
 
 The configuration file (``--config FILE``, ``$CIML_CONFIG``, or
-``ciml.toml`` in the data path) holds what a plugin needs and a command
+:file:`ciml.toml` in the data path) holds what a plugin needs and a command
 line should not carry: a server's URL, a threshold, the path of a
 credentials file.  Each plugin reads its own table::
 
@@ -201,7 +201,7 @@ class Config:
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, *,
              data_path: Any = None) -> Config:
-        """Read the file ``path`` names, or ``$CIML_CONFIG``, or ``ciml.toml`` in ``data_path``.
+        """Read the file ``path`` names, or ``$CIML_CONFIG``, or the data path's :file:`ciml.toml`.
 
         A file named (by ``path`` or the environment) must exist; the one
         in the data path is optional.  Top-level keys that are not tables
