@@ -208,6 +208,9 @@ def _schema():
         sa.Index("ix_predictions_job_time", "build_name", "time", "id"),
         sa.Index("ix_predictions_class_time", "predicted", "time", "id"),
         sa.Index("ix_predictions_unusual_time", "unusual", "time", "id"),
+        # Covers the per-job summary (jobs()): counted from this index alone,
+        # never from the table, whose rows carry the whole record.
+        sa.Index("ix_predictions_job_summary", "build_name", "unusual", "predicted", "time"),
     )
     reports = sa.Table(
         "prediction_reports", metadata,
@@ -557,7 +560,7 @@ class PredictionStore:
         :param model: only this model's (``dataset/experiment``).
         :param status: only runs whose CI result was this (``failed``...).
         :param errors: only the runs that could not be predicted, or only the others.
-        :param limit: rows per page (1 to :data:`MAX_LIMIT`).
+        :param limit: rows per page (1 to 1000).
         :param offset: rows to skip (page numbers); prefer ``after``.
         :param after: the ``next_cursor`` of the previous page.
         :param full: add ``record`` (the whole prediction record) and ``probabilities``.
@@ -573,7 +576,10 @@ class PredictionStore:
                               status=status, errors=errors)
         if after:
             time, row_id = _decode_cursor(after)
-            clauses.append(sa.or_(t.c.time < time, sa.and_(t.c.time == time, t.c.id < row_id)))
+            # "time <= X" first: an index range every dialect uses; the OR
+            # alone made SQLite scan from the newest row to the cursor.
+            clauses.append(t.c.time <= time)
+            clauses.append(sa.or_(t.c.time < time, t.c.id < row_id))
         cols = [t.c[k] for k in ROW_KEYS] + ([t.c.record] if full else [])
         query = (sa.select(*cols).where(*clauses).order_by(t.c.time.desc(), t.c.id.desc())
                  .limit(limit + 1).offset(offset))
@@ -616,14 +622,18 @@ class PredictionStore:
         return self.list(run_id=run_id, limit=MAX_LIMIT, full=True).items
 
     def jobs(self) -> list[dict[str, Any]]:
-        """Per job: ``build_name``, ``predictions``, ``unusual``, ``errors``, ``last`` (time)."""
+        """Per job: ``build_name``, ``predictions``, ``unusual``, ``errors``, ``last`` (time).
+
+        ``errors`` counts the runs that could not be predicted (no class).
+        """
         import sqlalchemy as sa
 
         t = self.predictions
+        # Only columns of ix_predictions_job_summary: an index-only scan.
         query = (sa.select(t.c.build_name, sa.func.count().label("predictions"),
                            sa.func.sum(sa.case((t.c.unusual.is_(True), 1), else_=0))
                            .label("unusual"),
-                           sa.func.sum(sa.case((t.c.error.isnot(None), 1), else_=0))
+                           sa.func.sum(sa.case((t.c.predicted.is_(None), 1), else_=0))
                            .label("errors"),
                            sa.func.max(t.c.time).label("last"))
                  .group_by(t.c.build_name).order_by(t.c.build_name))
@@ -648,13 +658,14 @@ class PredictionStore:
 
     def recent_per_job(self, per_job: int = 10, **filters: Any) -> dict[str, list[dict]]:
         """``{build_name: its newest rows}`` for a home page: one indexed page per job."""
-        out = {}
-        for job in self.jobs():
-            name = job["build_name"]
-            if name is None:
-                continue
-            out[name] = self.list(build_name=name, limit=per_job, **filters).items
-        return out
+        import sqlalchemy as sa
+
+        t = self.predictions
+        names = self._run("list jobs", lambda conn: [r[0] for r in conn.execute(
+            sa.select(t.c.build_name).where(t.c.build_name.isnot(None)).distinct()
+            .order_by(t.c.build_name))]) or []
+        return {name: self.list(build_name=name, limit=per_job, **filters).items
+                for name in names}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every row, newest first, page by page (never all in memory)."""

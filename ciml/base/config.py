@@ -38,11 +38,9 @@ import pathlib
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from ciml.errors import ConfigError
-
-T = TypeVar("T")
 
 #: Environment variable naming the configuration file (``--config`` overrides it).
 ENV_VAR = "CIML_CONFIG"
@@ -56,7 +54,13 @@ _SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|credential|api[_-]?key|
 
 
 def looks_secret(key: str) -> bool:
-    """Whether a key's name says its value is secret (masked in every dump)."""
+    """Whether a key's name says its value is secret (masked in every dump).
+
+    ``password_file`` and ``credentials_path`` name where a secret is, not
+    the secret: they are shown.
+    """
+    if key.lower().endswith(("_file", "_path", "_dir")):
+        return False
     return bool(_SECRET_NAME.search(key))
 
 
@@ -139,8 +143,8 @@ class Settings:
         place = f"{self.source}: " if self.source else ""
         return f"{place}[{self.name}] {key}"
 
-    def get(self, key: str, type: Callable[[Any], T] = str,  # type: ignore[assignment]
-            default: Any = None, *, secret: bool = False, required: bool = False) -> Any:
+    def get(self, key: str, type: Callable[[Any], Any] = str, default: Any = None, *,
+            secret: bool = False, required: bool = False) -> Any:
         """The value of ``key`` converted by ``type``; ``default`` when it is not set.
 
         :param key: the key in the plugin's table.
@@ -242,7 +246,10 @@ _current_lock = threading.Lock()
 
 
 def use(config: Config) -> Config:
-    """Make ``config`` the one :func:`settings` reads (the ``ciml`` command does it at start)."""
+    """Make ``config`` the one :func:`ciml.base.settings` reads; returns the previous one.
+
+    The ``ciml`` command does it when a command starts.
+    """
     global _current
     with _current_lock:
         previous, _current = _current, config
