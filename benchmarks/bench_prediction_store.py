@@ -44,8 +44,8 @@ def record(i, t0):
         "build_name": JOBS[i % len(JOBS)], "status": "failed", "predicted": predicted,
         "probabilities": {predicted: p, others[0]: round((1 - p) / 2, 4),
                           others[1]: round((1 - p) / 2, 4)},
-        "unusual": {"score": round(rng.random() * 5, 3), "percentile": round(rng.random() * 100, 1),
-                    "unusual": i % 20 == 0,
+        "unusual": {"score": round(rng.random() * 5, 3),
+                    "percentile": round(rng.random() * 100, 1), "unusual": i % 20 == 0,
                     "features": [{"feature": "mem_used", "z": 4.2},
                                  {"feature": "cpu_wai", "z": 3.1}]},
         "explanation": {
