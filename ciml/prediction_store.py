@@ -505,14 +505,15 @@ class PredictionStore:
     # -- reading ---------------------------------------------------------------
 
     def _row(self, row: Any, full: bool) -> dict[str, Any]:
-        out = {k: row._mapping[k] for k in ROW_KEYS}
+        mapping = row._mapping  # built on each access: once a row, not once a key
+        out = {k: mapping[k] for k in ROW_KEYS}
         out["time"] = _iso(out["time"])
         out["stored"] = _iso(out["stored"])
         if out["unusual"] is not None:
             out["unusual"] = bool(out["unusual"])
         if full:
             try:
-                out["record"] = json.loads(row._mapping["record"])
+                out["record"] = json.loads(mapping["record"])
             except (TypeError, ValueError):
                 out["record"] = None
             out["probabilities"] = (out["record"] or {}).get("probabilities") or {}
