@@ -82,9 +82,13 @@ def _since(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _round(value):
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def _row_values(row):
     return [row["id"], row["time"], row["run_id"], row["build_name"], row["status"] or "",
-            row["predicted"] or "", row["probability"], row["unusual"],
+            row["predicted"] or "", _round(row["probability"]), row["unusual"],
             row["model"], row["explanation"] or "", row["error"] or ""]
 
 
@@ -167,7 +171,9 @@ class PredictionShow(ShowOne):
         unusual = record.get("unusual") or {}
         data = {k: row[k] for k in ("id", "run_id", "build_uuid", "build_name", "status",
                                     "actual", "predicted", "probability")}
-        data["probabilities"] = row.get("probabilities") or {}
+        data["probability"] = _round(data["probability"])
+        data["probabilities"] = {k: _round(v) for k, v in
+                                 (row.get("probabilities") or {}).items()}
         if record.get("candidates"):
             data["candidates"] = [c.get("class") for c in record["candidates"]]
         data.update(unusual=row["unusual"], unusual_score=row["unusual_score"],
