@@ -314,7 +314,9 @@ class PredictionStore:
             # A server that went away is found out before a query is lost to it.
             kwargs.update(pool_pre_ping=True, pool_recycle=3600)
             if self.dialect in ("mysql", "mariadb"):
+                # A paused server must not hold a writer for ever.
                 kwargs["connect_args"] = {"connect_timeout": int(connect_timeout),
+                                          "read_timeout": 30, "write_timeout": 30,
                                           "charset": "utf8mb4"}
             elif self.dialect == "postgresql":
                 kwargs["connect_args"] = {"connect_timeout": int(connect_timeout)}
@@ -783,53 +785,88 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class StoreReporter:
     """Stores every prediction of a ``predict`` or ``watch``; a store that is away is survived.
 
-    A plugin on ``ciml_prediction_made``.  When the store cannot be written
-    (MariaDB restarting, a full disk) the prediction is still printed and
-    handed to the other reporters: the failure is logged (once per outage,
-    then when it heals), counted, and the records kept in a bounded backlog
-    that is written as soon as the store answers again.
+    A plugin on ``ciml_prediction_made``.  The hook only queues the record:
+    a thread of the reporter's own writes it, so a database that is slow,
+    paused or gone never holds up predicting.  When the store cannot be
+    written (MariaDB restarting, a full disk) the prediction is still
+    printed and handed to the other reporters: the failure is logged (once
+    per outage, then when it heals), counted, and the records wait in a
+    bounded backlog, tried again with a growing delay (1 s to 30 s) and
+    written as soon as the store answers.
     """
 
     #: Records kept for a store that is away; the oldest go first beyond it.
     BACKLOG = 10000
     #: Seconds between two prunes of a store with a retention.
     PRUNE_EVERY = 3600.0
+    #: Longest wait between two tries of a store that is away.
+    MAX_DELAY = 30.0
 
     def __init__(self, store: PredictionStore, *, backlog: int | None = None,
-                 retention: dt.timedelta | None = None):
+                 retention: dt.timedelta | None = None, background: bool = True):
         import collections
 
         self.store = store
         #: Predictions older than this are pruned, at most every :attr:`PRUNE_EVERY` s.
         self.retention = retention
-        self._pruned_at: float | None = None
         self.stats: collections.Counter[str] = collections.Counter()
-        self._backlog: collections.deque[Mapping[str, Any]] = collections.deque(
-            maxlen=backlog or self.BACKLOG)
+        self._limit = backlog or self.BACKLOG
+        self._backlog: collections.deque[Mapping[str, Any]] = collections.deque()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._failing = False
+        self._pruned_at: float | None = None
+        self._stopping = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._writer, name="ciml-store",
+                                            daemon=True)
+            self._thread.start()
 
     @hookimpl
     def ciml_prediction_made(self, prediction: Mapping[str, Any]) -> None:
-        self.add(prediction)
+        if self._thread is None:
+            self.add(prediction)
+            return
+        self._queue(prediction)
+        self._wake.set()
+
+    def _queue(self, prediction: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._backlog.append(prediction)
+            while len(self._backlog) > self._limit:
+                self._backlog.popleft()
+                self.stats["lost"] += 1
 
     def add(self, prediction: Mapping[str, Any]) -> bool:
-        """Store one record (and the backlog before it); ``False`` if it waits in the backlog."""
-        with self._lock:
-            if len(self._backlog) == self._backlog.maxlen:
-                self.stats["lost"] += 1
-            self._backlog.append(prediction)
-            pending = list(self._backlog)
+        """Store one record now (and the backlog before it); ``False`` if it waits."""
+        self._queue(prediction)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write what waits; ``False`` when the store cannot be written (it still waits)."""
+        with self._write_lock:
+            with self._lock:
+                pending = list(self._backlog)
+                self._backlog.clear()
+            if not pending:
+                return True
             try:
                 self.store.add_many(pending)
             except CimlError as exc:
+                with self._lock:
+                    # Back in front of what came meanwhile, within the bound.
+                    self._backlog.extendleft(reversed(pending))
+                    while len(self._backlog) > self._limit:
+                        self._backlog.popleft()
+                        self.stats["lost"] += 1
                 self.stats["failed"] += 1
                 if not self._failing:
                     LOG.warning("%s; predictions are kept in memory (at most %d) and stored "
-                                "when it answers again", exc, self._backlog.maxlen)
+                                "when it answers again", exc, self._limit)
                 self._failing = True
                 return False
-            self._backlog.clear()
             self.stats["stored"] += len(pending)
             if self._failing:
                 LOG.warning("prediction store %s answers again: %d prediction(s) stored",
@@ -837,6 +874,20 @@ class StoreReporter:
             self._failing = False
         self._prune()
         return True
+
+    def _writer(self) -> None:
+        delay = 0.0
+        while True:
+            self._wake.wait(delay or None)
+            self._wake.clear()
+            try:
+                ok = self.flush()
+            except Exception:  # a last guard: the writer must outlive any one record
+                LOG.exception("prediction store writer")
+                ok = False
+            if self._stopping and (ok or not self._backlog):
+                return
+            delay = 0.0 if ok else min(max(1.0, delay * 2), self.MAX_DELAY)
 
     def _prune(self) -> None:
         import time
@@ -854,16 +905,21 @@ class StoreReporter:
             LOG.info("pruned %d prediction(s) older than %s from %s", deleted,
                      self.retention, self.store.url)
 
-    def close(self) -> None:
-        """One last try for the backlog, then let the store go."""
-        with self._lock:
-            pending = list(self._backlog)
-        if pending:
-            try:
-                self.store.add_many(pending)
-                self.stats["stored"] += len(pending)
-            except CimlError as exc:
-                self.stats["lost"] += len(pending)
-                LOG.error("%s; %d prediction(s) were not stored", exc, len(pending))
-        self.store.close()
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what waits (trying for at most ``timeout`` seconds), then let the store go."""
+        import time
 
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join(timeout)
+        deadline = time.monotonic() + (0 if self._thread is not None else timeout)
+        while self._backlog and not self.flush() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        with self._lock:
+            left = len(self._backlog)
+        if left:
+            self.stats["lost"] += left
+            LOG.error("prediction store %s: %d prediction(s) were not stored",
+                      self.store.url, left)
+        self.store.close()

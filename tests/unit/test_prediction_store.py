@@ -231,7 +231,7 @@ def test_the_reporter_keeps_predictions_while_the_store_is_away_and_stores_them_
         tmp_path, caplog):
     path = tmp_path / "predictions.sqlite"
     store = PredictionStore(f"sqlite:///{path}")
-    reporter = StoreReporter(store)
+    reporter = StoreReporter(store, background=False)
     broken = {"on": True}
     real = store.add_many
 
@@ -258,7 +258,7 @@ def test_the_reporter_keeps_predictions_while_the_store_is_away_and_stores_them_
 def test_the_reporter_prunes_with_a_retention(tmp_path):
     store = PredictionStore(f"sqlite:///{tmp_path / 'p.sqlite'}")
     store.add(record(1, when=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)))
-    reporter = StoreReporter(store, retention=dt.timedelta(days=30))
+    reporter = StoreReporter(store, retention=dt.timedelta(days=30), background=False)
     reporter.add(record(2, when=dt.datetime.now(dt.timezone.utc)))
     assert [r["run_id"] for r in store.list().items] == ["run-00002"]
     reporter.close()
@@ -279,3 +279,34 @@ def test_since_takes_iso_times_and_ages():
         parse_since("last tuesday")
     with pytest.raises(ConfigError, match="not a duration"):
         parse_age("ten days")
+
+
+def test_the_hook_never_waits_for_a_database_that_stops_and_comes_back(private_mariadb):
+    """A real MariaDB stopped under a watcher's store, then started again."""
+    import time
+
+    store = PredictionStore(private_mariadb.create_database("predictions"),
+                            connect_timeout=2)
+    reporter = StoreReporter(store)
+    reporter.MAX_DELAY = 1.0
+    reporter.ciml_prediction_made(record(1))
+    deadline = time.monotonic() + 30
+    while store.count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.count() == 1
+    private_mariadb.stop()
+    start = time.monotonic()
+    for i in range(2, 12):
+        reporter.ciml_prediction_made(record(i))
+    assert time.monotonic() - start < 1.0  # queued, not written, by the caller
+    deadline = time.monotonic() + 30
+    while not reporter.stats["failed"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert reporter.stats["failed"] >= 1
+    private_mariadb.start()
+    deadline = time.monotonic() + 60
+    while reporter.stats["stored"] < 11 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert reporter.stats["stored"] == 11 and reporter.stats["lost"] == 0
+    assert store.count() == 11
+    reporter.close()
