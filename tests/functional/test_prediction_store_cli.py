@@ -7,25 +7,16 @@ commands and the reporters around the prediction, not the estimator.
 import json
 
 import pytest
-from mqtt_helpers import fake_predictor
+from mqtt_helpers import use_fake_predictor
 
 JOB = "tempest-full"
 
 
 @pytest.fixture
 def fake_model(monkeypatch, data_path):
-    """``ciml predict``/``watch`` load this fake instead of a trained model."""
-    from ciml import online
-
-    data_path.root.mkdir(parents=True, exist_ok=True)
-
-    def load(cls, data_path, dataset, experiment, **kwargs):
-        predictor = fake_predictor()
-        predictor.dataset_name, predictor.experiment_name = dataset, experiment
-        predictor.dataset_fingerprint, predictor.model_fingerprint = "d" * 16, "m" * 16
-        return predictor
-
-    monkeypatch.setattr(online.Predictor, "load", classmethod(load))
+    """``ciml predict``/``watch`` load a fake instead of a trained model."""
+    use_fake_predictor(monkeypatch, data_path, dataset_fingerprint="d" * 16,
+                       model_fingerprint="m" * 16)
 
 
 @pytest.fixture
