@@ -120,6 +120,13 @@ class GerritReporter:
             raise ConfigError("[gerrit] credentials_file is not set: Gerrit needs an HTTP "
                               "user and password to comment (or set dry_run = true)")
         self.url = url.rstrip("/")
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"[gerrit] url {url!r} is not an http(s) URL of a Gerrit server")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1") \
+                and credentials is not None:
+            LOG.warning("[gerrit] url %s is not https: the HTTP password travels in clear",
+                        self.url)
         self._credentials = credentials
         self.min_confidence = float(min_confidence)
         self.run_url = run_url
