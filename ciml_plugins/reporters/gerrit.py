@@ -354,6 +354,10 @@ class GerritReporter:
         except queue.Full:
             LOG.error("gerrit: comments still waiting are dropped")
         self._thread.join(timeout if timeout is not None else self.timeout * 2 + 5)
+        with self._stats_lock:
+            counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.stats.items() if v)
+        if counts:
+            LOG.info("gerrit%s: %s", " (dry run)" if self.dry_run else "", counts)
         if self._session is not None:
             self._session.close()
         if self._own_store is not None:
