@@ -27,6 +27,18 @@ def history(tmp_path):
                             tests=False)
 
 
+def store_tables_dropped_after(request, url):
+    """The database lasts the session: leave it without this test's tables."""
+    def drop():
+        from ciml.prediction_store import PredictionStore
+
+        store = PredictionStore(url)
+        store._metadata.drop_all(store.engine)
+        store.close()
+
+    request.addfinalizer(drop)
+
+
 def _watch_args(data_path, history, *extra):
     first = min(r["start"] for r in history.runs).isoformat()
     return ["--data-path", data_path.root, *extra, "watch", "--dataset", "ds",
@@ -83,13 +95,16 @@ def test_no_store_stores_nothing_and_a_reader_makes_no_store(data_path, fake_mod
     assert not (data_path.root / "predictions.sqlite").exists()
 
 
-def test_watch_stores_in_mariadb_and_list_filters_and_pages(data_path, fake_model, run_ciml,
-                                                           history, mariadb_url):
-    rc, out, err = run_ciml(_watch_args(data_path, history) + ["--store-uri", mariadb_url])
+@pytest.mark.parametrize("server", ["mariadb_url", "postgres_url"])
+def test_watch_stores_in_a_database_server_and_list_filters_and_pages(
+        data_path, fake_model, run_ciml, history, request, server):
+    url = request.getfixturevalue(server)
+    store_tables_dropped_after(request, url)
+    rc, out, err = run_ciml(_watch_args(data_path, history) + ["--store-uri", url])
     assert rc == 0, err
     printed = [json.loads(line)["run_id"] for line in out.splitlines()]
     assert len(printed) == 8
-    base = ["--data-path", data_path.root, "prediction", "list", "--store-uri", mariadb_url]
+    base = ["--data-path", data_path.root, "prediction", "list", "--store-uri", url]
     rc, out, err = run_ciml(base + ["--build-name", JOB, "-f", "json"])
     assert sorted(r["run_id"] for r in json.loads(out)) == sorted(printed)
     rc, out, err = run_ciml(base + ["--limit", "5", "-f", "json"])
