@@ -502,7 +502,8 @@ class PredictionStore:
     # -- reading ---------------------------------------------------------------
 
     def _row(self, row: Any, full: bool) -> dict[str, Any]:
-        out = {k: row._mapping[k] for k in ROW_KEYS}
+        mapping = row._mapping  # built once: it is a new view on every access
+        out = {k: mapping[k] for k in ROW_KEYS}
         out["time"] = _iso(out["time"])
         out["stored"] = _iso(out["stored"])
         if out["unusual"] is not None:

@@ -125,7 +125,9 @@ def test_predictions_filter_by_class_job_and_errors(server, http):
     assert http.get(url + "/api/v1/predictions", params={"job": "nosuch"},
                     timeout=30).json()["items"] == []
     bad = http.get(url + "/api/v1/predictions", params={"limit": 0}, timeout=30)
-    assert bad.status_code == 422 and "limit" in bad.json()["error"]
+    assert bad.status_code == 400 and "limit" in bad.json()["error"]
+    bad = http.get(url + "/api/v1/predictions", params={"unusual": "maybe"}, timeout=30)
+    assert bad.status_code == 400 and "unusual: expected true or false" in bad.json()["error"]
     bad = http.get(url + "/api/v1/predictions", params={"since": "yesterday"}, timeout=30)
     assert bad.status_code == 400 and "not a time" in bad.json()["error"]
 
@@ -333,6 +335,7 @@ def test_a_server_error_shows_no_traceback(server, http, monkeypatch):
         raise RuntimeError("secret detail at /srv/ciml/predictions.sqlite")
 
     monkeypatch.setattr(app.state.ciml.store, "jobs", broken)
+    monkeypatch.setattr(app.state.ciml.store, "list", broken)
     for accept in ("text/html", "application/json"):
         r = http.get(url + "/", headers={"Accept": accept}, timeout=30)
         assert r.status_code == 500
@@ -419,3 +422,23 @@ def test_ciml_serve_command_binds_loopback_and_stops_on_sigterm(served_data, tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_links_carry_the_reverse_proxy_prefix(served_data, http):
+    from ciml.serve import create_app
+    from ciml.serve.server import serve_in_thread
+
+    dp, _ = served_data
+    with serve_in_thread(create_app(dp, token=TOKEN), root_path="/ciml") as url:
+        # What a proxy that strips /ciml sends.
+        home = _html(http, url + "/")
+        assert home.status_code == 200
+        assert 'href="/ciml/runs/' in home.text and 'href="/ciml/static/ciml.css"' in home.text
+        assert 'href="/runs/' not in home.text
+        page = _html(http, url + "/runs/run-0040")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert 'action="/ciml/runs/run-0040/labels"' in page.text
+        r = http.post(url + "/runs/run-0040/labels", data={
+            "csrf": csrf, "key": "cause", "value": "oom", "token": TOKEN},
+            headers={"Origin": url}, allow_redirects=False, timeout=30)
+        assert r.status_code == 303 and r.headers["location"].startswith("/ciml/runs/run-0040")
