@@ -29,8 +29,9 @@ def read_token(path):
                           f"{getattr(exc, 'strerror', None) or exc}") from None
     if not token:
         raise ConfigError(f"the token file {path} is empty")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        LOG.warning("the token file %s can be read by others; chmod 600 it", path)
+    if info.st_mode & stat.S_IRWXO:
+        # Group-readable is how a service user reads a root-owned file; world is not.
+        LOG.warning("every user can read the token file %s; chmod o-rwx it", path)
     return token
 
 
