@@ -17,8 +17,18 @@ def _pyplot():
     return plt
 
 
+def _save(fig, out):
+    fig.savefig(out, dpi=100)
+    _pyplot().close(fig)
+
+
 def plot_reliability(calibration, out, title):
     """Confidence against accuracy per bin: on the diagonal, a 0.8 comes true 80% of the time."""
+    _save(reliability_figure(calibration, title), out)
+
+
+def reliability_figure(calibration, title):
+    """:func:`plot_reliability`'s figure."""
     plt = _pyplot()
     bins = calibration.get("reliability") or []
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -39,11 +49,15 @@ def plot_reliability(calibration, out, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def plot_importance(table, out, title, top=20):
+    _save(importance_figure(table, title, top), out)
+
+
+def importance_figure(table, title, top=20):
+    """The ``top`` features of an importance table as horizontal bars, largest on top."""
     plt = _pyplot()
     items = list(table or [])[:top][::-1]
     fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(items) + 1.5)))
@@ -52,8 +66,7 @@ def plot_importance(table, out, title, top=20):
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def model_plots(folder, metrics, out, name):
@@ -77,6 +90,16 @@ def _safe(text):
 
 
 def plot_run(model, example, length, record, out):
+    """Write :func:`run_figure` as ``RUN_ID.png`` under the folder ``out``; returns its path."""
+    fig = run_figure(model, example, length, record)
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{_safe(record.get('run_id'))}.png"
+    _save(fig, path)
+    return path
+
+
+def run_figure(model, example, length, record, title=None):
     """The run's top features over time against the passed runs' typical band.
 
     The band is the 10th-90th percentile of the reference (passed training
@@ -93,8 +116,9 @@ def plot_run(model, example, length, record, out):
     raw = undo(example)
     med, low, high = (undo(reference[k]) for k in ("median", "low", "high"))
     items = (why.get("features") or [])[:explain.TOP]
-    title = (f"{record.get('run_id')}: predicted {record.get('predicted')} "
-             f"({why.get('method', '')})")
+    if title is None:
+        title = (f"{record.get('run_id')}: predicted {record.get('predicted')} "
+                 f"({why.get('method', '')})")
     if ds.axis == "aggregate" or not items:
         fig, ax = plt.subplots(figsize=(7, 1.2 + 0.8 * max(1, len(items))))
         for k, item in enumerate(items):
@@ -131,12 +155,7 @@ def plot_run(model, example, length, record, out):
         axes[0, 0].legend(fontsize=7, loc="upper right")
         axes[-1, 0].set_xlabel("seconds into the run")
         fig.tight_layout()
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{_safe(record.get('run_id'))}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_records(predictor, refs, records, out, *, data_path=None, source=None,
