@@ -144,6 +144,10 @@ class CimlApp(App):
             help=("Folder holding the raw cache, datasets, experiments and "
                   f"models (env {paths.ENV_VAR}; default: "
                   "$XDG_DATA_HOME/ciml, i.e. ~/.local/share/ciml)."))
+        parser.add_argument(
+            "--config", metavar="FILE", default=None,
+            help=("Configuration file: a TOML table of settings per plugin (env "
+                  "CIML_CONFIG; default: ciml.toml in the data path, if there)."))
         return parser
 
     def configure_logging(self):
@@ -188,9 +192,12 @@ class CimlApp(App):
             self.stderr.flush()
 
     def prepare_to_run_command(self, cmd):
+        from ciml.base import config
         from ciml.commands.base import shape_output
 
         shape_output(cmd)
+        # Before the command parses plugin options: plugins read their table then.
+        config.use(config.Config.load(self.options.config, data_path=self.data_path))
 
     @property
     def data_path(self):
