@@ -261,3 +261,20 @@ def _reset_plugin_manager():
     from ciml import plugins
 
     plugins.reset_manager()
+
+
+# -- ciml serve ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def watched(tmp_path_factory):
+    """A demo-sized watched CI history in a prediction store, built once per session.
+
+    See ``tests/functional/serve_helpers.py``: the generator's history,
+    cache-data, a time-series dataset, a gbdt model, then ``ciml watch
+    --trigger poll --once --learn`` over the newest runs.
+    """
+    pytest.importorskip("lightgbm")
+    from serve_helpers import watched_history
+
+    return watched_history(tmp_path_factory.mktemp("watched"))
