@@ -1,0 +1,214 @@
+"""The app factory: settings, shared state, error pages, security middleware, routes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import pathlib
+import secrets
+import threading
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ciml.errors import CimlError, ConfigError, NotFoundError
+
+LOG = logging.getLogger(__name__)
+
+HERE = pathlib.Path(__file__).parent
+#: Bodies larger than this are refused (413) unless the route takes uploads.
+MAX_BODY = 64 * 1024
+#: Uploads (a dstat file for ``POST /api/v1/predict``) larger than this are refused.
+MAX_UPLOAD = 32 * 1024 * 1024
+API_PREFIX = "/api/v1"
+
+
+@dataclasses.dataclass
+class ServeSettings:
+    """What ``ciml serve``'s options decide; tests build one directly."""
+
+    #: The :class:`ciml.paths.DataPath` whose runs, datasets and models are shown.
+    data_path: Any
+    #: The prediction store's URL (``None``: the data path's SQLite file, or the config's).
+    store_uri: str | None = None
+    #: The token writes need (``Authorization: Bearer``, or the form's token field).
+    token: str | None = None
+    #: Reads need the token too (pages then ask for it once, in a cookie).
+    protect_reads: bool = False
+    #: Largest upload accepted, in bytes.
+    max_upload: int = MAX_UPLOAD
+    #: Rows per page on the home page, per job.
+    per_job: int = 10
+    #: ``scheme://host[:port]`` origins besides the server's own that may post forms
+    #: (a reverse proxy that rewrites Host).
+    trusted_origins: tuple[str, ...] = ()
+    #: Set the cookies' ``Secure`` flag (behind a TLS proxy).
+    secure_cookies: bool = False
+
+
+class ServeState:
+    """What the routes share: settings, the store, the raw cache, loaded predictors."""
+
+    def __init__(self, settings: ServeSettings, store: Any = None):
+        from ciml.prediction_store import PredictionStore, resolve_uri
+
+        self.settings = settings
+        self.data_path = settings.data_path
+        if store is None:
+            store = PredictionStore(resolve_uri(settings.store_uri, self.data_path),
+                                    create=True)
+        self.store = store
+        # Per process: a form rendered before a restart asks again after it.
+        self.secret = secrets.token_bytes(32)
+        self._cache = None
+        self._cache_lock = threading.Lock()
+        self._predictors: dict[str, Any] = {}
+        self._predictors_lock = threading.Lock()
+        #: The watcher ``ciml serve --watch`` runs in this process, if any.
+        self.watcher: Any = None
+        from ciml.serve.views import RunLister
+
+        self.runs = RunLister()
+
+    @property
+    def cache(self):
+        """The raw cache (opened on first use; thread-safe)."""
+        with self._cache_lock:
+            if self._cache is None:
+                from ciml.cache import RawCache
+
+                self._cache = RawCache(self.data_path)
+            return self._cache
+
+    def predictor(self, model: str):
+        """The :class:`ciml.online.Predictor` of ``dataset/experiment``, loaded once."""
+        from ciml import online
+        from ciml.paths import check_name
+
+        dataset, sep, experiment = model.partition("/")
+        if not sep:
+            raise ConfigError(f"a model is named dataset/experiment, not {model!r}")
+        check_name(dataset, "dataset name")
+        check_name(experiment, "experiment name")
+        with self._predictors_lock:
+            if model not in self._predictors:
+                self._predictors[model] = online.Predictor.load(
+                    self.data_path, dataset, experiment, lazy=True)
+            return self._predictors[model]
+
+    def close(self):
+        if self._cache is not None:
+            self._cache.close()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX) or request.url.path == "/metrics" or \
+        "text/html" not in request.headers.get("accept", "")
+
+
+def error_response(request: Request, status: int, message: str, headers=None) -> Response:
+    """An error as JSON (``{"error": ...}``) for the API, as a page for a browser."""
+    if _wants_json(request):
+        return JSONResponse({"error": message, "status": status}, status_code=status,
+                            headers=headers)
+    templates = request.app.state.templates
+    return templates.TemplateResponse(request, "error.html",
+                                      {"status": status, "message": message},
+                                      status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(request, exc.status_code, str(exc.detail),
+                              headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        # Say which parameter is wrong and why, never echo the input back.
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body"))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error_response(request, 422, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError):
+        return error_response(request, 404, str(exc))
+
+    @app.exception_handler(CimlError)
+    async def ciml_error(request: Request, exc: CimlError):
+        from ciml.prediction_store import StoreError
+
+        if isinstance(exc, StoreError):
+            LOG.error("prediction store: %s", exc)
+            return error_response(request, 503, "the prediction store is not available; "
+                                  "see the server's log")
+        status = 400 if isinstance(exc, ConfigError) else 422
+        return error_response(request, status, str(exc))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        # The traceback goes to the log under an id the client can quote; the
+        # client never sees code, paths or values.
+        ident = uuid.uuid4().hex[:12]
+        LOG.error("error %s serving %s %s", ident, request.method, request.url.path,
+                  exc_info=exc)
+        return error_response(request, 500, f"internal error (id {ident}); the server's "
+                              "log has the details")
+
+
+def create_app(data_path: Any = None, *, settings: ServeSettings | None = None,
+               store: Any = None, **options: Any) -> FastAPI:
+    """The ``ciml serve`` ASGI app.
+
+    Give either ``settings`` or ``data_path`` plus :class:`ServeSettings`'
+    fields as keywords.  ``store`` is an open
+    :class:`ciml.prediction_store.PredictionStore` to use instead of opening
+    one from ``settings.store_uri``.
+    """
+    from ciml import __version__
+    from ciml.paths import DataPath
+    from ciml.serve import api, metrics, pages, security
+
+    if settings is None:
+        if data_path is None:
+            raise ConfigError("create_app needs a data path or settings")
+        if not isinstance(data_path, DataPath):
+            data_path = DataPath(data_path)
+        settings = ServeSettings(data_path=data_path, **options)
+    state = ServeState(settings, store=store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        try:
+            yield
+        finally:
+            state.close()
+
+    app = FastAPI(title="ciml", version=__version__,
+                  description="Runs, predictions, datasets and models of a ciml data path.",
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
+    app.state.ciml = state
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    pages.setup_templates(templates)
+    app.state.templates = templates
+    _install_error_handlers(app)
+    security.install(app, settings)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(api.router, prefix=API_PREFIX)
+    app.include_router(pages.router)
+    app.include_router(pages.open_router)
+    metrics.install(app, state)
+    return app
