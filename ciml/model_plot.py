@@ -90,10 +90,14 @@ def plot_pr(rows, classes, out, title):
     _save(pr_figure(rows, classes, title), out, bbox_inches="tight")
 
 
-def pr_figure(rows, classes, title):
-    """:func:`plot_pr`'s figure; rows are the model's predictions.csv rows of one split."""
+def pr_figure(rows, classes, title, legend="beside"):
+    """:func:`plot_pr`'s figure; rows are the model's predictions.csv rows of one split.
+
+    ``legend`` is ``"beside"`` the axes (a wide picture) or ``"below"`` them
+    (a narrow one, for a page's column).
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = plt.subplots(figsize=(6.5, 5) if legend == "beside" else (5.5, 5))
     true = np.array([r["true"] for r in rows])
     targets = [metrics_mod.positive_class(classes)] if len(classes) == 2 else classes
     multiclass = len(targets) > 1
@@ -121,8 +125,12 @@ def pr_figure(rows, classes, title):
     if multiclass:
         ax.plot([], [], linestyle=":", color="grey", linewidth=1,
                 label="dotted: each class's prevalence (a random model)")
-    # Beside the plot, never over the curves (they fill the top right).
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    # Beside or below the plot, never over the curves (they fill the top right).
+    if legend == "below":
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                  borderaxespad=0)
+    else:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return fig
 
 

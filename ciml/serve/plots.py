@@ -26,6 +26,9 @@ MEDIA_TYPE = "image/svg+xml"
 #: The plots a model page can show, in page order.
 MODEL_PLOTS = ("confusion", "pr", "reliability", "importance")
 
+#: Features the importance plot shows (the page's table lists them all).
+IMPORTANCE_TOP = 12
+
 #: Rendered images kept (an SVG here is 20-150 kB).
 CACHE_SIZE = 128
 
@@ -141,7 +144,8 @@ def _model_builders(data_path, dataset, experiment):
         rows = model_plot.read_predictions(files["predictions"], dataset, split)
         if rows and metrics.get("classes"):
             builders["pr"] = (("metrics", "predictions"), lambda: model_plot.pr_figure(
-                rows, metrics["classes"], f"{name}: precision-recall ({split} split)"))
+                rows, metrics["classes"], f"{name}: precision-recall ({split} split)",
+                legend="below"))
     calibration = (metrics.get("operating_point") or {}).get("calibration")
     if calibration:
         builders["reliability"] = (("metrics",), lambda: explain_plot.reliability_figure(
@@ -149,7 +153,7 @@ def _model_builders(data_path, dataset, experiment):
     table = explain.load_importance(folder)
     if table:
         builders["importance"] = (("importance",), lambda: explain_plot.importance_figure(
-            table, f"{name}: global feature importance"))
+            table, f"{name}: global feature importance", top=IMPORTANCE_TOP))
     return files, builders
 
 
