@@ -56,11 +56,11 @@ def plot_importance(table, out, title, top=20):
     _save(importance_figure(table, title, top), out)
 
 
-def importance_figure(table, title, top=20):
+def importance_figure(table, title, top=20, width=7):
     """The ``top`` features of an importance table as horizontal bars, largest on top."""
     plt = _pyplot()
     items = list(table or [])[:top][::-1]
-    fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(items) + 1.5)))
+    fig, ax = plt.subplots(figsize=(width, max(3, 0.3 * len(items) + 1.5)))
     ax.barh([i["feature"] for i in items], [i["importance"] for i in items])
     ax.set_xlabel("share of importance")
     ax.set_title(title)

@@ -153,7 +153,7 @@ def _model_builders(data_path, dataset, experiment):
     table = explain.load_importance(folder)
     if table:
         builders["importance"] = (("importance",), lambda: explain_plot.importance_figure(
-            table, f"{name}: global feature importance", top=IMPORTANCE_TOP))
+            table, f"{name}: global feature importance", top=IMPORTANCE_TOP, width=5.5))
     return files, builders
 
 
