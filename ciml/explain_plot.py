@@ -99,6 +99,51 @@ def plot_run(model, example, length, record, out):
     return path
 
 
+def _aggregate_panels(fig, axes, items, title):
+    """One row per top feature: the run's value against the passed runs' range.
+
+    Each row has an axis of its own: the features are in different units
+    (bytes beside percentages), and one shared axis would flatten all but
+    the largest to a point.
+    """
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    for ax, item in zip(axes[:, 0], items):
+        lo, hi = item.get("typical_low"), item.get("typical_high")
+        typical, value = item.get("typical"), item.get("value")
+        if lo is not None and hi is not None:
+            ax.axvspan(lo, hi, alpha=0.3, color="tab:green", label="passed runs (p10-p90)")
+        if typical is not None:
+            ax.axvline(typical, color="tab:green", linewidth=1.5,
+                       label="passed runs (median)")
+        if value is not None:
+            ax.plot([value], [0], "o", color="tab:red", markersize=8, label="this run")
+        shown = [v for v in (lo, hi, typical, value) if v is not None]
+        digits = 4
+        if shown:
+            left, right = min(shown), max(shown)
+            pad = (right - left) * 0.15 or abs(right) * 0.1 or 1.0
+            ax.set_xlim(left - pad, right + pad)
+            # Enough digits to tell the ticks apart when the range is narrow
+            # for its magnitude (2.0392e+09 beside 2.0394e+09).
+            size = max(abs(left), abs(right))
+            if right > left and size > 0:
+                digits = int(min(10, max(4, np.ceil(np.log10(size / (right - left))) + 2)))
+        ax.set_ylim(-1, 1)
+        ax.set_yticks([0], [item["feature"]])
+        # Plain numbers: an offset ("1e6+2.04e9") is unreadable at a glance.
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(FuncFormatter(
+            lambda v, _pos, digits=digits: f"{v:.{digits}g}"))
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_title(title)
+    if items:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    # Room at the bottom for the legend, whatever the figure's height.
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
+
+
 def run_figure(model, example, length, record, title=None):
     """The run's top features over time against the passed runs' typical band.
 
@@ -120,20 +165,9 @@ def run_figure(model, example, length, record, title=None):
         title = (f"{record.get('run_id')}: predicted {record.get('predicted')} "
                  f"({why.get('method', '')})")
     if ds.axis == "aggregate" or not items:
-        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.8 * max(1, len(items))))
-        for k, item in enumerate(items):
-            lo, hi = item.get("typical_low"), item.get("typical_high")
-            if lo is not None and hi is not None:
-                ax.plot([lo, hi], [k, k], linewidth=8, alpha=0.3, color="tab:green",
-                        label="passed runs (p10-p90)" if k == 0 else None)
-            ax.plot([item.get("typical")], [k], "|", markersize=20, color="tab:green")
-            ax.plot([item.get("value")], [k], "o", color="tab:red",
-                    label="this run" if k == 0 else None)
-        ax.set_yticks(range(len(items)), [i["feature"] for i in items])
-        ax.set_title(title)
-        if items:
-            ax.legend(fontsize=8)
-        fig.tight_layout()
+        rows = max(1, len(items))
+        fig, axes = plt.subplots(rows, 1, figsize=(7, 1.0 + 0.85 * rows), squeeze=False)
+        _aggregate_panels(fig, axes, items, title)
     else:
         interval = explain.step_seconds(ds)
         t = np.arange(ds.example_shape[0]) * interval

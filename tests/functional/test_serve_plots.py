@@ -126,3 +126,29 @@ def test_the_watcher_predicted_every_watched_run(watched):
 
     assert len(watched.records) == WATCHED
     assert all(r.get("predicted") for r in watched.records), watched.records
+
+
+def test_an_aggregate_model_draws_each_top_feature_against_its_typical_range(watched,
+                                                                             tmp_path):
+    # The demo's cause model is of this kind: aggregates per feature, no time axis.
+    import shutil
+
+    from ciml import online
+    from ciml.dataset import build_dataset
+    from ciml.experiment import Experiment
+    from ciml.model import train_model
+    from ciml.paths import DataPath
+
+    dp = DataPath(tmp_path / "agg")
+    shutil.copytree(watched.data_path.root / "raw", dp.root / "raw")
+    build_dataset(dp, "agg", "tempest-full", aggregation_functions=["mean", "max", "p95"],
+                  class_label="status", seed=0, progress=False)
+    Experiment.create("gb", "gbdt", {"trees": 30, "min_data_in_leaf": 3}).save(dp)
+    train_model(dp, "agg", "gb", progress=False)
+    run_id = watched.records[0]["run_id"]  # cached by the watcher's --learn
+    record, = online.predict_runs(dp, "agg", "gb", [run_id], call_hook=False)
+    assert record["explanation"]["features"], record
+    text = plots.run_plot(dp, record).decode()
+    assert "passed runs (p10-p90)" in text and "this run" in text
+    assert record["explanation"]["features"][0]["feature"] in text
+    assert plots.available_model_plots(dp, "agg", "gb") == list(plots.MODEL_PLOTS)
