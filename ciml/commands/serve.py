@@ -53,6 +53,37 @@ def make_token_file(path):
     return read_token(path)
 
 
+def _server_class():
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, stopping on SIGINT/SIGTERM and then exiting 0 like ``watch``.
+
+        uvicorn raises the signal again once it has shut down, so the process
+        would die of it; a service that stopped cleanly exits 0 here.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            def handler(signum, frame):
+                if self.should_exit:
+                    self.force_exit = True  # a second signal: stop now
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, handler)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
+
+    return Server
+
+
 class Serve(Watch):
     """Serve the dashboard, REST API and /metrics of the data path (and watch, with --watch)"""
 
@@ -135,7 +166,7 @@ class Serve(Watch):
             proxy_headers=True, forwarded_allow_ips=parsed_args.forwarded_allow_ips,
             log_level="warning" if self.app.options.verbose_level <= 1 else "info",
             server_header=False, timeout_graceful_shutdown=10)
-        server = uvicorn.Server(config)
+        server = _server_class()(config)
         if parsed_args.host not in ("127.0.0.1", "localhost", "::1"):
             LOG.warning("listening on %s: other machines can reach this server; put it "
                         "behind a reverse proxy with TLS", parsed_args.host)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import urllib.parse
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
 
 from ciml.serve import security, views
 

@@ -103,6 +103,17 @@ class Guard:
         except BodyTooLarge:
             if not started:
                 await _refuse(send, 413, f"request body over {limit} bytes")
+        except Exception as exc:
+            # Answered here rather than by Starlette's outer handler, which
+            # re-raises after answering and makes uvicorn drop the connection.
+            if started:
+                raise
+            from starlette.requests import Request
+
+            from ciml.serve.app import server_error
+
+            response = server_error(Request(scope), exc)
+            await response(scope, receive, send_with_headers)
 
 
 def _max_body():
