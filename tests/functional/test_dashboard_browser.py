@@ -26,7 +26,7 @@ TOKEN = "browser-test-token-0123456789"
 #: The screenshots the user guide's dashboard page shows: the step, its file,
 #: and what is scrolled to the top of the window first (None: the page's top).
 DOC_SHOTS = {
-    "home-filtered": ("dashboard-home.png", None),
+    "home": ("dashboard-home.png", None),
     "run": ("dashboard-run.png", "h2:text-is('Predictions')"),
     "run-labelled": ("dashboard-label.png", "#labels"),
     "model": ("dashboard-model.png", "h2:text-is('Plots')"),
