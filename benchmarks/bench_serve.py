@@ -108,7 +108,8 @@ class Client:
         if self.writer is None:
             await self._connect()
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                          "Accept: text/html,application/json\r\n\r\n".encode())
+                          "Accept: text/html,application/json\r\n"
+                          "Accept-Encoding: gzip\r\n\r\n".encode())
         await self.writer.drain()
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
@@ -124,6 +125,12 @@ class Client:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+
+
+def _decoded(body):
+    import gzip
+
+    return gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
 
 
 def _paths(rng):
@@ -161,7 +168,7 @@ async def _client(host, port, deadline, results, seed):
                 results.append((kind, elapsed, ok, status))
                 if not ok or kind != "api":
                     break
-                cursor = json.loads(body).get("next_cursor")
+                cursor = json.loads(_decoded(body)).get("next_cursor")
                 if not cursor:
                     break
                 path = re.sub(r"&after=[^&]*", "", path) + "&after=" + cursor
