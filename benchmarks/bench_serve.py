@@ -308,6 +308,9 @@ def main(argv=None):
           + (f" (e.g. {errors[0][3]})" if errors else ""))
     tenth = max(1, len(samples) // 10)
     first, last = statistics.fmean(samples[:tenth]), statistics.fmean(samples[-tenth:])
+    tenths = [statistics.fmean(samples[i * tenth:(i + 1) * tenth]) for i in range(10)
+              if samples[i * tenth:(i + 1) * tenth]]
+    print("  server RSS per tenth of the run (MiB): " + " ".join(f"{r:.0f}" for r in tenths))
     print(f"  server CPU {cpu1 - cpu0:.1f} s (user+sys) in {wall:.1f} s "
           f"({(cpu1 - cpu0) / wall:.2f} cores, {(cpu1 - cpu0) / len(results) * 1000:.1f} ms "
           f"a request); RSS {rss0:.0f} MiB at start, first tenth "

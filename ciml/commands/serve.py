@@ -96,37 +96,39 @@ class Serve(Watch):
             if action.dest == "dataset":
                 action.required = False
                 action.help = "With --watch: " + action.help
-        group = parser.add_argument_group("server options")
-        group.add_argument("--host", metavar="ADDRESS", default="127.0.0.1",
+        group = parser.add_argument_group(
+            "server options", "Each may also be set in the configuration file's [serve] "
+            "table (host = \"0.0.0.0\", trusted_origins = [...]); the command line wins")
+        group.add_argument("--host", metavar="ADDRESS", default=None,
                            help="Address to listen on (default: 127.0.0.1, this machine "
                                 "only; 0.0.0.0 for every interface, better behind a "
                                 "reverse proxy with TLS)")
-        group.add_argument("--port", metavar="PORT", type=int, default=8080,
+        group.add_argument("--port", metavar="PORT", type=int, default=None,
                            help="Port to listen on (default: 8080; 0 picks a free one)")
         group.add_argument("--token-file", metavar="FILE", default=None,
                            help="File whose first line is the token writes need (label "
                                 f"forms, POST /api/v1/...); ${TOKEN_ENV} overrides it "
                                 "(default: state/serve-token in the data path, made with "
                                 "a random token if missing)")
-        group.add_argument("--protect-reads", action="store_true",
+        group.add_argument("--protect-reads", action="store_true", default=None,
                            help="Reads need the token too: pages ask for it once, the "
                                 "API and /metrics want Authorization: Bearer")
-        group.add_argument("--max-upload", metavar="MIB", type=float, default=32.0,
+        group.add_argument("--max-upload", metavar="MIB", type=float, default=None,
                            help="Largest dstat file POST /api/v1/predict accepts, in MiB "
                                 "(default: 32)")
-        group.add_argument("--trusted-origin", metavar="URL", action="append", default=[],
+        group.add_argument("--trusted-origin", metavar="URL", action="append", default=None,
                            help="Another origin (https://ciml.example.org) whose form "
                                 "posts are accepted: the public address behind a proxy "
                                 "that rewrites Host.  Repeatable")
-        group.add_argument("--secure-cookies", action="store_true",
+        group.add_argument("--secure-cookies", action="store_true", default=None,
                            help="Mark cookies Secure (the public address is https)")
-        group.add_argument("--root-path", metavar="PATH", default="",
+        group.add_argument("--root-path", metavar="PATH", default=None,
                            help="URL prefix a reverse proxy serves the app under, e.g. "
                                 "/ciml")
-        group.add_argument("--forwarded-allow-ips", metavar="IPS", default="127.0.0.1",
+        group.add_argument("--forwarded-allow-ips", metavar="IPS", default=None,
                            help="Proxies whose X-Forwarded-For/-Proto headers are "
                                 "trusted, comma-separated (default: 127.0.0.1)")
-        group.add_argument("--processes", metavar="N", type=positive_int, default=1,
+        group.add_argument("--processes", metavar="N", type=positive_int, default=None,
                            help="Processes that answer requests (default: 1); one per "
                                 "core serves many concurrent users.  Not with --watch")
         group.add_argument("--watch", action="store_true",
@@ -145,11 +147,40 @@ class Serve(Watch):
             return read_token(default), default
         return make_token_file(default), default
 
+    @staticmethod
+    def _apply_config(parsed_args):
+        """Options not given on the command line from the ``[serve]`` table, else defaults."""
+        from ciml.base import parse_bool, settings
+
+        conf = settings("serve")
+
+        def origins(value):
+            if isinstance(value, str):
+                return [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("a list of URLs, e.g. [\"https://ciml.example.org\"]")
+            return value
+
+        for dest, key, kind, default in (
+                ("host", "host", str, "127.0.0.1"), ("port", "port", int, 8080),
+                ("token_file", "token_file", str, None),
+                ("protect_reads", "protect_reads", parse_bool, False),
+                ("max_upload", "max_upload", float, 32.0),
+                ("trusted_origin", "trusted_origins", origins, []),
+                ("secure_cookies", "secure_cookies", parse_bool, False),
+                ("root_path", "root_path", str, ""),
+                ("forwarded_allow_ips", "forwarded_allow_ips", str, "127.0.0.1"),
+                ("processes", "processes", positive_int, 1)):
+            if getattr(parsed_args, dest) is None:
+                setattr(parsed_args, dest, conf.get(key, kind, default))
+
     def take_action(self, parsed_args):
         # FastAPI and uvicorn load here, never for ciml --help.
         import uvicorn
 
         from ciml.serve.app import ServeSettings, create_app
+
+        self._apply_config(parsed_args)
 
         if parsed_args.watch and not parsed_args.dataset:
             raise ConfigError("--watch needs --dataset (the model's dataset)")

@@ -99,3 +99,18 @@ def test_serve_refuses_watch_with_processes_and_without_a_dataset(run_ciml, data
     assert rc == 1 and "--watch runs in one process" in err
     rc, _, err = run_ciml(["--data-path", str(data_path.root), "serve", "--watch"])
     assert rc == 1 and "--watch needs --dataset" in err
+
+
+def test_serve_reads_its_config_table(run_ciml, data_path):
+    data_path.root.mkdir(parents=True, exist_ok=True)
+    (data_path.root / "ciml.toml").write_text('[serve]\nprocesses = 2\n')
+    rc, _, err = run_ciml(["--data-path", str(data_path.root), "serve", "--watch",
+                           "--dataset", "x"])
+    assert rc == 1 and "--watch runs in one process" in err
+    # The command line wins over the file.
+    rc, _, err = run_ciml(["--data-path", str(data_path.root), "serve", "--watch",
+                           "--dataset", "x", "--processes", "1", "--port", "70000"])
+    assert rc == 1 and "--port must be between 0 and 65535" in err
+    (data_path.root / "ciml.toml").write_text('[serve]\ntrusted_origins = 3\n')
+    rc, _, err = run_ciml(["--data-path", str(data_path.root), "serve"])
+    assert rc == 1 and "trusted_origins" in err and "serve" in err
