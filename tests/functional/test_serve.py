@@ -389,6 +389,18 @@ def test_reads_can_be_protected(served_data, http):
 # -- the command ----------------------------------------------------------------
 
 
+def _listening(proc):
+    """``(base URL, stderr so far)`` once ``ciml serve`` says where it listens."""
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "listening on" in line:
+            break
+    match = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", "".join(lines))
+    assert match, lines
+    return match.group(1), "".join(lines)
+
+
 def test_ciml_serve_command_binds_loopback_and_stops_on_sigterm(served_data, tmp_path):
     import os
     import signal
@@ -400,20 +412,14 @@ def test_ciml_serve_command_binds_loopback_and_stops_on_sigterm(served_data, tmp
                              "serve", "--port", "0"], stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if "listening on" in line:
-                break
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", "".join(lines))
-        assert match, lines
+        url, lines = _listening(proc)
         token_file = dp.state / "serve-token"
-        assert f"token from {token_file}" in "".join(lines)
+        assert f"token from {token_file}" in lines
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
-        assert requests.get(match.group(1) + "/healthz", timeout=30).text == "ok\n"
+        assert requests.get(url + "/healthz", timeout=30).text == "ok\n"
         token = token_file.read_text().strip()
-        assert token not in "".join(lines)
-        r = requests.post(match.group(1) + "/api/v1/runs/run-0001/labels",
+        assert token not in lines
+        r = requests.post(url + "/api/v1/runs/run-0001/labels",
                           json={"labels": {"cause": "timeout"}},
                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert r.status_code == 200, r.text
@@ -502,14 +508,7 @@ def test_serve_hosts_the_watcher_and_measures_it(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "CIML_SERVE_TOKEN": TOKEN})
     try:
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if "listening on" in line:
-                break
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", "".join(lines))
-        assert match, lines
-        url = match.group(1)
+        url, _ = _listening(proc)
         deadline = time.monotonic() + 300
         while True:
             rows = requests.get(url + "/api/v1/predictions", timeout=30).json()["items"]
