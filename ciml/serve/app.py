@@ -112,6 +112,9 @@ class ServeState:
         self._summary_at = 0.0
         self._summary_lock = threading.Lock()
         self._refreshing = False
+        from ciml.serve.pages import HOME_PAGES, HOME_TTL, PageCache
+
+        self.home_pages = PageCache(HOME_TTL, HOME_PAGES)
 
     @property
     def cache(self):
@@ -174,6 +177,9 @@ class ServeState:
         finally:
             with self._summary_lock:
                 self._refreshing = False
+        from ciml.serve.pages import HOME_PAGES, HOME_TTL, PageCache
+
+        self.home_pages = PageCache(HOME_TTL, HOME_PAGES)
 
     def close(self):
         if self._cache is not None:

@@ -9,7 +9,10 @@ as safe.  Plots are ``<img>`` tags pointing at SVG routes drawn by
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import threading
+import time
 import urllib.parse
 from typing import Annotated, Any
 
@@ -108,8 +111,52 @@ def _filter_values(request: Request) -> dict[str, str]:
     return {k: request.query_params.get(k, "") for k in keys}
 
 
+class PageCache:
+    """Rendered pages kept :data:`HOME_TTL` seconds, per URL (at most :data:`HOME_PAGES`).
+
+    Many people (and wall screens) look at the same home page: it is
+    rendered once every couple of seconds per filter combination rather
+    than once per view.  Only pages that hold nothing per visitor go here.
+    """
+
+    def __init__(self, ttl, size):
+        self.ttl, self.size = ttl, size
+        self._pages: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            hit = self._pages.get(key)
+            if hit is None or time.monotonic() - hit[0] > self.ttl:
+                return None
+            return hit[1]
+
+    def put(self, key, body):
+        with self._lock:
+            self._pages[key] = (time.monotonic(), body)
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.size:
+                self._pages.popitem(last=False)
+
+
+#: Seconds a rendered home page is reused, and how many filter combinations are kept.
+HOME_TTL = 2.0
+HOME_PAGES = 256
+
+
 @router.get("/", summary="Recent predictions per job")
 def home(request: Request, filters: Annotated[dict, Depends(prediction_filters)]):
+    state = _state(request)
+    key = (root_of(request), tuple(sorted(request.query_params.multi_items())))
+    body = state.home_pages.get(key)
+    if body is None:
+        response = _home(request, filters)
+        state.home_pages.put(key, response.body)
+        return response
+    return HTMLResponse(body)
+
+
+def _home(request: Request, filters):
     from ciml.serve.api import _integer
 
     state = _state(request)
