@@ -184,6 +184,13 @@ class CimlApp(App):
         return self._bare_result if self._bare_result is not None else result
 
     def clean_up(self, cmd, result, err):
+        previous = getattr(self, "_previous_config", None)
+        if previous is not None:
+            from ciml.base import config
+
+            # ciml run again in this process (tests, embedding) starts from a clean slate.
+            config.use(previous)
+            self._previous_config = None
         # cliff exits 130 on Ctrl-C without a word; say so, and what was kept
         # (commands raise ciml.errors.Interrupted to tell).
         if isinstance(err, KeyboardInterrupt):
@@ -199,8 +206,8 @@ class CimlApp(App):
         options = getattr(self, "options", None)
         if options is not None:  # None: a command made outside run() (tests)
             # Before the command parses its options: plugins may read their table then.
-            config.use(config.Config.load(getattr(options, "config", None),
-                                          data_path=self.data_path))
+            self._previous_config = config.use(config.Config.load(
+                getattr(options, "config", None), data_path=self.data_path))
 
     @property
     def data_path(self):

@@ -19,29 +19,28 @@ the unhappy paths testable: a status answered a number of times (500,
 """
 
 import base64
-import http.server
 import json
 import re
 import threading
 import time
 import urllib.parse
 
+from ciml.testing import servers
 from ciml.testing.servers import _Loopback
 
 _REVIEW = re.compile(r"^/a/changes/(?P<change>[^/]+)/revisions/(?P<rev>[^/]+)/review$")
 PREFIX = b")]}'\n"
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "gerrit-test-server"
-    disable_nagle_algorithm = True
+class _Handler(servers._Handler):
+    """The log server's handler (quiet, HTTP/1.1, its ``_send``), answering Gerrit's call."""
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        pass
+    server_version = "gerrit-test-server"
 
     def do_GET(self):
         self._answer(404, b"Not found\n", "text/plain")
+
+    do_HEAD = do_GET
 
     def do_POST(self):
         owner = self.server.owner
@@ -101,16 +100,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return user, password
 
     def _answer(self, status, body, content_type, headers=None):
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-        except (ConnectionError, TimeoutError):
-            pass  # the client gave up (the timeout tests)
+        # A client that gave up (the timeout tests) is the server's handle_error's.
+        self._send(status, body, content_type, head=self.command == "HEAD", headers=headers)
 
 
 class GerritServer(_Loopback):

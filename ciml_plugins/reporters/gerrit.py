@@ -120,6 +120,13 @@ class GerritReporter:
             raise ConfigError("[gerrit] credentials_file is not set: Gerrit needs an HTTP "
                               "user and password to comment (or set dry_run = true)")
         self.url = url.rstrip("/")
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"[gerrit] url {url!r} is not an http(s) URL of a Gerrit server")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1") \
+                and credentials is not None:
+            LOG.warning("[gerrit] url %s is not https: the HTTP password travels in clear",
+                        self.url)
         self._credentials = credentials
         self.min_confidence = float(min_confidence)
         self.run_url = run_url
@@ -347,6 +354,10 @@ class GerritReporter:
         except queue.Full:
             LOG.error("gerrit: comments still waiting are dropped")
         self._thread.join(timeout if timeout is not None else self.timeout * 2 + 5)
+        with self._stats_lock:
+            counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.stats.items() if v)
+        if counts:
+            LOG.info("gerrit%s: %s", " (dry run)" if self.dry_run else "", counts)
         if self._session is not None:
             self._session.close()
         if self._own_store is not None:

@@ -7,25 +7,16 @@ commands and the reporters around the prediction, not the estimator.
 import json
 
 import pytest
-from mqtt_helpers import fake_predictor
+from mqtt_helpers import use_fake_predictor
 
 JOB = "tempest-full"
 
 
 @pytest.fixture
 def fake_model(monkeypatch, data_path):
-    """``ciml predict``/``watch`` load this fake instead of a trained model."""
-    from ciml import online
-
-    data_path.root.mkdir(parents=True, exist_ok=True)
-
-    def load(cls, data_path, dataset, experiment, **kwargs):
-        predictor = fake_predictor()
-        predictor.dataset_name, predictor.experiment_name = dataset, experiment
-        predictor.dataset_fingerprint, predictor.model_fingerprint = "d" * 16, "m" * 16
-        return predictor
-
-    monkeypatch.setattr(online.Predictor, "load", classmethod(load))
+    """``ciml predict``/``watch`` load a fake instead of a trained model."""
+    use_fake_predictor(monkeypatch, data_path, dataset_fingerprint="d" * 16,
+                       model_fingerprint="m" * 16)
 
 
 @pytest.fixture
@@ -34,6 +25,18 @@ def history(tmp_path):
 
     return generate_history(tmp_path / "h", runs=8, seed=4, jobs=[JOB], duration=(60, 120),
                             tests=False)
+
+
+def store_tables_dropped_after(request, url):
+    """The database lasts the session: leave it without this test's tables."""
+    def drop():
+        from ciml.prediction_store import PredictionStore
+
+        store = PredictionStore(url)
+        store._metadata.drop_all(store.engine)
+        store.close()
+
+    request.addfinalizer(drop)
 
 
 def _watch_args(data_path, history, *extra):
@@ -92,13 +95,16 @@ def test_no_store_stores_nothing_and_a_reader_makes_no_store(data_path, fake_mod
     assert not (data_path.root / "predictions.sqlite").exists()
 
 
-def test_watch_stores_in_mariadb_and_list_filters_and_pages(data_path, fake_model, run_ciml,
-                                                           history, mariadb_url):
-    rc, out, err = run_ciml(_watch_args(data_path, history) + ["--store-uri", mariadb_url])
+@pytest.mark.parametrize("server", ["mariadb_url", "postgres_url"])
+def test_watch_stores_in_a_database_server_and_list_filters_and_pages(
+        data_path, fake_model, run_ciml, history, request, server):
+    url = request.getfixturevalue(server)
+    store_tables_dropped_after(request, url)
+    rc, out, err = run_ciml(_watch_args(data_path, history) + ["--store-uri", url])
     assert rc == 0, err
     printed = [json.loads(line)["run_id"] for line in out.splitlines()]
     assert len(printed) == 8
-    base = ["--data-path", data_path.root, "prediction", "list", "--store-uri", mariadb_url]
+    base = ["--data-path", data_path.root, "prediction", "list", "--store-uri", url]
     rc, out, err = run_ciml(base + ["--build-name", JOB, "-f", "json"])
     assert sorted(r["run_id"] for r in json.loads(out)) == sorted(printed)
     rc, out, err = run_ciml(base + ["--limit", "5", "-f", "json"])

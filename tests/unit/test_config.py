@@ -154,3 +154,11 @@ def test_the_store_uri_comes_from_the_config_file_and_is_never_shown(run_ciml, t
     rc, out, err = run_ciml(["--data-path", tmp_path, "prediction", "stats", "-f", "json"],
                             env={"CIML_STORE_URI": "mysql+pymysql://u:pw-xyz@127.0.0.1:1/x"})
     assert rc != 0 and "pw-xyz" not in out + err and "127.0.0.1:1/x" in err
+
+
+def test_a_command_s_config_does_not_outlive_it(run_ciml, config_file, tmp_path, restore):
+    use(Config())
+    rc, out, err = run_ciml(["--data-path", tmp_path, "--config", config_file, "config",
+                             "show"])
+    assert rc == 0, err
+    assert current().path is None and not settings("gerrit")

@@ -241,3 +241,11 @@ def test_offered_to_watch_from_the_config_table(tmp_path, gerrit, store):
             ciml_watch_reporters({})
     finally:
         use(previous)
+
+
+def test_a_url_that_is_no_gerrit_server_is_refused_and_plain_http_warned(caplog):
+    with pytest.raises(ConfigError, match="not an http"):
+        GerritReporter("review.example.org", dry_run=True)
+    reporter = GerritReporter("http://review.example.org", credentials=("u", "p"))
+    reporter.close()
+    assert any("travels in clear" in r.getMessage() for r in caplog.records)

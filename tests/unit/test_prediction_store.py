@@ -50,12 +50,14 @@ def record(i, *, job=None, predicted=None, unusual=None, model="ds/exp", error=N
     return rec
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
 def store(request, tmp_path):
     if request.param == "sqlite":
         uri = f"sqlite:///{tmp_path / 'predictions.sqlite'}"
-    else:
+    elif request.param == "mariadb":
         uri = request.getfixturevalue("mariadb_url")
+    else:
+        uri = request.getfixturevalue("postgres_url")
     s = PredictionStore(uri)
     yield s
     # The MariaDB database lasts the session: each test starts with no tables.
