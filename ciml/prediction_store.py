@@ -108,8 +108,8 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 
 def default_uri(data_path: Any) -> str:
     """The SQLite URL of the store in ``data_path``."""
-    root = getattr(data_path, "root", data_path)
-    return "sqlite:///" + os.path.join(os.fspath(root), DEFAULT_FILE)
+    # A DataPath or a plain path: both are os.PathLike (a Path's .root is "/").
+    return "sqlite:///" + os.path.join(os.fspath(data_path), DEFAULT_FILE)
 
 
 def resolve_uri(uri: str | None = None, data_path: Any = None) -> str:
@@ -208,6 +208,9 @@ def _schema():
         sa.Index("ix_predictions_job_time", "build_name", "time", "id"),
         sa.Index("ix_predictions_class_time", "predicted", "time", "id"),
         sa.Index("ix_predictions_unusual_time", "unusual", "time", "id"),
+        # Covers the per-job summary (jobs()): counted from this index alone,
+        # never from the table, whose rows carry the whole record.
+        sa.Index("ix_predictions_job_summary", "build_name", "unusual", "predicted", "time"),
     )
     reports = sa.Table(
         "prediction_reports", metadata,
@@ -311,7 +314,9 @@ class PredictionStore:
             # A server that went away is found out before a query is lost to it.
             kwargs.update(pool_pre_ping=True, pool_recycle=3600)
             if self.dialect in ("mysql", "mariadb"):
+                # A paused server must not hold a writer for ever.
                 kwargs["connect_args"] = {"connect_timeout": int(connect_timeout),
+                                          "read_timeout": 30, "write_timeout": 30,
                                           "charset": "utf8mb4"}
             elif self.dialect == "postgresql":
                 kwargs["connect_args"] = {"connect_timeout": int(connect_timeout)}
@@ -502,14 +507,15 @@ class PredictionStore:
     # -- reading ---------------------------------------------------------------
 
     def _row(self, row: Any, full: bool) -> dict[str, Any]:
-        out = {k: row._mapping[k] for k in ROW_KEYS}
+        mapping = row._mapping  # built on each access: once a row, not once a key
+        out = {k: mapping[k] for k in ROW_KEYS}
         out["time"] = _iso(out["time"])
         out["stored"] = _iso(out["stored"])
         if out["unusual"] is not None:
             out["unusual"] = bool(out["unusual"])
         if full:
             try:
-                out["record"] = json.loads(row._mapping["record"])
+                out["record"] = json.loads(mapping["record"])
             except (TypeError, ValueError):
                 out["record"] = None
             out["probabilities"] = (out["record"] or {}).get("probabilities") or {}
@@ -557,7 +563,7 @@ class PredictionStore:
         :param model: only this model's (``dataset/experiment``).
         :param status: only runs whose CI result was this (``failed``...).
         :param errors: only the runs that could not be predicted, or only the others.
-        :param limit: rows per page (1 to :data:`MAX_LIMIT`).
+        :param limit: rows per page (1 to 1000).
         :param offset: rows to skip (page numbers); prefer ``after``.
         :param after: the ``next_cursor`` of the previous page.
         :param full: add ``record`` (the whole prediction record) and ``probabilities``.
@@ -573,7 +579,10 @@ class PredictionStore:
                               status=status, errors=errors)
         if after:
             time, row_id = _decode_cursor(after)
-            clauses.append(sa.or_(t.c.time < time, sa.and_(t.c.time == time, t.c.id < row_id)))
+            # "time <= X" first: an index range every dialect uses; the OR
+            # alone made SQLite scan from the newest row to the cursor.
+            clauses.append(t.c.time <= time)
+            clauses.append(sa.or_(t.c.time < time, t.c.id < row_id))
         cols = [t.c[k] for k in ROW_KEYS] + ([t.c.record] if full else [])
         query = (sa.select(*cols).where(*clauses).order_by(t.c.time.desc(), t.c.id.desc())
                  .limit(limit + 1).offset(offset))
@@ -616,14 +625,18 @@ class PredictionStore:
         return self.list(run_id=run_id, limit=MAX_LIMIT, full=True).items
 
     def jobs(self) -> list[dict[str, Any]]:
-        """Per job: ``build_name``, ``predictions``, ``unusual``, ``errors``, ``last`` (time)."""
+        """Per job: ``build_name``, ``predictions``, ``unusual``, ``errors``, ``last`` (time).
+
+        ``errors`` counts the runs that could not be predicted (no class).
+        """
         import sqlalchemy as sa
 
         t = self.predictions
+        # Only columns of ix_predictions_job_summary: an index-only scan.
         query = (sa.select(t.c.build_name, sa.func.count().label("predictions"),
                            sa.func.sum(sa.case((t.c.unusual.is_(True), 1), else_=0))
                            .label("unusual"),
-                           sa.func.sum(sa.case((t.c.error.isnot(None), 1), else_=0))
+                           sa.func.sum(sa.case((t.c.predicted.is_(None), 1), else_=0))
                            .label("errors"),
                            sa.func.max(t.c.time).label("last"))
                  .group_by(t.c.build_name).order_by(t.c.build_name))
@@ -648,13 +661,14 @@ class PredictionStore:
 
     def recent_per_job(self, per_job: int = 10, **filters: Any) -> dict[str, list[dict]]:
         """``{build_name: its newest rows}`` for a home page: one indexed page per job."""
-        out = {}
-        for job in self.jobs():
-            name = job["build_name"]
-            if name is None:
-                continue
-            out[name] = self.list(build_name=name, limit=per_job, **filters).items
-        return out
+        import sqlalchemy as sa
+
+        t = self.predictions
+        names = self._run("list jobs", lambda conn: [r[0] for r in conn.execute(
+            sa.select(t.c.build_name).where(t.c.build_name.isnot(None)).distinct()
+            .order_by(t.c.build_name))]) or []
+        return {name: self.list(build_name=name, limit=per_job, **filters).items
+                for name in names}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every row, newest first, page by page (never all in memory)."""
@@ -771,53 +785,88 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class StoreReporter:
     """Stores every prediction of a ``predict`` or ``watch``; a store that is away is survived.
 
-    A plugin on ``ciml_prediction_made``.  When the store cannot be written
-    (MariaDB restarting, a full disk) the prediction is still printed and
-    handed to the other reporters: the failure is logged (once per outage,
-    then when it heals), counted, and the records kept in a bounded backlog
-    that is written as soon as the store answers again.
+    A plugin on ``ciml_prediction_made``.  The hook only queues the record:
+    a thread of the reporter's own writes it, so a database that is slow,
+    paused or gone never holds up predicting.  When the store cannot be
+    written (MariaDB restarting, a full disk) the prediction is still
+    printed and handed to the other reporters: the failure is logged (once
+    per outage, then when it heals), counted, and the records wait in a
+    bounded backlog, tried again with a growing delay (1 s to 30 s) and
+    written as soon as the store answers.
     """
 
     #: Records kept for a store that is away; the oldest go first beyond it.
     BACKLOG = 10000
     #: Seconds between two prunes of a store with a retention.
     PRUNE_EVERY = 3600.0
+    #: Longest wait between two tries of a store that is away.
+    MAX_DELAY = 30.0
 
     def __init__(self, store: PredictionStore, *, backlog: int | None = None,
-                 retention: dt.timedelta | None = None):
+                 retention: dt.timedelta | None = None, background: bool = True):
         import collections
 
         self.store = store
         #: Predictions older than this are pruned, at most every :attr:`PRUNE_EVERY` s.
         self.retention = retention
-        self._pruned_at: float | None = None
         self.stats: collections.Counter[str] = collections.Counter()
-        self._backlog: collections.deque[Mapping[str, Any]] = collections.deque(
-            maxlen=backlog or self.BACKLOG)
+        self._limit = backlog or self.BACKLOG
+        self._backlog: collections.deque[Mapping[str, Any]] = collections.deque()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._failing = False
+        self._pruned_at: float | None = None
+        self._stopping = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._writer, name="ciml-store",
+                                            daemon=True)
+            self._thread.start()
 
     @hookimpl
     def ciml_prediction_made(self, prediction: Mapping[str, Any]) -> None:
-        self.add(prediction)
+        if self._thread is None:
+            self.add(prediction)
+            return
+        self._queue(prediction)
+        self._wake.set()
+
+    def _queue(self, prediction: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._backlog.append(prediction)
+            while len(self._backlog) > self._limit:
+                self._backlog.popleft()
+                self.stats["lost"] += 1
 
     def add(self, prediction: Mapping[str, Any]) -> bool:
-        """Store one record (and the backlog before it); ``False`` if it waits in the backlog."""
-        with self._lock:
-            if len(self._backlog) == self._backlog.maxlen:
-                self.stats["lost"] += 1
-            self._backlog.append(prediction)
-            pending = list(self._backlog)
+        """Store one record now (and the backlog before it); ``False`` if it waits."""
+        self._queue(prediction)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write what waits; ``False`` when the store cannot be written (it still waits)."""
+        with self._write_lock:
+            with self._lock:
+                pending = list(self._backlog)
+                self._backlog.clear()
+            if not pending:
+                return True
             try:
                 self.store.add_many(pending)
             except CimlError as exc:
+                with self._lock:
+                    # Back in front of what came meanwhile, within the bound.
+                    self._backlog.extendleft(reversed(pending))
+                    while len(self._backlog) > self._limit:
+                        self._backlog.popleft()
+                        self.stats["lost"] += 1
                 self.stats["failed"] += 1
                 if not self._failing:
                     LOG.warning("%s; predictions are kept in memory (at most %d) and stored "
-                                "when it answers again", exc, self._backlog.maxlen)
+                                "when it answers again", exc, self._limit)
                 self._failing = True
                 return False
-            self._backlog.clear()
             self.stats["stored"] += len(pending)
             if self._failing:
                 LOG.warning("prediction store %s answers again: %d prediction(s) stored",
@@ -825,6 +874,20 @@ class StoreReporter:
             self._failing = False
         self._prune()
         return True
+
+    def _writer(self) -> None:
+        delay = 0.0
+        while True:
+            self._wake.wait(delay or None)
+            self._wake.clear()
+            try:
+                ok = self.flush()
+            except Exception:  # a last guard: the writer must outlive any one record
+                LOG.exception("prediction store writer")
+                ok = False
+            if self._stopping and (ok or not self._backlog):
+                return
+            delay = 0.0 if ok else min(max(1.0, delay * 2), self.MAX_DELAY)
 
     def _prune(self) -> None:
         import time
@@ -842,16 +905,21 @@ class StoreReporter:
             LOG.info("pruned %d prediction(s) older than %s from %s", deleted,
                      self.retention, self.store.url)
 
-    def close(self) -> None:
-        """One last try for the backlog, then let the store go."""
-        with self._lock:
-            pending = list(self._backlog)
-        if pending:
-            try:
-                self.store.add_many(pending)
-                self.stats["stored"] += len(pending)
-            except CimlError as exc:
-                self.stats["lost"] += len(pending)
-                LOG.error("%s; %d prediction(s) were not stored", exc, len(pending))
-        self.store.close()
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what waits (trying for at most ``timeout`` seconds), then let the store go."""
+        import time
 
+        if self._thread is not None:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join(timeout)
+        deadline = time.monotonic() + (0 if self._thread is not None else timeout)
+        while self._backlog and not self.flush() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        with self._lock:
+            left = len(self._backlog)
+        if left:
+            self.stats["lost"] += left
+            LOG.error("prediction store %s: %d prediction(s) were not stored",
+                      self.store.url, left)
+        self.store.close()

@@ -196,8 +196,11 @@ class CimlApp(App):
         from ciml.commands.base import shape_output
 
         shape_output(cmd)
-        # Before the command parses plugin options: plugins read their table then.
-        config.use(config.Config.load(self.options.config, data_path=self.data_path))
+        options = getattr(self, "options", None)
+        if options is not None:  # None: a command made outside run() (tests)
+            # Before the command parses its options: plugins may read their table then.
+            config.use(config.Config.load(getattr(options, "config", None),
+                                          data_path=self.data_path))
 
     @property
     def data_path(self):

@@ -1,7 +1,7 @@
 """Settings from the ciml configuration file, one TOML table per plugin.
 
 The configuration file (``--config FILE``, ``$CIML_CONFIG``, or
-``ciml.toml`` in the data path) holds what a plugin needs and a command
+:file:`ciml.toml` in the data path) holds what a plugin needs and a command
 line should not carry: a server's URL, a threshold, the path of a
 credentials file.  Each plugin reads its own table::
 
@@ -38,11 +38,9 @@ import pathlib
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from ciml.errors import ConfigError
-
-T = TypeVar("T")
 
 #: Environment variable naming the configuration file (``--config`` overrides it).
 ENV_VAR = "CIML_CONFIG"
@@ -56,7 +54,13 @@ _SECRET_NAME = re.compile(r"(pass(word|wd)?|secret|token|credential|api[_-]?key|
 
 
 def looks_secret(key: str) -> bool:
-    """Whether a key's name says its value is secret (masked in every dump)."""
+    """Whether a key's name says its value is secret (masked in every dump).
+
+    ``password_file`` and ``credentials_path`` name where a secret is, not
+    the secret: they are shown.
+    """
+    if key.lower().endswith(("_file", "_path", "_dir")):
+        return False
     return bool(_SECRET_NAME.search(key))
 
 
@@ -94,6 +98,13 @@ def mask(key: str, value: Any) -> Any:
         return MASK
     if isinstance(value, Mapping):
         return {k: mask(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(key, v) for v in value]
+    if isinstance(value, str) and "@" in value:
+        from ciml.http import redact_text
+
+        # A database or server URL with its password in it.
+        return redact_text(value)
     return value
 
 
@@ -132,8 +143,8 @@ class Settings:
         place = f"{self.source}: " if self.source else ""
         return f"{place}[{self.name}] {key}"
 
-    def get(self, key: str, type: Callable[[Any], T] = str,  # type: ignore[assignment]
-            default: Any = None, *, secret: bool = False, required: bool = False) -> Any:
+    def get(self, key: str, type: Callable[[Any], Any] = str, default: Any = None, *,
+            secret: bool = False, required: bool = False) -> Any:
         """The value of ``key`` converted by ``type``; ``default`` when it is not set.
 
         :param key: the key in the plugin's table.
@@ -155,7 +166,7 @@ class Settings:
             raise ConfigError(f"{self._where(key)}: expected an integer, got {raw!r}")
         try:
             value = type(raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ConfigError) as exc:
             shown = MASK if secret or looks_secret(key) else repr(raw)
             what = getattr(type, "type_name", getattr(type, "__name__", "value"))
             reason = str(exc) if not (secret or looks_secret(key)) else f"not a valid {what}"
@@ -194,7 +205,7 @@ class Config:
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, *,
              data_path: Any = None) -> Config:
-        """Read the file ``path`` names, or ``$CIML_CONFIG``, or ``ciml.toml`` in ``data_path``.
+        """Read the file ``path`` names, or ``$CIML_CONFIG``, or the data path's :file:`ciml.toml`.
 
         A file named (by ``path`` or the environment) must exist; the one
         in the data path is optional.  Top-level keys that are not tables
@@ -209,7 +220,7 @@ class Config:
         else:
             if data_path is None:
                 return cls()
-            root = pathlib.Path(getattr(data_path, "root", data_path))
+            root = pathlib.Path(os.fspath(data_path))
             file = root / DEFAULT_FILE
             if not file.is_file():
                 return cls()
@@ -235,7 +246,10 @@ _current_lock = threading.Lock()
 
 
 def use(config: Config) -> Config:
-    """Make ``config`` the one :func:`settings` reads (the ``ciml`` command does it at start)."""
+    """Make ``config`` the one :func:`ciml.base.settings` reads; returns the previous one.
+
+    The ``ciml`` command does it when a command starts.
+    """
     global _current
     with _current_lock:
         previous, _current = _current, config

@@ -82,9 +82,13 @@ def _since(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _round(value):
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def _row_values(row):
     return [row["id"], row["time"], row["run_id"], row["build_name"], row["status"] or "",
-            row["predicted"] or "", row["probability"], row["unusual"],
+            row["predicted"] or "", _round(row["probability"]), row["unusual"],
             row["model"], row["explanation"] or "", row["error"] or ""]
 
 
@@ -167,7 +171,9 @@ class PredictionShow(ShowOne):
         unusual = record.get("unusual") or {}
         data = {k: row[k] for k in ("id", "run_id", "build_uuid", "build_name", "status",
                                     "actual", "predicted", "probability")}
-        data["probabilities"] = row.get("probabilities") or {}
+        data["probability"] = _round(data["probability"])
+        data["probabilities"] = {k: _round(v) for k, v in
+                                 (row.get("probabilities") or {}).items()}
         if record.get("candidates"):
             data["candidates"] = [c.get("class") for c in record["candidates"]]
         data.update(unusual=row["unusual"], unusual_score=row["unusual_score"],
@@ -202,6 +208,7 @@ class PredictionPrune(Lister):
         return parser
 
     def take_action(self, parsed_args):
+        from ciml.base.config import settings
         from ciml.errors import ConfigError
         from ciml.prediction_store import parse_age
 
@@ -213,7 +220,8 @@ class PredictionPrune(Lister):
         with store:
             deleted = store.prune(age)
             left = store.count()
-        return ("deleted", "kept", "older_than"), [(deleted, left, str(age))]
+        shown = parsed_args.older_than or settings("store").get("retention", str)
+        return ("deleted", "kept", "older_than"), [(deleted, left, shown)]
 
 
 class PredictionStats(ShowOne):
@@ -230,12 +238,15 @@ class PredictionStats(ShowOne):
             size = store.storage()
             jobs = store.jobs()
             classes = store.classes()
-        keep = retention()
+        from ciml.base.config import settings
+
+        retention()  # a bad retention is an error here too
+        keep = settings("store").get("retention", str)
         data = {"store": store.url, "predictions": size["predictions"], "bytes": size["bytes"],
                 "bytes_per_prediction": size["bytes_per_prediction"],
                 "jobs": {j["build_name"] or "": j["predictions"] for j in jobs},
                 "classes": classes, "unusual": sum(j["unusual"] for j in jobs),
                 "errors": sum(j["errors"] for j in jobs),
-                "retention": str(keep) if keep else ""}
+                "retention": keep or ""}
         data = {k: ("" if v is None else v) for k, v in data.items()}
         return tuple(data), tuple(data.values())

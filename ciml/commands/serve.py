@@ -5,6 +5,7 @@ import os
 import secrets
 import stat
 
+from ciml.base import positive_int
 from ciml.commands.base import data_path
 from ciml.commands.watch import Watch
 from ciml.errors import ConfigError
@@ -28,8 +29,9 @@ def read_token(path):
                           f"{getattr(exc, 'strerror', None) or exc}") from None
     if not token:
         raise ConfigError(f"the token file {path} is empty")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        LOG.warning("the token file %s can be read by others; chmod 600 it", path)
+    if info.st_mode & stat.S_IRWXO:
+        # Group-readable is how a service user reads a root-owned file; world is not.
+        LOG.warning("every user can read the token file %s; chmod o-rwx it", path)
     return token
 
 
@@ -124,6 +126,9 @@ class Serve(Watch):
         group.add_argument("--forwarded-allow-ips", metavar="IPS", default="127.0.0.1",
                            help="Proxies whose X-Forwarded-For/-Proto headers are "
                                 "trusted, comma-separated (default: 127.0.0.1)")
+        group.add_argument("--processes", metavar="N", type=positive_int, default=1,
+                           help="Processes that answer requests (default: 1); one per "
+                                "core serves many concurrent users.  Not with --watch")
         group.add_argument("--watch", action="store_true",
                            help="Also watch for finished runs in this process, with the "
                                 "watch options above (--dataset, --trigger...)")
@@ -148,6 +153,9 @@ class Serve(Watch):
 
         if parsed_args.watch and not parsed_args.dataset:
             raise ConfigError("--watch needs --dataset (the model's dataset)")
+        if parsed_args.watch and parsed_args.processes > 1:
+            raise ConfigError("--watch runs in one process: give --processes 1, or run "
+                              "ciml watch beside ciml serve, sharing the store")
         if not 0 <= parsed_args.port <= 65535:
             raise ConfigError(f"--port must be between 0 and 65535, not {parsed_args.port}")
         if parsed_args.max_upload <= 0:
@@ -160,20 +168,55 @@ class Serve(Watch):
             max_upload=int(parsed_args.max_upload * 1024 * 1024),
             trusted_origins=tuple(o.rstrip("/") for o in parsed_args.trusted_origin),
             secure_cookies=parsed_args.secure_cookies)
-        app = create_app(settings=settings)
-        config = uvicorn.Config(
-            app, host=parsed_args.host, port=parsed_args.port, root_path=parsed_args.root_path,
-            proxy_headers=True, forwarded_allow_ips=parsed_args.forwarded_allow_ips,
+        options = dict(
+            root_path=parsed_args.root_path, proxy_headers=True,
+            forwarded_allow_ips=parsed_args.forwarded_allow_ips,
             log_level="warning" if self.app.options.verbose_level <= 1 else "info",
             server_header=False, timeout_graceful_shutdown=10)
-        server = _server_class()(config)
         if parsed_args.host not in ("127.0.0.1", "localhost", "::1"):
             LOG.warning("listening on %s: other machines can reach this server; put it "
                         "behind a reverse proxy with TLS", parsed_args.host)
         self.app.stderr.write(f"writes need the token from {token_from}\n")
+        if parsed_args.processes > 1:
+            return self._serve_workers(parsed_args, settings, options)
+        app = create_app(settings=settings)
+        server = _server_class()(uvicorn.Config(app, host=parsed_args.host,
+                                                port=parsed_args.port, **options))
         if parsed_args.watch:
             return self._serve_watching(parsed_args, app, server)
         self._run(server)
+        return 0
+
+    def _announce(self, sockname):
+        host, port = sockname[:2]
+        host = f"[{host}]" if ":" in host else host
+        # Tests and scripts read this line for the port (--port 0).
+        self.app.stderr.write(f"ciml serve: listening on http://{host}:{port}/\n")
+        self.app.stderr.flush()
+
+    def _serve_workers(self, parsed_args, settings, options):
+        """``--processes N``: uvicorn's supervisor and N processes sharing one socket."""
+        import socket
+
+        import uvicorn
+
+        settings.session_secret = secrets.token_bytes(32)
+        family = socket.AF_INET6 if ":" in parsed_args.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((parsed_args.host, parsed_args.port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {parsed_args.host}:{parsed_args.port}: "
+                              f"{exc.strerror}") from None
+        # Listening before the workers start: a client never meets a closed port.
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        # The workers are spawned: they rebuild the app from these variables.
+        os.environ.update(settings.to_environment())
+        self._announce(sock.getsockname())
+        uvicorn.run("ciml.serve.app:app_from_environment", factory=True,
+                    fd=sock.fileno(), workers=parsed_args.processes, **options)
         return 0
 
     def _run(self, server):
@@ -183,11 +226,7 @@ class Serve(Watch):
             while not server.started and not server.should_exit:
                 await asyncio.sleep(0.05)
             for sock in (s for srv in getattr(server, "servers", []) for s in srv.sockets):
-                host, port = sock.getsockname()[:2]
-                host = f"[{host}]" if ":" in host else host
-                # Tests and scripts read this line for the port (--port 0).
-                self.app.stderr.write(f"ciml serve: listening on http://{host}:{port}/\n")
-                self.app.stderr.flush()
+                self._announce(sock.getsockname())
 
         async def main():
             task = asyncio.ensure_future(announce())
@@ -196,6 +235,13 @@ class Serve(Watch):
             finally:
                 task.cancel()
 
+        try:
+            # uvloop where installed (uvicorn's own choice): a cheaper event loop.
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
         asyncio.run(main())
         if server.should_exit and not server.started:
             raise ConfigError("the server could not start (see the message above)")

@@ -102,7 +102,7 @@ class Watch(Command):
                 raise ConfigError("the dataset records no build name; give --build-name")
             trigger.setup(data_path=path, build_name=predictor.build_name,
                           result_source=source)
-            # The store first: a reporter's link to a run's page must find it.
+            # The store first: registered first, it is handed each prediction first.
             store = stack.enter_context(storing(self, parsed_args))
             reporters = self._start_reporters(
                 {**vars(parsed_args), "data_path": path,

@@ -6,12 +6,17 @@ import urllib.parse
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
+from ciml.errors import ConfigError
 from ciml.serve import security, views
 
-router = APIRouter(dependencies=[Depends(security.require_read)])
+# JSONResponse: the data is JSON already (the store gives ISO times); FastAPI's
+# generic encoder would cost more than the query on a page of 50 rows.
+router = APIRouter(dependencies=[Depends(security.require_read)],
+                   default_response_class=JSONResponse)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]
 
@@ -26,45 +31,95 @@ def _since(value):
     return parse_since(value) if value else None
 
 
-def prediction_filters(
-        job: Annotated[str | None, Query(description="only this job (build name)")] = None,
-        predicted: Annotated[str | None, Query(alias="class",
-                                               description="only this predicted class")]
-        = None,
-        unusual: Annotated[bool | None, Query(description="only unusual runs (true) or "
-                                              "the others (false)")] = None,
-        status: Annotated[str | None, Query(description="only runs whose CI result was "
-                                            "this (passed, failed)")] = None,
-        model: Annotated[str | None, Query(description="only this model "
-                                           "(dataset/experiment)")] = None,
-        run: Annotated[str | None, Query(description="only this run's")] = None,
-        since: Annotated[str | None, Query(description="made at or after: ISO time, or "
-                                           "a duration back from now (24h, 7d)")] = None,
-        until: Annotated[str | None, Query(description="made before (ISO time)")] = None,
-        errors: Annotated[bool | None, Query(description="only runs that could not be "
-                                             "predicted (true) or the others")] = None,
-) -> dict[str, Any]:
-    """The store's filters from query parameters (shared by the API and the pages)."""
-    return {"build_name": job or None, "predicted": predicted or None, "unusual": unusual,
-            "status": status or None, "model": model or None, "run_id": run or None,
-            "since": _since(since), "until": _since(until), "errors": errors}
+#: The filters of the predictions list: (query name, store keyword, type, description).
+FILTERS = (
+    ("job", "build_name", "string", "only this job (build name)"),
+    ("class", "predicted", "string", "only this predicted class"),
+    ("unusual", "unusual", "boolean", "only unusual runs (true) or the others (false)"),
+    ("status", "status", "string", "only runs whose CI result was this (passed, failed)"),
+    ("model", "model", "string", "only this model (dataset/experiment)"),
+    ("run", "run_id", "string", "only this run's"),
+    ("since", "since", "string", "made at or after: ISO time, or a duration back from "
+     "now (24h, 7d)"),
+    ("until", "until", "string", "made before: ISO time, or a duration back from now"),
+    ("errors", "errors", "boolean", "only runs that could not be predicted (true) or the "
+     "others (false)"),
+)
+_PAGING = (
+    ("limit", "integer", "rows per page, 1 to 1000 (default 50)"),
+    ("after", "string", "the next_cursor of the previous page"),
+    ("offset", "integer", "rows to skip (prefer after)"),
+    ("full", "boolean", "add each row's whole record and probabilities"),
+)
 
 
-@router.get("/predictions", summary="Predictions, newest first")
-def predictions(request: Request, filters: Annotated[dict, Depends(prediction_filters)],
-                limit: Limit = 50, after: str | None = None,
-                offset: Annotated[int, Query(ge=0)] = 0,
-                full: bool = False):
+def _openapi_parameters(params):
+    return {"parameters": [{"name": name, "in": "query", "required": False,
+                            "description": text, "schema": {"type": kind}}
+                           for name, kind, text in params]}
+
+
+def _flag(name, value):
+    from ciml.base import parse_bool
+
+    try:
+        return parse_bool(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected true or false, not {value[:40]!r}") from None
+
+
+def _integer(name, value, low, high):
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise ConfigError(f"{name}: expected a whole number from {low} to {high}") from None
+    return number
+
+
+async def prediction_filters(request: Request) -> dict[str, Any]:
+    """The store's filters from the query string (shared by the API and the pages).
+
+    Read by hand rather than declared as FastAPI parameters: on a page of
+    50 rows FastAPI's per-parameter validation cost more than the query.
+    An empty value means no filter (what an unset form field sends).
+    """
+    from ciml.prediction_store import parse_since
+
+    query = request.query_params
+    out: dict[str, Any] = {}
+    for name, key, kind, _ in FILTERS:
+        value = query.get(name, "").strip()
+        if not value:
+            out[key] = None
+        elif kind == "boolean":
+            out[key] = _flag(name, value)
+        elif key in ("since", "until"):
+            out[key] = parse_since(value)
+        else:
+            out[key] = value
+    return out
+
+
+@router.get("/predictions", summary="Predictions, newest first",
+            openapi_extra=_openapi_parameters(
+                [(n, "boolean" if k == "boolean" else "string", t) for n, _, k, t in FILTERS]
+                + list(_PAGING)))
+def predictions(request: Request, filters: Annotated[dict, Depends(prediction_filters)]):
     """A page of stored predictions; follow ``next`` (or pass ``after=next_cursor``)."""
-    page = _state(request).store.list(**filters, limit=limit, after=after, offset=offset,
-                                      full=full)
+    query = request.query_params
+    limit = _integer("limit", query.get("limit") or "50", 1, 1000)
+    offset = _integer("offset", query.get("offset") or "0", 0, 10**9)
+    full = _flag("full", query["full"]) if query.get("full") else False
+    page = _state(request).store.list(**filters, limit=limit, after=query.get("after"),
+                                      offset=offset, full=full)
     out = {"items": page.items, "next_cursor": page.next_cursor, "next": None}
     if page.next_cursor:
-        query = [(k, v) for k, v in request.query_params.multi_items()
-                 if k not in ("after", "offset")]
-        query.append(("after", page.next_cursor))
-        out["next"] = f"{request.url.path}?{urllib.parse.urlencode(query)}"
-    return out
+        rest = [(k, v) for k, v in query.multi_items() if k not in ("after", "offset")]
+        rest.append(("after", page.next_cursor))
+        out["next"] = f"{request.url.path}?{urllib.parse.urlencode(rest)}"
+    return JSONResponse(out)
 
 
 @router.get("/predictions/{prediction_id}", summary="One prediction with its whole record")
@@ -72,24 +127,24 @@ def prediction(request: Request, prediction_id: int):
     row = _state(request).store.get(prediction_id)
     if row is None:
         raise HTTPException(404, f"no prediction {prediction_id}")
-    return row
+    return JSONResponse(row)
 
 
 @router.get("/jobs", summary="Jobs with predictions: counts and the latest time")
 def jobs(request: Request):
-    return {"items": _state(request).store.jobs()}
+    return JSONResponse({"items": _state(request).store.jobs()})
 
 
 @router.get("/runs", summary="Cached runs, newest first, with their human labels")
 def runs(request: Request, job: str | None = None, labelled: bool = False,
          limit: Limit = 50, offset: Annotated[int, Query(ge=0)] = 0):
-    return views.list_runs(_state(request), build_name=job or None, labelled=labelled,
-                           limit=limit, offset=offset)
+    return JSONResponse(views.list_runs(_state(request), build_name=job or None,
+                                        labelled=labelled, limit=limit, offset=offset))
 
 
 @router.get("/runs/{run_id}", summary="A run: record, labels, predictions, reports")
 def run(request: Request, run_id: str):
-    return views.run_detail(_state(request), run_id)
+    return JSONResponse(views.run_detail(_state(request), run_id))
 
 
 class LabelRequest(BaseModel):
@@ -102,48 +157,48 @@ class LabelRequest(BaseModel):
              dependencies=[Depends(security.require_token_header)])
 def label_run(request: Request, run_id: str, body: LabelRequest):
     rows = views.set_labels(_state(request), run_id, body.labels, body.who or "ciml-serve")
-    return {"items": rows}
+    return JSONResponse({"items": rows})
 
 
 @router.get("/datasets", summary="Datasets: summary of each")
 def datasets(request: Request):
-    return {"items": views.list_datasets(_state(request))}
+    return JSONResponse({"items": views.list_datasets(_state(request))})
 
 
 @router.get("/datasets/{name}", summary="A dataset's summary, configuration and classes")
 def dataset(request: Request, name: str):
-    return views.dataset_detail(_state(request), name)
+    return JSONResponse(views.dataset_detail(_state(request), name))
 
 
 @router.get("/datasets/{name}/classes", summary="Examples per class and split")
 def dataset_classes(request: Request, name: str):
-    return views.dataset_classes(_state(request), name)
+    return JSONResponse(views.dataset_classes(_state(request), name))
 
 
 @router.get("/datasets/{name}/splits", summary="Split sizes and how they were made")
 def dataset_splits(request: Request, name: str):
-    return views.dataset_splits(_state(request), name)
+    return JSONResponse(views.dataset_splits(_state(request), name))
 
 
 @router.get("/datasets/{name}/profile", summary="The training runs' profile")
 def dataset_profile(request: Request, name: str):
-    return views.dataset_profile(_state(request), name)
+    return JSONResponse(views.dataset_profile(_state(request), name))
 
 
 @router.get("/models", summary="Trained models with their headline metrics")
 def models(request: Request):
-    return {"items": views.list_models(_state(request))}
+    return JSONResponse({"items": views.list_models(_state(request))})
 
 
 @router.get("/models/{dataset}/{experiment}",
             summary="A model: metrics beside the baseline, operating point, importance")
 def model(request: Request, dataset: str, experiment: str):
-    return views.model_detail(_state(request), dataset, experiment)
+    return JSONResponse(views.model_detail(_state(request), dataset, experiment))
 
 
 @router.get("/plugins", summary="Installed plugins and the hooks they implement")
 def plugins():
-    return {"items": views.list_plugins()}
+    return JSONResponse({"items": views.list_plugins()})
 
 
 class PredictRequest(BaseModel):
@@ -189,6 +244,15 @@ async def predict(request: Request):
                                    body.store)
 
 
+def _record_response(record):
+    import json
+
+    from fastapi.responses import Response
+
+    # As watch prints it: a value JSON has no type for is given as text.
+    return Response(json.dumps(record, default=str), media_type="application/json")
+
+
 def _first_error(exc):
     errors = getattr(exc, "errors", None)
     if errors:
@@ -211,7 +275,7 @@ def _predict_cached(state, model_name, run_id, store):
     record["trigger"] = "serve"
     if store:
         state.store.add(record)
-    return record
+    return _record_response(record)
 
 
 def _predict_upload(state, model_name, filename, data, build_name):
@@ -227,4 +291,4 @@ def _predict_upload(state, model_name, filename, data, build_name):
     record = predictor.base_record(run)
     record.update(predictor.predict_frame(frame))
     record["trigger"] = "upload"
-    return record
+    return _record_response(record)

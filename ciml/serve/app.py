@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
+import os
 import pathlib
 import secrets
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -28,6 +31,12 @@ MAX_BODY = 64 * 1024
 #: Uploads (a dstat file for ``POST /api/v1/predict``) larger than this are refused.
 MAX_UPLOAD = 32 * 1024 * 1024
 API_PREFIX = "/api/v1"
+#: Where :meth:`ServeSettings.to_environment` puts the settings for worker processes.
+SETTINGS_ENV = "CIML_SERVE_SETTINGS"
+TOKEN_ENV = "CIML_SERVE_TOKEN"
+SECRET_ENV = "CIML_SERVE_SECRET"
+#: Seconds the store's per-job and per-class counts are reused by the pages.
+SUMMARY_TTL = 5.0
 
 
 @dataclasses.dataclass
@@ -51,6 +60,26 @@ class ServeSettings:
     trusted_origins: tuple[str, ...] = ()
     #: Set the cookies' ``Secure`` flag (behind a TLS proxy).
     secure_cookies: bool = False
+    #: Key of the session cookies' digest; ``None``: a random one per process.
+    #: Worker processes of one server share one, so a session holds in each.
+    session_secret: bytes | None = None
+
+    def to_environment(self) -> dict[str, str]:
+        """Environment variables from which :func:`app_from_environment` rebuilds these.
+
+        The token and the session key travel in variables of their own, to
+        the server's own worker processes only.
+        """
+        plain = {k: v for k, v in dataclasses.asdict(self).items()
+                 if k not in ("data_path", "token", "session_secret")}
+        plain["data_path"] = str(getattr(self.data_path, "root", self.data_path))
+        plain["trusted_origins"] = list(self.trusted_origins)
+        env = {SETTINGS_ENV: json.dumps(plain)}
+        if self.token:
+            env[TOKEN_ENV] = self.token
+        if self.session_secret:
+            env[SECRET_ENV] = self.session_secret.hex()
+        return env
 
 
 class ServeState:
@@ -65,8 +94,8 @@ class ServeState:
             store = PredictionStore(resolve_uri(settings.store_uri, self.data_path),
                                     create=True)
         self.store = store
-        # Per process: a form rendered before a restart asks again after it.
-        self.secret = secrets.token_bytes(32)
+        # A sign-in lasts as long as the server: a restart asks for the token again.
+        self.secret = settings.session_secret or secrets.token_bytes(32)
         self._cache = None
         self._cache_lock = threading.Lock()
         self._predictors: dict[str, Any] = {}
@@ -76,6 +105,10 @@ class ServeState:
         from ciml.serve.views import RunLister
 
         self.runs = RunLister()
+        self._summary: dict[str, Any] | None = None
+        self._summary_at = 0.0
+        self._summary_lock = threading.Lock()
+        self._refreshing = False
 
     @property
     def cache(self):
@@ -103,6 +136,42 @@ class ServeState:
                     self.data_path, dataset, experiment, lazy=True)
             return self._predictors[model]
 
+    def summary(self) -> dict[str, Any]:
+        """``{"jobs", "classes"}`` of the store, read again once :data:`SUMMARY_TTL` s old.
+
+        Both are aggregates over every row (a fifth of a second at 100,000
+        predictions); the home page needs them on each view.  Once read, a
+        stale copy is served while one thread reads them again, so no
+        request waits for the aggregate.
+        """
+        with self._summary_lock:
+            summary, age = self._summary, time.monotonic() - self._summary_at
+            refresh = summary is not None and age >= SUMMARY_TTL and not self._refreshing
+            if refresh:
+                self._refreshing = True
+        if summary is None:
+            return self._read_summary()
+        if refresh:
+            threading.Thread(target=self._refresh_summary, name="ciml-serve-summary",
+                             daemon=True).start()
+        return summary
+
+    def _refresh_summary(self) -> None:
+        try:
+            self._read_summary()
+        except Exception as exc:  # the stale copy stays; the next view tries again
+            LOG.warning("could not refresh the store's counts: %s", exc)
+
+    def _read_summary(self) -> dict[str, Any]:
+        try:
+            summary = {"jobs": self.store.jobs(), "classes": sorted(self.store.classes())}
+            with self._summary_lock:
+                self._summary, self._summary_at = summary, time.monotonic()
+            return summary
+        finally:
+            with self._summary_lock:
+                self._refreshing = False
+
     def close(self):
         if self._cache is not None:
             self._cache.close()
@@ -121,9 +190,12 @@ def error_response(request: Request, status: int, message: str, headers=None) ->
     if _wants_json(request):
         return JSONResponse({"error": message, "status": status}, status_code=status,
                             headers=headers)
+    from ciml.serve.pages import root_of
+
     templates = request.app.state.templates
-    return templates.TemplateResponse(request, "error.html",
-                                      {"status": status, "message": message},
+    context = {"status": status, "message": message, "root": root_of(request),
+               "here": request.url.path[len(root_of(request)):] or "/"}
+    return templates.TemplateResponse(request, "error.html", context,
                                       status_code=status, headers=headers)
 
 
@@ -212,3 +284,16 @@ def create_app(data_path: Any = None, *, settings: ServeSettings | None = None,
     app.include_router(pages.open_router)
     metrics.install(app, state)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of a worker process of ``ciml serve --processes N`` (a uvicorn factory)."""
+    from ciml.paths import DataPath
+
+    plain = json.loads(os.environ[SETTINGS_ENV])
+    plain["data_path"] = DataPath(plain["data_path"])
+    plain["trusted_origins"] = tuple(plain.get("trusted_origins") or ())
+    secret = os.environ.get(SECRET_ENV)
+    settings = ServeSettings(**plain, token=os.environ.get(TOKEN_ENV) or None,
+                             session_secret=bytes.fromhex(secret) if secret else None)
+    return create_app(settings=settings)

@@ -35,7 +35,7 @@ def _state(request: Request):
 def _render(request: Request, name: str, context: dict[str, Any], status: int = 200,
             headers: dict | None = None):
     state = _state(request)
-    context = {"csrf": security.csrf_value(request),
+    context = {"csrf": security.csrf_value(request), "root": root_of(request),
                "signed_in": security.has_session(request),
                "writes": bool(state.settings.token), **context}
     return request.app.state.templates.TemplateResponse(request, name, context,
@@ -45,10 +45,17 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
 # -- template helpers ---------------------------------------------------------
 
 
+def root_of(request: Request) -> str:
+    """The URL prefix a reverse proxy serves the app under (``--root-path``), or ``""``."""
+    return str(request.scope.get("root_path") or "").rstrip("/")
+
+
 def _when(value):
     """``2026-12-02 10:41`` UTC from ISO text or a datetime; empty for none."""
     if not value:
         return ""
+    if isinstance(value, str) and len(value) >= 16 and value.endswith("+00:00"):
+        return f"{value[:10]} {value[11:16]}"  # the store's ISO UTC: no parsing needed
     if isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -102,18 +109,23 @@ def _filter_values(request: Request) -> dict[str, str]:
 
 
 @router.get("/", summary="Recent predictions per job")
-def home(request: Request, filters: Annotated[dict, Depends(prediction_filters)],
-         per_job: Annotated[int, Query(ge=1, le=100)] = 0):
+def home(request: Request, filters: Annotated[dict, Depends(prediction_filters)]):
+    from ciml.serve.api import _integer
+
     state = _state(request)
-    per_job = per_job or state.settings.per_job
+    per_job = request.query_params.get("per_job")
+    per_job = _integer("per_job", per_job, 1, 100) if per_job else state.settings.per_job
     store = state.store
-    if filters["build_name"]:
-        recent = {filters["build_name"]: store.list(**filters, limit=per_job).items}
-    else:
-        recent = store.recent_per_job(per_job=per_job, **{k: v for k, v in filters.items()
-                                                         if k != "build_name"})
-    jobs = store.jobs()
-    classes = sorted(store.classes())
+    summary = state.summary()
+    jobs, classes = summary["jobs"], summary["classes"]
+    names = [filters["build_name"]] if filters["build_name"] else \
+        [j["build_name"] for j in jobs if j["build_name"] is not None]
+    # One indexed page per job (the store's per-job index), the counts cached.
+    others = {k: v for k, v in filters.items() if k != "build_name"}
+    recent = {name: store.list(build_name=name, **others, limit=per_job).items
+              for name in names}
+    if filters["build_name"] is None:
+        recent = {name: items for name, items in recent.items() if items}
     return _render(request, "home.html", {
         "recent": recent, "jobs": jobs, "classes": classes,
         "filters": _filter_values(request), "per_job": per_job,
@@ -134,7 +146,7 @@ def predictions_page(request: Request, filters: Annotated[dict, Depends(predicti
                                                                       page.next_cursor)])
     return _render(request, "predictions.html", {
         "items": page.items, "next_url": next_url, "filters": _filter_values(request),
-        "jobs": state.store.jobs(), "classes": sorted(state.store.classes())})
+        **state.summary()})
 
 
 @router.get("/runs", summary="Cached runs")
@@ -166,8 +178,9 @@ async def label_form(request: Request, run_id: str):
     value = str(form.get("value") or "").strip()
     who = str(form.get("who") or "").strip()[:128] or "ciml-serve"
     await run_in_threadpool(views.set_labels, _state(request), run_id, {key: value}, who)
-    response = RedirectResponse(f"/runs/{_quote(run_id)}?saved={_quote(key)}#labels",
-                                status_code=303)
+    response = RedirectResponse(
+        f"{root_of(request)}/runs/{_quote(run_id)}?saved={_quote(key)}#labels",
+        status_code=303)
     if not security.has_session(request):
         response.headers.append("set-cookie", security.session_cookie(request))
     return response
@@ -266,7 +279,8 @@ def login_page(request: Request, next: str = "/"):
 async def login(request: Request):
     form = await request.form(max_files=0, max_fields=8)
     security.check_form(request, form)
-    response = RedirectResponse(_local(str(form.get("next") or "/")), status_code=303)
+    response = RedirectResponse(root_of(request) + _local(str(form.get("next") or "/")),
+                                status_code=303)
     response.headers.append("set-cookie", security.session_cookie(request))
     return response
 

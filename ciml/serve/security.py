@@ -175,7 +175,7 @@ def has_session(request: Request) -> bool:
     return _same(request.cookies.get(SESSION_COOKIE), session_value(_state(request)))
 
 
-def require_token_header(request: Request) -> None:
+async def require_token_header(request: Request) -> None:
     """API writes: the token as ``Authorization: Bearer``; 401 without, 403 when wrong."""
     state = _state(request)
     if not state.settings.token:
@@ -189,7 +189,7 @@ def require_token_header(request: Request) -> None:
         raise HTTPException(403, "wrong token")
 
 
-def require_read(request: Request) -> None:
+async def require_read(request: Request) -> None:
     """With ``protect_reads``, reads need the token (header or session cookie)."""
     state = _state(request)
     if not state.settings.protect_reads:
@@ -200,7 +200,7 @@ def require_read(request: Request) -> None:
         raise HTTPException(401, "this server needs its token for reads: send "
                             "Authorization: Bearer TOKEN",
                             headers={"WWW-Authenticate": "Bearer"})
-    raise HTTPException(401, "this server needs its token: sign in at /login")
+    raise HTTPException(401, "this server needs its token: sign in first")
 
 
 # -- forms ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -125,7 +126,9 @@ def test_predictions_filter_by_class_job_and_errors(server, http):
     assert http.get(url + "/api/v1/predictions", params={"job": "nosuch"},
                     timeout=30).json()["items"] == []
     bad = http.get(url + "/api/v1/predictions", params={"limit": 0}, timeout=30)
-    assert bad.status_code == 422 and "limit" in bad.json()["error"]
+    assert bad.status_code == 400 and "limit" in bad.json()["error"]
+    bad = http.get(url + "/api/v1/predictions", params={"unusual": "maybe"}, timeout=30)
+    assert bad.status_code == 400 and "unusual: expected true or false" in bad.json()["error"]
     bad = http.get(url + "/api/v1/predictions", params={"since": "yesterday"}, timeout=30)
     assert bad.status_code == 400 and "not a time" in bad.json()["error"]
 
@@ -333,6 +336,7 @@ def test_a_server_error_shows_no_traceback(server, http, monkeypatch):
         raise RuntimeError("secret detail at /srv/ciml/predictions.sqlite")
 
     monkeypatch.setattr(app.state.ciml.store, "jobs", broken)
+    monkeypatch.setattr(app.state.ciml.store, "list", broken)
     for accept in ("text/html", "application/json"):
         r = http.get(url + "/", headers={"Accept": accept}, timeout=30)
         assert r.status_code == 500
@@ -415,6 +419,122 @@ def test_ciml_serve_command_binds_loopback_and_stops_on_sigterm(served_data, tmp
         assert r.status_code == 200, r.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_links_carry_the_reverse_proxy_prefix(served_data, http):
+    from ciml.serve import create_app
+    from ciml.serve.server import serve_in_thread
+
+    dp, _ = served_data
+    with serve_in_thread(create_app(dp, token=TOKEN), root_path="/ciml") as url:
+        # What a proxy that strips /ciml sends.
+        home = _html(http, url + "/")
+        assert home.status_code == 200
+        assert 'href="/ciml/runs/' in home.text and 'href="/ciml/static/ciml.css"' in home.text
+        assert 'href="/runs/' not in home.text
+        page = _html(http, url + "/runs/run-0040")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert 'action="/ciml/runs/run-0040/labels"' in page.text
+        r = http.post(url + "/runs/run-0040/labels", data={
+            "csrf": csrf, "key": "cause", "value": "oom", "token": TOKEN},
+            headers={"Origin": url}, allow_redirects=False, timeout=30)
+        assert r.status_code == 303 and r.headers["location"].startswith("/ciml/runs/run-0040")
+
+
+def test_plots_of_a_run_and_a_model_are_svg(server, http):
+    url, _ = server
+    page = _html(http, url + "/runs/run-0070")
+    src = re.search(r'<img src="(/runs/run-0070/plot\.svg\?model=[^"]+)"', page.text)
+    assert src, "the run page shows no plot"
+    svg = http.get(url + src.group(1).replace("&amp;", "&"), timeout=120)
+    assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+    assert svg.content.lstrip().startswith((b"<?xml", b"<svg"))
+    assert "default-src 'none'" in svg.headers["content-security-policy"]
+    model = _html(http, url + "/models/ds/gb")
+    kinds = re.findall(r'<img src="/models/ds/gb/(\w+)\.svg"', model.text)
+    assert kinds
+    for kind in kinds:
+        r = http.get(url + f"/models/ds/gb/{kind}.svg", timeout=120)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml", kind
+    assert http.get(url + "/models/ds/gb/nosuch.svg", timeout=30).status_code == 404
+    assert http.get(url + "/runs/run-0070/plot.svg?model=ds/nosuch",
+                    timeout=30).status_code == 404
+
+
+def test_serve_hosts_the_watcher_and_measures_it(tmp_path):
+    """``ciml serve --watch``: the watcher's predictions reach the store and /metrics."""
+    import os
+    import signal
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from serve_helpers import BUILD, DATASET, EXPERIMENT, WATCHED, _ciml_argv
+
+    from ciml.collect import cache_data
+    from ciml.dataset import build_dataset
+    from ciml.experiment import Experiment
+    from ciml.generator import generate_history
+    from ciml.model import train_model
+    from ciml.paths import DataPath
+    from ciml_plugins.metrics.dstat import DstatMetricSource
+    from ciml_plugins.sources.subunit2sql import Subunit2sqlResultSource
+
+    dp = DataPath(tmp_path / "data")
+    history = generate_history(tmp_path / "history", runs=50, seed=7, jobs=(BUILD,),
+                               tests=False, bad_fraction=0.0)
+    since = sorted(r["start"] for r in history.runs)[-WATCHED]
+    with Subunit2sqlResultSource(db_uri=history.db_uri) as source:
+        cache_data(dp, source, DstatMetricSource(), BUILD, until=since, progress=False)
+    build_dataset(dp, DATASET, BUILD, sample_interval="1min", class_label="status", seed=0,
+                  progress=False)
+    Experiment.create(EXPERIMENT, "gbdt", {"trees": 20, "min_data_in_leaf": 3}).save(dp)
+    train_model(dp, DATASET, EXPERIMENT, progress=False)
+
+    proc = subprocess.Popen(
+        _ciml_argv("--data-path", dp.root, "serve", "--port", "0", "--watch",
+                   "--trigger", "poll", "--once", "--since", since.isoformat(),
+                   "--dataset", DATASET, "--experiment", EXPERIMENT, "--source",
+                   "subunit2sql", "--db-uri", history.db_uri, "--allow-scheme", "file",
+                   "--status-interval", "0", "--fetch-attempts", "1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CIML_SERVE_TOKEN": TOKEN})
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "listening on" in line:
+                break
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", "".join(lines))
+        assert match, lines
+        url = match.group(1)
+        deadline = time.monotonic() + 300
+        while True:
+            rows = requests.get(url + "/api/v1/predictions", timeout=30).json()["items"]
+            if len(rows) >= WATCHED or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert len(rows) == WATCHED and all(r["build_name"] == BUILD for r in rows)
+        text = requests.get(url + "/metrics", timeout=30).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        done = sum(s.value for s in families["ciml_watch_predictions"].samples
+                   if s.name.endswith("_total"))
+        failed = sum(s.value for s in families["ciml_watch_fetch_failures"].samples
+                     if s.name.endswith("_total"))
+        assert done + failed == WATCHED
+        latency = {s.name: s.value for s in families["ciml_event_to_prediction_seconds"]
+                   .samples if not s.labels}
+        assert latency["ciml_event_to_prediction_seconds_count"] == WATCHED
+        assert latency["ciml_event_to_prediction_seconds_sum"] > 0
+        assert [s.value for s in families["ciml_watch_queue_depth"].samples] == [0.0]
+        # The watcher ended (--once); the server goes on until it is told to stop.
+        assert requests.get(url + "/healthz", timeout=30).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        assert len([line for line in out.splitlines() if line.startswith("{")]) == WATCHED
     finally:
         if proc.poll() is None:
             proc.kill()
