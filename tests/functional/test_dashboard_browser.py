@@ -76,6 +76,11 @@ class Shots:
         print(f"screenshots in {self.folder}")
 
     def take(self, page, name):
+        # A full-page picture does not scroll: lazy images would be blank boxes.
+        images = page.locator("img")
+        for k in range(images.count()):
+            _image_loaded(images.nth(k))
+        page.evaluate("window.scrollTo(0, 0)")
         path = self.folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         if self.docs is not None and name in DOC_SHOTS:

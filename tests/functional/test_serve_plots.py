@@ -152,3 +152,34 @@ def test_an_aggregate_model_draws_each_top_feature_against_its_typical_range(wat
     assert "passed runs (p10-p90)" in text and "this run" in text
     assert record["explanation"]["features"][0]["feature"] in text
     assert plots.available_model_plots(dp, "agg", "gb") == list(plots.MODEL_PLOTS)
+
+
+def test_plots_drawn_from_many_threads_at_once_are_the_serial_ones(watched):
+    # A web server's worker threads draw concurrently; pyplot is not thread-safe.
+    from concurrent.futures import ThreadPoolExecutor
+
+    dp = watched.data_path
+    records = _explained(watched)[:3]
+    jobs = [("model", kind) for kind in plots.MODEL_PLOTS] + [("run", r) for r in records]
+
+    def draw(job):
+        kind, what = job
+        if kind == "model":
+            return plots.model_plot(dp, DATASET, EXPERIMENT, what)
+        return plots.run_plot(dp, what)
+
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(draw, jobs * 2))
+    plots.clear_cache()
+    alone = [draw(job) for job in jobs]
+    assert together == alone * 2
+
+
+def test_the_cache_keeps_at_most_its_size():
+    cache = plots._LRU(3)
+    for k in range(5):
+        cache.put(k, bytes([k]))
+    assert [cache.get(k) for k in range(5)] == [None, None, b"\x02", b"\x03", b"\x04"]
+    cache.get(2)  # used: the next put evicts 3, the least recently used
+    cache.put(5, b"\x05")
+    assert cache.get(3) is None and cache.get(2) == b"\x02"
