@@ -368,3 +368,23 @@ def _reset_plugin_manager():
     from ciml import plugins
 
     plugins.reset_manager()
+
+
+# -- ciml serve ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def watched(tmp_path_factory):
+    """A demo-sized watched CI history in a prediction store, built once per session.
+
+    See ``tests/functional/serve_helpers.py``: the generator's history,
+    cache-data, a time-series dataset, a gbdt model, then ``ciml watch
+    --trigger poll --once --learn`` over the newest runs.
+    """
+    pytest.importorskip("lightgbm")
+    from serve_helpers import watched_history
+
+    # The user guide's screenshots show a model trained on enough runs to be
+    # right more often than the majority class; the tests need far fewer.
+    runs = 200 if os.environ.get("CIML_DOC_SCREENSHOTS") else 60
+    return watched_history(tmp_path_factory.mktemp("watched"), runs=runs)

@@ -74,6 +74,17 @@ class Watch(Command):
         return parser
 
     def take_action(self, parsed_args):
+        with self.watching(parsed_args) as watcher:
+            watcher.run()
+        return 0
+
+    @contextlib.contextmanager
+    def watching(self, parsed_args, watcher_class=None, **overrides):
+        """The watcher the options describe, with its store and reporters registered.
+
+        ``ciml serve --watch`` runs it in a thread of its own: a
+        ``watcher_class`` and keyword ``overrides`` of its arguments.
+        """
         from ciml import online
         from ciml.commands.prediction import storing
 
@@ -98,8 +109,8 @@ class Watch(Command):
             reporters = self._start_reporters(
                 {**vars(parsed_args), "data_path": path,
                  "prediction_store": store.store if store is not None else None})
-            watcher = online.Watcher(
-                predictor, trigger, source=source, data_path=path,
+            options = dict(
+                source=source, data_path=path,
                 learn=parsed_args.learn, max_events=parsed_args.max_events,
                 workers=parsed_args.workers, queue_size=parsed_args.queue_size,
                 fetch_attempts=parsed_args.fetch_attempts,
@@ -107,13 +118,13 @@ class Watch(Command):
                 url_policy=url_policy(parsed_args),
                 status_interval=parsed_args.status_interval, stdout=self.app.stdout,
                 stderr=self.app.stderr)
-            watcher.run()
+            options.update(overrides)
+            yield (watcher_class or online.Watcher)(predictor, trigger, **options)
         finally:
             self._stop_reporters(reporters)
             stack.close()
             if source is not None:
                 source.close()
-        return 0
 
     @staticmethod
     def _start_reporters(options):
