@@ -177,6 +177,25 @@ def private_mariadb(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def postgres_url():
+    """A ``postgresql+psycopg://`` URL of a private PostgreSQL server for the session.
+
+    PostgreSQL is no shared service here: :mod:`private_postgres` runs one
+    of its own (Debian's ``postgresql`` package and the psycopg driver).
+    """
+    import private_postgres as pp
+
+    why = pp.missing()
+    if why:
+        skip_or_fail(f"no private PostgreSQL server: {why}")
+    server = pp.PrivatePostgres().start()
+    try:
+        yield server.url()
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
 def mosquitto():
     """``(host, port)`` of the local Mosquitto broker, checked with a TCP connect."""
     try:
