@@ -215,6 +215,37 @@ class Predictor:
         return {"predicted": str(result["predicted"]), "probabilities": probabilities,
                 "unusual": result.get("unusual"), **_why(result)}
 
+    def warm_up(self, rows=120):
+        """Load the model and predict one made-up run, so the first real run does not wait.
+
+        Loading a model is only part of its first prediction's cost: the
+        normalizer chain, TensorFlow's traced functions and the explainer
+        are built on first use too.  ``watch`` calls this before it
+        subscribes, so that no event queues behind that work (seconds on a
+        busy machine).  The made-up run is ``rows`` seconds of ones in
+        every column the dataset was built from; its prediction is thrown
+        away.  Returns the seconds it took, or ``None`` when the dataset's
+        chain cannot take such a run (it then warms on the first event).
+        """
+        started = time.monotonic()
+        self.model  # noqa: B018 -- a model that cannot load fails here, loudly
+        features = list(getattr(self.dataset, "features", None) or ())
+        if not features:
+            return None
+        import numpy as np
+        import pandas as pd
+
+        index = pd.date_range("2000-01-01", periods=rows, freq="s", tz="UTC", name="time")
+        frame = pd.DataFrame(np.ones((rows, len(features))), index=index, columns=features)
+        try:
+            self.predict_frame(frame)
+        except Exception as exc:  # a third-party step may want more than ones
+            LOG.debug("warming the model up failed: %s", exc, exc_info=True)
+            return None
+        elapsed = time.monotonic() - started
+        LOG.info("model %s ready in %.2f s", self.model_name, elapsed)
+        return elapsed
+
     def base_record(self, run=None, event=None):
         record = {
             "run_id": None, "build_uuid": None, "build_name": None, "status": None,

@@ -89,6 +89,8 @@ class Watch(Command):
             predictor = load_predictor(self, parsed_args)
             if not predictor.build_name:
                 raise ConfigError("the dataset records no build name; give --build-name")
+            # Before subscribing: the first events must not wait for the model.
+            predictor.warm_up()
             trigger.setup(data_path=path, build_name=predictor.build_name,
                           result_source=source)
             # The store first: registered first, it is handed each prediction first.

@@ -439,6 +439,10 @@ def test_cli_watch_sigterm_exits_cleanly(pipeline, mosquitto, tmp_path):
     assert "received SIGTERM" in err_path.read_text()
     assert "ciml watch: seen 0" in err_path.read_text()
     assert out == ""
+    # The model was warmed up before the subscription, not on the first event.
+    text = err_path.read_text()
+    assert " ready in " in text
+    assert text.index(" ready in ") < text.index("connected to MQTT broker")
 
 
 def test_tls_with_user_and_password_file(tmp_path, data_path, caplog):
