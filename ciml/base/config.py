@@ -220,14 +220,21 @@ class Config:
         else:
             if data_path is None:
                 return cls()
-            root = pathlib.Path(os.fspath(data_path))
+            # A DataPath's root may be on an object store (ciml.storage).
+            root = getattr(data_path, "root", None)
+            if root is None:
+                root = pathlib.Path(os.fspath(data_path))
             file = root / DEFAULT_FILE
-            if not file.is_file():
+            try:
+                present = file.is_file()
+            except Exception:  # noqa: BLE001 -- an unreachable store: its own check says why
+                present = False
+            if not present:
                 return cls()
         import tomllib
 
         try:
-            with open(file, "rb") as fh:
+            with file.open("rb") as fh:
                 tables = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from None
