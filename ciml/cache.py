@@ -80,7 +80,18 @@ def _write_synced(path, data):
 
 
 def frame_to_arrays(frame):
-    """``(timestamps int64 ns UTC, values 2-D float, columns str)`` of a frame."""
+    """``(timestamps int64 ns UTC, values 2-D float, columns str)`` of a frame.
+
+    ``frame`` may also be such a triple already (a metric source's
+    ``parse_series``): then no pandas is needed.
+    """
+    if isinstance(frame, tuple):
+        stamps, values, columns = frame
+        values = np.asarray(values)
+        if values.dtype not in (np.float32, np.float64):
+            values = values.astype(np.float64)
+        return (np.asarray(stamps, dtype=np.int64), values,
+                np.array([str(c) for c in columns], dtype=np.str_))
     import pandas as pd
 
     index = frame.index
@@ -94,6 +105,18 @@ def frame_to_arrays(frame):
         values = values.astype(np.float64)
     columns = np.array([str(c) for c in frame.columns], dtype=np.str_)
     return stamps, values, columns
+
+
+def _stamp_text(ns):
+    """A time stamp as ``str(pandas.Timestamp)`` writes it, UTC (the record's first/last)."""
+    ns = int(ns)
+    if ns % 1000:  # nanoseconds: only pandas writes them so
+        import pandas as pd
+
+        return str(pd.Timestamp(ns, tz="UTC"))
+    moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
+        microseconds=ns // 1000)
+    return str(moment)
 
 
 def arrays_to_frame(stamps, values, columns):
@@ -150,6 +173,9 @@ class RawCache:
     def store(self, run, fetched, frame, *, commit_if=None):
         """Keep a run: raw bytes as fetched, its record and its parsed series.
 
+        ``frame`` is the parsed series: a frame, or the ``(timestamps,
+        values, columns)`` of :meth:`ciml.base.MetricSource.parse_series`.
+
         Everything is written to a temporary folder, moved into place, and
         only then recorded in the index, so a run is never "cached" with
         missing or partial files.  Storing a run that another thread or
@@ -174,8 +200,8 @@ class RawCache:
             "bytes": len(fetched.data),
             "samples": int(len(stamps)),
             "columns": [str(c) for c in columns],
-            "first": str(frame.index[0]) if len(frame.index) else None,
-            "last": str(frame.index[-1]) if len(frame.index) else None,
+            "first": _stamp_text(stamps[0]) if len(stamps) else None,
+            "last": _stamp_text(stamps[-1]) if len(stamps) else None,
             "stored": dt.datetime.now(dt.timezone.utc).isoformat(),
             # 12.8: how the metrics were read; the dataset and prediction reuse it.
             "metric_source": getattr(fetched, "source", None),

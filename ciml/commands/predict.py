@@ -33,6 +33,9 @@ def add_model_options(parser):
                         help="Fetch artifacts URLs from events and the result source only "
                              "from this host; a leading dot (.example.org) allows every "
                              "host under a domain.  Repeatable (default: any host)")
+    from ciml.commands.prediction import add_storing_options
+
+    add_storing_options(parser)
     add_component_options(parser, "result_source", title="result source options")
     add_component_options(parser, "metric_source", title="metric source options")
 
@@ -105,6 +108,7 @@ class Predict(Lister):
 
     def take_action(self, parsed_args):
         from ciml import online
+        from ciml.commands.prediction import storing
 
         check_names(parsed_args)
         # The estimator (TensorFlow) loads only once a run's metrics were read.
@@ -113,10 +117,12 @@ class Predict(Lister):
         # --plot draws from the metrics predict already read: no second fetch.
         frames = [] if parsed_args.plot else None
         try:
-            records = online.predict_runs(data_path(self), parsed_args.dataset,
-                                          predictor.experiment_name, parsed_args.runs,
-                                          source=source, predictor=predictor,
-                                          url_policy=url_policy(parsed_args), frames=frames)
+            with storing(self, parsed_args):
+                records = online.predict_runs(data_path(self), parsed_args.dataset,
+                                              predictor.experiment_name, parsed_args.runs,
+                                              source=source, predictor=predictor,
+                                              url_policy=url_policy(parsed_args),
+                                              frames=frames)
             if parsed_args.plot:
                 from ciml.explain_plot import plot_records
 

@@ -117,12 +117,12 @@ def _claim(uri, run_id, barrier, results):
     catalog.close()
 
 
-@pytest.mark.parametrize("db", ["sqlite", "mariadb"])
+@pytest.mark.parametrize("db", ["sqlite", "mariadb", "postgresql"])
 def test_only_the_first_writer_of_a_run_wins(db, tmp_path, request):
     if db == "sqlite":
         uri = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
     else:
-        uri = request.getfixturevalue("mariadb_url")
+        uri = request.getfixturevalue(f"{'postgres' if db == 'postgresql' else db}_url")
     catalog = Catalog(uri)
     unavailable = f"u-{tmp_path.name}"
     catalog.mark_unavailable(unavailable, "job", "gone", "404", "", {})
