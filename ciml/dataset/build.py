@@ -192,24 +192,93 @@ def split_chain(chain):
     return chain, []
 
 
-def transform_with_length(steps, frame):
-    """Run ``steps`` over a run's frame; returns ``(frame, length)``.
+def _as_block(data):
+    from ciml.series import Block, Series
 
-    ``length`` is the number of time steps the series had just before it
-    lost its time axis (cut/pad or aggregation), or at the end if it kept
-    it: what a dataset stores as the example's length.
-    """
+    if isinstance(data, Block):
+        return data
+    if isinstance(data, Series):
+        return Block.from_series(data)
+    return Block.from_frame(data)
+
+
+def _as_frame(data):
+    from ciml.series import Block, Series
+
+    if isinstance(data, Series):
+        data = Block.from_series(data)
+    return data.frame() if isinstance(data, Block) else data
+
+
+def _rows(data):
+    from ciml.series import Block, Series
+
+    if isinstance(data, Series):
+        return len(data.timestamps)
+    return len(data.values) if isinstance(data, Block) else len(data)
+
+
+def _is_timed(data):
+    from ciml.series import Block, Series
+
+    if isinstance(data, Series):
+        return True
+    if isinstance(data, Block):
+        return data.timed
     import pandas as pd
 
-    length = len(frame)
+    return isinstance(data.index, pd.DatetimeIndex)
+
+
+#: Send every step a DataFrame, as before the array path (tests compare the two).
+REFERENCE_FRAMES = False
+
+
+def transform_block(steps, data, frames=None):
+    """Run ``steps`` over a run; returns ``(block, length)``.
+
+    ``data`` is a :class:`ciml.series.Series` (what the raw cache gives), a
+    :class:`ciml.series.Block` or a DataFrame.  A step with
+    ``transform_block`` (the built-in ones) works on arrays; any other gets
+    a DataFrame.  ``frames=True`` sends every step a DataFrame (the
+    reference the array path is tested against).  ``length`` is the number
+    of time steps the series had just before it lost its time axis (cut/pad
+    or aggregation), or at the end if it kept it: what a dataset stores as
+    the example's length.
+    """
+    if frames is None:
+        frames = REFERENCE_FRAMES
+    state = data
+    length = _rows(state)
     if length == 0:
         # Cut/pad would turn it into an example of zeros.
         raise MetricsUnavailable("empty", "the run has no samples")
     for step in steps:
-        frame = step.transform(frame)
-        if isinstance(frame.index, pd.DatetimeIndex):
-            length = len(frame)
-    return frame, length
+        out = NotImplemented
+        fast = None if frames else getattr(step, "transform_block", None)
+        if fast is not None:
+            out = fast(_as_block(state))
+        if out is NotImplemented:
+            out = step.transform(_as_frame(state))
+        state = out
+        if _is_timed(state):
+            length = _rows(state)
+    return _as_block(state), length
+
+
+def transform_with_length(steps, frame):
+    """Run ``steps`` over a run's frame; returns ``(frame, length)`` (see :func:`transform_block`)."""
+    block, length = transform_block(steps, frame)
+    return block.frame(), length
+
+
+def head_values(head, data, frames=None):
+    """The stateless steps on one run: ``(values float32, block, length)``."""
+    block, length = transform_block(head, data, frames=frames)
+    values = np.asarray(block.values)
+    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
+        raise MetricsUnavailable("empty", "no samples or no columns after normalization")
+    return values.astype("float32"), block, length
 
 
 def apply_head(head, frame):
@@ -218,10 +287,8 @@ def apply_head(head, frame):
     ``length`` is the number of time steps the series had just before it
     lost its time axis (cut/pad or aggregation): the original's example size.
     """
-    frame, length = transform_with_length(head, frame)
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise MetricsUnavailable("empty", "no samples or no columns after normalization")
-    return frame.to_numpy(dtype="float32"), frame.index, [str(c) for c in frame.columns], length
+    values, block, length = head_values(head, frame)
+    return values, block.index(), list(block.columns), length
 
 
 def apply_tail(tail, values, index, columns):
@@ -262,6 +329,12 @@ def make_example(chain, frame):
 _WORKER = {}
 
 
+def _read(cache, run_id):
+    """A cached run as arrays (a test double without ``series``: its frame)."""
+    series = getattr(cache, "series", None)
+    return series(run_id) if series is not None else cache.frame(run_id)
+
+
 def _init_worker(cache_root, head_specs, owner_pid):
     from ciml import procutil
     from ciml.cache import RawCache
@@ -272,11 +345,13 @@ def _init_worker(cache_root, head_specs, owner_pid):
     _WORKER["head"] = make_chain(head_specs)
 
 
-def _load(cache, head, run_id):
-    """(run_id, values, length, error) for one run; never raises for bad data."""
+def load_example(cache, head, run_id, frames=None):
+    """``(run_id, values float32, length, error)`` for one run; never raises for bad data.
+
+    The per-run half of a build (see :func:`transform_runs`).
+    """
     try:
-        frame = cache.frame(run_id)
-        values, _index, _columns, length = apply_head(head, frame)
+        values, _block, length = head_values(head, _read(cache, run_id), frames=frames)
         return run_id, values, length, None
     except MetricsUnavailable as exc:
         return run_id, None, None, (exc.reason, str(exc))
@@ -286,8 +361,21 @@ def _load(cache, head, run_id):
         return run_id, None, None, ("error", f"{type(exc).__name__}: {exc}")
 
 
+def transform_runs(cache, head_specs, run_ids):
+    """The stateless half of a build for a slice of runs: a list of :func:`load_example` results.
+
+    What a worker of a distributed build runs on its share of the runs:
+    ``cache`` is a raw cache (or anything with ``series`` or ``frame``),
+    ``head_specs`` the build's ``head_specs`` (``_Build.select`` pins the
+    features and the fixed length into them).  The result for a run does
+    not depend on which other runs share its slice.
+    """
+    head = make_chain(head_specs)
+    return [load_example(cache, head, run_id) for run_id in run_ids]
+
+
 def _worker_load(run_id):
-    return _load(_WORKER["cache"], _WORKER["head"], run_id)
+    return load_example(_WORKER["cache"], _WORKER["head"], run_id)
 
 
 class _Loader:
@@ -314,12 +402,12 @@ class _Loader:
     def map(self, run_ids):
         if self.pool is None:
             for run_id in run_ids:
-                yield _load(self.cache, self.head, run_id)
+                yield load_example(self.cache, self.head, run_id)
             return
         window = collections.deque()
         limit = 4 * self.workers
         fn = _worker_load if self.kind == "process" else (
-            lambda rid: _load(self.cache, self.head, rid))
+            lambda rid: load_example(self.cache, self.head, rid))
         for run_id in run_ids:
             window.append(self.pool.submit(fn, run_id))
             if len(window) >= limit:

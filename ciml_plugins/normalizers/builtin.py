@@ -8,6 +8,13 @@ third-party normalizer.  ``build-dataset`` chains them in this order::
 Columns are always matched by *name*: dstat 0.7.2 and 0.7.3 order their
 memory columns differently, so a position never identifies a feature.
 pandas is imported inside the methods, so that loading plugins stays cheap.
+
+Filter, fixed-length and aggregate also transform a :class:`ciml.series.Block`
+(``transform_block``): the same arithmetic on the same arrays as their
+``transform``, without building a DataFrame, which is most of what a
+dataset build spends per run.  ``transform_block`` may return
+``NotImplemented`` for an input it does not handle; the build then uses
+``transform``.
 """
 
 import re
@@ -97,6 +104,23 @@ class FilterNormalizer(Normalizer):
             keep = self.select(numeric)
         return frame[keep].astype("float64")
 
+    def transform_block(self, block):
+        position = {c: i for i, c in enumerate(block.columns)}
+        if len(position) != len(block.columns) or block.values.dtype.kind != "f":
+            return NotImplemented  # duplicate names or odd dtypes: pandas' rules apply
+        if self.columns:
+            missing = [c for c in self.columns if c not in position]
+            if missing:
+                raise MissingColumns(missing)
+            keep = list(self.columns)
+        else:
+            keep = self.select(block.columns)
+        # Taken as pandas takes them: a (column, time) array, so that the
+        # (time, column) result has the layout frame.to_numpy() gives.
+        taken = block.values.T[[position[c] for c in keep]]
+        values = taken.astype(np.float64, copy=False).T
+        return type(block)(values, keep, block.stamps, block.labels)
+
 
 class ResampleNormalizer(Normalizer):
     """Resample a time-indexed series to a fixed interval (the mean of each bin)"""
@@ -134,14 +158,22 @@ class FixedLengthNormalizer(Normalizer):
                   "it to the sample interval)"),
     )
 
-    def transform(self, frame):
-        import pandas as pd
-
-        values = _fill_gaps(frame.to_numpy(dtype="float64", copy=False))[:self.length]
+    def _cut(self, values):
+        values = _fill_gaps(values)[:self.length]
         if len(values) < self.length:
             values = np.concatenate(
                 [values, np.zeros((self.length - len(values), values.shape[1]))])
+        return values
+
+    def transform(self, frame):
+        import pandas as pd
+
+        values = self._cut(frame.to_numpy(dtype="float64", copy=False))
         return pd.DataFrame(values, columns=list(frame.columns))
+
+    def transform_block(self, block):
+        values = self._cut(np.asarray(block.values, dtype=np.float64))
+        return type(block)(values, block.columns)
 
 
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")
@@ -176,16 +208,22 @@ class AggregateNormalizer(Normalizer):
         for name in self.functions:
             _reducer(name)
 
+    def _reduce(self, values):
+        values = _fill_gaps(values)
+        if len(values) == 0:
+            raise MetricsUnavailable("empty", "no samples to aggregate")
+        return np.vstack([np.asarray(_reducer(n)(values, axis=0), dtype="float64")
+                          for n in self.functions])
+
     def transform(self, frame):
         import pandas as pd
 
-        values = _fill_gaps(frame.to_numpy(dtype="float64", copy=False))
-        if len(values) == 0:
-            raise MetricsUnavailable("empty", "no samples to aggregate")
-        rows = [np.asarray(_reducer(n)(values, axis=0), dtype="float64")
-                for n in self.functions]
-        return pd.DataFrame(np.vstack(rows), index=list(self.functions),
-                            columns=list(frame.columns))
+        return pd.DataFrame(self._reduce(frame.to_numpy(dtype="float64", copy=False)),
+                            index=list(self.functions), columns=list(frame.columns))
+
+    def transform_block(self, block):
+        return type(block)(self._reduce(np.asarray(block.values, dtype=np.float64)),
+                           block.columns, labels=list(self.functions))
 
 
 class ScaleNormalizer(Normalizer):
@@ -211,7 +249,15 @@ class ScaleNormalizer(Normalizer):
                   "time step few training runs reach is not scaled by their few values"),
     )
 
-    def _accumulate(self, values):
+    def partial_state(self, values):
+        """The statistics of one batch ``(n, t, f)`` (or ``(t, f)``), to :meth:`merge_state` later.
+
+        ``{"n", "mean", "m2", "min", "max"}`` (float64 arrays).  A fit is
+        the fold of such states in a fixed order, whoever computed them:
+        the local build folds one state per chunk of training examples, in
+        chunk order, and a distributed build that folds the same chunks'
+        states in the same order gets the same bits.
+        """
         values = np.asarray(values, dtype="float64")
         if values.ndim == 2:
             values = values[None]
@@ -220,28 +266,36 @@ class ScaleNormalizer(Normalizer):
             values = values.reshape(-1, 1, values.shape[-1])
         n = values.shape[0]
         if n == 0:
-            return
-        batch_mean = values.mean(axis=0)
+            return {"n": 0}
+        mean = values.mean(axis=0)
         # The range method needs no second moment: skip its extra pass.
-        batch_m2 = (((values - batch_mean) ** 2).sum(axis=0) if self.method == "zscore"
-                    else np.zeros_like(batch_mean))
+        m2 = (((values - mean) ** 2).sum(axis=0) if self.method == "zscore"
+              else np.zeros_like(mean))
+        return {"n": n, "mean": mean, "m2": m2, "min": values.min(axis=0),
+                "max": values.max(axis=0)}
+
+    def merge_state(self, part):
+        """Fold one :meth:`partial_state` into the fit (the first one starts it)."""
+        n = part["n"]
+        if n == 0:
+            return self
         if getattr(self, "n_samples_seen_", 0) == 0:
-            self._mean = batch_mean
-            self._m2 = batch_m2
-            self._min = values.min(axis=0)
-            self._max = values.max(axis=0)
+            self._mean = part["mean"]
+            self._m2 = part["m2"]
+            self._min = part["min"]
+            self._max = part["max"]
             self.n_samples_seen_ = n
         else:
-            if batch_mean.shape != self._mean.shape:
-                raise ValueError(f"shape {batch_mean.shape} does not match the "
+            if part["mean"].shape != self._mean.shape:
+                raise ValueError(f"shape {part['mean'].shape} does not match the "
                                  f"fitted shape {self._mean.shape}")
             # Chan et al.'s pairwise update: stable for any batch sizes.
             total = self.n_samples_seen_ + n
-            delta = batch_mean - self._mean
+            delta = part["mean"] - self._mean
             self._mean = self._mean + delta * (n / total)
-            self._m2 = self._m2 + batch_m2 + delta ** 2 * (self.n_samples_seen_ * n / total)
-            self._min = np.minimum(self._min, values.min(axis=0))
-            self._max = np.maximum(self._max, values.max(axis=0))
+            self._m2 = self._m2 + part["m2"] + delta ** 2 * (self.n_samples_seen_ * n / total)
+            self._min = np.minimum(self._min, part["min"])
+            self._max = np.maximum(self._max, part["max"])
             self.n_samples_seen_ = total
         if self.method == "range":
             scale = self._max - self._min
@@ -250,6 +304,10 @@ class ScaleNormalizer(Normalizer):
         self.mean_ = self._mean
         self.scale_ = scale
         self._arrays = None
+        return self
+
+    def _accumulate(self, values):
+        self.merge_state(self.partial_state(values))
 
     def partial_fit(self, frame):
         if not hasattr(self, "features_"):

@@ -2,7 +2,7 @@
 
 The cache holds the real dstat samples (0.7.2, 0.7.3 and Debian 0.7.4
 layouts, parsed by the dstat plugin) stored through :class:`RawCache`, so
-the build reads ``series.npz`` files exactly as after ``cache-data``.
+the build reads ``series.bin`` files exactly as after ``cache-data``.
 """
 
 import datetime as dt
@@ -49,7 +49,7 @@ def cached(data_path, sample_data):
         cache.store(run, FetchedMetrics("dstat-csv_log.txt", raw[k], "file:///x"), frame)
         runs.append(run)
     # One run whose parsed series got corrupted after caching.
-    (cache.run_dir("run-007") / "series.npz").write_bytes(b"garbage")
+    (cache.run_dir("run-007") / "series.bin").write_bytes(b"garbage")
     cache.close()
     return runs
 

@@ -1,10 +1,9 @@
-"""The raw cache: atomic stores, exact raw bytes, series.npz, the index, threads and processes."""
+"""The raw cache: atomic stores, exact raw bytes, series.bin, the index, threads and processes."""
 
 import datetime as dt
 import multiprocessing
 import sqlite3
 import threading
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -59,16 +58,58 @@ def test_store_keeps_raw_bytes_record_and_series(cache):
     assert info["url"].endswith("dstat-csv_log.txt.gz")
 
 
-def test_series_is_an_uncompressed_npz(cache):
-    cache.store(run(1), fetched(), frame(n=50))
-    path = cache.run_dir("run-001") / "series.npz"
-    with zipfile.ZipFile(path) as zf:
-        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
-    with np.load(path, allow_pickle=False) as npz:
-        assert npz["timestamps"].dtype == np.int64
-        assert npz["values"].dtype == np.float64
-        assert npz["values"].shape == (50, 3)
-        assert list(npz["columns"]) == ["cpu_usr", "mem_used", "net_recv"]
+def test_series_is_compressed_and_exact(cache):
+    f = frame(n=600)
+    f["cpu_usr"] = np.round(f["cpu_usr"] * 100, 3)  # dstat-like: 3 decimals
+    cache.store(run(1), fetched(), f)
+    folder = cache.run_dir("run-001")
+    assert (folder / "series.bin").is_file() and not (folder / "series.npz").exists()
+    got = cache.series("run-001")
+    assert got.values.dtype == np.float64 and got.columns == list(f.columns)
+    assert got.values.tobytes() == f.to_numpy().tobytes()  # every bit
+    assert (folder / "series.bin").stat().st_size < 600 * 4 * 8 / 2
+    sizes = cache.sizes("run-001")
+    assert sizes["series"] == (folder / "series.bin").stat().st_size
+    assert sizes["series"] == cache.info("run-001")["series_bytes"]
+    assert sizes["total"] == sizes["fetched"] + sizes["series"] + sizes["record"]
+
+
+def _legacy(cache, i, f):
+    """A run as an older ciml cached it: series.npz, uncompressed."""
+    cache.store(run(i), fetched(), f)
+    folder = cache.run_dir(f"run-{i:03d}")
+    (folder / "series.bin").unlink()
+    np.savez(folder / "series.npz", timestamps=f.index.asi8,
+             values=f.to_numpy(), columns=np.array(list(f.columns)))
+    return folder
+
+
+def test_legacy_npz_series_reads_and_upgrades_in_place(cache):
+    f = frame(n=50)
+    folder = _legacy(cache, 1, f)
+    pd.testing.assert_frame_equal(cache.frame("run-001"), f, check_freq=False)
+    before = cache.sizes("run-001")["series"]
+    saved = cache.upgrade_series("run-001")
+    assert saved == before - (folder / "series.bin").stat().st_size
+    assert not (folder / "series.npz").exists()
+    assert cache.series("run-001").values.tobytes() == f.to_numpy().tobytes()
+    assert cache.upgrade_series("run-001") == 0  # nothing left to do
+
+
+def test_upgrade_interrupted_after_the_new_file_keeps_both_readable(cache, monkeypatch):
+    f = frame(n=20)
+    folder = _legacy(cache, 1, f)
+    monkeypatch.setattr(type(folder), "unlink", _fail)
+    with pytest.raises(OSError):
+        cache.upgrade_series("run-001")
+    monkeypatch.undo()
+    assert (folder / "series.npz").exists() and (folder / "series.bin").exists()
+    assert cache.series("run-001").values.tobytes() == f.to_numpy().tobytes()
+    assert cache.upgrade_series("run-001") > 0 and not (folder / "series.npz").exists()
+
+
+def _fail(*args, **kwargs):
+    raise OSError("disk gone")
 
 
 def test_float32_series_stay_float32(cache):
@@ -145,7 +186,7 @@ def test_distinct_ids_stay_distinct(cache):
 
 def test_corrupt_series_is_reported_not_crashing(cache):
     cache.store(run(1), fetched(), frame())
-    (cache.run_dir("run-001") / "series.npz").write_bytes(b"garbage")
+    (cache.run_dir("run-001") / "series.bin").write_bytes(b"garbage")
     with pytest.raises(MetricsUnavailable) as info:
         cache.frame("run-001")
     assert info.value.reason == "corrupt-cache"
