@@ -129,10 +129,19 @@ class Cluster:
         return self.client.scatter(value, broadcast=True, hash=False)
 
     def as_completed(self, futures):
-        """The futures as they finish."""
-        from distributed import as_completed
+        """The futures as they finish.
 
-        return as_completed(futures)
+        Through each future's own callback: ``distributed.as_completed``
+        looks for a default client, and this one is not (``set_as_default``).
+        """
+        import queue
+
+        done = queue.SimpleQueue()
+        futures = list(futures)
+        for future in futures:
+            future.add_done_callback(done.put)
+        for _ in futures:
+            yield done.get()
 
     def cancel(self):
         """Cancel every task of this client still waiting or running."""

@@ -11,7 +11,6 @@ import json
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from ciml.cache import RawCache
@@ -142,5 +141,80 @@ def test_environment_gives_the_scheduler(monkeypatch):
     assert parser.parse_args(["--build-name", "x"]).scheduler is None
 
 
-def _unused(np=np):  # keeps numpy imported for the build tests below
-    return np
+# -- build-dataset ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cached(history, tmp_path_factory):
+    """A raw cache of the history, made locally once for the build tests."""
+    from ciml.collect import cache_data
+    from ciml.plugins import get_manager
+
+    root = tmp_path_factory.mktemp("cached")
+    manager = get_manager()
+    source = manager.get("result_source", "subunit2sql").from_options(
+        {"db_uri": history.db_uri})
+    metrics = manager.get("metric_source", "dstat").from_options({})
+    summary = cache_data(DataPath(root), source, metrics, JOB, progress=False)
+    assert summary["cached"] > 40
+    return root
+
+
+BUILDS = {
+    "series": ["--sample-interval", "10s"],
+    "aggregates-zscore": ["--aggregation-functions", "mean", "max", "p95",
+                          "--scale", "zscore", "--class-label", "node_provider"],
+}
+
+
+def build_args(root, name, *extra):
+    return ["--data-path", str(root), "build-dataset", "--dataset", name, "--build-name", JOB,
+            "--features-regex", "^(cpu|mem|load)", "--seed", "4", "-f", "json", *extra]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Four examples a chunk: many tasks, many regions, a fit folded over many states."""
+    from ciml.dataset import store
+
+    monkeypatch.setattr(store, "MAX_CHUNK_EXAMPLES", 4)
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDS))
+def test_build_on_the_cluster_equals_local(kind, cached, run_ciml, dask_cluster, small_chunks):
+    from ciml.dataset import store
+
+    rc, out, err = run_ciml(build_args(cached, f"local-{kind}", *BUILDS[kind], "--force"))
+    assert rc == 0, err
+    rc, out2, err = run_ciml(build_args(cached, f"dask-{kind}", *BUILDS[kind], "--force",
+                                        "--scheduler", dask_cluster.address))
+    assert rc == 0, err + dask_cluster.logs()
+    assert "dashboard: http://127.0.0.1:" in err
+    here, there = json.loads(out), json.loads(out2)
+    assert here["fingerprint"] == there["fingerprint"]
+    assert here["examples"] == there["examples"] and here["skipped"] == there["skipped"]
+    assert sum(here["examples"].values()) > 30
+    path = DataPath(cached)
+    assert store.differences(path.dataset(f"local-{kind}"), path.dataset(f"dask-{kind}")) == []
+    # Nothing of the staging arrays is left in the dataset.
+    assert not (path.dataset(f"dask-{kind}") / "staging").exists()
+
+
+def test_a_worker_killed_mid_build_loses_nothing(cached, run_ciml, dask_cluster, small_chunks):
+    from ciml.dataset import store
+
+    path = DataPath(cached)
+    assert run_ciml(build_args(cached, "ref", "--force"))[0] == 0
+
+    def staging_started():
+        return any(path.datasets.glob(".tmp@*@killed/staging/training/c/*"))
+
+    thread, killed = _kill_when(dask_cluster, staging_started)
+    rc, out, err = run_ciml(build_args(cached, "killed", "--force", "--scheduler",
+                                       dask_cluster.address))
+    thread.join()
+    dask_cluster.wait_for_workers()
+    assert rc == 0, err + dask_cluster.logs()
+    assert killed, "the build finished before a worker could be killed"
+    assert store.differences(path.dataset("ref"), path.dataset("killed")) == []
+    assert not list(path.datasets.glob(".tmp@*"))
