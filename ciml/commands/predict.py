@@ -101,7 +101,9 @@ class Predict(Lister):
         parser.add_argument("--plot", metavar="DIR", default=None,
                             help="Also draw, per run, its top features against the passed "
                                  "runs' typical band, the windows that mattered shaded")
-        return parser
+        from ciml.executor import add_scheduler_option
+
+        return add_scheduler_option(parser)
 
     def take_action(self, parsed_args):
         from ciml import online
@@ -110,11 +112,15 @@ class Predict(Lister):
         # The estimator (TensorFlow) loads only once a run's metrics were read.
         predictor = load_predictor(self, parsed_args, lazy=True)
         source = build_source(parsed_args)
+        from ciml.executor import connect
+
+        cluster = None
         try:
+            cluster = connect(parsed_args.scheduler)
             records = online.predict_runs(data_path(self), parsed_args.dataset,
                                           predictor.experiment_name, parsed_args.runs,
                                           source=source, predictor=predictor,
-                                          url_policy=url_policy(parsed_args))
+                                          url_policy=url_policy(parsed_args), cluster=cluster)
             if parsed_args.plot:
                 from ciml.explain_plot import plot_records
 
@@ -123,6 +129,8 @@ class Predict(Lister):
                                          source=source, url_policy=url_policy(parsed_args)):
                     self.app.stderr.write(f"plot written to {path}\n")
         finally:
+            if cluster is not None:
+                cluster.close()
             if source is not None:
                 source.close()
         self._errors = [r for r in records if r.get("error")]

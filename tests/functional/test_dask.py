@@ -8,6 +8,7 @@ same fingerprint.  A worker killed mid-stage loses nothing.
 """
 
 import json
+import pathlib
 import threading
 import time
 
@@ -218,3 +219,37 @@ def test_a_worker_killed_mid_build_loses_nothing(cached, run_ciml, dask_cluster,
     assert killed, "the build finished before a worker could be killed"
     assert store.differences(path.dataset("ref"), path.dataset("killed")) == []
     assert not list(path.datasets.glob(".tmp@*"))
+
+
+# -- predict ------------------------------------------------------------------------
+
+
+def test_batch_predict_on_the_cluster_equals_local(cached, run_ciml, dask_cluster, history):
+    pytest.importorskip("lightgbm")
+    root = str(cached)
+    assert run_ciml(build_args(cached, "agg", *BUILDS["aggregates-zscore"], "--force",
+                               "--class-label", "status"))[0] == 0
+    assert run_ciml(["--data-path", root, "setup-experiment", "--experiment", "gb",
+                     "--estimator", "gbdt", "--trees", "20",
+                     "--min-data-in-leaf", "3"])[0] == 0
+    rc, out, err = run_ciml(["--data-path", root, "train-model", "--dataset", "agg",
+                             "--experiment", "gb", "-f", "json"])
+    assert rc == 0, err
+    with RawCache(DataPath(cached)) as cache:
+        ids = [r.id for r in cache.runs(JOB)]
+    # A dstat file given by path is read here and sent to a worker.
+    folder = pathlib.Path(history.good_runs()[0]["artifacts_url"].removeprefix("file://"))
+    good_file = next(folder.rglob("dstat-csv_log.txt*"))
+    refs = [*ids, str(good_file), "no-such-run"]
+    command = ["--data-path", root, "predict", "--dataset", "agg", "--experiment", "gb",
+               "-f", "json", *refs]
+    rc, out, err = run_ciml(command)
+    assert rc == 1 and "cannot predict no-such-run" in err
+    rc, out2, err2 = run_ciml([*command, "--scheduler", dask_cluster.address])
+    assert rc == 1 and "cannot predict no-such-run" in err2, err2 + dask_cluster.logs()
+    assert "dashboard: http://127.0.0.1:" in err2
+    here, there = json.loads(out), json.loads(out2)
+    assert len(here) == len(refs) > 40
+    for record in here + there:
+        record.pop("time", None)
+    assert here == there
