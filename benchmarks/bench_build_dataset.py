@@ -25,13 +25,13 @@ Usage: ``python benchmarks/bench_build_dataset.py [--runs 1000 4000] [--dir D]``
 """
 
 import argparse
-import resource
 import datetime as dt
 import gzip
 import io
 import json
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys

@@ -147,7 +147,6 @@ class BuildDataset(ShowOne):
     def take_action(self, parsed_args):
         from ciml.dataset import build_dataset, store
         from ciml.errors import Interrupted
-
         from ciml.executor import connect
 
         path = data_path(self)
