@@ -135,7 +135,7 @@ def _process_parse_store(run, fetched):
         os._exit(1)
 
 
-def _cluster_fetch_store(run, metric_cls, metric_params, data_root):
+def _cluster_fetch_store(run, metric_cls, metric_params, data_path):
     """A Dask task: fetch, validate, parse and store one run on a worker.
 
     The worker builds the metric source and opens the raw cache once per
@@ -144,12 +144,12 @@ def _cluster_fetch_store(run, metric_cls, metric_params, data_root):
     Storing is atomic, so a worker killed half way leaves nothing that
     reads as data, and the scheduler's second try stores the run whole.
     """
-    from ciml.executor import worker_cached
-    from ciml.paths import DataPath
+    from ciml.executor import data_path_key, worker_cached
 
-    key = ("cache-data", metric_cls, repr(sorted(metric_params.items())), str(data_root))
+    key = ("cache-data", metric_cls, repr(sorted(metric_params.items())),
+           data_path_key(data_path))
     metric_source, cache = worker_cached(
-        key, lambda: (metric_cls(**metric_params), RawCache(DataPath(data_root))))
+        key, lambda: (metric_cls(**metric_params), RawCache(data_path)))
     try:
         fetched = metric_source.stamp(metric_source.fetch(run))
     except Exception as exc:
@@ -366,8 +366,8 @@ def _fetch_on_cluster(cache, source, run, stop, cluster, metric_spec):
     if stop.is_set():
         return _Result("cancelled", None, None, run)
     run = complete_run(source, run)
-    metric_cls, metric_params, data_root = metric_spec
-    future = cluster.submit(_cluster_fetch_store, run, metric_cls, metric_params, data_root)
+    metric_cls, metric_params, data_path = metric_spec
+    future = cluster.submit(_cluster_fetch_store, run, metric_cls, metric_params, data_path)
     try:
         verdict = future.result()
     except Exception as exc:
@@ -454,7 +454,7 @@ class _CacheJob:
             # The workers build the metric source from its class and options.
             self.metric_spec = (_registered_class(metric_source),
                                 metric_source.get_params(include_secrets=True),
-                                str(data_path.root))
+                                data_path)
         self.parse_pool = _ParsePool(processes, metric_source, data_path.root)
         if start_after == 0:
             self.parse_pool.start()

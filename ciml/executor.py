@@ -181,6 +181,14 @@ _WORKER_STATE = {}
 _WORKER_LOCK = threading.Lock()
 
 
+def data_path_key(data_path):
+    """A hashable key naming a data path, as it travels to a worker (a
+    :class:`ciml.paths.DataPath` pickles as its location and options)."""
+    options = getattr(data_path, "storage_options", None) or {}
+    return (str(data_path.root), repr(sorted(options.items())),
+            getattr(data_path, "catalog_uri", None))
+
+
 def worker_cached(key, factory):
     """``factory()``, made once per worker process for ``key`` and then reused.
 

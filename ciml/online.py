@@ -353,22 +353,21 @@ def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
 CLUSTER_BATCH = 32
 
 
-def _cluster_predictor(data_root, dataset, experiment, unusual_percentile, build_name):
-    from ciml.executor import worker_cached
-    from ciml.paths import DataPath
+def _cluster_predictor(data_path, dataset, experiment, unusual_percentile, build_name):
+    from ciml.executor import data_path_key, worker_cached
 
     def load():
-        predictor = Predictor.load(DataPath(data_root), dataset, experiment,
+        predictor = Predictor.load(data_path, dataset, experiment,
                                    unusual_percentile=unusual_percentile)
         if build_name:
             predictor.build_name = build_name
         return predictor
 
-    return worker_cached(("predict", str(data_root), dataset, experiment, unusual_percentile,
-                          build_name), load)
+    return worker_cached(("predict", data_path_key(data_path), dataset, experiment,
+                          unusual_percentile, build_name), load)
 
 
-def predict_batch(data_root, dataset, experiment, unusual_percentile, build_name, items):
+def predict_batch(data_path, dataset, experiment, unusual_percentile, build_name, items):
     """A Dask task: prediction records for ``items``, in order.
 
     Each item is ``(ref, run, frame)``; a ``None`` run is a cached run
@@ -376,14 +375,13 @@ def predict_batch(data_root, dataset, experiment, unusual_percentile, build_name
     id crosses the network).  The model is loaded once per worker process.
     """
     from ciml.cache import RawCache
-    from ciml.executor import worker_cached
+    from ciml.executor import data_path_key, worker_cached
     from ciml.human_labels import apply
-    from ciml.paths import DataPath
 
-    predictor = _cluster_predictor(data_root, dataset, experiment, unusual_percentile,
+    predictor = _cluster_predictor(data_path, dataset, experiment, unusual_percentile,
                                    build_name)
-    cache = worker_cached(("predict-cache", str(data_root)),
-                          lambda: RawCache(DataPath(data_root)))
+    cache = worker_cached(("raw-cache", data_path_key(data_path)),
+                          lambda: RawCache(data_path))
     records = []
     for ref, run, frame in items:
         try:
@@ -398,7 +396,7 @@ def predict_batch(data_root, dataset, experiment, unusual_percentile, build_name
 
 def _predict_on_cluster(cluster, data_path, loaded, predictor):
     """Records for ``loaded`` (as :func:`predict_runs` gathers them), predicted by workers."""
-    args = (str(data_path.root), predictor.dataset_name, predictor.experiment_name,
+    args = (data_path, predictor.dataset_name, predictor.experiment_name,
             predictor.unusual_percentile, predictor.build_name)
     todo = [(i, (ref, run, frame)) for i, (ref, run, frame, error) in enumerate(loaded)
             if error is None]

@@ -45,65 +45,72 @@ STAGING = "staging"
 # -- tasks (run on the workers) ------------------------------------------------
 
 
-def _worker_cache(data_root):
+# Tasks name arrays by the data path (which pickles as its location and
+# storage options) and the parts of a path under it: a worker opens them
+# on its own file system, with its own credentials.
+
+
+def _array(data_path, parts, mode):
+    import zarr
+
+    path = data_path.root
+    for part in parts:
+        path = path / part
+    return zarr.open_array(str(path), mode=mode)
+
+
+def _worker_cache(data_path):
     from ciml.cache import RawCache
-    from ciml.executor import worker_cached
-    from ciml.paths import DataPath
+    from ciml.executor import data_path_key, worker_cached
 
-    return worker_cached(("build-dataset", str(data_root)),
-                         lambda: RawCache(DataPath(data_root)))
+    return worker_cached(("raw-cache", data_path_key(data_path)),
+                         lambda: RawCache(data_path))
 
 
-def transform_slice(data_root, head_specs, run_ids, staging_path, start, shape):
-    """Task: the head of the chain on ``run_ids``, written to staging from ``start``.
+def transform_slice(data_path, head_specs, run_ids, staging, start, shape):
+    """Task: the head of the chain on ``run_ids``, written to ``staging`` from ``start``.
 
     Returns ``[(run_id, length, error)]``: ``error`` is ``None`` or the
     ``(reason, message)`` the local build would give.
     """
-    import zarr
-
     shape = tuple(shape)
     block = np.zeros((len(run_ids), *shape), dtype="float32")
     verdicts = []
     for i, (run_id, values, length, error) in enumerate(
-            transform_runs(_worker_cache(data_root), head_specs, run_ids)):
+            transform_runs(_worker_cache(data_path), head_specs, run_ids)):
         if error is None and values.shape != shape:
             error = ("shape", f"example shape {values.shape}, expected {shape}")
         if error is None:
             block[i] = values
         verdicts.append((run_id, length, error))
-    zarr.open_array(str(staging_path), mode="r+")[start:start + len(run_ids)] = block
+    _array(data_path, staging, "r+")[start:start + len(run_ids)] = block
     return verdicts
 
 
-def _read_written(staging_path, positions):
+def _read_written(data_path, staging, positions):
     """The staged examples at ``positions`` (sorted planned positions), as one batch."""
-    import zarr
-
     positions = np.asarray(positions, dtype="int64")
     lo, hi = int(positions[0]), int(positions[-1]) + 1
-    block = zarr.open_array(str(staging_path), mode="r")[lo:hi]
+    block = _array(data_path, staging, "r")[lo:hi]
     return np.ascontiguousarray(block[positions - lo])
 
 
-def partial_state_of(staging_path, positions, tail_specs, index, columns):
+def partial_state_of(data_path, staging, positions, tail_specs, index, columns):
     """Task: the last step of ``tail_specs``'s partial state on one chunk of examples,
     after the (fitted) steps before it."""
     tail = make_chain(tail_specs)
-    batch = _read_written(staging_path, positions)
+    batch = _read_written(data_path, staging, positions)
     if len(tail) > 1:
         batch = apply_tail(tail[:-1], batch, index, columns)
     return tail[-1].partial_state(batch)
 
 
-def write_chunk(staging_path, positions, tail_specs, index, columns, x_path, start):
-    """Task: one chunk of written examples through the fitted tail into ``X`` at ``start``."""
-    import zarr
-
-    batch = _read_written(staging_path, positions)
+def write_chunk(data_path, staging, positions, tail_specs, index, columns, x, start):
+    """Task: one chunk of written examples through the fitted tail into ``x`` at ``start``."""
+    batch = _read_written(data_path, staging, positions)
     if tail_specs:
         batch = apply_tail(make_chain(tail_specs), batch, index, columns)
-    zarr.open_array(str(x_path), mode="r+")[start:start + len(batch)] = batch
+    _array(data_path, x, "r+")[start:start + len(batch)] = batch
     return len(batch)
 
 
@@ -141,20 +148,22 @@ class ClusterStream:
         from ciml.dataset.build import _progress
 
         b = self.build
-        data_root = str(b.data_path.root)
+        dp = b.data_path
         shape = tuple(b.example_shape)
         b.counts, b.ids_by_split = {}, {}
         b.writer = writer = store.DatasetWriter(
             tmp, {s: len(b.parts[s]) for s in b.splits}, shape)
         chunk = writer.chunk
         staging = zarr.open_group(str(tmp / STAGING), mode="w", zarr_format=3)
+        # The build's folder, as parts under the data path (see _array).
+        where = tuple(str(tmp.relative_to(dp.root)).split("/"))
         paths = {}
         for split in b.splits:
             n = len(b.parts[split])
             staging.create_array(split, shape=(max(n, 0), *shape), dtype="float32",
                                  chunks=(chunk, *shape), fill_value=0.0,
                                  compressors=store._x_codec())
-            paths[split] = tmp / STAGING / split
+            paths[split] = (*where, STAGING, split)
         total = sum(len(b.parts[s]) for s in b.splits)
 
         # 1. transform: one task per chunk of planned runs, every split at once.
@@ -166,8 +175,7 @@ class ClusterStream:
                 part = ids[start:start + chunk]
                 slices.append((split, start, len(part)))
                 futures.append(self.cluster.submit(
-                    transform_slice, data_root, b.head_specs, part, str(paths[split]),
-                    start, shape))
+                    transform_slice, dp, b.head_specs, part, paths[split], start, shape))
         results = self._gather(futures, bar, [n for *_, n in slices])
         bar.close()
 
@@ -197,8 +205,8 @@ class ClusterStream:
         for split in b.splits:
             for k, positions in enumerate(blocks[split]):
                 futures.append(self.cluster.submit(
-                    write_chunk, str(paths[split]), positions, tail_specs, b.index_labels,
-                    b.features, str(tmp / split / "X"), k * chunk))
+                    write_chunk, dp, paths[split], positions, tail_specs, b.index_labels,
+                    b.features, (*where, split, "X"), k * chunk))
                 weight.append(len(positions))
         bar = _progress(b.opts["progress"], sum(weight), f"writing {b.name}")
         self._gather(futures, bar, weight)
@@ -216,12 +224,12 @@ class ClusterStream:
 
         shutil.rmtree(tmp / STAGING)
 
-    def _fit(self, step, before, staging_path, blocks):
+    def _fit(self, step, before, staging, blocks):
         """Fit ``step`` on the training chunks, folding their states in chunk order."""
         b = self.build
         if hasattr(step, "partial_state") and hasattr(step, "merge_state"):
             specs = [step_spec(s) for s in before] + [step_spec(step)]
-            futures = [self.cluster.submit(partial_state_of, str(staging_path), positions,
+            futures = [self.cluster.submit(partial_state_of, b.data_path, staging, positions,
                                            specs, b.index_labels, b.features)
                        for positions in blocks]
             for state in self._gather(futures):
@@ -232,7 +240,7 @@ class ClusterStream:
         from ciml.dataset.build import _fit_frames
 
         for positions in blocks:
-            batch = _read_written(staging_path, positions)
+            batch = _read_written(b.data_path, staging, positions)
             if before:
                 batch = apply_tail(before, batch, b.index_labels, b.features)
             if hasattr(step, "partial_fit_array"):
