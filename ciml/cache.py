@@ -21,9 +21,13 @@ Why it is built this way:
   CSV, and it takes about half the bytes of a gzipped dstat CSV (the
   uncompressed ``series.npz`` of older caches took 3-4 times them; those
   are still read, and :meth:`RawCache.upgrade_series` converts them).
-* The index is SQLite in WAL mode with a busy timeout, one connection per
-  thread and process, so readers never block writers and two ``cache-data``
-  processes can share a data path.
+* The index is a catalog behind SQLAlchemy (:mod:`ciml.catalog`): SQLite
+  in WAL mode in a local data path, so readers never block writers and two
+  ``cache-data`` processes can share a data path; a shared database
+  (``--catalog-uri``) when the data path is on an object store.  There a
+  run folder cannot be renamed into place: each writer fills its own
+  ``runs/<safe run id>@<token>/`` and the catalog row, written last and
+  won by the first writer only, names the folder that holds the run.
 * Run ids come from remote systems; they only ever reach the file system
   through :func:`ciml.fileutil.safe_filename`.
 """
@@ -34,51 +38,23 @@ import io
 import json
 import logging
 import os
-import shutil
-import sqlite3
 import threading
 import time
 
 import numpy as np
 
-from ciml import fileutil
+from ciml import fileutil, storage
+from ciml.catalog import CACHED, UNAVAILABLE
 from ciml.errors import MetricsUnavailable, NotFoundError
 from ciml.records import RunRecord
 from ciml.series import read_series, write_series
 
 LOG = logging.getLogger(__name__)
 
-CACHED = "cached"
-UNAVAILABLE = "unavailable"
-
 SERIES_FILE = "series.bin"
 #: The series file of caches written before ciml.series (read, never written).
 LEGACY_SERIES_FILE = "series.npz"
 RECORD_FILE = "record.json"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id      TEXT PRIMARY KEY,
-    build_name  TEXT,
-    state       TEXT NOT NULL,
-    reason      TEXT,
-    message     TEXT,
-    dir         TEXT,
-    start       TEXT,
-    samples     INTEGER,
-    record      TEXT,
-    time        REAL NOT NULL,
-    incomplete  TEXT
-);
-CREATE INDEX IF NOT EXISTS ix_runs_build_state ON runs (build_name, state);
-"""
-
-# Columns added since the first index layout: (name, SQL type).
-_ADDED_COLUMNS = (("incomplete", "TEXT"),)
-
-# How long a connection waits for another writer before giving up.
-_BUSY_TIMEOUT_S = 60.0
-
 
 class NotCommitted(Exception):
     """:meth:`RawCache.store` was told not to commit (``commit_if`` returned false)."""
@@ -94,6 +70,9 @@ def _utc_key(start):
 
 
 def _write_synced(path, data):
+    if storage.is_remote(path):
+        path.write_bytes(data)
+        return
     with open(path, "xb") as fh:
         fh.write(data)
         fh.flush()
@@ -128,76 +107,31 @@ class RawCache:
     """The raw cache under a data path; safe to share between threads and processes."""
 
     def __init__(self, data_path):
+        from ciml.catalog import Catalog, catalog_uri
+
         self.data_path = data_path
         self.root = data_path.raw
         self.runs_dir = self.root / "runs"
         self.index_path = self.root / "index.sqlite"
-        self._local = threading.local()
-        self._conns = []
-        self._conns_lock = threading.Lock()
+        self.remote = storage.is_remote(self.root)
+        self.catalog = Catalog(catalog_uri(data_path))
         self._store_lock = threading.Lock()
 
     def __repr__(self):
-        return f"RawCache({str(self.root)!r})"
+        return f"RawCache({str(self.data_path)!r})"
 
-    # -- the index -------------------------------------------------------------
+    def exists(self):
+        """Whether there is a cache to read: a local index file, or a catalog given.
 
-    def _conn(self):
-        conn = getattr(self._local, "conn", None)
-        # A connection must not cross a fork: a child opens its own.
-        if conn is not None and self._local.pid == os.getpid():
-            return conn
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.index_path), timeout=_BUSY_TIMEOUT_S,
-                               isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-        self._retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-        conn.execute("PRAGMA synchronous = NORMAL")
-        self._retry_locked(lambda: conn.executescript(_SCHEMA))
-        self._add_columns(conn)
-        self._local.conn = conn
-        self._local.pid = os.getpid()
-        with self._conns_lock:
-            self._conns.append(conn)
-        return conn
-
-    def _add_columns(self, conn):
-        """Bring an index made by an older ciml up to the current columns."""
-        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-        for name, sql_type in _ADDED_COLUMNS:
-            if name in have:
-                continue
-            sql = f"ALTER TABLE runs ADD COLUMN {name} {sql_type}"
-            try:
-                self._retry_locked(lambda sql=sql: conn.execute(sql))
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):  # another process was first
-                    raise
-
-    @staticmethod
-    def _retry_locked(call, attempts=50):
-        # Switching to WAL and creating the schema take an exclusive lock that
-        # the busy handler does not always wait for; retry briefly instead.
-        for attempt in range(attempts):
-            try:
-                return call()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05)
-
-    def _write(self, sql, params):
-        conn = self._conn()
-        return self._retry_locked(lambda: conn.execute(sql, params))
+        Asking does not create one (a mistyped data path stays empty).
+        """
+        if self.data_path.catalog_uri:
+            return True
+        return not self.remote and self.index_path.exists()
 
     def close(self):
-        """Close the index connections of every thread.  Idempotent."""
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
-        self._local = threading.local()
+        """Close the catalog's connections.  Idempotent."""
+        self.catalog.close()
 
     def __enter__(self):
         return self
@@ -246,13 +180,12 @@ class RawCache:
             # 12.8: how the metrics were read; the dataset and prediction reuse it.
             "metric_source": getattr(fetched, "source", None),
         }
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.runs_dir / fileutil.work_name("tmp")
-        tmp.mkdir()
+        tmp, final = self._new_folder(run.id)
         try:
-            # The temporary folder is invisible to readers until it is renamed,
-            # so its files need no rename of their own: one fsync each, then
-            # one for the folder, before the move makes them data.
+            # The temporary folder is invisible to readers until it is renamed
+            # (on an object store: until the catalog names it), so its files
+            # need no rename of their own: one fsync each, then one for the
+            # folder, before the move makes them data.
             buf = io.BytesIO()
             series_bytes = write_series(buf, stamps, values, columns)
             record["cache"]["series_bytes"] = series_bytes
@@ -262,28 +195,43 @@ class RawCache:
             _write_synced(tmp / RECORD_FILE, text.encode("utf-8"))
             fileutil.fsync_dir(tmp)
             with self._locked_store():
-                if self.state(run.id) == CACHED and (final / RECORD_FILE).is_file():
+                if (not self.remote and self.state(run.id) == CACHED
+                        and (final / RECORD_FILE).is_file()):
                     return False
                 if commit_if is not None and not commit_if():
                     raise NotCommitted(f"run {run.id} not stored: its requester is gone")
-                fileutil.replace_dir(tmp, final, sync=False)
-                tmp = None
-                self._write(
-                    "INSERT INTO runs (run_id, build_name, state, reason, message, dir,"
-                    " start, samples, record, time, incomplete)"
-                    " VALUES (?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT(run_id) DO UPDATE SET build_name=excluded.build_name,"
-                    " state=excluded.state, reason=NULL, message=NULL, dir=excluded.dir,"
-                    " start=excluded.start, samples=excluded.samples,"
-                    " record=excluded.record, time=excluded.time,"
-                    " incomplete=excluded.incomplete",
-                    (str(run.id), run.build_name, CACHED, final.name, _utc_key(run.start),
-                     int(len(stamps)), json.dumps(record, sort_keys=True, default=str),
-                     time.time(), run.incomplete))
-            return True
+                if not self.remote:
+                    fileutil.replace_dir(tmp, final, sync=False)
+                    tmp = None
+                # The catalog row is the run's completion marker, written last;
+                # on a shared store the first writer wins and a later one
+                # removes its own copy.
+                stored = self.catalog.commit_cached(
+                    run.id, run.build_name, final.name, _utc_key(run.start), len(stamps),
+                    record, run.incomplete, replace=not self.remote)
+                if stored:
+                    tmp = None
+                return stored
         finally:
             if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+                storage.rmtree(tmp)
+
+    def _new_folder(self, run_id):
+        """``(folder to write, folder the run will be in)``.
+
+        Locally a hidden work folder renamed to the run's folder.  An object
+        store cannot rename: each writer fills a folder of its own,
+        ``<run>@<token>``, and the catalog names the one that won.
+        """
+        import uuid
+
+        if self.remote:
+            folder = self.runs_dir / f"{fileutil.safe_filename(run_id)}@{uuid.uuid4().hex[:12]}"
+            return folder, folder
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.runs_dir / fileutil.work_name("tmp")
+        tmp.mkdir()
+        return tmp, self.run_dir(run_id)
 
     def update_record(self, run):
         """Replace a cached run's record (its metadata completed later); keeps its files.
@@ -298,25 +246,24 @@ class RawCache:
             record = run.to_dict()
             record["cache"] = old.get("cache") or {}
             fileutil.atomic_write_json(folder / RECORD_FILE, record)
-            self._write("UPDATE runs SET record = ?, incomplete = ?, time = ?"
-                        " WHERE run_id = ? AND state = 'cached'",
-                        (json.dumps(record, sort_keys=True, default=str), run.incomplete,
-                         time.time(), str(run.id)))
+            self.catalog.update_record(run.id, record, run.incomplete)
         return True
 
     def incomplete_ids(self, build_name=None):
         """Ids of cached runs whose optional metadata is still incomplete."""
-        sql, args = ("SELECT run_id FROM runs WHERE state = 'cached'"
-                     " AND incomplete IS NOT NULL"), ()
-        if build_name is not None:
-            sql, args = sql + " AND build_name = ?", (build_name,)
-        return {row[0] for row in self._conn().execute(sql, args)}
+        return self.catalog.incomplete_ids(build_name)
 
     @contextlib.contextmanager
     def _locked_store(self):
         """Serialise the short move-into-place step across threads and processes."""
         import fcntl
 
+        if self.remote:
+            # No shared lock on an object store: the catalog's conditional
+            # commit decides between writers.
+            with self._store_lock:
+                yield
+            return
         with self._store_lock:
             self.root.mkdir(parents=True, exist_ok=True)
             with open(self.root / ".store.lock", "a+b") as fh:
@@ -331,38 +278,47 @@ class RawCache:
 
         A run already cached (by another process, say) stays cached.
         """
-        self._write(
-            "INSERT INTO runs (run_id, build_name, state, reason, message, dir, start,"
-            " samples, record, time) VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?, ?)"
-            " ON CONFLICT(run_id) DO UPDATE SET build_name=excluded.build_name,"
-            " state=excluded.state, reason=excluded.reason, message=excluded.message,"
-            " start=excluded.start, record=excluded.record, time=excluded.time"
-            " WHERE runs.state != 'cached'",
-            (str(run.id), run.build_name, UNAVAILABLE, str(reason), str(message),
-             _utc_key(run.start), json.dumps(run.to_dict(), sort_keys=True, default=str),
-             time.time()))
+        self.catalog.mark_unavailable(run.id, run.build_name, reason, message,
+                                      _utc_key(run.start), run.to_dict())
 
-    def cleanup(self):
+    def cleanup(self, grace_s=None):
         """Remove temporary folders left by processes that died mid-write.
+
+        On an object store, a run folder that the catalog does not name is
+        a writer's that died or lost a race; it is removed once nothing in
+        it changed for ``grace_s`` (:data:`ciml.storage.ABANDONED_AFTER_S`),
+        so a writer still filling it is left alone.
 
         :return: how many were removed.
         """
-        return fileutil.remove_leftovers(self.runs_dir)
+        if not self.remote:
+            return fileutil.remove_leftovers(self.runs_dir)
+        grace_s = storage.ABANDONED_AFTER_S if grace_s is None else grace_s
+        named = self.catalog.dirs()
+        removed = 0
+        now = time.time()
+        for entry in self.runs_dir.iterdir():
+            if entry.name in named or "@" not in entry.name:
+                continue
+            # Listed before the catalog was read? Read it again before removing.
+            times = [(entry / rel).stat_mtime() or now for rel in entry.files()]
+            if times and now - max(times) <= grace_s:
+                continue
+            if entry.name in self.catalog.dirs():
+                continue
+            entry.rmtree()
+            removed += 1
+        return removed
 
     # -- reading ---------------------------------------------------------------
 
     def state(self, run_id):
         """``"cached"``, ``"unavailable"`` or ``None`` for a run id."""
-        row = self._conn().execute(
-            "SELECT state FROM runs WHERE run_id = ?", (str(run_id),)).fetchone()
-        return row[0] if row else None
+        return self.catalog.state(run_id)
 
     def states(self, build_name=None):
         """``{run_id: state}`` for every indexed run (of a build name)."""
-        sql, args = "SELECT run_id, state FROM runs", ()
-        if build_name is not None:
-            sql, args = sql + " WHERE build_name = ?", (build_name,)
-        return dict(self._conn().execute(sql, args).fetchall())
+        return self.catalog.states(build_name)
 
     def runs(self, build_name=None):
         """The cached runs (of a build name), sorted by start time then id."""
@@ -370,37 +326,20 @@ class RawCache:
 
     def entries(self, build_name=None):
         """Cached runs with their sample counts: ``{"run": RunRecord, "samples": n}``."""
-        sql = "SELECT samples, record FROM runs WHERE state = 'cached'"
-        args = ()
-        if build_name is not None:
-            sql += " AND build_name = ?"
-            args = (build_name,)
-        sql += " ORDER BY start, run_id"
-        out = []
-        for samples, record in self._conn().execute(sql, args):
-            out.append({"run": RunRecord.from_dict(json.loads(record)), "samples": samples})
-        return out
+        return [{"run": RunRecord.from_dict(json.loads(record)), "samples": samples}
+                for samples, record in self.catalog.cached(build_name)]
 
     def unavailable(self, build_name=None):
         """Runs known to be unavailable: ``run_id, build_name, reason, message, time``."""
-        sql = ("SELECT run_id, build_name, reason, message, time FROM runs"
-               " WHERE state = 'unavailable'")
-        args = ()
-        if build_name is not None:
-            sql += " AND build_name = ?"
-            args = (build_name,)
-        sql += " ORDER BY start, run_id"
         return [{"run_id": r[0], "build_name": r[1], "reason": r[2], "message": r[3],
                  "time": dt.datetime.fromtimestamp(r[4], dt.timezone.utc).isoformat()}
-                for r in self._conn().execute(sql, args)]
+                for r in self.catalog.unavailable(build_name)]
 
     def _cached_row(self, run_id):
-        row = self._conn().execute(
-            "SELECT dir, record FROM runs WHERE run_id = ? AND state = 'cached'",
-            (str(run_id),)).fetchone()
+        row = self.catalog.cached_row(run_id)
         if row is None:
             raise NotFoundError(f"run {run_id!r} is not in the raw cache under "
-                                f"{self.data_path.root}")
+                                f"{self.data_path}")
         return self.runs_dir / row[0], json.loads(row[1])
 
     def record(self, run_id):
@@ -432,7 +371,7 @@ class RawCache:
         if not path.exists() and (folder / LEGACY_SERIES_FILE).exists():
             path = folder / LEGACY_SERIES_FILE
         try:
-            with open(path, "rb") as fh:
+            with path.open("rb") as fh:
                 return read_series(fh)
         except Exception as exc:
             raise MetricsUnavailable(
@@ -481,9 +420,4 @@ class RawCache:
 
     def counts(self, build_name=None):
         """``{"cached": n, "unavailable": m}`` (of a build name)."""
-        sql, args = "SELECT state, count(*) FROM runs", ()
-        if build_name is not None:
-            sql, args = sql + " WHERE build_name = ?", (build_name,)
-        out = {CACHED: 0, UNAVAILABLE: 0}
-        out.update(dict(self._conn().execute(sql + " GROUP BY state", args).fetchall()))
-        return out
+        return self.catalog.counts(build_name)

@@ -75,7 +75,9 @@ def _init_process(cls, metric_params, data_root, owner_pid):
     # Ctrl-C is the parent's to handle: it stops handing out work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _PROCESS["metrics"] = cls(**metric_params)
-    _PROCESS["cache"] = RawCache(DataPath(data_root))
+    # A DataPath (its storage options and catalog with it), or an old root.
+    _PROCESS["cache"] = RawCache(data_root if isinstance(data_root, DataPath)
+                                 else DataPath(data_root))
 
 
 def _parse(metric_source, run, fetched):
@@ -189,7 +191,7 @@ def _process_pool(processes, metric_source, data_root):
                                 cls.__module__])
     return cf.ProcessPoolExecutor(
         max_workers=processes, mp_context=ctx, initializer=_init_process,
-        initargs=(cls, metric_source.get_params(include_secrets=True), str(data_root),
+        initargs=(cls, metric_source.get_params(include_secrets=True), data_root,
                   os.getpid()))
 
 
@@ -455,7 +457,7 @@ class _CacheJob:
             self.metric_spec = (_registered_class(metric_source),
                                 metric_source.get_params(include_secrets=True),
                                 data_path)
-        self.parse_pool = _ParsePool(processes, metric_source, data_path.root)
+        self.parse_pool = _ParsePool(processes, metric_source, data_path)
         if start_after == 0:
             self.parse_pool.start()
         self.pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ciml-fetch")
@@ -632,7 +634,7 @@ class _CacheJob:
                           if self.parse_pool.executor is not None else 0),
             "elapsed_s": round(elapsed, 3),
             "runs_per_s": round(counts["fetched"] / elapsed, 2) if elapsed > 0 else 0.0,
-            "data_path": str(self.data_path.root),
+            "data_path": str(self.data_path),
         }
 
 

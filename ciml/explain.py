@@ -137,7 +137,7 @@ def load_reference(folder):
     path = folder / REFERENCE_FILE
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
+    with path.open("rb") as fh, np.load(fh, allow_pickle=False) as data:
         return {k: np.asarray(data[k]) for k in data.files}
 
 

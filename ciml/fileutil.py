@@ -34,8 +34,16 @@ def safe_filename(value, max_len=100):
     return safe
 
 
+def _remote(path):
+    from ciml.storage import RemotePath
+
+    return isinstance(path, RemotePath)
+
+
 def fsync_dir(path):
     """Make a rename in ``path`` durable (best effort where unsupported)."""
+    if _remote(path):
+        return  # an object store has nothing to sync
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -53,8 +61,18 @@ def atomic_open(path, mode="wb"):
     """Open a temporary file beside ``path``; rename it into place on success.
 
     On any exception the temporary file is removed and ``path`` is left as
-    it was, so readers see either the old file or the whole new one.
+    it was, so readers see either the old file or the whole new one.  On an
+    object store (:class:`ciml.storage.RemotePath`) the content is kept in
+    memory and written with one PUT, which is atomic there.
     """
+    if _remote(path):
+        import io
+
+        buf = io.BytesIO() if "b" in mode else io.StringIO()
+        yield buf
+        data = buf.getvalue()
+        path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+        return
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -83,6 +101,8 @@ def atomic_write_json(path, obj):
 
 
 def read_json(path):
+    if _remote(path):
+        return json.loads(path.read_bytes())
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 

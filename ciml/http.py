@@ -126,13 +126,29 @@ without_credentials = redact_url
 _URL_IN_TEXT = re.compile(r"""\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
 
 
+#: Secret values given on the command line (``--storage-option secret=…``).
+_KNOWN_SECRETS: set[str] = set()
+
+
+def add_secret(value: str) -> None:
+    """Mask ``value`` wherever :func:`redact_text` meets it from now on."""
+    if isinstance(value, str) and len(value) >= 4:
+        _KNOWN_SECRETS.add(value)
+
+
 def redact_text(text: str) -> str:
     """``text`` with every URL in it passed through :func:`redact_url`.
 
     For messages ciml did not word itself (a library's error, a reason
-    stored by an older version) before they are shown or logged.
+    stored by an older version) before they are shown or logged.  Values
+    registered with :func:`add_secret` are masked too.
     """
-    if not isinstance(text, str) or "://" not in text:
+    if not isinstance(text, str):
+        return text
+    for secret in _KNOWN_SECRETS:
+        if secret in text:
+            text = text.replace(secret, "****")
+    if "://" not in text:
         return text
     return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 

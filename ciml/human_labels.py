@@ -4,8 +4,8 @@ A CI operator knows things the result source does not: this run failed
 because the node ran out of memory (``cause=oom``), that one failed for a
 reason unrelated to the change (``status=passed``).  ``ciml run label``
 records such a label, with who gave it and when, in a ``human_labels``
-table of the raw cache's index (``raw/index.sqlite``), beside the runs it
-describes; the fetched data and the run records are never edited.
+table of the raw cache's catalog (:mod:`ciml.catalog`; ``raw/index.sqlite``
+in a local data path), beside the runs it describes; the fetched data and the run records are never edited.
 
 ``build-dataset`` reads the run records through :func:`apply`: a human
 label overrides the run's field of the same name (``status``, ``result``)
@@ -14,27 +14,14 @@ came from a person.  One label per run and key: labelling again replaces
 it (the table keeps who and when of the latest).
 """
 
-import contextlib
 import csv
 import dataclasses
 import datetime as dt
 import getpass
 import os
 import re
-import sqlite3
 
 from ciml.errors import CimlError, ConfigError, NotFoundError
-
-TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS human_labels (
-    run_id  TEXT NOT NULL,
-    key     TEXT NOT NULL,
-    value   TEXT NOT NULL,
-    who     TEXT NOT NULL,
-    time    TEXT NOT NULL,
-    PRIMARY KEY (run_id, key)
-);
-"""
 
 #: Run-record fields a label may override; any other key is run metadata.
 FIELDS = ("status", "result")
@@ -77,20 +64,6 @@ def check_label(key, value):
         raise ConfigError(f"label {key!r} has an empty value")
 
 
-@contextlib.contextmanager
-def _connect(index_path, create=False):
-    if not index_path.exists() and not create:
-        raise NotFoundError(f"no raw cache at {index_path.parent}; run ciml cache-data first")
-    conn = sqlite3.connect(str(index_path), timeout=60.0)
-    try:
-        conn.execute("PRAGMA busy_timeout = 60000")
-        conn.executescript(TABLE_SQL)
-        yield conn
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def set_labels(cache, run_id, labels, who=None, when=None):
     """Store ``labels`` for a cached run; returns the stored rows."""
     from ciml.cache import CACHED
@@ -104,24 +77,22 @@ def set_labels(cache, run_id, labels, who=None, when=None):
     for key, value in labels.items():
         check_label(key, str(value))
         rows.append((run_id, key, str(value), who, when))
-    with _connect(cache.index_path) as conn:
-        conn.executemany("INSERT OR REPLACE INTO human_labels VALUES (?, ?, ?, ?, ?)", rows)
+    cache.catalog.put_labels(rows)
     return [dict(zip(("run_id", "key", "value", "who", "time"), r)) for r in rows]
 
 
 def labels_of(cache, run_ids=None):
     """``{run_id: {key: {"value", "who", "time"}}}`` of the human labels (all, or these runs)."""
-    index_path = getattr(cache, "index_path", None)
-    if index_path is None or not index_path.exists():
+    catalog = getattr(cache, "catalog", None)
+    if catalog is None:
         return {}
+    if not cache.exists():
+        return {}  # a local cache with no index yet: nothing to read, nothing to create
     out = {}
-    with _connect(index_path) as conn:
-        for run_id, key, value, who, time in conn.execute(
-                "SELECT run_id, key, value, who, time FROM human_labels "
-                "ORDER BY run_id, key"):
-            if run_ids is not None and run_id not in run_ids:
-                continue
-            out.setdefault(run_id, {})[key] = {"value": value, "who": who, "time": time}
+    for run_id, key, value, who, time in catalog.labels():
+        if run_ids is not None and run_id not in run_ids:
+            continue
+        out.setdefault(run_id, {})[key] = {"value": value, "who": who, "time": time}
     return out
 
 
@@ -191,8 +162,6 @@ def import_csv(cache, path, who=None):
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     rows_sql = [(run_id, k, v, who, when) for run_id, labels in planned
                 for k, v in labels.items()]
-    with _connect(cache.index_path) as conn:
-        conn.executemany("INSERT OR REPLACE INTO human_labels VALUES (?, ?, ?, ?, ?)",
-                         rows_sql)
-        count = len(rows_sql)
+    cache.catalog.put_labels(rows_sql)
+    count = len(rows_sql)
     return count

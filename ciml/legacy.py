@@ -23,8 +23,6 @@ from ciml import paths
 from ciml.errors import CimlError
 from ciml.shell import main
 
-#: The original's ``--s3-url`` default: giving it is the same as not giving it.
-_DEFAULT_S3_URL = "https://s3.eu-geo.objectstorage.softlayer.net"
 
 #: The original's ``--estimator`` values (TensorFlow 1 class names) to plugin names.
 _SEED_ESTIMATORS = {
@@ -39,15 +37,18 @@ _SEED_ESTIMATORS = {
 # original's spellings that the script translates, with what they become.
 _GLOBAL_HELP = (
     ("--data-path", "PATH", "Folder holding the raw cache, datasets, experiments and "
-     f"models (env {paths.ENV_VAR}; default ~/.local/share/ciml). The original's "
-     "s3://<bucket> paths are not supported"),
+     f"models (env {paths.ENV_VAR}; default ~/.local/share/ciml), or s3://bucket/prefix "
+     f"as in the original (then give --catalog-uri or {paths.CATALOG_ENV_VAR})"),
+    ("--catalog-uri", "URL", "SQLAlchemy URL of the raw cache's catalog, needed with an "
+     "s3:// data path (see ciml --help)"),
     ("--debug", None, "Show debug logging and tracebacks"),
     ("--no-debug", None, "The default; accepted as the original did"),
 )
 _S3_HELP = (
-    ("--s3-profile", "PROFILE", "Not supported: ciml stores everything under the local "
-     "data path (refused with a message)"),
-    ("--s3-url", "URL", "Not supported, except the original's default, which is ignored"),
+    ("--s3-profile", "PROFILE", "AWS profile of an s3:// data path (--storage-option "
+     "profile=PROFILE); ignored with a local data path"),
+    ("--s3-url", "URL", "Endpoint of an s3:// data path (--storage-option "
+     "endpoint_url=URL); ignored with a local data path"),
 )
 _FORCE_HELP = (("--no-force", None, "The default: keep what exists"),)
 _ONLINE_HELP = (
@@ -118,41 +119,54 @@ class _Refused(Exception):
 def _common(prog, args):
     """The options every script shares: ``(global options, remaining args)``.
 
-    Raises :class:`_Refused` for object storage, which ciml does not have.
+    The original's object storage maps onto ciml's: ``--data-path
+    s3://bucket/prefix`` is the data path, ``--s3-profile`` the AWS profile
+    and ``--s3-url`` the endpoint (``--storage-option profile=…``,
+    ``endpoint_url=…``); with a local data path those two are ignored, as
+    the original ignored them.  ``--catalog-uri`` passes through.
     """
-    taken, rest = _take(args, ("--data-path", "--s3-profile", "--s3-url"))
+    taken, rest = _take(args, ("--data-path", "--s3-profile", "--s3-url", "--catalog-uri"))
     debug, rest = _switch(rest, "debug")
     front = ["--debug"] if debug else []
-    for value in taken.get("--s3-profile", []):
-        raise _Refused(f"--s3-profile {value} is not supported: ciml keeps the raw cache, "
-                       "datasets, experiments and models under a local data path "
-                       "(--data-path); copy what you need out of object storage first")
-    for value in taken.get("--s3-url", []):
-        if value.rstrip("/") != _DEFAULT_S3_URL:
-            raise _Refused(f"--s3-url {value} is not supported: ciml keeps its data under "
-                           "a local data path (--data-path), not in object storage")
     data_paths = taken.get("--data-path", [])
+    remote = bool(data_paths) and data_paths[-1].startswith(("s3://", "s3a://"))
     if data_paths:
-        _check_local(data_paths[-1], "--data-path")
+        _check_scheme(data_paths[-1], "--data-path")
         front += ["--data-path", data_paths[-1]]
+    if remote:
+        for value in taken.get("--s3-profile", [])[-1:]:
+            front += ["--storage-option", f"profile={value}"]
+        for value in taken.get("--s3-url", [])[-1:]:
+            front += ["--storage-option", f"endpoint_url={value}"]
+    for value in taken.get("--catalog-uri", [])[-1:]:
+        front += ["--catalog-uri", value]
     return front, rest
 
 
-def _check_local(value, option):
-    if "://" in value:
-        raise _Refused(f"{option} {value} is not supported: ciml keeps its data in a "
-                       "local folder; give a path such as ./data")
+def _check_scheme(value, option):
+    # The original knew local folders and s3://; any other URL is a typo
+    # here, or an fsspec protocol better named through ``ciml`` itself.
+    if "://" in value and not value.startswith(("s3://", "s3a://", "file://")):
+        raise _Refused(f"{option} {value} is not supported: give a local folder or "
+                       "s3://bucket/prefix")
 
 
 def _root(front):
     """The data path the global options in ``front`` choose."""
+    from ciml.storage import parse_storage_options
+
+    options = parse_storage_options(
+        front[i + 1] for i, arg in enumerate(front) if arg == "--storage-option")
+    catalog = front[front.index("--catalog-uri") + 1] if "--catalog-uri" in front else None
     if "--data-path" in front:
-        return paths.DataPath(front[front.index("--data-path") + 1])
-    return paths.DataPath()
+        return paths.DataPath(front[front.index("--data-path") + 1], options, catalog)
+    return paths.DataPath(None, options, catalog)
 
 
 def _run(prog, front, command, args):
     """``ciml <front> <command> <args>``; says where the data path is when it is new."""
+    if "--data-path" in front and "://" in front[front.index("--data-path") + 1]:
+        return main(front + list(command) + list(args))
     root = _root(front).root
     existed = root.exists()
     try:
@@ -299,7 +313,7 @@ def build_dataset(argv=None):
         taken, rest = _take(rest, ("--target-data-path", "--data-plots-folder",
                                    "--plot-dir", "--dataset"))
         for value in taken.get("--target-data-path", []):
-            _check_local(value, "--target-data-path")
+            _check_scheme(value, "--target-data-path")
     except _Refused as exc:
         return _fail(prog, str(exc))
     target = (taken.get("--target-data-path") or [None])[-1]

@@ -27,12 +27,13 @@ import logging
 import pathlib
 import random
 import shutil
+import tempfile
 import time
 
 import numpy as np
 
 import ciml
-from ciml import fileutil
+from ciml import fileutil, storage
 from ciml import metrics as metrics_mod
 from ciml import operating_point as _operating_point
 from ciml.errors import CimlError, ConfigError, NotFoundError, UnknownPluginError
@@ -184,9 +185,11 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
 
     final = data_path.model(ds.name, exp.name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fileutil.remove_leftovers(final.parent, exp.name)  # of trainings that died
-    tmp = final.parent / fileutil.work_name("tmp", exp.name)
-    tmp.mkdir()
+    storage.remove_abandoned(final.parent, exp.name)  # of trainings that died
+    # Estimators and TensorBoard write local files: on an object store the
+    # model is trained into a local folder and uploaded when published.
+    tmp = (storage.make_work_dir(final.parent, exp.name) if not storage.is_remote(final)
+           else pathlib.Path(tempfile.mkdtemp(prefix="ciml-train-")))
     try:
         metrics = _train_into(tmp, ds, exp, estimator, others, seed, progress,
                               keep_on_interrupt, target)
@@ -207,8 +210,9 @@ def train_model(data_path, dataset, experiment, *, eval_datasets=(), seed=None,
         }
         if metrics.get("interrupted"):
             metadata["interrupted"] = metrics["interrupted"]
+        # metadata.json is the model's completion marker: written last.
         fileutil.atomic_write_json(tmp / METADATA_FILE, metadata)
-        fileutil.replace_dir(tmp, final)
+        storage.publish_dir(tmp, final, METADATA_FILE)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -427,14 +431,14 @@ def list_models(data_path):
 
 def delete_model(data_path, dataset, experiment):
     """Remove a trained model; :class:`NotFoundError` if there is none."""
-    return fileutil.remove_dir(model_dir(data_path, dataset, experiment))
+    return storage.remove_dir(model_dir(data_path, dataset, experiment), METADATA_FILE)
 
 
 class TrainedModel:
     """A trained model, loaded once, with the dataset whose normalization it needs."""
 
     def __init__(self, path, metadata, dataset, experiment, estimator):
-        self.path = pathlib.Path(path)
+        self.path = path if storage.is_remote(path) else pathlib.Path(path)
         self.metadata = metadata
         self.dataset = dataset
         self.experiment = experiment
@@ -485,7 +489,7 @@ class TrainedModel:
                 f"(fingerprint {ds.fingerprint}, was {metadata['dataset_fingerprint']}); "
                 "retrain it with ciml train-model")
         try:
-            estimator = est_cls.load(path / ESTIMATOR_DIR)
+            estimator = est_cls.load(storage.local_copy(path / ESTIMATOR_DIR))
         except OSError as exc:
             raise CimlError(f"model {dataset}/{experiment} cannot be loaded from "
                             f"{path / ESTIMATOR_DIR}: {exc}") from None

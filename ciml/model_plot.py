@@ -23,7 +23,7 @@ def _pyplot():
 
 
 def _read_predictions(path, dataset=None, split="test"):
-    with open(path, newline="", encoding="utf-8") as fh:
+    with path.open("r", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return [r for r in rows
             if r["split"] == split and (dataset is None or r["dataset"] == dataset)]
@@ -117,7 +117,9 @@ def plot_model(data_path, dataset, experiment, output_dir=None):
 
     folder = model_dir(data_path, dataset, experiment)
     metrics = read_metrics(data_path, dataset, experiment)
-    out = pathlib.Path(output_dir) if output_dir else folder / "plots"
+    from ciml.storage import local_output
+
+    out = pathlib.Path(output_dir) if output_dir else local_output(folder / "plots")
     out.mkdir(parents=True, exist_ok=True)
     name = f"{dataset}/{experiment}"
     written = []

@@ -15,7 +15,8 @@ from ciml.errors import Interrupted
 
 # Third-party loggers that are chatty at INFO, which is cliff's default level.
 _QUIET_LOGGERS = ("stevedore", "urllib3", "matplotlib", "PIL", "tensorflow",
-                  "absl", "h5py", "numcodecs", "zarr", "asyncio", "paho")
+                  "absl", "h5py", "numcodecs", "zarr", "asyncio", "paho",
+                  "botocore", "aiobotocore", "s3fs", "fsspec", "aiohttp")
 
 
 #: Root-logger handlers the last CimlApp installed.
@@ -143,7 +144,21 @@ class CimlApp(App):
             "--data-path", metavar="PATH", default=None,
             help=("Folder holding the raw cache, datasets, experiments and "
                   f"models (env {paths.ENV_VAR}; default: "
-                  "$XDG_DATA_HOME/ciml, i.e. ~/.local/share/ciml)."))
+                  "$XDG_DATA_HOME/ciml, i.e. ~/.local/share/ciml), or an fsspec URL "
+                  "such as s3://bucket/prefix."))
+        parser.add_argument(
+            "--storage-option", metavar="KEY=VALUE", action="append", default=[],
+            dest="storage_options",
+            help=("An option of the data path's file system, repeatable "
+                  "(s3: endpoint_url=http://host:8333, profile=NAME, "
+                  "client_kwargs.region_name=...). Credentials are best left to "
+                  "the environment or an AWS profile."))
+        parser.add_argument(
+            "--catalog-uri", metavar="URL", default=None,
+            help=("SQLAlchemy URL of the raw cache's catalog (env "
+                  f"{paths.CATALOG_ENV_VAR}; default: SQLite in a local data path). "
+                  "Needed with an object-store data path: mysql+pymysql://user@host/db "
+                  "when several machines share the store."))
         return parser
 
     def configure_logging(self):
@@ -194,7 +209,24 @@ class CimlApp(App):
 
     @property
     def data_path(self):
-        return paths.DataPath(self.options.data_path)
+        from ciml.storage import parse_storage_options
+
+        options = parse_storage_options(getattr(self.options, "storage_options", None))
+        _redact_secrets(options)
+        return paths.DataPath(self.options.data_path, storage_options=options,
+                              catalog_uri=getattr(self.options, "catalog_uri", None))
+
+
+def _redact_secrets(options):
+    """Tell the log filter the secret values of ``--storage-option``."""
+    from ciml.http import add_secret
+
+    for key, value in options.items():
+        if isinstance(value, dict):
+            _redact_secrets(value)
+        elif isinstance(value, str) and key != "endpoint_url" and any(
+                word in key.lower() for word in ("secret", "key", "token", "password")):
+            add_secret(value)
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ def _cached_count(path, build_name):
     from ciml.cache import CACHED, RawCache
 
     cache = RawCache(path)
-    if not cache.index_path.exists():
+    if not cache.exists():
         return 0
     with cache:
         return cache.counts(build_name)[CACHED]

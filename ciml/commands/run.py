@@ -27,7 +27,7 @@ class RunList(Lister):
         from ciml.cache import RawCache
 
         cache = RawCache(data_path(self))
-        if not cache.index_path.exists():
+        if not cache.exists():
             return (("id", "build_name", "status", "provider", "start", "samples",
                      "incomplete"), [])
         with cache:
@@ -74,7 +74,7 @@ class RunShow(ShowOne):
         from ciml.errors import NotFoundError
 
         cache = RawCache(data_path(self))
-        if not cache.index_path.exists():
+        if not cache.exists():
             raise NotFoundError(f"run {parsed_args.id!r} is not in the raw cache "
                                 f"(no cache under {data_path(self).root})")
         with cache:

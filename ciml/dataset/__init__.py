@@ -64,7 +64,8 @@ class Dataset:
         from ciml.dataset import store
 
         path = _data_path(data_path).dataset(name)
-        if not path.is_dir():
+        # The marker, not the folder: an object store may keep an emptied prefix.
+        if not (path / store.MARKER).is_file():
             raise NotFoundError(f"no dataset named {name!r} (looked in {path.parent})")
         return cls(name, path, store.read_attrs(path))
 
@@ -178,6 +179,8 @@ def list_datasets(data_path):
 def delete_dataset(data_path, name):
     """Remove a dataset (complete or not); :class:`NotFoundError` if absent."""
     path = _data_path(data_path).dataset(name)
-    if not path.is_dir():
+    if not path.is_dir() or not any(True for _ in path.iterdir()):
         raise NotFoundError(f"no dataset named {name!r}")
-    return fileutil.remove_dir(path)
+    from ciml import storage
+
+    return storage.remove_dir(path, store.MARKER)

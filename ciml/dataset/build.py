@@ -27,13 +27,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 
 import numpy as np
 
 import ciml
-from ciml import fileutil, human_labels
+from ciml import fileutil, human_labels, storage
 from ciml.dataset import labels as labels_mod
 from ciml.dataset import store
 from ciml.dataset.profile import fit_profile
@@ -341,7 +340,8 @@ def _init_worker(cache_root, head_specs, owner_pid):
     from ciml.paths import DataPath
 
     procutil.die_with_parent(owner_pid)
-    _WORKER["cache"] = RawCache(DataPath(cache_root))
+    _WORKER["cache"] = RawCache(cache_root if isinstance(cache_root, DataPath)
+                                else DataPath(cache_root))
     _WORKER["head"] = make_chain(head_specs)
 
 
@@ -395,7 +395,7 @@ class _Loader:
             ctx = multiprocessing.get_context("forkserver")
             self.pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=ctx, initializer=_init_worker,
-                initargs=(str(cache_root), head_specs, os.getpid()))
+                initargs=(cache_root, head_specs, os.getpid()))
         elif executor == "thread":
             self.pool = concurrent.futures.ThreadPoolExecutor(workers)
 
@@ -620,7 +620,7 @@ class _Build:
         if executor == "process" and not cache_is_raw:
             executor = "thread"
         workers = self.opts["workers"] or cpus
-        return _Loader(self.cache, self.data_path.root, self.head_specs, workers, executor)
+        return _Loader(self.cache, self.data_path, self.head_specs, workers, executor)
 
     def stream(self, tmp, loader):
         """Every selected run through the chain into the dataset at ``tmp``."""
@@ -629,7 +629,7 @@ class _Build:
         self.counts, self.ids_by_split = {}, {}
         self.writer = writer = store.DatasetWriter(
             tmp, {s: len(self.parts[s]) for s in self.splits}, self.example_shape)
-        staging = _Staging(tmp / "training.staging", self.example_shape)
+        staging = _Staging(storage.scratch_file(tmp, "training.staging"), self.example_shape)
         bar = _progress(self.opts["progress"], total, f"building {name}")
         for split_name in self.splits:
             stream = _SplitStream(split_name, writer, staging, self.tail, self.features,
@@ -727,7 +727,9 @@ class _Build:
         store.verify(tmp, self.counts, self.ids_by_split)
         if store.is_dataset(self.final) and not self.opts["force"]:
             raise AlreadyExistsError(f"dataset {self.name!r} appeared meanwhile; use --force")
-        fileutil.replace_dir(tmp, self.final)
+        # The root's zarr.json (``complete``) is the marker: on an object
+        # store it is copied in last.
+        storage.publish_dir(tmp, self.final, store.MARKER)
 
     def summary(self, elapsed):
         return {
@@ -789,7 +791,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         build.select()
         datasets_dir = data_path.datasets
         datasets_dir.mkdir(parents=True, exist_ok=True)
-        fileutil.remove_leftovers(datasets_dir, name)
+        storage.remove_abandoned(datasets_dir, name)
         tmp = datasets_dir / fileutil.work_name("tmp", name)
         loader = build._loader() if cluster is None else None
         try:
@@ -806,7 +808,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                 loader.close()
             else:
                 cluster.cancel()
-            shutil.rmtree(tmp, ignore_errors=True)
+            storage.rmtree(tmp)
             raise
     finally:
         if own_cache:

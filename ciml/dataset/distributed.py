@@ -32,6 +32,7 @@ import logging
 
 import numpy as np
 
+from ciml import storage
 from ciml.dataset import store
 from ciml.dataset.build import apply_tail, make_chain, step_spec, transform_runs
 from ciml.errors import CimlError
@@ -53,10 +54,12 @@ STAGING = "staging"
 def _array(data_path, parts, mode):
     import zarr
 
+    from ciml.storage import zarr_store
+
     path = data_path.root
     for part in parts:
         path = path / part
-    return zarr.open_array(str(path), mode=mode)
+    return zarr.open_array(zarr_store(path, read_only=mode == "r"), mode=mode)
 
 
 def _worker_cache(data_path):
@@ -154,7 +157,7 @@ class ClusterStream:
         b.writer = writer = store.DatasetWriter(
             tmp, {s: len(b.parts[s]) for s in b.splits}, shape)
         chunk = writer.chunk
-        staging = zarr.open_group(str(tmp / STAGING), mode="w", zarr_format=3)
+        staging = zarr.open_group(storage.zarr_store(tmp / STAGING), mode="w", zarr_format=3)
         # The build's folder, as parts under the data path (see _array).
         where = tuple(str(tmp.relative_to(dp.root)).split("/"))
         paths = {}
@@ -220,9 +223,7 @@ class ClusterStream:
                              [r for _, r, _ in part], [n for _, _, n in part])
             b.counts[split] = len(entries)
             b.ids_by_split[split] = [r for _, r, _ in entries]
-        import shutil
-
-        shutil.rmtree(tmp / STAGING)
+        storage.rmtree(tmp / STAGING)
 
     def _fit(self, step, before, staging, blocks):
         """Fit ``step`` on the training chunks, folding their states in chunk order."""

@@ -10,10 +10,14 @@ Layout of one dataset (a Zarr v3 group)::
         ids     str (example,)             run ids
         length  int64 (example,)           time steps before cut/pad or aggregation
 
-``complete`` is written last; a group without it is not a dataset.
+``complete`` is written last; a group without it is not a dataset.  On an
+object store the root's ``zarr.json`` (:data:`MARKER`) is also the last
+object copied when the dataset is published (:func:`ciml.storage.publish_dir`).
 """
 
 import numpy as np
+
+from ciml.storage import zarr_store
 
 from ciml.errors import NotFoundError
 
@@ -22,6 +26,8 @@ CHUNK_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_EXAMPLES = 1024
 #: Where fitted normalizer arrays too large for attributes are kept.
 STATE_GROUP = "state"
+#: The completion marker: the root group's metadata, holding ``complete``.
+MARKER = "zarr.json"
 
 
 def chunk_examples(example_shape):
@@ -51,7 +57,7 @@ class DatasetWriter:
         import zarr
 
         self.chunk = chunk or chunk_examples(example_shape)
-        self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self.group = zarr.open_group(zarr_store(path), mode="w", zarr_format=3)
         self.arrays = {}
         for split, size in split_sizes.items():
             sub = self.group.create_group(split)
@@ -126,7 +132,7 @@ def verify(path, counts, ids):
 
     try:
         attrs = read_attrs(path)
-        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
         for split, count in counts.items():
             sub = group[split]
             for name in ("X", "y", "ids", "length"):
@@ -151,7 +157,7 @@ def read_attrs(path):
     import zarr
 
     try:
-        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
         raise NotFoundError(f"no dataset at {path}: {exc}") from None
     attrs = dict(group.attrs)
@@ -172,7 +178,7 @@ def open_split(path, split):
     """The zarr arrays of one split: ``dict(X=..., y=..., ids=..., length=...)``."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
     try:
         sub = group[split]
     except KeyError:
@@ -184,7 +190,7 @@ def read_state_array(path, key):
     """A fitted normalizer array stored by :meth:`DatasetWriter.finish`."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
     return np.asarray(group[STATE_GROUP][key][...])
 
 

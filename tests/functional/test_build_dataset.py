@@ -24,6 +24,12 @@ REGEX = "^(cpu_usr|cpu_sys|cpu_idl|mem_|net_|load_1m)"
 
 
 @pytest.fixture
+def data_path(any_data_path):
+    """Every test here runs against a local folder and against S3 (SeaweedFS)."""
+    return any_data_path
+
+
+@pytest.fixture
 def cached(data_path, sample_data):
     """70 runs in a real raw cache: real dstat series, shifted, scaled and cut."""
     from ciml.cache import RawCache
@@ -49,7 +55,7 @@ def cached(data_path, sample_data):
         cache.store(run, FetchedMetrics("dstat-csv_log.txt", raw[k], "file:///x"), frame)
         runs.append(run)
     # One run whose parsed series got corrupted after caching.
-    (cache.run_dir("run-007") / "series.bin").write_bytes(b"garbage")
+    (cache.raw_file("run-007").parent / "series.bin").write_bytes(b"garbage")
     cache.close()
     return runs
 
@@ -187,22 +193,30 @@ def test_errors_are_one_line(run_ciml, data_path, cached):
     assert rc != 0 and "no cached runs" in err
 
 
-def test_legacy_console_script(data_path, cached, capsys):
+def test_legacy_console_script(data_path, cached, capsys, monkeypatch):
+    import os
+
     from ciml import legacy
 
+    # With an s3:// data path the original's --s3-url is the endpoint; with a
+    # local one it is ignored, as the original ignored it.
+    endpoint = "https://s3.eu-geo.objectstorage.softlayer.net"
+    if data_path.is_remote:
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        monkeypatch.delenv("AWS_ENDPOINT_URL")
     rc = legacy.build_dataset(["--dataset", "old", "--build-name", "tempest-full",
                                "--data-path", str(data_path.root), "--no-force",
                                "--no-visualize", "--slicer", ":40", "--tdt-split", "7",
                                "2", "1", "--sample-interval", "1min",
-                               "--features-regex", REGEX,
-                               "--s3-url", "https://s3.eu-geo.objectstorage.softlayer.net"])
-    assert rc == 0
+                               "--features-regex", REGEX, "--s3-url", endpoint])
+    assert rc == 0, capsys.readouterr().err
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     from ciml.dataset import Dataset
 
     ds = Dataset.open(data_path, "old")
     assert ds.config["slicer"] == ":40" and ds.config["tdt_split"] == [7, 2, 1]
     assert ds.split("training").X.shape[1] == 92
-    assert legacy.build_dataset(["--dataset", "old", "--s3-profile", "x"]) == 2
+    assert legacy.build_dataset(["--dataset", "old", "--data-path", "ftp://host/x"]) == 2
 
 
 def test_from_a_generated_history_through_cache_data(run_ciml, data_path, tmp_path):

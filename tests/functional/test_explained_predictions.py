@@ -16,6 +16,12 @@ GBDT = {"trees": 40, "min_data_in_leaf": 3}
 
 
 @pytest.fixture
+def data_path(any_data_path):
+    """Every test here runs against a local folder and against S3 (SeaweedFS)."""
+    return any_data_path
+
+
+@pytest.fixture
 def trained(data_path):
     make_dataset(data_path, "ds", n=120)
     Experiment.create("gb", "gbdt", GBDT).save(data_path)

@@ -78,19 +78,39 @@ def test_different_data_paths_are_refused(ran, capsys):
     assert ran == []
 
 
-@pytest.mark.parametrize("script", [legacy.cache_data, legacy.build_dataset,
-                                    legacy.setup_experiment, legacy.train_model,
-                                    legacy.plot_data, legacy.db_predict,
-                                    legacy.mqtt_predict, legacy.mqtt_trainer])
-@pytest.mark.parametrize("args,message", [
-    (["--s3-profile", "ibmcloud"], "--s3-profile ibmcloud is not supported: ciml keeps"),
-    (["--s3-url=https://minio.local"], "--s3-url https://minio.local is not supported"),
-    (["--data-path", "s3://bucket"], "--data-path s3://bucket is not supported"),
-])
-def test_object_storage_is_refused(ran, capsys, script, args, message):
-    assert script(args) == 2
+SCRIPTS = [legacy.cache_data, legacy.build_dataset, legacy.setup_experiment,
+           legacy.train_model, legacy.plot_data, legacy.db_predict, legacy.mqtt_predict,
+           legacy.mqtt_trainer]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_object_storage_options_map_onto_the_data_path(ran, script):
+    """The original's --s3-profile / --s3-url become storage options of an s3:// path."""
+    assert script(["--data-path", "s3://ci-bucket/ciml", "--s3-profile", "ibmcloud",
+                   "--s3-url=https://minio.local:9000",
+                   "--catalog-uri", "mysql+pymysql://ciml@db/ciml", "--dataset", "d"]) == 0
+    front = ran[-1][:ran[-1].index("--catalog-uri") + 2]
+    assert front == ["--data-path", "s3://ci-bucket/ciml",
+                     "--storage-option", "profile=ibmcloud",
+                     "--storage-option", "endpoint_url=https://minio.local:9000",
+                     "--catalog-uri", "mysql+pymysql://ciml@db/ciml"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_s3_options_are_ignored_with_a_local_data_path(ran, script, data_path):
+    # As in the original, whose defaults named a profile and an endpoint always.
+    root = str(data_path.root)
+    assert script(["--data-path", root, "--s3-profile", "ibmcloud",
+                   "--s3-url", "https://s3.eu-geo.objectstorage.softlayer.net"]) == 0
+    assert ran[-1][:2] == ["--data-path", root]
+    assert "--storage-option" not in ran[-1]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_other_url_schemes_are_refused(ran, capsys, script):
+    assert script(["--data-path", "ftp://host/data"]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.startswith("ciml-")
+    assert "--data-path ftp://host/data is not supported" in err and err.startswith("ciml-")
     assert ran == []
 
 

@@ -1,0 +1,399 @@
+"""The raw cache's catalog: which runs are cached or unavailable, behind SQLAlchemy.
+
+One table, ``runs``, one row per run id.  Where it lives:
+
+* a local data path: SQLite at ``<data>/raw/index.sqlite`` (WAL, a busy
+  timeout; the file earlier versions made opens as it is);
+* ``--catalog-uri`` / ``$CIML_CATALOG_URI``: any SQLAlchemy URL, for a
+  store that many machines write (``mysql+pymysql://user@host/ciml``,
+  ``postgresql+psycopg://…``) or a local SQLite file beside an object-store
+  data path (``sqlite:////var/lib/ciml/catalog.sqlite``, one machine only).
+
+A data path on an object store without a catalog URI is an error: SQLite
+cannot live on S3, and a guessed default would let two machines each keep
+their own index of one store.
+
+A run becomes cached by :meth:`Catalog.commit_cached`, one conditional
+statement that only the first writer of a run wins, whatever the database:
+two machines caching the same run neither duplicate nor lose it.
+"""
+
+import json
+import os
+import threading
+import time
+
+from ciml.errors import CimlError, ConfigError
+
+CACHED = "cached"
+UNAVAILABLE = "unavailable"
+
+# How long a SQLite connection waits for another writer before giving up.
+_BUSY_TIMEOUT_S = 60.0
+
+
+class CatalogError(CimlError):
+    """The catalog's database failed (unreachable, refused, out of space)."""
+
+
+def _table(metadata):
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
+
+    text = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+    return sa.Table(
+        "runs", metadata,
+        sa.Column("run_id", sa.String(512), primary_key=True),
+        sa.Column("build_name", sa.String(255)),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("reason", sa.String(255)),
+        sa.Column("message", text),
+        sa.Column("dir", sa.String(512)),
+        sa.Column("start", sa.String(32)),
+        sa.Column("samples", sa.Integer),
+        sa.Column("record", text),
+        sa.Column("time", sa.Double, nullable=False),
+        sa.Column("incomplete", sa.String(255)),
+        sa.Index("ix_runs_build_state", "build_name", "state"),
+        mysql_charset="utf8mb4",
+    )
+
+
+def _labels_table(metadata):
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
+
+    text = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+    return sa.Table(
+        "human_labels", metadata,
+        sa.Column("run_id", sa.String(512), primary_key=True),
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", text, nullable=False),
+        sa.Column("who", sa.String(255), nullable=False),
+        sa.Column("time", sa.String(32), nullable=False),
+        mysql_charset="utf8mb4",
+    )
+
+
+# Columns added since the first index layout: (name, SQL type), for old SQLite files.
+_ADDED_COLUMNS = (("incomplete", "TEXT"),)
+
+
+def shown_uri(uri):
+    """A catalog URI fit for output: its password masked."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 -- an unparsable URI is shown by its scheme only
+        return str(uri).split("://", 1)[0] + "://…"
+
+
+def catalog_uri(data_path):
+    """The catalog URI of a :class:`ciml.paths.DataPath` (see the module docs)."""
+    if data_path.catalog_uri:
+        return data_path.catalog_uri
+    if data_path.is_remote:
+        raise ConfigError(
+            f"the raw cache of {data_path} needs a catalog: SQLite cannot live on an "
+            "object store. Give --catalog-uri (or $CIML_CATALOG_URI): "
+            "mysql+pymysql://user@host/db or postgresql+psycopg://... when several "
+            "machines share the store, sqlite:////local/file.sqlite for one machine")
+    return "sqlite:///" + str(data_path.raw / "index.sqlite")
+
+
+class Catalog:
+    """The ``runs`` table of one catalog; safe to share between threads and processes."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self._engine = None
+        self._pid = None
+        self._lock = threading.Lock()
+        self.is_sqlite = uri.startswith("sqlite")
+
+    def __repr__(self):
+        return f"Catalog({shown_uri(self.uri)!r})"
+
+    # -- the engine ---------------------------------------------------------------
+
+    @property
+    def engine(self):
+        # An engine's connections must not cross a fork: a child makes its own.
+        if self._engine is not None and self._pid == os.getpid():
+            return self._engine
+        with self._lock:
+            if self._engine is None or self._pid != os.getpid():
+                if self._engine is not None:
+                    self._engine.dispose(close=False)
+                self._engine = self._create()
+                self._pid = os.getpid()
+        return self._engine
+
+    def _create(self):
+        import sqlalchemy as sa
+
+        try:
+            url = sa.engine.make_url(self.uri)
+        except sa.exc.ArgumentError:
+            raise ConfigError(f"--catalog-uri {shown_uri(self.uri)} is not a database "
+                              "URL (mysql+pymysql://user@host/db, sqlite:////path)") from None
+        kwargs = {"isolation_level": "AUTOCOMMIT", "pool_pre_ping": not self.is_sqlite}
+        if self.is_sqlite:
+            if url.database and url.database != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+            kwargs["connect_args"] = {"timeout": _BUSY_TIMEOUT_S, "check_same_thread": False}
+        try:
+            engine = sa.create_engine(url, **kwargs)
+        except (ImportError, sa.exc.NoSuchModuleError) as exc:
+            raise ConfigError(f"catalog {shown_uri(self.uri)}: its database driver is not "
+                              f"installed ({exc})") from None
+        if self.is_sqlite:
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        metadata = sa.MetaData()
+        self.table = _table(metadata)
+        self.labels_table = _labels_table(metadata)
+        try:
+            self._retry_locked(lambda: metadata.create_all(engine, checkfirst=True))
+            if self.is_sqlite:
+                self._add_columns(engine)
+        except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            raise CimlError(f"catalog {shown_uri(self.uri)} cannot be opened: "
+                            f"{_reason(exc)}") from None
+        return engine
+
+    def _add_columns(self, engine):
+        """Bring an index made by an older ciml up to the current columns."""
+        import sqlalchemy as sa
+
+        with engine.connect() as conn:
+            have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(runs)")}
+            for name, sql_type in _ADDED_COLUMNS:
+                if name in have:
+                    continue
+                try:
+                    self._retry_locked(lambda name=name, sql_type=sql_type: conn.exec_driver_sql(
+                        f"ALTER TABLE runs ADD COLUMN {name} {sql_type}"))
+                except sa.exc.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # another process was first
+                        raise
+
+    @staticmethod
+    def _retry_locked(call, attempts=50):
+        # Switching SQLite to WAL and creating the schema take an exclusive
+        # lock that the busy handler does not always wait for.
+        import sqlalchemy as sa
+
+        for attempt in range(attempts):
+            try:
+                return call()
+            except sa.exc.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05)
+
+    def _run(self, statement):
+        return self._call(lambda conn: conn.execute(statement))
+
+    def _rows(self, statement):
+        return self._call(lambda conn: conn.execute(statement).fetchall())
+
+    def _call(self, work):
+        import sqlalchemy as sa
+
+        engine = self.engine
+        try:
+            with engine.connect() as conn:
+                return self._retry_locked(lambda: work(conn))
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.DBAPIError as exc:
+            # A database that went away is named, without its SQL or values.
+            raise CatalogError(f"catalog {shown_uri(self.uri)}: {_reason(exc)}") from None
+
+    def close(self):
+        """Close the pooled connections.  Idempotent; the next call reopens."""
+        with self._lock:
+            if self._engine is not None and self._pid == os.getpid():
+                self._engine.dispose()
+            self._engine = None
+
+    # -- writing ------------------------------------------------------------------
+
+    def commit_cached(self, run_id, build_name, folder, start, samples, record, incomplete,
+                      *, replace=False):
+        """Record a run as cached in ``folder``; ``False`` if another writer was first.
+
+        Portable and atomic on every database: an INSERT, which a primary
+        key conflict refuses, then an UPDATE of a row that is not cached
+        yet.  ``replace`` overwrites a cached row (the local cache, which
+        serialises its writers and moved the folder in place already).
+        """
+        import sqlalchemy as sa
+
+        t = self._t()
+        values = {"run_id": str(run_id), "build_name": build_name, "state": CACHED,
+                  "reason": None, "message": None, "dir": folder, "start": start,
+                  "samples": int(samples), "incomplete": incomplete, "time": time.time(),
+                  "record": json.dumps(record, sort_keys=True, default=str)}
+        try:
+            self._run(sa.insert(t).values(**values))
+            return True
+        except sa.exc.IntegrityError:
+            pass
+        update = sa.update(t).where(t.c.run_id == str(run_id))
+        if not replace:
+            update = update.where(t.c.state != CACHED)
+        result = self._run(update.values(**{k: v for k, v in values.items() if k != "run_id"}))
+        return result.rowcount > 0
+
+    def update_record(self, run_id, record, incomplete):
+        import sqlalchemy as sa
+
+        t = self._t()
+        result = self._run(sa.update(t).where(t.c.run_id == str(run_id), t.c.state == CACHED)
+                           .values(record=json.dumps(record, sort_keys=True, default=str),
+                                   incomplete=incomplete, time=time.time()))
+        return result.rowcount > 0
+
+    def mark_unavailable(self, run_id, build_name, reason, message, start, record):
+        """Record that a run's metrics cannot be had; a cached run stays cached."""
+        import sqlalchemy as sa
+
+        t = self._t()
+        values = {"build_name": build_name, "state": UNAVAILABLE, "reason": str(reason)[:255],
+                  "message": str(message), "start": start, "time": time.time(),
+                  "record": json.dumps(record, sort_keys=True, default=str)}
+        try:
+            self._run(sa.insert(t).values(run_id=str(run_id), dir=None, samples=None, **values))
+            return
+        except sa.exc.IntegrityError:
+            pass
+        self._run(sa.update(t).where(t.c.run_id == str(run_id), t.c.state != CACHED)
+                  .values(**values))
+
+    def put_labels(self, rows):
+        """Store human labels ``(run_id, key, value, who, time)``; one per run and key."""
+        import sqlalchemy as sa
+
+        self._t()
+        t = self.labels_table
+        for run_id, key, value, who, when in rows:
+            values = {"value": value, "who": who, "time": when}
+            try:
+                self._run(sa.insert(t).values(run_id=run_id, key=key, **values))
+            except sa.exc.IntegrityError:
+                self._run(sa.update(t).where(t.c.run_id == run_id, t.c.key == key)
+                          .values(**values))
+
+    def labels(self):
+        """Every human label: rows ``(run_id, key, value, who, time)`` by run and key."""
+        import sqlalchemy as sa
+
+        self._t()
+        t = self.labels_table
+        return self._rows(sa.select(t.c.run_id, t.c.key, t.c.value, t.c.who, t.c.time)
+                          .order_by(t.c.run_id, t.c.key))
+
+    # -- reading ------------------------------------------------------------------
+
+    def _t(self):
+        self.engine  # noqa: B018 -- creates the table object on first use
+        return self.table
+
+    def state(self, run_id):
+        import sqlalchemy as sa
+
+        t = self._t()
+        rows = self._rows(sa.select(t.c.state).where(t.c.run_id == str(run_id)))
+        return rows[0][0] if rows else None
+
+    def states(self, build_name=None):
+        import sqlalchemy as sa
+
+        t = self._t()
+        query = sa.select(t.c.run_id, t.c.state)
+        if build_name is not None:
+            query = query.where(t.c.build_name == build_name)
+        return dict(self._rows(query))
+
+    def cached(self, build_name=None, columns=("samples", "record")):
+        """Rows of cached runs (of a build name), by start time then run id."""
+        import sqlalchemy as sa
+
+        t = self._t()
+        query = sa.select(*(t.c[c] for c in columns)).where(t.c.state == CACHED)
+        if build_name is not None:
+            query = query.where(t.c.build_name == build_name)
+        return self._rows(query.order_by(t.c.start, t.c.run_id))
+
+    def incomplete_ids(self, build_name=None):
+        import sqlalchemy as sa
+
+        t = self._t()
+        query = sa.select(t.c.run_id).where(t.c.state == CACHED, t.c.incomplete.is_not(None))
+        if build_name is not None:
+            query = query.where(t.c.build_name == build_name)
+        return {row[0] for row in self._rows(query)}
+
+    def unavailable(self, build_name=None):
+        import sqlalchemy as sa
+
+        t = self._t()
+        query = (sa.select(t.c.run_id, t.c.build_name, t.c.reason, t.c.message, t.c.time)
+                 .where(t.c.state == UNAVAILABLE))
+        if build_name is not None:
+            query = query.where(t.c.build_name == build_name)
+        return self._rows(query.order_by(t.c.start, t.c.run_id))
+
+    def cached_row(self, run_id):
+        """``(dir, record text)`` of a cached run, or ``None``."""
+        import sqlalchemy as sa
+
+        t = self._t()
+        rows = self._rows(sa.select(t.c.dir, t.c.record)
+                          .where(t.c.run_id == str(run_id), t.c.state == CACHED))
+        return tuple(rows[0]) if rows else None
+
+    def counts(self, build_name=None):
+        import sqlalchemy as sa
+
+        t = self._t()
+        query = sa.select(t.c.state, sa.func.count()).group_by(t.c.state)
+        if build_name is not None:
+            query = query.where(t.c.build_name == build_name)
+        out = {CACHED: 0, UNAVAILABLE: 0}
+        out.update(dict(self._rows(query)))
+        return out
+
+    def dirs(self):
+        """The run folders the catalog names (cleanup keeps these)."""
+        import sqlalchemy as sa
+
+        t = self._t()
+        return {row[0] for row in self._rows(sa.select(t.c.dir).where(t.c.dir.is_not(None)))}
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        for attempt in range(50):
+            try:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                break
+            except Exception as exc:  # noqa: BLE001 -- sqlite3.OperationalError: locked
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.05)
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _reason(exc):
+    """A database error's cause in one line, without its SQL or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    return f"{type(orig).__name__}: {text[:300]}"
