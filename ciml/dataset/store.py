@@ -233,7 +233,8 @@ def differences(path_a, path_b, ignore=VOLATILE_ATTRS):
         a, b = (json.loads(x) for x in attrs)
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         out.append(f"attributes differ: {', '.join(keys)}")
-    groups = [zarr.open_group(str(p), mode="r", zarr_format=3) for p in (path_a, path_b)]
+    groups = [zarr.open_group(zarr_store(p, read_only=True), mode="r",
+                               zarr_format=3) for p in (path_a, path_b)]
 
     def arrays(group, prefix=""):
         found = {}

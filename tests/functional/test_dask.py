@@ -253,3 +253,43 @@ def test_batch_predict_on_the_cluster_equals_local(cached, run_ciml, dask_cluste
     for record in here + there:
         record.pop("time", None)
     assert here == there
+
+
+# -- over object storage --------------------------------------------------------------
+
+
+def test_cache_and_build_on_the_cluster_into_s3_equal_local(history, tmp_path, run_ciml,
+                                                             dask_cluster, s3_data_path,
+                                                             seaweedfs, monkeypatch):
+    """The workers store runs and write dataset chunks into S3 themselves.
+
+    The workers were started without the store's credentials: they travel
+    with the data path (``--storage-option``), as the catalog's URL does.
+    """
+    from ciml.dataset import store
+
+    local = tmp_path / "local"
+    remote = str(s3_data_path.root)
+    options = [arg for key, value in seaweedfs.storage_options.items()
+               for arg in ("--storage-option", f"{key}={value}")]
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    # The local cache keeps its own index, beside it.
+    monkeypatch.delenv("CIML_CATALOG_URI")
+    rc, out, err = run_ciml(cache_args(local, history.db_uri))
+    assert rc == 0, err
+    rc, out_build, err = run_ciml(build_args(local, "ds", "--sample-interval", "10s"))
+    assert rc == 0, err
+    options.extend(["--catalog-uri", catalog])
+    rc, out2, err = run_ciml([*options, *cache_args(remote, history.db_uri, "--scheduler",
+                                                    dask_cluster.address)])
+    assert rc == 0, err + dask_cluster.logs()
+    here, there = json.loads(out), json.loads(out2)
+    for key in ("selected", "cached", "unavailable", "reasons", "total_cached"):
+        assert here[key] == there[key], key
+    rc, out2, err = run_ciml([*options, *build_args(remote, "ds", "--sample-interval", "10s",
+                                                    "--scheduler", dask_cluster.address)])
+    assert rc == 0, err + dask_cluster.logs()
+    assert json.loads(out_build)["fingerprint"] == json.loads(out2)["fingerprint"]
+    remote_path = DataPath(remote, storage_options=seaweedfs.storage_options,
+                           catalog_uri=catalog)
+    assert store.differences(DataPath(local).dataset("ds"), remote_path.dataset("ds")) == []
