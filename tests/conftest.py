@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+from ciml.hookspecs import hookimpl
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 MARIADB_HOST = "127.0.0.1"
@@ -335,6 +337,31 @@ def fake_distribution(tmp_path, monkeypatch):
     for module in created_modules:
         sys.modules.pop(module, None)
     importlib.invalidate_caches()
+
+
+# -- a tiny estimator ------------------------------------------------------------
+
+
+class _CentroidPlugin:
+    """Registers ``nearest-centroid``: tests about sources and data need no TensorFlow."""
+
+    @hookimpl
+    def ciml_register_estimators(self, register):
+        from ciml.testing.estimators import NearestCentroidEstimator
+
+        register(NearestCentroidEstimator)
+
+
+@pytest.fixture
+def centroid():
+    """The ``nearest-centroid`` estimator, registered as a plugin for one test.
+
+    The plugin manager is reset after every test (below), which unregisters it.
+    """
+    from ciml.plugins import get_manager
+
+    get_manager().add_plugin(_CentroidPlugin(), "centroid-test", distribution="ciml-centroid",
+                             version="1.0")
 
 
 # -- isolation -----------------------------------------------------------------

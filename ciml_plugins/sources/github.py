@@ -45,19 +45,19 @@ import os
 import re
 import urllib.parse
 
-from ciml.base import Parameter, ResultSource, positive_int
+from ciml.base import Parameter, positive_int
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
-from ciml.http import (
-    HTTP_PARAMETERS,
-    HttpClient,
-    redact_url,
-    register_credentials,
-    unregister_credentials,
-)
+from ciml.http import HTTP_PARAMETERS, redact_url
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import as_utc, interleave
-from ciml_plugins.sources.rest import expect, get_json, get_json_page, text
+from ciml_plugins.sources.rest import (
+    RestResultSource,
+    expect,
+    get_json_page,
+    is_http_url,
+    text,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def run_status(conclusion):
     return CONCLUSIONS.get(conclusion)
 
 
-class GitHubResultSource(ResultSource):
+class GitHubResultSource(RestResultSource):
     """GitHub Actions jobs of a repository (REST API; github.com or GitHub Enterprise)"""
 
     name = "github"
@@ -123,20 +123,16 @@ class GitHubResultSource(ResultSource):
         if not self.repo or not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo):
             raise ConfigError("result source 'github' needs --repo OWNER/NAME "
                               f"(got {self.repo!r})")
-        if not self.github_url or not self.github_url.lower().startswith(("http://",
-                                                                         "https://")):
+        if not is_http_url(self.github_url):
             raise ConfigError("--github-url must be an http(s) URL")
         self.page_size = min(self.page_size, _PAGE_SIZE_MAX)
-        headers = {"Accept": "application/vnd.github+json",
-                   "X-GitHub-Api-Version": "2022-11-28"}
-        self._lent = None
-        if self.github_token:
-            self._lent = {"Authorization": f"Bearer {self.github_token}"}
-            headers.update(self._lent)
-            # Artifact downloads are API URLs too: the metric source needs
-            # the token for them, and only for them.
-            register_credentials(self.api_root, self._lent)
-        self._client = HttpClient.for_component(self, "ciml-github", headers=headers)
+        # Artifact downloads are API URLs too: the metric source is lent the
+        # token for them, and only for them.
+        self._open_client(
+            "ciml-github",
+            auth={"Authorization": f"Bearer {self.github_token}"} if self.github_token else None,
+            headers={"Accept": "application/vnd.github+json",
+                     "X-GitHub-Api-Version": "2022-11-28"})
 
     @property
     def api_root(self):
@@ -146,24 +142,18 @@ class GitHubResultSource(ResultSource):
     def repo_url(self):
         return f"{self.api_root}/repos/{self.repo}"
 
-    def close(self):
-        if self._lent:
-            unregister_credentials(self.api_root, self._lent)
-        self._client.close()
+    credential_root = api_root
 
     # -- HTTP -------------------------------------------------------------------------
 
-    _TOKEN_HINT = f"check the token (--github-token or {ENV_TOKEN}) and its repository access"
-
-    def _get(self, url, params=None):
-        return get_json(self._client, url, params=params, system="GitHub",
-                        token_hint=self._TOKEN_HINT)
+    system = "GitHub"
+    token_hint = f"check the token (--github-token or {ENV_TOKEN}) and its repository access"
 
     def _pages(self, url, key, params):
         """Every item of a paged list, following ``Link: rel="next"``."""
         while url:
-            page, url = get_json_page(self._client, url, params=params, system="GitHub",
-                                      token_hint=self._TOKEN_HINT)
+            page, url = get_json_page(self._client, url, params=params, system=self.system,
+                                      token_hint=self.token_hint)
             params = None   # the next link carries them
             if page is None:
                 raise SourceError(f"GitHub API: nothing at {redact_url(self.repo_url)} "

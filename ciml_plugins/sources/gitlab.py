@@ -37,19 +37,19 @@ import logging
 import os
 import urllib.parse
 
-from ciml.base import Parameter, ResultSource, positive_int
+from ciml.base import Parameter, positive_int
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
-from ciml.http import (
-    HTTP_PARAMETERS,
-    HttpClient,
-    redact_url,
-    register_credentials,
-    unregister_credentials,
-)
+from ciml.http import HTTP_PARAMETERS, redact_url
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import as_utc, interleave
-from ciml_plugins.sources.rest import expect, get_json, source_error, text
+from ciml_plugins.sources.rest import (
+    RestResultSource,
+    expect,
+    is_http_url,
+    source_error,
+    text,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def run_status(status):
     return STATUSES.get(status)
 
 
-class GitLabResultSource(ResultSource):
+class GitLabResultSource(RestResultSource):
     """GitLab CI jobs of a project (REST API v4; gitlab.com or self-managed)"""
 
     name = "gitlab"
@@ -93,17 +93,12 @@ class GitLabResultSource(ResultSource):
         if not self.project:
             raise ConfigError("result source 'gitlab' needs --project (the project's id, "
                               "or its path like group/name)")
-        if not self.gitlab_url or not self.gitlab_url.lower().startswith(("http://",
-                                                                         "https://")):
+        if not is_http_url(self.gitlab_url):
             raise ConfigError("--gitlab-url must be an http(s) URL")
         self.page_size = min(self.page_size, _PAGE_SIZE_MAX)
-        headers = {}
-        self._lent = None
-        if self.gitlab_token:
-            headers["Authorization"] = f"Bearer {self.gitlab_token}"
-            self._lent = dict(headers)
-            register_credentials(self.api_root, self._lent)
-        self._client = HttpClient.for_component(self, "ciml-gitlab", headers=headers)
+        self._open_client(
+            "ciml-gitlab",
+            auth={"Authorization": f"Bearer {self.gitlab_token}"} if self.gitlab_token else None)
 
     @property
     def api_root(self):
@@ -114,17 +109,11 @@ class GitLabResultSource(ResultSource):
     def project_url(self):
         return f"{self.api_root}/projects/{urllib.parse.quote(str(self.project), safe='')}"
 
-    def close(self):
-        if self._lent:
-            unregister_credentials(self.api_root, self._lent)
-        self._client.close()
+    credential_root = api_root
 
-    _TOKEN_HINT = (f"check the token (--gitlab-token or {ENV_TOKEN}): it needs the read_api "
-                   "scope and access to the project")
-
-    def _get(self, url, params=None):
-        return get_json(self._client, url, params=params, system="GitLab",
-                        token_hint=self._TOKEN_HINT)
+    system = "GitLab"
+    token_hint = (f"check the token (--gitlab-token or {ENV_TOKEN}): it needs the read_api "
+                  "scope and access to the project")
 
     def _pages(self, url, params):
         """Every job of a paged list: keyset or offset pages, whichever the server gives."""
@@ -135,7 +124,7 @@ class GitLabResultSource(ResultSource):
             try:
                 page, resp = self._client.get_json(url, params=params, what="the GitLab API")
             except FetchError as exc:
-                raise source_error(exc, "GitLab", self._TOKEN_HINT) from None
+                raise source_error(exc, self.system, self.token_hint) from None
             if page is None:
                 raise SourceError(f"GitLab API: no project {self.project!r} at "
                                   f"{redact_url(self.api_root)} (check --project, "

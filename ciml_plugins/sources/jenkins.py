@@ -34,19 +34,13 @@ import os
 import re
 import urllib.parse
 
-from ciml.base import Parameter, ResultSource, positive_int
+from ciml.base import Parameter, positive_int
 from ciml.errors import ConfigError, NotFoundError, SourceError
 from ciml.hookspecs import hookimpl
-from ciml.http import (
-    HTTP_PARAMETERS,
-    HttpClient,
-    redact_url,
-    register_credentials,
-    unregister_credentials,
-)
+from ciml.http import HTTP_PARAMETERS, redact_url
 from ciml.records import FAILED, PASSED, RunRecord
 from ciml_plugins.sources.common import interleave
-from ciml_plugins.sources.rest import expect, get_json, text
+from ciml_plugins.sources.rest import RestResultSource, expect, is_http_url, text
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +74,7 @@ def job_path(build_name):
     return "".join(f"/job/{urllib.parse.quote(n, safe='')}" for n in names)
 
 
-class JenkinsResultSource(ResultSource):
+class JenkinsResultSource(RestResultSource):
     """Builds of a Jenkins job, folders and multibranch included (JSON API)"""
 
     name = "jenkins"
@@ -99,36 +93,26 @@ class JenkinsResultSource(ResultSource):
             self.jenkins_user = os.environ.get(ENV_USER) or None
         if not self.jenkins_token:
             self.jenkins_token = os.environ.get(ENV_TOKEN) or None
-        if not self.jenkins_url or not self.jenkins_url.lower().startswith(("http://",
-                                                                           "https://")):
+        if not is_http_url(self.jenkins_url):
             raise ConfigError("result source 'jenkins' needs --jenkins-url (http or https)")
         if bool(self.jenkins_user) != bool(self.jenkins_token):
             raise ConfigError("--jenkins-user and --jenkins-token go together "
                               f"(or {ENV_USER} and {ENV_TOKEN})")
-        headers = {}
-        self._lent = None
+        auth = None
         if self.jenkins_token:
             pair = f"{self.jenkins_user}:{self.jenkins_token}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-            self._lent = dict(headers)
-            register_credentials(self.root, self._lent)
-        self._client = HttpClient.for_component(self, "ciml-jenkins", headers=headers)
+            auth = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        self._open_client("ciml-jenkins", auth=auth)
 
     @property
     def root(self):
         return self.jenkins_url.rstrip("/")
 
-    def close(self):
-        if self._lent:
-            unregister_credentials(self.root, self._lent)
-        self._client.close()
+    credential_root = root
 
-    _TOKEN_HINT = (f"check --jenkins-user and --jenkins-token (or {ENV_USER} and {ENV_TOKEN}): "
-                   "an API token from the user's Security page, with read access to the job")
-
-    def _get(self, url, params=None):
-        return get_json(self._client, url, params=params, system="Jenkins",
-                        token_hint=self._TOKEN_HINT)
+    system = "Jenkins"
+    token_hint = (f"check --jenkins-user and --jenkins-token (or {ENV_USER} and {ENV_TOKEN}): "
+                  "an API token from the user's Security page, with read access to the job")
 
     # -- records ----------------------------------------------------------------------
 

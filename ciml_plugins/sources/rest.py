@@ -2,8 +2,15 @@
 
 import re
 
+from ciml.base import ResultSource
 from ciml.errors import SourceError
-from ciml.http import FetchError, redact_url
+from ciml.http import (
+    FetchError,
+    HttpClient,
+    redact_url,
+    register_credentials,
+    unregister_credentials,
+)
 
 _LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?([^",;]+)"?')
 
@@ -70,3 +77,42 @@ def text(value):
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
+
+
+def is_http_url(value):
+    """Whether ``value`` is an ``http://`` or ``https://`` URL."""
+    return bool(value) and str(value).lower().startswith(("http://", "https://"))
+
+
+class RestResultSource(ResultSource):
+    """A result source over a CI system's JSON API, with one HTTP client.
+
+    The credentials (``auth`` headers) go with every API call and are lent
+    to the metric source for artifact downloads under :attr:`credential_root`
+    only, until :meth:`close`.  Subclasses name the ``system`` for error
+    messages and say in ``token_hint`` how to give a token that works.
+    """
+
+    system = ""
+    token_hint = ""
+
+    @property
+    def credential_root(self):
+        """The URL prefix under which this source's credentials may be sent."""
+        raise NotImplementedError
+
+    def _open_client(self, user_agent, auth=None, headers=None):
+        self._lent = dict(auth) if auth else None
+        if self._lent:
+            register_credentials(self.credential_root, self._lent)
+        self._client = HttpClient.for_component(self, user_agent,
+                                                headers={**(headers or {}), **(auth or {})})
+
+    def close(self):
+        if self._lent:
+            unregister_credentials(self.credential_root, self._lent)
+        self._client.close()
+
+    def _get(self, url, params=None):
+        return get_json(self._client, url, params=params, system=self.system,
+                        token_hint=self.token_hint)

@@ -11,31 +11,9 @@ import json
 
 import pytest
 
-from ciml.hookspecs import hookimpl
-from ciml.plugins import get_manager
-from ciml.testing.estimators import NearestCentroidEstimator
-
 JOB = "tempest-full"
 REGEX = "^(cpu_usr|cpu_sys|cpu_idl|mem_|load_1m)"
 TOKEN = "s3cr3t-T0KEN-4-tests"
-
-
-class _Centroid:
-    @hookimpl
-    def ciml_register_estimators(self, register):
-        register(NearestCentroidEstimator)
-
-
-@pytest.fixture
-def centroid():
-    # A tiny estimator without TensorFlow: this test is about the sources.
-    manager = get_manager()
-    manager.add_plugin(_Centroid(), "centroid-test", distribution="ciml-centroid",
-                       version="1.0")
-    try:
-        yield
-    finally:
-        manager.unregister("centroid-test")
 
 
 @pytest.fixture(scope="module")

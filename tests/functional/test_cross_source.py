@@ -16,34 +16,15 @@ import pytest
 
 from ciml.columns import COMMON_COLUMNS, COMMON_FEATURES_REGEX
 from ciml.generator import PROVIDERS, _signals, generate_history
-from ciml.hookspecs import hookimpl
-from ciml.plugins import get_manager
 from ciml.records import RunRecord
-from ciml.testing.estimators import NearestCentroidEstimator
 from ciml.testing.prometheus import PrometheusServer
 from ciml_plugins.metrics.prometheus import PrometheusMetricSource
 
 JOB = "tempest-full"
 UTC = dt.timezone.utc
 
-
-class _Centroid:
-    @hookimpl
-    def ciml_register_estimators(self, register):
-        register(NearestCentroidEstimator)
-
-
-def _register_centroid():
-    manager = get_manager()
-    if "cross-centroid" not in manager.plugins:
-        manager.add_plugin(_Centroid(), "cross-centroid", distribution="ciml-centroid",
-                           version="1")
-
-
-@pytest.fixture(autouse=True)
-def centroid():
-    # Every test starts with a fresh plugin manager (tests/conftest.py).
-    _register_centroid()
+# Every test starts with a fresh plugin manager (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("centroid")
 
 
 _TRAINED = {}

@@ -11,33 +11,11 @@ not there), and everything it prints is scanned.
 import json
 import socket
 
-import pytest
-
-from ciml.hookspecs import hookimpl
-from ciml.plugins import get_manager
-from ciml.testing.estimators import NearestCentroidEstimator
 from ciml.testing.servers import CIServer
 
 SECRETS = ("ZuulPw-SEKRIT", "LogPw-SEKRIT", "ApiTok-SEKRIT", "GhTok-SEKRIT", "GhPw-SEKRIT",
            "GlTok-SEKRIT", "JkTok-SEKRIT")
 JOB = "tempest-full"
-
-
-class _Centroid:
-    @hookimpl
-    def ciml_register_estimators(self, register):
-        register(NearestCentroidEstimator)
-
-
-@pytest.fixture
-def centroid():
-    manager = get_manager()
-    manager.add_plugin(_Centroid(), "centroid-test", distribution="ciml-centroid",
-                       version="1.0")
-    try:
-        yield
-    finally:
-        manager.unregister("centroid-test")
 
 
 def _closed_port():
