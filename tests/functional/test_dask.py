@@ -83,7 +83,11 @@ def _kill_when(dask_cluster, ready, timeout=120):
     def watch():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if ready():
+            try:
+                now = ready()
+            except Exception:  # the command is still creating what ready() reads
+                now = False
+            if now:
                 killed.append(dask_cluster.kill_worker())
                 return
             time.sleep(0.02)
