@@ -117,14 +117,15 @@ def floor(root, n_runs):
     return {"rows": rows}
 
 
-def build(root, n_runs, interval, executor):
+def build(root, n_runs, interval, executor, aggregates=None):
     from ciml.dataset import build_dataset
 
     aggregate = interval == "agg"
     summary = build_dataset(root, f"bench-{interval or '1s'}-{n_runs}", "bench",
                             slicer=f":{n_runs}", force=True, progress=False,
                             sample_interval=None if aggregate else interval,
-                            aggregation_functions=AGGREGATES if aggregate else None,
+                            aggregation_functions=(aggregates or AGGREGATES) if aggregate
+                            else None,
                             executor=executor)
     return {"examples": sum(summary["splits"].values()),
             "shape": summary["example_shape"], "skipped": len(summary["skipped"])}
@@ -209,7 +210,8 @@ def run_step(spec):
     if kind == "floor":
         result = floor(spec["root"], spec["n"])
     else:
-        result = build(spec["root"], spec["n"], spec.get("interval"), spec.get("executor"))
+        result = build(spec["root"], spec["n"], spec.get("interval"), spec.get("executor"),
+                       spec.get("aggregates"))
     result["seconds"] = time.perf_counter() - started
     print(json.dumps(result))
 
@@ -223,6 +225,9 @@ def main():
                         help="auto (what build-dataset picks), process, thread, serial")
     parser.add_argument("--intervals", nargs="+", default=["1s", "1min", "agg"],
                         help="1s (full length), a --sample-interval, or agg")
+    parser.add_argument("--aggregates", nargs="+", default=None, metavar="FUNCTION",
+                        help=f"Aggregation functions of the agg case (default: "
+                        f"{' '.join(AGGREGATES)})")
     parser.add_argument("--keep", action="store_true",
                         help="Keep the datasets built (under DIR/datasets)")
     parser.add_argument("--no-floor", action="store_true",
@@ -250,6 +255,7 @@ def main():
                 for executor in args.executors:
                     secs, peak, result = measure({
                         "kind": "build", "root": root, "n": n, "executor": executor,
+                        "aggregates": args.aggregates,
                         "interval": None if interval == "1s" else interval})
                     versus = f"  {secs / fl:4.2f}x floor" if fl else ""
                     print(f"{n} runs  build {interval:>4} [{executor:7}] "

@@ -1,9 +1,9 @@
-"""Benchmark ``cache-data``: runs/s with 1 and 16 workers from a log server adding 50 ms a request.
+"""Benchmark ``cache-data``: runs/s against the latency bound (log server adding 50 ms a request).
 
 Usage::
 
-    python benchmarks/bench_cache_data.py    # 500 runs: 1 and 16 workers; 2000 runs: 16
-    python benchmarks/bench_cache_data.py --runs 500 --workers 16 --latency 0.05
+    python benchmarks/bench_cache_data.py    # 235 and 2000 runs, the default workers (8)
+    python benchmarks/bench_cache_data.py --runs 500 --workers 1 16 --latency 0.05
     python benchmarks/bench_cache_data.py --source zuul --runs 500   # Zuul's API instead
 
 A generated CI history (``ciml.generator``, one job, realistic 10-30 minute
@@ -12,12 +12,18 @@ served by ``ciml.testing.servers.CIServer`` with ``--latency`` added to every
 request.  Each measurement runs ``ciml.collect.cache_data`` in a fresh
 subprocess on an empty data path and reports:
 
-* runs/s, and the latency-bound limit ``workers / per-run request time``,
-  where the per-run request time is the server's latency times the requests
-  a run needs (the dstat source tries its paths in order, so a file at the
-  third path costs three requests; with ``--source zuul`` each run also
-  costs its ``zuul-info/inventory.yaml``, and the API, served with the same
-  latency, is paged on the main thread while the workers fetch);
+* runs/s, and the **latency bound**: the rate at which the workers would
+  cache runs if every request cost exactly the server's latency and nothing
+  else, ``workers / (requests per run x latency)``; equivalently a job needs
+  at least ``runs x requests per run x latency / workers`` seconds.  The
+  requests per run are counted at the server (the dstat source tries its
+  paths in order, so a file at the third path costs three requests; with
+  ``--source zuul`` each run also costs its ``zuul-info/inventory.yaml``,
+  and the API, served with the same latency, is paged on the main thread
+  while the workers fetch).  "of bound" is runs/s over that bound; the
+  target is 70%.  The wall time is the ``cache_data`` call's (the history's
+  listing and the parse processes' start included; the interpreter's start
+  and imports, which a ``ciml cache-data`` command pays too, are not);
 * CPU per run: the subprocess and its parse processes (which are the
   fork server's children, so they are read from ``/proc`` before they
   exit), the parse processes alone, and the whole machine (the log server
@@ -131,6 +137,7 @@ def measure(db_uri, workers, server, workdir, processes=None, zuul_url=None):
     data_path = tempfile.mkdtemp(prefix=f"data-w{workers}-", dir=workdir)
     before = _run_requests(server)
     machine_before = _machine_cpu_s()
+    load_before = os.getloadavg()[0]
     proc = subprocess.run(
         [sys.executable, __file__, "--child", "--db-uri", db_uri, "--data-path", data_path,
          "--workers", str(workers),
@@ -142,6 +149,8 @@ def measure(db_uri, workers, server, workdir, processes=None, zuul_url=None):
     machine_cpu = _machine_cpu_s() - machine_before
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["requests"] = _run_requests(server) - before
+    # Other work on the machine slows the wall clock, not the CPU per run.
+    result["load_avg"] = round((load_before + os.getloadavg()[0]) / 2, 1)
     fetched = result["cached"] + result["unavailable"] + result["transient"]
     per_run = result["requests"] / max(fetched, 1) * server.latency
     result["per_run_request_s"] = round(per_run, 4)
@@ -154,8 +163,10 @@ def measure(db_uri, workers, server, workdir, processes=None, zuul_url=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, nargs="+", default=[500, 2000])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 16])
+    from ciml.collect import DEFAULT_WORKERS
+
+    parser.add_argument("--runs", type=int, nargs="+", default=[235, 2000])
+    parser.add_argument("--workers", type=int, nargs="+", default=[DEFAULT_WORKERS])
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--duration", type=int, nargs=2, default=[600, 1800],
                         help="run length range in seconds (dstat rows)")
@@ -205,22 +216,25 @@ def main(argv=None):
                     "runs", "workers", "processes", "cached", "unavailable", "wall_s",
                     "runs_per_s_wall", "per_run_request_s", "limit_runs_per_s",
                     "cpu_ms_per_run", "parser_cpu_ms_per_run", "machine_cpu_ms_per_run",
-                    "peak_rss_mib", "base_rss_mib", "growth_mib", "process_peak_rss_mib")}),
+                    "peak_rss_mib", "base_rss_mib", "growth_mib", "process_peak_rss_mib",
+                    "load_avg")}),
                     flush=True)
         finally:
             server.stop()
             if api is not None:
                 api.stop()
     print()
-    print(f"{'runs':>5} {'workers':>7} {'runs/s':>8} {'limit':>7} {'of limit':>8} "
-          f"{'CPU/run':>8} {'machine':>8} {'peak RSS':>9} {'growth':>7} {'parser RSS':>10}")
+    print(f"{'runs':>5} {'workers':>7} {'runs/s':>8} {'bound':>7} {'of bound':>8} "
+          f"{'CPU/run':>8} {'machine':>8} {'peak RSS':>9} {'growth':>7} {'parser RSS':>10} "
+          f"{'load':>5}")
     for r in rows:
         share = r["runs_per_s_wall"] / r["limit_runs_per_s"] if r["limit_runs_per_s"] else 0
         print(f"{r['runs']:>5} {r['workers']:>7} {r['runs_per_s_wall']:>8.1f} "
               f"{r['limit_runs_per_s']:>7.1f} {share:>8.0%} {r['cpu_ms_per_run']:>6.1f}ms "
               f"{r['machine_cpu_ms_per_run']:>6.1f}ms "
               f"{r['peak_rss_mib']:>7.0f}Mi "
-              f"{r['growth_mib']:>5.0f}Mi {r['process_peak_rss_mib']:>8.0f}Mi")
+              f"{r['growth_mib']:>5.0f}Mi {r['process_peak_rss_mib']:>8.0f}Mi "
+              f"{r['load_avg']:>5.1f}")
     small = [r for r in rows if r["runs"] == min(args.runs)]
     one = next((r for r in small if r["workers"] == 1), None)
     many = max(small, key=lambda r: r["workers"])

@@ -44,7 +44,7 @@ import time
 import numpy as np
 
 from ciml import fileutil, storage
-from ciml.catalog import CACHED, UNAVAILABLE
+from ciml.catalog import CACHED, UNAVAILABLE  # noqa: F401 -- re-exported: ciml.cache.UNAVAILABLE
 from ciml.errors import MetricsUnavailable, NotFoundError
 from ciml.records import RunRecord
 from ciml.series import read_series, write_series
@@ -80,7 +80,18 @@ def _write_synced(path, data):
 
 
 def frame_to_arrays(frame):
-    """``(timestamps int64 ns UTC, values 2-D float, columns str)`` of a frame."""
+    """``(timestamps int64 ns UTC, values 2-D float, columns str)`` of a frame.
+
+    ``frame`` may also be such a triple already (a metric source's
+    ``parse_series``): then no pandas is needed.
+    """
+    if isinstance(frame, tuple):
+        stamps, values, columns = frame
+        values = np.asarray(values)
+        if values.dtype not in (np.float32, np.float64):
+            values = values.astype(np.float64)
+        return (np.asarray(stamps, dtype=np.int64), values,
+                np.array([str(c) for c in columns], dtype=np.str_))
     import pandas as pd
 
     index = frame.index
@@ -94,6 +105,18 @@ def frame_to_arrays(frame):
         values = values.astype(np.float64)
     columns = np.array([str(c) for c in frame.columns], dtype=np.str_)
     return stamps, values, columns
+
+
+def _stamp_text(ns):
+    """A time stamp as ``str(pandas.Timestamp)`` writes it, UTC (the record's first/last)."""
+    ns = int(ns)
+    if ns % 1000:  # nanoseconds: only pandas writes them so
+        import pandas as pd
+
+        return str(pd.Timestamp(ns, tz="UTC"))
+    moment = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
+        microseconds=ns // 1000)
+    return str(moment)
 
 
 def arrays_to_frame(stamps, values, columns):
@@ -150,6 +173,9 @@ class RawCache:
     def store(self, run, fetched, frame, *, commit_if=None):
         """Keep a run: raw bytes as fetched, its record and its parsed series.
 
+        ``frame`` is the parsed series: a frame, or the ``(timestamps,
+        values, columns)`` of :meth:`ciml.base.MetricSource.parse_series`.
+
         Everything is written to a temporary folder, moved into place, and
         only then recorded in the index, so a run is never "cached" with
         missing or partial files.  Storing a run that another thread or
@@ -174,8 +200,8 @@ class RawCache:
             "bytes": len(fetched.data),
             "samples": int(len(stamps)),
             "columns": [str(c) for c in columns],
-            "first": str(frame.index[0]) if len(frame.index) else None,
-            "last": str(frame.index[-1]) if len(frame.index) else None,
+            "first": _stamp_text(stamps[0]) if len(stamps) else None,
+            "last": _stamp_text(stamps[-1]) if len(stamps) else None,
             "stored": dt.datetime.now(dt.timezone.utc).isoformat(),
             # 12.8: how the metrics were read; the dataset and prediction reuse it.
             "metric_source": getattr(fetched, "source", None),
@@ -367,12 +393,21 @@ class RawCache:
         What the dataset build reads: no CSV, no DataFrame.
         """
         folder, _ = self._cached_row(run_id)
+        # series.bin, else the series.npz of an older cache, else series.bin
+        # again: an upgrade may have replaced one by the other meanwhile.
+        names = (SERIES_FILE, LEGACY_SERIES_FILE, SERIES_FILE)
         path = folder / SERIES_FILE
-        if not path.exists() and (folder / LEGACY_SERIES_FILE).exists():
-            path = folder / LEGACY_SERIES_FILE
         try:
-            with path.open("rb") as fh:
-                return read_series(fh)
+            for i, name in enumerate(names):
+                path = folder / name
+                try:
+                    fh = path.open("rb")
+                except FileNotFoundError:
+                    if i == len(names) - 1:
+                        raise
+                    continue
+                with fh:
+                    return read_series(fh)
         except Exception as exc:
             raise MetricsUnavailable(
                 "corrupt-cache", f"cached series of run {run_id} at {path} is unreadable: "
@@ -397,7 +432,9 @@ class RawCache:
         return out
 
     def upgrade_series(self, run_id):
-        """Rewrite a run's ``series.npz`` as ``series.bin``; returns bytes saved (0: nothing to do).
+        """Rewrite a run's ``series.npz`` as ``series.bin``; returns the bytes saved.
+
+        ``None`` when there is nothing to upgrade.
 
         Crash-safe at every step: the new file is written beside the old
         one under a temporary name, synced and renamed into place; only
@@ -407,7 +444,7 @@ class RawCache:
         folder, _ = self._cached_row(run_id)
         legacy = folder / LEGACY_SERIES_FILE
         if not legacy.exists():
-            return 0
+            return None
         series = self.series(run_id)  # MetricsUnavailable if the old file is unreadable
         before = legacy.stat().st_size
         if not (folder / SERIES_FILE).exists():

@@ -154,7 +154,7 @@ class Catalog:
         self.table = _table(metadata)
         self.labels_table = _labels_table(metadata)
         try:
-            self._retry_locked(lambda: metadata.create_all(engine, checkfirst=True))
+            self._create_tables(engine, metadata)
             if self.is_sqlite:
                 self._add_columns(engine)
         except sa.exc.SQLAlchemyError as exc:
@@ -162,6 +162,19 @@ class Catalog:
             raise CimlError(f"catalog {shown_uri(self.uri)} cannot be opened: "
                             f"{_reason(exc)}") from None
         return engine
+
+    def _create_tables(self, engine, metadata):
+        import sqlalchemy as sa
+
+        # Two processes opening a new catalog at once both see no table and
+        # both create it: the second one's "already exists" means done.
+        for attempt in range(5):
+            try:
+                return self._retry_locked(lambda: metadata.create_all(engine, checkfirst=True))
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+                if "already exists" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def _add_columns(self, engine):
         """Bring an index made by an older ciml up to the current columns."""

@@ -17,8 +17,18 @@ def _pyplot():
     return plt
 
 
+def _save(fig, out):
+    fig.savefig(out, dpi=100)
+    _pyplot().close(fig)
+
+
 def plot_reliability(calibration, out, title):
     """Confidence against accuracy per bin: on the diagonal, a 0.8 comes true 80% of the time."""
+    _save(reliability_figure(calibration, title), out)
+
+
+def reliability_figure(calibration, title):
+    """:func:`plot_reliability`'s figure."""
     plt = _pyplot()
     bins = calibration.get("reliability") or []
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -39,21 +49,24 @@ def plot_reliability(calibration, out, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def plot_importance(table, out, title, top=20):
+    _save(importance_figure(table, title, top), out)
+
+
+def importance_figure(table, title, top=20, width=7):
+    """The ``top`` features of an importance table as horizontal bars, largest on top."""
     plt = _pyplot()
     items = list(table or [])[:top][::-1]
-    fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(items) + 1.5)))
+    fig, ax = plt.subplots(figsize=(width, max(3, 0.3 * len(items) + 1.5)))
     ax.barh([i["feature"] for i in items], [i["importance"] for i in items])
     ax.set_xlabel("share of importance")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def model_plots(folder, metrics, out, name):
@@ -77,6 +90,61 @@ def _safe(text):
 
 
 def plot_run(model, example, length, record, out):
+    """Write :func:`run_figure` as ``RUN_ID.png`` under the folder ``out``; returns its path."""
+    fig = run_figure(model, example, length, record)
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{_safe(record.get('run_id'))}.png"
+    _save(fig, path)
+    return path
+
+
+def _aggregate_panels(fig, axes, items, title):
+    """One row per top feature: the run's value against the passed runs' range.
+
+    Each row has an axis of its own: the features are in different units
+    (bytes beside percentages), and one shared axis would flatten all but
+    the largest to a point.
+    """
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    for ax, item in zip(axes[:, 0], items):
+        lo, hi = item.get("typical_low"), item.get("typical_high")
+        typical, value = item.get("typical"), item.get("value")
+        if lo is not None and hi is not None:
+            ax.axvspan(lo, hi, alpha=0.3, color="tab:green", label="passed runs (p10-p90)")
+        if typical is not None:
+            ax.axvline(typical, color="tab:green", linewidth=1.5,
+                       label="passed runs (median)")
+        if value is not None:
+            ax.plot([value], [0], "o", color="tab:red", markersize=8, label="this run")
+        shown = [v for v in (lo, hi, typical, value) if v is not None]
+        digits = 4
+        if shown:
+            left, right = min(shown), max(shown)
+            pad = (right - left) * 0.15 or abs(right) * 0.1 or 1.0
+            ax.set_xlim(left - pad, right + pad)
+            # Enough digits to tell the ticks apart when the range is narrow
+            # for its magnitude (2.0392e+09 beside 2.0394e+09).
+            size = max(abs(left), abs(right))
+            if right > left and size > 0:
+                digits = int(min(10, max(4, np.ceil(np.log10(size / (right - left))) + 2)))
+        ax.set_ylim(-1, 1)
+        ax.set_yticks([0], [item["feature"]])
+        # Plain numbers: an offset ("1e6+2.04e9") is unreadable at a glance.
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(FuncFormatter(
+            lambda v, _pos, digits=digits: f"{v:.{digits}g}"))
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_title(title)
+    if items:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    # Room at the bottom for the legend, whatever the figure's height.
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
+
+
+def run_figure(model, example, length, record, title=None):
     """The run's top features over time against the passed runs' typical band.
 
     The band is the 10th-90th percentile of the reference (passed training
@@ -93,23 +161,13 @@ def plot_run(model, example, length, record, out):
     raw = undo(example)
     med, low, high = (undo(reference[k]) for k in ("median", "low", "high"))
     items = (why.get("features") or [])[:explain.TOP]
-    title = (f"{record.get('run_id')}: predicted {record.get('predicted')} "
-             f"({why.get('method', '')})")
+    if title is None:
+        title = (f"{record.get('run_id')}: predicted {record.get('predicted')} "
+                 f"({why.get('method', '')})")
     if ds.axis == "aggregate" or not items:
-        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.8 * max(1, len(items))))
-        for k, item in enumerate(items):
-            lo, hi = item.get("typical_low"), item.get("typical_high")
-            if lo is not None and hi is not None:
-                ax.plot([lo, hi], [k, k], linewidth=8, alpha=0.3, color="tab:green",
-                        label="passed runs (p10-p90)" if k == 0 else None)
-            ax.plot([item.get("typical")], [k], "|", markersize=20, color="tab:green")
-            ax.plot([item.get("value")], [k], "o", color="tab:red",
-                    label="this run" if k == 0 else None)
-        ax.set_yticks(range(len(items)), [i["feature"] for i in items])
-        ax.set_title(title)
-        if items:
-            ax.legend(fontsize=8)
-        fig.tight_layout()
+        rows = max(1, len(items))
+        fig, axes = plt.subplots(rows, 1, figsize=(7, 1.0 + 0.85 * rows), squeeze=False)
+        _aggregate_panels(fig, axes, items, title)
     else:
         interval = explain.step_seconds(ds)
         t = np.arange(ds.example_shape[0]) * interval
@@ -131,12 +189,7 @@ def plot_run(model, example, length, record, out):
         axes[0, 0].legend(fontsize=7, loc="upper right")
         axes[-1, 0].set_xlabel("seconds into the run")
         fig.tight_layout()
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{_safe(record.get('run_id'))}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_records(predictor, refs, records, out, *, data_path=None, source=None,

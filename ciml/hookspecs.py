@@ -190,6 +190,10 @@ def ciml_watch_reporters(options: dict[str, Any]) -> object | None:
     such a reporter.
 
     :param options: a dict of the command's parsed options (``publish_topic``,
-        the trigger's options...).
+        the trigger's options...), plus ``data_path`` (the
+        :class:`ciml.paths.DataPath`) and ``prediction_store`` (the
+        :class:`ciml.prediction_store.PredictionStore` this watch stores its
+        predictions in, or ``None`` with ``--no-store``; a reporter may keep
+        what it did there, see :meth:`~ciml.prediction_store.PredictionStore.claim_report`).
     :return: a reporter, or ``None`` when the options do not ask for one.
     """

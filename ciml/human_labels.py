@@ -5,7 +5,8 @@ because the node ran out of memory (``cause=oom``), that one failed for a
 reason unrelated to the change (``status=passed``).  ``ciml run label``
 records such a label, with who gave it and when, in a ``human_labels``
 table of the raw cache's catalog (:mod:`ciml.catalog`; ``raw/index.sqlite``
-in a local data path), beside the runs it describes; the fetched data and the run records are never edited.
+in a local data path), beside the runs it describes; the fetched data and
+the run records are never edited.
 
 ``build-dataset`` reads the run records through :func:`apply`: a human
 label overrides the run's field of the same name (``status``, ``result``)

@@ -23,7 +23,6 @@ from ciml import paths
 from ciml.errors import CimlError
 from ciml.shell import main
 
-
 #: The original's ``--estimator`` values (TensorFlow 1 class names) to plugin names.
 _SEED_ESTIMATORS = {
     "tf.estimator.DNNClassifier": "dnn",

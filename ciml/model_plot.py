@@ -22,7 +22,7 @@ def _pyplot():
     return plt
 
 
-def _read_predictions(path, dataset=None, split="test"):
+def read_predictions(path, dataset=None, split="test"):
     with path.open("r", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     return [r for r in rows
@@ -30,6 +30,17 @@ def _read_predictions(path, dataset=None, split="test"):
 
 
 def plot_confusion(metrics, out, title):
+    _save(confusion_figure(metrics, title), out)
+
+
+def _save(fig, out, **kwargs):
+    """Write ``fig`` to ``out`` (a path, or a binary file with ``format=``) and free it."""
+    fig.savefig(out, dpi=100, **kwargs)
+    _pyplot().close(fig)
+
+
+def confusion_figure(metrics, title):
+    """The confusion matrix as a figure (counts and each true class's shares)."""
     plt = _pyplot()
     cm = np.asarray(metrics["confusion_matrix"], dtype=float)
     classes = metrics["classes"]
@@ -50,8 +61,7 @@ def plot_confusion(metrics, out, title):
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="share of the true class")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def plot_history(history, out, title):
@@ -76,8 +86,18 @@ def plot_history(history, out, title):
 
 def plot_pr(rows, classes, out, title):
     """Precision-recall of the failed class (binary) or of each class (one-vs-rest)."""
+    # Tight: the legend sits beside the axes, outside the figure's own box.
+    _save(pr_figure(rows, classes, title), out, bbox_inches="tight")
+
+
+def pr_figure(rows, classes, title, legend="beside"):
+    """:func:`plot_pr`'s figure; rows are the model's predictions.csv rows of one split.
+
+    ``legend`` is ``"beside"`` the axes (a wide picture) or ``"below"`` them
+    (a narrow one, for a page's column).
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = plt.subplots(figsize=(6.5, 5) if legend == "beside" else (5.5, 5))
     true = np.array([r["true"] for r in rows])
     targets = [metrics_mod.positive_class(classes)] if len(classes) == 2 else classes
     multiclass = len(targets) > 1
@@ -105,10 +125,13 @@ def plot_pr(rows, classes, out, title):
     if multiclass:
         ax.plot([], [], linestyle=":", color="grey", linewidth=1,
                 label="dotted: each class's prevalence (a random model)")
-    # Beside the plot, never over the curves (they fill the top right).
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    # Beside or below the plot, never over the curves (they fill the top right).
+    if legend == "below":
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                  borderaxespad=0)
+    else:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return fig
 
 
 def plot_model(data_path, dataset, experiment, output_dir=None):
@@ -134,7 +157,7 @@ def plot_model(data_path, dataset, experiment, output_dir=None):
         plot_history(fileutil.read_json(folder / HISTORY_FILE), path,
                      f"{name}: training curves")
         written.append(path)
-    rows = _read_predictions(folder / PREDICTIONS_FILE, dataset, metrics.get("split") or "test")
+    rows = read_predictions(folder / PREDICTIONS_FILE, dataset, metrics.get("split") or "test")
     if rows:
         path = out / "pr_curve.png"
         plot_pr(rows, metrics["classes"], path, f"{name}: precision-recall "

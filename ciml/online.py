@@ -7,7 +7,8 @@ prediction is a plain dict, the *prediction record*::
 
     {"run_id", "build_uuid", "build_name", "status", "predicted",
      "probabilities": {class: p}, "unusual", "actual", "dataset",
-     "experiment", "model", "artifacts_url", "trigger", "metadata", "time"}
+     "experiment", "model", "dataset_fingerprint", "model_fingerprint",
+     "artifacts_url", "trigger", "metadata", "time"}
 
 with ``error`` (and ``reason``) set instead of ``predicted`` when the run
 could not be predicted.  ``unusual`` compares the run with the dataset's
@@ -93,6 +94,24 @@ def metric_source_for(dataset, name=None, options=None):
     return cls.from_options(params)
 
 
+def model_fingerprint(data_path, dataset, experiment):
+    """A short digest of a trained model's ``metadata.json``: which training made it.
+
+    Retraining under the same name gives another fingerprint (the metadata
+    records the training time and seed), so a stored prediction says which
+    model of that name made it.  ``None`` when the model has no metadata.
+    """
+    import hashlib
+
+    from ciml.model import METADATA_FILE
+
+    try:
+        data = (data_path.model(dataset, experiment) / METADATA_FILE).read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def _why(result):
     """The explanation (and an uncertain run's candidates) a model's result carries."""
     return {k: result[k] for k in ("explanation", "candidates") if k in result}
@@ -121,6 +140,10 @@ class Predictor:
         self.experiment_name = experiment_name
         self.build_name = build_name or _dataset_build_name(self.dataset)
         self.metric_source = metric_source
+        #: What the prediction store records beside each prediction: which
+        #: dataset build and which training made it.
+        self.dataset_fingerprint = getattr(self.dataset, "fingerprint", None)
+        self.model_fingerprint = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -141,9 +164,11 @@ class Predictor:
         def load_model():
             return TrainedModel.load(data_path, dataset, experiment)
 
-        return cls(load_model if lazy else load_model(), dataset_name=dataset,
-                   experiment_name=experiment, metric_source=metric_source, dataset=ds,
-                   unusual_percentile=unusual_percentile)
+        predictor = cls(load_model if lazy else load_model(), dataset_name=dataset,
+                        experiment_name=experiment, metric_source=metric_source, dataset=ds,
+                        unusual_percentile=unusual_percentile)
+        predictor.model_fingerprint = model_fingerprint(data_path, dataset, experiment)
+        return predictor
 
     @property
     def model(self):
@@ -190,12 +215,45 @@ class Predictor:
         return {"predicted": str(result["predicted"]), "probabilities": probabilities,
                 "unusual": result.get("unusual"), **_why(result)}
 
+    def warm_up(self, rows=120):
+        """Load the model and predict one made-up run, so the first real run does not wait.
+
+        Loading a model is only part of its first prediction's cost: the
+        normalizer chain, TensorFlow's traced functions and the explainer
+        are built on first use too.  ``watch`` calls this before it
+        subscribes, so that no event queues behind that work (seconds on a
+        busy machine).  The made-up run is ``rows`` seconds of ones in
+        every column the dataset was built from; its prediction is thrown
+        away.  Returns the seconds it took, or ``None`` when the dataset's
+        chain cannot take such a run (it then warms on the first event).
+        """
+        started = time.monotonic()
+        self.model  # noqa: B018 -- a model that cannot load fails here, loudly
+        features = list(getattr(self.dataset, "features", None) or ())
+        if not features:
+            return None
+        import numpy as np
+        import pandas as pd
+
+        index = pd.date_range("2000-01-01", periods=rows, freq="s", tz="UTC", name="time")
+        frame = pd.DataFrame(np.ones((rows, len(features))), index=index, columns=features)
+        try:
+            self.predict_frame(frame)
+        except Exception as exc:  # a third-party step may want more than ones
+            LOG.debug("warming the model up failed: %s", exc, exc_info=True)
+            return None
+        elapsed = time.monotonic() - started
+        LOG.info("model %s ready in %.2f s", self.model_name, elapsed)
+        return elapsed
+
     def base_record(self, run=None, event=None):
         record = {
             "run_id": None, "build_uuid": None, "build_name": None, "status": None,
             "dataset": self.dataset_name, "experiment": self.experiment_name,
             "model": self.model_name, "artifacts_url": None, "trigger": None,
             "metadata": {}, "time": _now(),
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "model_fingerprint": self.model_fingerprint,
         }
         if event is not None:
             record.update(run_id=event.run_id or event.build_uuid, build_uuid=event.build_uuid,

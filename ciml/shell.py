@@ -159,6 +159,10 @@ class CimlApp(App):
                   f"{paths.CATALOG_ENV_VAR}; default: SQLite in a local data path). "
                   "Needed with an object-store data path: mysql+pymysql://user@host/db "
                   "when several machines share the store."))
+        parser.add_argument(
+            "--config", metavar="FILE", default=None,
+            help=("Configuration file: a TOML table of settings per plugin (env "
+                  "CIML_CONFIG; default: ciml.toml in the data path, if there)."))
         return parser
 
     def configure_logging(self):
@@ -195,6 +199,13 @@ class CimlApp(App):
         return self._bare_result if self._bare_result is not None else result
 
     def clean_up(self, cmd, result, err):
+        previous = getattr(self, "_previous_config", None)
+        if previous is not None:
+            from ciml.base import config
+
+            # ciml run again in this process (tests, embedding) starts from a clean slate.
+            config.use(previous)
+            self._previous_config = None
         # cliff exits 130 on Ctrl-C without a word; say so, and what was kept
         # (commands raise ciml.errors.Interrupted to tell).
         if isinstance(err, KeyboardInterrupt):
@@ -203,9 +214,15 @@ class CimlApp(App):
             self.stderr.flush()
 
     def prepare_to_run_command(self, cmd):
+        from ciml.base import config
         from ciml.commands.base import shape_output
 
         shape_output(cmd)
+        options = getattr(self, "options", None)
+        if options is not None:  # None: a command made outside run() (tests)
+            # Before the command parses its options: plugins may read their table then.
+            self._previous_config = config.use(config.Config.load(
+                getattr(options, "config", None), data_path=self.data_path))
 
     @property
     def data_path(self):
@@ -220,13 +237,10 @@ class CimlApp(App):
 def _redact_secrets(options):
     """Tell the log filter the secret values of ``--storage-option``."""
     from ciml.http import add_secret
+    from ciml.storage import secret_values
 
-    for key, value in options.items():
-        if isinstance(value, dict):
-            _redact_secrets(value)
-        elif isinstance(value, str) and key != "endpoint_url" and any(
-                word in key.lower() for word in ("secret", "key", "token", "password")):
-            add_secret(value)
+    for value in secret_values(options):
+        add_secret(value)
 
 
 def main(argv=None):

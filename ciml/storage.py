@@ -73,17 +73,28 @@ def redact_url(url):
     return redact(str(url))
 
 
+def _is_secret(key):
+    return key != "endpoint_url" and any(word in key.lower() for word in _SECRET_KEYS)
+
+
 def redact_options(options):
     """Storage options fit to show: the values of secret-looking keys masked."""
     out = {}
     for key, value in (options or {}).items():
         if isinstance(value, dict):
             out[key] = redact_options(value)
-        elif any(word in key.lower() for word in _SECRET_KEYS) and key != "endpoint_url":
-            out[key] = "***"
         else:
-            out[key] = value
+            out[key] = "***" if _is_secret(key) else value
     return out
+
+
+def secret_values(options):
+    """The values of the secret-looking keys of storage options, nested ones too."""
+    for key, value in (options or {}).items():
+        if isinstance(value, dict):
+            yield from secret_values(value)
+        elif isinstance(value, str) and _is_secret(key):
+            yield value
 
 
 def parse_storage_options(items):
@@ -260,16 +271,17 @@ class RemotePath:
         return iter(sorted(RemotePath(self.fs, p, self.protocol) for p in found
                            if fnmatch.fnmatchcase(posixpath.basename(p), pattern)))
 
+    def stat(self):
+        """``st_size`` and ``st_mtime`` of an object, like :meth:`pathlib.Path.stat`."""
+        import types
+
+        info = self.fs.info(self.path)
+        return types.SimpleNamespace(st_size=int(info.get("size") or 0),
+                                     st_mtime=_mtime(info))
+
     def stat_mtime(self):
         """The modification time of an object as a UNIX time (``None`` if unknown)."""
-        info = self.fs.info(self.path)
-        for key in ("LastModified", "mtime", "last_modified", "created"):
-            value = info.get(key)
-            if isinstance(value, dt.datetime):
-                return value.timestamp()
-            if isinstance(value, (int, float)):
-                return float(value)
-        return None
+        return _mtime(self.fs.info(self.path))
 
     # -- reading and writing -----------------------------------------------------
 
@@ -337,6 +349,16 @@ class RemotePath:
             return []
         prefix = self.path.rstrip("/") + "/"
         return sorted(p[len(prefix):] for p in found if p.startswith(prefix))
+
+
+def _mtime(info):
+    for key in ("LastModified", "mtime", "last_modified", "created"):
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
 
 
 # -- operations whose meaning differs between a disk and an object store ---------

@@ -177,6 +177,25 @@ def private_mariadb(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def postgres_url():
+    """A ``postgresql+psycopg://`` URL of a private PostgreSQL server for the session.
+
+    PostgreSQL is no shared service here: :mod:`private_postgres` runs one
+    of its own (Debian's ``postgresql`` package and the psycopg driver).
+    """
+    import private_postgres as pp
+
+    why = pp.missing()
+    if why:
+        skip_or_fail(f"no private PostgreSQL server: {why}")
+    server = pp.PrivatePostgres().start()
+    try:
+        yield server.url()
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
 def mosquitto():
     """``(host, port)`` of the local Mosquitto broker, checked with a TCP connect."""
     try:
@@ -374,3 +393,23 @@ def _reset_plugin_manager():
     from ciml import plugins
 
     plugins.reset_manager()
+
+
+# -- ciml serve ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def watched(tmp_path_factory):
+    """A demo-sized watched CI history in a prediction store, built once per session.
+
+    See ``tests/functional/serve_helpers.py``: the generator's history,
+    cache-data, a time-series dataset, a gbdt model, then ``ciml watch
+    --trigger poll --once --learn`` over the newest runs.
+    """
+    pytest.importorskip("lightgbm")
+    from serve_helpers import watched_history
+
+    # The user guide's screenshots show a model trained on enough runs to be
+    # right more often than the majority class; the tests need far fewer.
+    runs = 200 if os.environ.get("CIML_DOC_SCREENSHOTS") else 60
+    return watched_history(tmp_path_factory.mktemp("watched"), runs=runs)

@@ -11,6 +11,7 @@ from ciml.base.component import (
     positive_float,
     positive_int,
 )
+from ciml.base.config import Secret, Settings, settings
 from ciml.base.estimator import Estimator
 from ciml.base.metric_source import FetchedMetrics, MetricSource
 from ciml.base.normalizer import Normalizer, normalized_length
@@ -29,7 +30,7 @@ KINDS: dict[str, tuple[type, str]] = {
 
 __all__ = [
     "KINDS", "Component", "Estimator", "FetchedMetrics", "MetricSource",
-    "Normalizer", "Parameter", "ResultSource", "Trigger", "bounded_int",
+    "Normalizer", "Parameter", "ResultSource", "Secret", "Settings", "Trigger", "bounded_int",
     "non_negative_float", "non_negative_int", "normalized_length", "optional", "parse_bool",
-    "positive_float", "positive_int",
+    "positive_float", "positive_int", "settings",
 ]

@@ -11,6 +11,7 @@ from ciml.base.component import Component
 from ciml.records import RunRecord
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 
@@ -69,6 +70,25 @@ class MetricSource(Component, abc.ABC):
             stable names.
         :raises ciml.errors.MetricsUnavailable: the data is not valid.
         """
+
+    def parse_series(self, data: bytes, run: RunRecord
+                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """:meth:`parse` as arrays: what the raw cache stores (``cache-data`` calls this).
+
+        :return: ``(timestamps, values, columns)``: int64 nanoseconds since
+            the epoch (UTC), float ``(time, column)`` values, the column
+            names; the same data as :meth:`parse`'s frame.  The default
+            converts that frame; a source that can read its format without
+            building one overrides this to spare the stage the frame.
+        :raises ciml.errors.MetricsUnavailable: as :meth:`parse`.
+        """
+        import numpy as np
+
+        frame = self.parse(data, run)
+        index = frame.index.tz_convert("UTC") if frame.index.tz is not None \
+            else frame.index.tz_localize("UTC")
+        stamps = np.asarray(index.as_unit("ns").asi8, dtype=np.int64)
+        return stamps, frame.to_numpy(), [str(c) for c in frame.columns]
 
     def load(self, run: RunRecord) -> tuple[FetchedMetrics, pd.DataFrame]:
         """Fetch and parse in one go (used at prediction time).

@@ -177,6 +177,7 @@ class Demo(Command):
                 "--allow-scheme file",
                 f"tensorboard --logdir {data_path.model(status_ds, exp) / 'logs'}"):
             step.say("  " + line)
+        _say_serve(step, dp)
 
 
 class _GitHubDemo:
@@ -233,6 +234,7 @@ class _GitHubDemo:
                      f"{dp}predict --dataset demo-gh-status --experiment demo-dnn "
                      f"{self.newest_cached}"):
             step.say("  " + line)
+        _say_serve(step, dp)
 
     def _pipeline(self, github, prometheus, build):
         args, step = self.args, self.step
@@ -297,6 +299,18 @@ class _GitHubDemo:
                               "--output-dir", str(plot_dir / f"{dataset}-{exp}")])
                       for dataset in (status_ds, conclusion_ds, group_ds)]
             _run_plan(self.app, step, plots)
+
+
+#: The port the printed ``ciml serve`` command uses (its default).
+SERVE_PORT = 8080
+
+
+def _say_serve(step, dp):
+    """The last lines: the command that shows the demo's predictions in a browser."""
+    step.say("")
+    step.say("See the predictions, runs and models in a browser (Ctrl-C stops it):")
+    step.say(f"  {dp}serve --port {SERVE_PORT}")
+    step.say(f"  then open http://127.0.0.1:{SERVE_PORT}/")
 
 
 def _run_plan(app, step, plan):

@@ -33,6 +33,9 @@ def add_model_options(parser):
                         help="Fetch artifacts URLs from events and the result source only "
                              "from this host; a leading dot (.example.org) allows every "
                              "host under a domain.  Repeatable (default: any host)")
+    from ciml.commands.prediction import add_storing_options
+
+    add_storing_options(parser)
     add_component_options(parser, "result_source", title="result source options")
     add_component_options(parser, "metric_source", title="metric source options")
 
@@ -107,6 +110,7 @@ class Predict(Lister):
 
     def take_action(self, parsed_args):
         from ciml import online
+        from ciml.commands.prediction import storing
 
         check_names(parsed_args)
         # The estimator (TensorFlow) loads only once a run's metrics were read.
@@ -117,10 +121,12 @@ class Predict(Lister):
         cluster = None
         try:
             cluster = connect(parsed_args.scheduler)
-            records = online.predict_runs(data_path(self), parsed_args.dataset,
-                                          predictor.experiment_name, parsed_args.runs,
-                                          source=source, predictor=predictor,
-                                          url_policy=url_policy(parsed_args), cluster=cluster)
+            with storing(self, parsed_args):
+                records = online.predict_runs(data_path(self), parsed_args.dataset,
+                                              predictor.experiment_name, parsed_args.runs,
+                                              source=source, predictor=predictor,
+                                              url_policy=url_policy(parsed_args),
+                                              cluster=cluster)
             if parsed_args.plot:
                 from ciml.explain_plot import plot_records
 

@@ -1,4 +1,4 @@
-"""``ciml run list`` and ``ciml run show``: what the raw cache holds."""
+"""``ciml run list``, ``show`` and ``upgrade-series``: what the raw cache holds."""
 
 from cliff.lister import Lister
 from cliff.show import ShowOne
@@ -97,15 +97,55 @@ class RunShow(ShowOne):
                 data["artifacts_url"] = redact_url(data["artifacts_url"])
             columns = list(data)
             values = [data[c] if data[c] is not None else "" for c in columns]
+            sizes = cache.sizes(parsed_args.id)
             columns += ["state", "samples", "first", "last", "raw_file", "fetched_from",
+                        "bytes_fetched", "bytes_series", "bytes_on_disk", "disk_per_fetched",
                         "metric_columns", "metadata"]
             values += ["cached", info.get("samples"), info.get("first") or "",
                        info.get("last") or "", str(cache.raw_file(parsed_args.id)),
-                       redact_url(info.get("url") or ""), list(info.get("columns") or ()),
-                       dict(sorted(metadata.items()))]
+                       redact_url(info.get("url") or ""), sizes["fetched"],
+                       sizes["series"], sizes["total"],
+                       round(sizes["total"] / sizes["fetched"], 3) if sizes["fetched"] else "",
+                       list(info.get("columns") or ()), dict(sorted(metadata.items()))]
             from ciml.human_labels import labels_of
 
             human = labels_of(cache, {parsed_args.id}).get(parsed_args.id)
             columns.append("human_labels")
             values.append(dict(sorted(human.items())) if human else {})
             return columns, values
+
+
+class RunUpgradeSeries(ShowOne):
+    """Rewrite the series.npz of runs cached by an older ciml as compressed series.bin"""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--build-name", metavar="NAME", help="only runs of this job")
+        return parser
+
+    def take_action(self, parsed_args):
+        from tqdm import tqdm
+
+        from ciml.cache import RawCache
+        from ciml.errors import MetricsUnavailable
+
+        cache = RawCache(data_path(self))
+        upgraded = unreadable = saved = 0
+        if cache.exists():
+            with cache:
+                runs = cache.runs(parsed_args.build_name)
+                with tqdm(total=len(runs), desc="upgrading series", unit="run",
+                          disable=None, leave=False) as bar:
+                    for run in runs:
+                        try:
+                            gained = cache.upgrade_series(run.id)
+                        except MetricsUnavailable as exc:
+                            # Left as it is: the build reports it when it reads it.
+                            self.log.warning("%s", exc)
+                            unreadable += 1
+                        else:
+                            if gained is not None:
+                                upgraded += 1
+                                saved += gained
+                        bar.update(1)
+        return (("upgraded", "unreadable", "bytes_saved"), (upgraded, unreadable, saved))

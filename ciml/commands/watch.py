@@ -1,5 +1,6 @@
 """``ciml watch``: predict new runs as a trigger announces them, and report the predictions."""
 
+import contextlib
 import logging
 
 from cliff.command import Command
@@ -73,7 +74,19 @@ class Watch(Command):
         return parser
 
     def take_action(self, parsed_args):
+        with self.watching(parsed_args) as watcher:
+            watcher.run()
+        return 0
+
+    @contextlib.contextmanager
+    def watching(self, parsed_args, watcher_class=None, **overrides):
+        """The watcher the options describe, with its store and reporters registered.
+
+        ``ciml serve --watch`` runs it in a thread of its own: a
+        ``watcher_class`` and keyword ``overrides`` of its arguments.
+        """
         from ciml import online
+        from ciml.commands.prediction import storing
 
         path = data_path(self)
         # Names first: a typo is reported before TensorFlow loads.
@@ -82,15 +95,22 @@ class Watch(Command):
         trigger = build_component("trigger", parsed_args.trigger, parsed_args)
         source = build_source(parsed_args)
         reporters = []
+        stack = contextlib.ExitStack()
         try:
             predictor = load_predictor(self, parsed_args)
             if not predictor.build_name:
                 raise ConfigError("the dataset records no build name; give --build-name")
+            # Before subscribing: the first events must not wait for the model.
+            predictor.warm_up()
             trigger.setup(data_path=path, build_name=predictor.build_name,
                           result_source=source)
-            reporters = self._start_reporters(parsed_args)
-            watcher = online.Watcher(
-                predictor, trigger, source=source, data_path=path,
+            # The store first: registered first, it is handed each prediction first.
+            store = stack.enter_context(storing(self, parsed_args))
+            reporters = self._start_reporters(
+                {**vars(parsed_args), "data_path": path,
+                 "prediction_store": store.store if store is not None else None})
+            options = dict(
+                source=source, data_path=path,
                 learn=parsed_args.learn, max_events=parsed_args.max_events,
                 workers=parsed_args.workers, queue_size=parsed_args.queue_size,
                 fetch_attempts=parsed_args.fetch_attempts,
@@ -98,19 +118,20 @@ class Watch(Command):
                 url_policy=url_policy(parsed_args),
                 status_interval=parsed_args.status_interval, stdout=self.app.stdout,
                 stderr=self.app.stderr)
-            watcher.run()
+            options.update(overrides)
+            yield (watcher_class or online.Watcher)(predictor, trigger, **options)
         finally:
             self._stop_reporters(reporters)
+            stack.close()
             if source is not None:
                 source.close()
-        return 0
 
     @staticmethod
-    def _start_reporters(parsed_args):
+    def _start_reporters(options):
         """Register the reporters plugins offer for these options (``--publish-topic``...)."""
         manager = get_manager()
         reporters = []
-        for reporter in manager.hook.ciml_watch_reporters(options=vars(parsed_args)):
+        for reporter in manager.hook.ciml_watch_reporters(options=options):
             if reporter is None:
                 continue
             name = f"watch-reporter-{len(reporters)}-{type(reporter).__name__}"

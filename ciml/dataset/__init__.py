@@ -6,7 +6,6 @@ zarr's API itself is used only in :mod:`ciml.dataset.store`.
 
 import numpy as np
 
-from ciml import fileutil
 from ciml.dataset.build import build_dataset
 from ciml.dataset.labels import run_label
 from ciml.errors import NotFoundError
@@ -182,5 +181,6 @@ def delete_dataset(data_path, name):
     if not path.is_dir() or not any(True for _ in path.iterdir()):
         raise NotFoundError(f"no dataset named {name!r}")
     from ciml import storage
+    from ciml.dataset import store
 
     return storage.remove_dir(path, store.MARKER)

@@ -17,7 +17,6 @@ MAX_SCATTER_3D = 9
 
 def default_plot_dir(data_path, name):
     from ciml.paths import DataPath
-
     from ciml.storage import local_output
 
     root = data_path.root if isinstance(data_path, DataPath) else pathlib.Path(data_path)

@@ -365,6 +365,17 @@ def check_parse(case):
         "a source rebuilt from its parameters parses the same bytes differently"
     fetched, loaded = case.source.load(case.run)
     assert _frames_equal(frame, loaded), "load() disagrees with fetch() then parse()"
+    # What cache-data stores: the same data as the frame, whether the source
+    # overrides parse_series or not.
+    stamps, values, columns = case.source.parse_series(data, case.run)
+    assert [str(c) for c in columns] == [str(c) for c in frame.columns], \
+        "parse_series() names other columns than parse()"
+    assert np.array_equal(np.asarray(stamps, dtype=np.int64),
+                          frame.index.as_unit("ns").asi8), \
+        "parse_series() gives other time stamps than parse()"
+    assert np.array_equal(np.asarray(values, dtype=np.float64),
+                          frame.to_numpy(dtype=np.float64), equal_nan=True), \
+        "parse_series() gives other values than parse()"
 
 
 def check_parse_rejects_garbage(case):

@@ -382,24 +382,39 @@ def _parse_time_codes(codes, anchor, cell):
 
 
 def _time_codes_of_lines(body, rows):
-    """The time cells as an ``(rows, 14)`` uint8 array, straight from the lines.
+    """The time cells as an ``(rows, 14)`` uint8 array, straight from the bytes.
 
     The fast path for dstat's usual layout, the time first and unquoted
-    (``dd-mm HH:MM:SS,``): no string per row is made.  ``None`` when any
-    line does not look so (quoted, another width, blank lines that the
-    CSV reader counted differently); the caller then reads the column as
-    text.
+    (``dd-mm HH:MM:SS,``): the line starts are found with numpy and the
+    cells read in one gather, so no Python object is made per row.
+    Returns ``(codes, cell)``, ``cell(i)`` being row ``i``'s time cell as
+    text for an error message; ``None`` when any line does not look so
+    (quoted, another width, blank lines that the CSV reader counted
+    differently): the caller then reads the column as text.
     """
-    lines = [line for line in body.split(b"\n") if line and line != b"\r"]
-    if len(lines) != rows:
+    buf = np.frombuffer(body, dtype=np.uint8)
+    ends = np.flatnonzero(buf == ord("\n"))
+    if not body.endswith(b"\n"):
+        ends = np.append(ends, len(buf))
+    starts = np.empty_like(ends)
+    starts[:1] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts
+    # The lines the CSV reader skips: empty ones, and a lone "\r" (CRLF).
+    blank = lengths == 0
+    blank |= (lengths == 1) & (buf[np.minimum(starts, len(buf) - 1)] == ord("\r"))
+    if blank.any():
+        starts, ends, lengths = starts[~blank], ends[~blank], lengths[~blank]
+    if len(starts) != rows or rows == 0 or (lengths < 15).any():
         return None
-    heads = b"".join([line[:15] for line in lines])
-    if len(heads) != 15 * rows:
-        return None
-    codes = np.frombuffer(heads, dtype=np.uint8).reshape(rows, 15)
+    codes = buf[starts[:, None] + np.arange(15)]
     if not (codes[:, 14] == ord(",")).all():
         return None
-    return codes[:, :14], lines
+
+    def cell(i):
+        return body[starts[i]:ends[i]].split(b",", 1)[0].decode("latin-1")
+
+    return codes[:, :14], cell
 
 
 def _first_bad_cell(body, positions, names):
@@ -465,6 +480,20 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
     """
     import pandas as pd
 
+    stamps, values, names = parse_dstat_arrays(data, start=start, max_bytes=max_bytes)
+    index = pd.DatetimeIndex(stamps.astype("datetime64[ns]"), name="time").tz_localize("UTC")
+    return pd.DataFrame(values, index=index, columns=names, copy=False)
+
+
+def parse_dstat_arrays(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
+    """:func:`parse_dstat` as arrays: ``(timestamps, values, columns)``.
+
+    int64 nanoseconds since the epoch (UTC), strictly increasing; float64
+    ``(time, column)``; the column names (a list of str).  What the raw
+    cache stores: ``cache-data`` takes these, never building the frame.
+    """
+    import pandas as pd
+
     if not isinstance(data, bytes):
         data = bytes(data)
     if len(data) > max_bytes:
@@ -522,7 +551,7 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
         raise MetricsUnavailable("malformed", f"malformed dstat CSV: {text}") from None
     except pd.errors.ParserError as exc:
         raise MetricsUnavailable("malformed", f"malformed dstat CSV: {exc}") from None
-    if frame.empty:
+    if len(frame) == 0:
         raise MetricsUnavailable("header-only", "the dstat file has a header but no data rows")
 
     # The C parser pads short rows and, with index_col=False, silently drops
@@ -540,9 +569,8 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
 
     fast = _time_codes_of_lines(body, len(frame)) if fast_time else None
     if fast is not None:
-        codes, lines = fast
-        stamps = _parse_time_codes(codes, _anchor_year(data, start),
-                                   lambda i: lines[i].split(b",", 1)[0].decode("latin-1"))
+        codes, cell = fast
+        stamps = _parse_time_codes(codes, _anchor_year(data, start), cell)
     elif fast_time:
         # An unusual time cell: read the column as text for the checks and
         # the message.
@@ -566,8 +594,7 @@ def parse_dstat(data, start=None, max_bytes=DEFAULT_MAX_BYTES):
         if not keep.all():
             stamps = stamps[keep]
             values = values[keep]
-    index = pd.DatetimeIndex(stamps.astype("datetime64[ns]"), name="time").tz_localize("UTC")
-    return pd.DataFrame(values, index=index, columns=names, copy=False)
+    return stamps, values, names
 
 
 # -- fetching ------------------------------------------------------------------
@@ -722,6 +749,14 @@ class DstatMetricSource(MetricSource):
         start = run.start if run is not None else None
         return parse_dstat(data, start=start, max_bytes=self.max_bytes)
 
+    def parse_series(self, data, run):
+        # A subclass that reads another format (pcp) overrides parse():
+        # then the arrays must come from its frame, not from dstat's reader.
+        if type(self).parse is not DstatMetricSource.parse:
+            return super().parse_series(data, run)
+        start = run.start if run is not None else None
+        return parse_dstat_arrays(data, start=start, max_bytes=self.max_bytes)
+
 
 def listed_first(paths, run):
     """``paths``, those the run's metadata lists among its artifacts first.
@@ -832,4 +867,4 @@ def ciml_register_metric_sources(register):
 
 
 __all__ = ["DEFAULT_PATHS", "DstatMetricSource", "column_names", "is_archive", "parse_dstat",
-           "read_from_zip"]
+           "parse_dstat_arrays", "read_from_zip"]

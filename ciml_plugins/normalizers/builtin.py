@@ -147,6 +147,77 @@ class ResampleNormalizer(Normalizer):
         out = frame.resample(self.interval).mean().ffill()
         return out
 
+    def _tick_ns(self):
+        """The interval in nanoseconds if it is a fixed duration (``None``: a month...)."""
+        if not hasattr(self, "_tick"):
+            import pandas as pd
+
+            offset = pd.tseries.frequencies.to_offset(self.interval)
+            self._tick = int(offset.nanos) if isinstance(offset, pd.offsets.Tick) else None
+        return self._tick
+
+    def transform_block(self, block):
+        """``transform`` without a DataFrame, where pandas' own arithmetic is known.
+
+        pandas 3 averages a bin of a sorted series without NaN as
+        ``numpy.add.reduceat`` over the ``(column, time)`` values divided by
+        the bin's count (``_REDUCEAT_UFUNCS`` in ``pandas.core.groupby.ops``);
+        this does the same, so the bits are the same.  Anything else (NaN,
+        unsorted times, calendar intervals, a pandas that averages
+        otherwise) goes to :meth:`transform`.
+        """
+        freq = self._tick_ns() if block.timed else None
+        stamps = block.stamps
+        if freq is None or len(stamps) < 2 or not _pandas_means_by_reduceat():
+            return NotImplemented
+        span = int(stamps[-1] - stamps[0])
+        if span < freq:
+            import datetime as dt
+
+            raise MetricsUnavailable(
+                "too-short",
+                f"the run spans {_duration(dt.timedelta(microseconds=span // 1000))}, "
+                f"less than the sample interval {self.interval}; use a "
+                "--sample-interval well under the runs' length")
+        values = np.asarray(block.values, dtype=np.float64)
+        if not (np.diff(stamps) > 0).all() or np.isnan(values).any():
+            return NotImplemented
+        # Bins start at multiples of the interval from midnight UTC of the
+        # first sample's day (origin="start_day"), closed and labelled left.
+        day = 86_400 * 10**9
+        origin = int(stamps[0]) - int(stamps[0]) % day
+        bins = (np.asarray(stamps, dtype=np.int64) - origin) // freq
+        labels = bins - bins[0]
+        count = int(labels[-1]) + 1
+        starts = np.flatnonzero(np.diff(labels, prepend=-1))
+        sizes = np.diff(np.append(starts, len(labels))).astype(np.float64)
+        # pandas reduces its block: (column, time), C-ordered.
+        sums = np.add.reduceat(np.ascontiguousarray(values.T), starts, axis=1)
+        means = np.full((count, values.shape[1]), np.nan)
+        means[labels[starts]] = (sums / sizes[None, :]).T
+        if len(starts) < count:  # an empty bin takes the previous bin's means
+            filled = np.zeros(count, dtype=np.int64)
+            filled[labels[starts]] = labels[starts]
+            means = means[np.maximum.accumulate(filled)]
+        stamps_out = origin + (int(bins[0]) + np.arange(count, dtype=np.int64)) * freq
+        return type(block)(means, block.columns, stamps=stamps_out)
+
+
+def _pandas_means_by_reduceat():
+    """Whether this pandas averages a sorted, NaN-free bin with ``numpy.add.reduceat``."""
+    global _REDUCEAT_MEAN
+    if _REDUCEAT_MEAN is None:
+        try:
+            from pandas.core.groupby import ops
+
+            _REDUCEAT_MEAN = getattr(ops, "_REDUCEAT_UFUNCS", {}).get("mean") is np.add
+        except ImportError:
+            _REDUCEAT_MEAN = False
+    return _REDUCEAT_MEAN
+
+
+_REDUCEAT_MEAN = None
+
 
 class FixedLengthNormalizer(Normalizer):
     """Cut or zero-pad a series to a fixed number of time steps"""

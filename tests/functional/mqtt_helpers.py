@@ -183,6 +183,23 @@ def fake_predictor(build_name="tempest-full", metric_source=None):
                      build_name=build_name, metric_source=metric_source or fake_metric_source())
 
 
+def use_fake_predictor(monkeypatch, data_path, **attributes):
+    """Make ``ciml predict``/``watch`` load :func:`fake_predictor` (with ``attributes``)."""
+    from ciml import online
+
+    # A data path holding a model exists; the commands check that it does.
+    data_path.root.mkdir(parents=True, exist_ok=True)
+
+    def load(cls, data_path, dataset, experiment, **kwargs):
+        predictor = fake_predictor()
+        predictor.dataset_name, predictor.experiment_name = dataset, experiment
+        for name, value in attributes.items():
+            setattr(predictor, name, value)
+        return predictor
+
+    monkeypatch.setattr(online.Predictor, "load", classmethod(load))
+
+
 def trained_history(tmp_path, *, runs=30, cached=24, seed=5, estimator="linear-svm",
                     params=None, duration=(300, 600)):
     """A generated CI history served over HTTP, its first ``cached`` runs cached,

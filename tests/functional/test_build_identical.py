@@ -54,7 +54,7 @@ def _to_legacy_npz(data_path):
     with RawCache(data_path) as cache:
         for run in cache.runs():
             series = cache.series(run.id)
-            folder = cache.run_dir(run.id)
+            folder = cache.raw_file(run.id).parent
             np.savez(folder / "series.npz", timestamps=series.timestamps,
                      values=np.ascontiguousarray(series.values),
                      columns=np.array(series.columns))

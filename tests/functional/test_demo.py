@@ -33,9 +33,11 @@ def test_demo_runs_every_step_and_leaves_an_explorable_data_path(tmp_path, run_c
     assert list((root / "demo-plots").rglob("reliability.png"))
 
     # The suggested commands work as printed (ciml itself is run the test's way).
-    suggested = out.split("Keep exploring:", 1)[1].strip().splitlines()
+    explore, serve = out.split("Keep exploring:", 1)[1].split("in a browser", 1)
+    suggested = explore.strip().splitlines()
     commands = [shlex.split(line) for line in suggested if " --data-path " in line]
     assert len(commands) == 5
+    _check_serve_command(serve, root, "demo-cause")
     for argv in commands:
         if "watch" in argv:
             continue  # exercised below with a bounded run
@@ -105,8 +107,32 @@ def test_demo_ci_github_serves_github_actions_and_prometheus(tmp_path, run_ciml_
         list(root.rglob("prometheus.json"))
     assert raw, "the raw cache keeps Prometheus's answers"
     # The suggested commands work offline, the servers being gone.
-    suggested = out.split("Keep exploring", 1)[1].strip().splitlines()[1:]
+    explore, serve = out.split("Keep exploring", 1)[1].split("in a browser", 1)
+    suggested = [line for line in explore.strip().splitlines()[1:] if line.strip()][:-1]
+    assert len(suggested) == 4, suggested
+    _check_serve_command(serve, root, "demo-gh-status")
     for line in suggested:
         argv = shlex.split(line)
         rc, cmd_out, cmd_err = run_ciml_subprocess(argv[1:], timeout=300)
         assert rc == 0, (argv, cmd_err[-2000:])
+
+
+def _check_serve_command(text, root, model):
+    """The demo's last lines: ``ciml --data-path ROOT serve --port 8080`` and its URL.
+
+    The same command, on a free port, serves a home page that lists the
+    demo's predictions.
+    """
+    import urllib.request
+
+    from serve_helpers import serving
+
+    from ciml.paths import DataPath
+
+    lines = [line.strip() for line in text.strip().splitlines()]
+    argv = shlex.split(lines[1])
+    assert argv[1:] == ["--data-path", str(root), "serve", "--port", str(demo.SERVE_PORT)]
+    assert lines[2] == f"then open http://127.0.0.1:{demo.SERVE_PORT}/"
+    with serving(DataPath(root)) as url, urllib.request.urlopen(url + "/") as resp:
+        page = resp.read().decode()
+    assert model in page

@@ -7,7 +7,14 @@ import time
 import uuid
 
 import pytest
-from mqtt_helpers import PrivateBroker, Subscriber, fake_predictor, make_tls_files, publish
+from mqtt_helpers import (
+    PrivateBroker,
+    Subscriber,
+    fake_predictor,
+    make_tls_files,
+    publish,
+    use_fake_predictor,
+)
 
 pytestmark = pytest.mark.mosquitto
 
@@ -190,17 +197,7 @@ def test_broker_restart_reconnects_and_keeps_reports(private_broker, data_path):
 @pytest.fixture
 def fake_model(monkeypatch, data_path):
     """``ciml predict``/``watch`` load this fake instead of a trained model."""
-    from ciml import online
-
-    # A data path holding a model exists; the commands check that it does.
-    data_path.root.mkdir(parents=True, exist_ok=True)
-
-    def load(cls, data_path, dataset, experiment, **kwargs):
-        predictor = fake_predictor()
-        predictor.dataset_name, predictor.experiment_name = dataset, experiment
-        return predictor
-
-    monkeypatch.setattr(online.Predictor, "load", classmethod(load))
+    use_fake_predictor(monkeypatch, data_path)
 
 
 def _queue_for(host, port, client_id, topic):
@@ -442,6 +439,10 @@ def test_cli_watch_sigterm_exits_cleanly(pipeline, mosquitto, tmp_path):
     assert "received SIGTERM" in err_path.read_text()
     assert "ciml watch: seen 0" in err_path.read_text()
     assert out == ""
+    # The model was warmed up before the subscription, not on the first event.
+    text = err_path.read_text()
+    assert " ready in " in text
+    assert text.index(" ready in ") < text.index("connected to MQTT broker")
 
 
 def test_tls_with_user_and_password_file(tmp_path, data_path, caplog):

@@ -1,6 +1,7 @@
 """The cache-data stage with fake sources: outcomes, bounded in-flight work, hooks, Ctrl-C."""
 
 import datetime as dt
+import os
 import pathlib
 import threading
 import time
@@ -265,6 +266,13 @@ def test_automatic_processes(data_path):
 
     assert auto_processes(1) == 0
     assert auto_processes(3) == 0
+    # Two cores parse in the threads; more leave one core to the fetching threads.
+    for cores, workers, expected in ((1, 8, 0), (2, 8, 0), (2, 16, 0), (3, 8, 2), (4, 8, 3),
+                                     (16, 8, 8), (16, 4, 4), (64, 16, 8)):
+        with pytest.MonkeyPatch.context() as patched:
+            patched.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)),
+                            raising=False)
+            assert auto_processes(workers) == expected, (cores, workers)
     # A metric source a worker process could not rebuild by name stays in threads.
     assert auto_processes(16, FakeMetrics()) == 0
     summary = cache_data(data_path, FakeSource(100), FakeMetrics(), "job", workers=8,

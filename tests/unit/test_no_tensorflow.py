@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _run(code):
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
@@ -48,7 +50,7 @@ def test_plugin_list_and_every_command_leave_tensorflow_unloaded():
         }))
     """)
 
-    assert result["rc"] == 0
+    assert result["rc"] == 0, result["err"]
     assert "plugin_list" in result["commands"]
     assert result["components"] > 0
     assert result["heavy"] == [], "imported at plugin/command load: " + ", ".join(
@@ -141,3 +143,54 @@ def test_train_model_device_choice_is_the_estimators_not_the_core(tmp_path):
         print(json.dumps({{"seen": seen}}))
     """)
     assert result["seen"] == [False, None]
+
+
+def test_predicting_with_gbdt_never_imports_tensorflow(tmp_path):
+    """``ciml predict`` with a gbdt model loads LightGBM, never TensorFlow (nor zarr)."""
+    pytest.importorskip("lightgbm")
+    import gzip
+
+    from ciml.dataset import build_dataset
+    from ciml.experiment import Experiment
+    from ciml.generator import synthetic_dstat
+    from ciml.model import train_model
+    from ciml.records import FAILED, PASSED, RunRecord
+    from ciml.testing.estimators import _MemoryCache
+    from ciml_plugins.metrics.dstat import parse_dstat
+
+    runs, frames = [], {}
+    for i in range(24):
+        failed = i % 3 == 0
+        run = RunRecord(id=f"run-{i:02d}", build_name="tempest-full",
+                        status=FAILED if failed else PASSED, source="test")
+        text = synthetic_dstat("0.7.3", rows=90, seed=i,
+                               cause="oom" if failed else "passed")
+        frames[run.id] = parse_dstat(text.encode())
+        runs.append(run)
+    root = str(tmp_path / "data")
+    build_dataset(root, "ds", "tempest-full", features_regex=r"^(cpu_(usr|sys|idl|wai)|mem_)",
+                  aggregation_functions=("mean", "max"), seed=0, executor="serial",
+                  cache=_MemoryCache(runs, frames))
+    Experiment.create("gb", "gbdt", {"trees": 5, "min_data_in_leaf": 2}).save(root)
+    train_model(root, "ds", "gb")
+    run_file = tmp_path / "dstat-csv_log.txt.gz"
+    run_file.write_bytes(gzip.compress(synthetic_dstat("0.7.2", rows=90, seed=99).encode()))
+
+    result = _run(f"""
+        import contextlib, io, json, sys
+        from ciml.shell import main
+
+        out = io.StringIO()
+        err = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(["--data-path", {root!r}, "predict", "--dataset", "ds",
+                       "--experiment", "gb", {str(run_file)!r}, "-f", "json"])
+        print(json.dumps({{
+            "rc": rc, "err": err.getvalue(), "rows": json.loads(out.getvalue() or "[]"),
+            "loaded": sorted({{m.split(".")[0] for m in sys.modules}}
+                             & {{"tensorflow", "keras", "lightgbm", "zarr", "matplotlib"}}),
+        }}))
+    """)
+    assert result["rc"] == 0, result["err"]
+    assert [row["predicted"] for row in result["rows"]] in (["passed"], ["failed"])
+    assert result["loaded"] == ["lightgbm"]

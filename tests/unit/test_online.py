@@ -587,6 +587,47 @@ def test_predict_refuses_a_broken_file_before_loading_the_model(tmp_path):
     assert [r["predicted"] for r in records] == [None, "failed"] and loads == [1]
 
 
+def test_warm_up_loads_the_model_and_predicts_a_made_up_run_in_the_datasets_columns():
+    loads, frames = [], []
+
+    class Recording(FakeModel):
+        def predict_frame(self, frame):
+            frames.append(frame)
+            return super().predict_frame(frame)
+
+    def load_model():
+        loads.append(1)
+        return Recording()
+
+    dataset = type("DS", (), {"features": ["cpu_usr", "mem_used"], "classes": None})()
+    predictor = Predictor(load_model, dataset_name="ds", experiment_name="exp",
+                          build_name="tempest-full", metric_source=FakeMetrics(),
+                          dataset=dataset)
+    assert predictor.warm_up() >= 0
+    assert loads == [1]
+    [frame] = frames
+    assert list(frame.columns) == ["cpu_usr", "mem_used"] and len(frame) == 120
+    assert str(frame.index.tz) == "UTC"
+    # The model is not loaded again for the first real run.
+    predictor.predict_frame(frame)
+    assert loads == [1] and len(frames) == 2
+
+
+def test_a_chain_that_refuses_the_made_up_run_warms_on_the_first_event(caplog):
+    class Picky(FakeModel):
+        def predict_frame(self, frame):
+            raise MetricsUnavailable("missing-columns", "wants a column made up runs lack")
+
+    dataset = type("DS", (), {"features": ["cpu_usr"], "classes": None})()
+    predictor = Predictor(Picky(), dataset_name="ds", experiment_name="exp",
+                          build_name="tempest-full", dataset=dataset)
+    assert predictor.warm_up() is None
+    # Without features to make a run from, only the model is loaded.
+    predictor = Predictor(FakeModel(), dataset_name="ds", experiment_name="exp",
+                          build_name="tempest-full")
+    assert predictor.warm_up() is None
+
+
 # -- untrusted URLs -------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import pytest
 from ciml.base import FetchedMetrics
 from ciml.cache import RawCache
 from ciml.commands.cache import CacheData, parse_when
-from ciml.commands.run import RunList, RunShow
+from ciml.commands.run import RunList, RunShow, RunUpgradeSeries
 from ciml.errors import ConfigError, NotFoundError
 from ciml.records import RunRecord
 from ciml.shell import CimlApp
@@ -113,7 +113,31 @@ def test_run_show(app, data_path):
     assert shown["samples"] == 4
     assert shown["metric_columns"] == ["cpu_usr", "mem_used"]
     assert shown["metadata"]["node_provider"] == "ovh-bhs1"
+    folder = RawCache(data_path).raw_file("run-1").parent
+    on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
+    assert shown["bytes_series"] == on_disk["series.bin"]
+    assert shown["bytes_on_disk"] == sum(on_disk.values())
+    assert shown["bytes_fetched"] == on_disk[RawCache(data_path).raw_file("run-1").name]
+    assert shown["disk_per_fetched"] == round(shown["bytes_on_disk"] / shown["bytes_fetched"], 3)
     columns, values = cmd.take_action(cmd.get_parser("x").parse_args(["run-9"]))
     assert dict(zip(columns, values))["reason"] == "html"
     with pytest.raises(NotFoundError):
         cmd.take_action(cmd.get_parser("x").parse_args(["nope"]))
+
+
+def test_run_upgrade_series(app, data_path):
+    _fill(data_path)
+    cache = RawCache(data_path)
+    before = cache.series("run-0")
+    folder = cache.raw_file("run-0").parent
+    (folder / "series.bin").unlink()  # run-0 as an older ciml cached it
+    np.savez(folder / "series.npz", timestamps=before.timestamps,
+             values=np.ascontiguousarray(before.values), columns=np.array(before.columns))
+    cmd = RunUpgradeSeries(app, None)
+    columns, values = cmd.take_action(cmd.get_parser("x").parse_args([]))
+    shown = dict(zip(columns, values))
+    assert shown["upgraded"] == 1 and shown["unreadable"] == 0 and shown["bytes_saved"] > 0
+    assert not (folder / "series.npz").exists()
+    assert cache.series("run-0").values.tobytes() == before.values.tobytes()
+    columns, values = cmd.take_action(cmd.get_parser("x").parse_args([]))
+    assert dict(zip(columns, values))["upgraded"] == 0

@@ -169,3 +169,82 @@ def test_real_dstat_samples_through_the_chain(sample_data):
     # 0.7.2 and 0.7.3 order the memory columns differently: aligned by name.
     mem = frames[1]["mem_free"].resample("10s").mean().to_numpy()
     np.testing.assert_allclose(outs[1]["mem_free"].to_numpy()[:len(mem)], mem)
+
+
+def _frame_at(stamps, values, columns):
+    index = pd.DatetimeIndex(stamps, tz="UTC", name="time")
+    return pd.DataFrame(values, index=index, columns=columns)
+
+
+def _same(ref, got, layout=True):
+    """A transform_block result equals the DataFrame transform's, to the bit (and layout:
+    numpy's reductions in a later step sum in an order that depends on it)."""
+    want = ref.to_numpy()
+    assert got.values.shape == want.shape
+    assert np.ascontiguousarray(got.values).tobytes() == np.ascontiguousarray(want).tobytes()
+    if layout:
+        assert got.values.flags["C_CONTIGUOUS"] == want.flags["C_CONTIGUOUS"]
+    assert [str(c) for c in ref.columns] == got.columns
+    if isinstance(ref.index, pd.DatetimeIndex):
+        assert list(ref.index.as_unit("ns").asi8) == list(got.stamps)
+    else:
+        assert [str(i) for i in ref.index] == [str(i) for i in got.index()]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_array_steps_equal_the_dataframe_steps(seed):
+    """Filter, resample, fixed-length and aggregate on arrays: pandas' very bits."""
+    from ciml.series import Block
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 700))
+    start = pd.Timestamp("2024-03-01", tz="UTC").value + int(rng.integers(0, 10**14))
+    if seed % 2:
+        stamps = start + np.arange(n) * 10**9
+    else:  # irregular: empty bins, which take the previous bin's means
+        stamps = start + np.cumsum(rng.integers(1, 150, n)) * 10**7
+    values = rng.random((n, 5)) * 10.0 ** rng.integers(-3, 12, 5)
+    if seed == 4:
+        values[2, 3] = np.nan  # resample leaves this to pandas
+    frame = _frame_at(stamps, values, ["e", "a", "d", "c", "b"])
+    filt = builtin.FilterNormalizer(columns=["a", "b", "c", "e"])
+    step_ref, step_got = filt.transform(frame), filt.transform_block(Block.from_frame(frame))
+    _same(step_ref, step_got)
+    for interval in ("10s", "1min", "7min"):
+        resample = builtin.ResampleNormalizer(interval=interval)
+        try:
+            ref = resample.transform(step_ref)
+        except MetricsUnavailable as exc:
+            with pytest.raises(MetricsUnavailable, match=str(exc).split(";")[0]):
+                resample.transform_block(step_got)
+            continue
+        got = resample.transform_block(step_got)
+        if got is NotImplemented:
+            assert seed == 4
+            continue
+        _same(ref, got)
+        for step in (builtin.FixedLengthNormalizer(length=40),
+                     builtin.AggregateNormalizer(functions=["mean", "std", "max", "p90"])):
+            # The last shaping step: only the scale (on stacked float32) follows.
+            _same(step.transform(ref), step.transform_block(got), layout=False)
+
+
+@pytest.mark.parametrize("method", ["range", "zscore"])
+def test_scale_fit_is_a_fold_of_per_chunk_states(method):
+    """What a distributed build relies on: states computed anywhere, folded in order."""
+    rng = np.random.default_rng(3)
+    chunks = [rng.random((n, 6, 4)) * 100 for n in (5, 5, 5, 2)]
+    local = builtin.ScaleNormalizer(method=method)
+    for chunk in chunks:
+        local.partial_fit_array(chunk)
+    states = [builtin.ScaleNormalizer(method=method).partial_state(c) for c in chunks]
+    folded = builtin.ScaleNormalizer(method=method)
+    for state in states:
+        folded.merge_state(state)
+    assert folded.n_samples_seen_ == 17
+    for a, b in ((local.mean_, folded.mean_), (local.scale_, folded.scale_)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    other = builtin.ScaleNormalizer(method=method)
+    for state in reversed(states):  # another order is another (close) fit
+        other.merge_state(state)
+    np.testing.assert_allclose(other.mean_, local.mean_, rtol=1e-12)

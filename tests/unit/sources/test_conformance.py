@@ -146,7 +146,18 @@ class _NaiveDstat(DstatMetricSource):
         return frame
 
 
+class _StaleSeriesDstat(DstatMetricSource):
+    """A dstat source whose arrays for the cache drop the last sample its frame keeps"""
+
+    name = "stale-series-dstat"
+
+    def parse_series(self, data, run):
+        stamps, values, columns = super().parse_series(data, run)
+        return stamps[:-1], values[:-1], columns
+
+
 @pytest.mark.parametrize("cls,message", [
+    (_StaleSeriesDstat, r"fails check_parse: parse_series\(\) gives other time stamps"),
     (_LaxDstat, "fails check_parse_rejects_garbage: parse\\(\\) of an HTML page raised "
                 "ValueError"),
     (_NaiveDstat, "fails check_parse: parse\\(\\): the index is not in UTC"),

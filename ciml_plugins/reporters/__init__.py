@@ -1,0 +1,1 @@
+"""Built-in reporters: plugins that act on predictions (comment on a review...)."""
