@@ -107,31 +107,67 @@ def _process_ready():
 ALREADY_CACHED = "already-cached"
 
 
-def _process_parse_store(run, fetched):
-    """Parse and store one run in a worker process: ``None``, :data:`ALREADY_CACHED`
-    or an error tuple.
+def _error_verdict(exc):
+    """A parse or fetch failure as a plain tuple ``(kind, reason, message, transient)``.
 
-    Errors travel as plain tuples: ciml's exceptions take keyword-only
-    details that pickling would lose.
+    Errors travel between processes as plain tuples: ciml's exceptions take
+    keyword-only details that pickling would lose.
     """
-    try:
-        series = _parse(_PROCESS["metrics"], run, fetched)
-    except MetricsUnavailable as exc:
+    if isinstance(exc, MetricsUnavailable):
         return ("unavailable", exc.reason, str(exc), exc.transient)
-    except CimlError as exc:
+    if isinstance(exc, CimlError):
         return ("ciml", "error", str(exc), getattr(exc, "transient", False))
-    except Exception as exc:
-        return ("bug", "error", f"{type(exc).__name__}: {exc}", True)
-    from ciml import procutil
+    return ("bug", "error", f"{type(exc).__name__}: {exc}", True)
 
+
+def _parse_store_verdict(metric_source, cache, run, fetched, commit_if=None):
+    """Parse and store one run away from the job's process: ``None`` (stored),
+    :data:`ALREADY_CACHED` or an error tuple (:func:`_error_verdict`)."""
     try:
-        stored = _PROCESS["cache"].store(run, fetched, series, commit_if=procutil.owner_alive)
+        series = _parse(metric_source, run, fetched)
+    except Exception as exc:
+        return _error_verdict(exc)
+    try:
+        stored = cache.store(run, fetched, series, commit_if=commit_if)
     except NotCommitted:
-        # Whoever asked for this run is gone: nothing of it may be indexed.
-        os._exit(1)
+        raise
     except Exception as exc:
         return ("store", "error", f"{type(exc).__name__}: {exc}", True)
     return None if stored else ALREADY_CACHED
+
+
+def _process_parse_store(run, fetched):
+    """Parse and store one run in a worker process (see :func:`_parse_store_verdict`)."""
+    from ciml import procutil
+
+    try:
+        return _parse_store_verdict(_PROCESS["metrics"], _PROCESS["cache"], run, fetched,
+                                    commit_if=procutil.owner_alive)
+    except NotCommitted:
+        # Whoever asked for this run is gone: nothing of it may be indexed.
+        os._exit(1)
+
+
+def _cluster_fetch_store(run, metric_cls, metric_params, data_path):
+    """A Dask task: fetch, validate, parse and store one run on a worker.
+
+    The worker builds the metric source and opens the raw cache once per
+    process (:func:`ciml.executor.worker_cached`) and stores the run
+    itself; the client gets the verdict of :func:`_parse_store_verdict`.
+    Storing is atomic, so a worker killed half way leaves nothing that
+    reads as data, and the scheduler's second try stores the run whole.
+    """
+    from ciml.executor import data_path_key, worker_cached
+
+    key = ("cache-data", metric_cls, repr(sorted(metric_params.items())),
+           data_path_key(data_path))
+    metric_source, cache = worker_cached(
+        key, lambda: (metric_cls(**metric_params), RawCache(data_path)))
+    try:
+        fetched = metric_source.stamp(metric_source.fetch(run))
+    except Exception as exc:
+        return _error_verdict(exc)
+    return _parse_store_verdict(metric_source, cache, run, fetched)
 
 
 class _StoreFailed(CimlError):
@@ -245,8 +281,11 @@ class _Handoff(collections.namedtuple("_Handoff", "run fetched future")):
 
 def _remote_result(cache, handoff):
     """The :class:`_Result` of a finished handoff; raises what storing here would."""
-    error = handoff.future.result()
-    run = handoff.run
+    return _verdict_result(cache, handoff.run, handoff.future.result())
+
+
+def _verdict_result(cache, run, error):
+    """The :class:`_Result` of a verdict from another process; records failures here."""
     if error is None:
         return _Result(CACHED, None, None, run)
     if error == ALREADY_CACHED:
@@ -335,6 +374,30 @@ def _fetch_one(cache, source, metric_source, run, stop, parse_pool=None):
     return _parse_store_here(cache, metric_source, run, fetched)
 
 
+def _fetch_on_cluster(cache, source, run, stop, cluster, metric_spec):
+    """Complete one run here, then fetch, parse and store it on a Dask worker.
+
+    Runs in one of the job's threads, which waits for the task: the threads
+    bound how many runs are on the cluster at once, as they bound the
+    fetches in flight locally.  A worker that dies is the scheduler's to
+    handle (it runs the task again elsewhere); only a task that failed on
+    every try (:class:`distributed.KilledWorker`) comes back as an error,
+    counted as transient so that the next cache-data tries the run again.
+    """
+    if stop.is_set():
+        return _Result("cancelled", None, None, run)
+    run = complete_run(source, run)
+    metric_cls, metric_params, data_path = metric_spec
+    future = cluster.submit(_cluster_fetch_store, run, metric_cls, metric_params, data_path)
+    try:
+        verdict = future.result()
+    except Exception as exc:
+        if stop.is_set() or future.cancelled():
+            return _Result("cancelled", None, None, run)
+        return _Result(*_outcome_of(cache, run, exc), run)
+    return _verdict_result(cache, run, verdict)
+
+
 def _progress_bar(progress, total, desc):
     if progress is False:
         return None
@@ -384,7 +447,7 @@ class _CacheJob:
 
     def __init__(self, data_path, source, metric_source, build_name, *, workers,
                  processes, start_after, retry_unavailable, progress, limit,
-                 retry_incomplete=False):
+                 retry_incomplete=False, cluster=None):
         self.data_path = data_path
         self.source = source
         self.metric_source = metric_source
@@ -407,6 +470,12 @@ class _CacheJob:
         self.window = workers * _WINDOW_PER_WORKER
         self.pending = set()
         self.handoffs = {}   # process future -> _Handoff
+        self.cluster = cluster
+        if cluster is not None:
+            # The workers build the metric source from its class and options.
+            self.metric_spec = (_registered_class(metric_source),
+                                metric_source.get_params(include_secrets=True),
+                                data_path)
         self.parse_pool = _ParsePool(processes, metric_source, data_path)
         if start_after == 0:
             self.parse_pool.start()
@@ -442,6 +511,10 @@ class _CacheJob:
         if self.counts["submitted"] == self.start_after:
             self.parse_pool.start()
         self.counts["submitted"] += 1
+        if self.cluster is not None:
+            self._submit(_fetch_on_cluster, self.cache, self.source, run, self.stop,
+                         self.cluster, self.metric_spec)
+            return
         self._submit(_fetch_one, self.cache, self.source, self.metric_source, run, self.stop,
                      self.parse_pool)
 
@@ -540,6 +613,8 @@ class _CacheJob:
         self.stop.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.parse_pool.shutdown(wait=False, cancel_futures=True)
+        if self.cluster is not None:
+            self.cluster.cancel()
 
     def close(self):
         if self.bar is not None:
@@ -573,6 +648,7 @@ class _CacheJob:
             "total_cached": totals[CACHED],
             "total_unavailable": totals[UNAVAILABLE],
             "workers": self.workers,
+            "scheduler": self.cluster.address if self.cluster is not None else None,
             "processes": (self.parse_pool.processes
                           if self.parse_pool.executor is not None else 0),
             "elapsed_s": round(elapsed, 3),
@@ -584,7 +660,7 @@ class _CacheJob:
 def cache_data(data_path, source, metric_source, build_name, *, since=None, until=None,
                filters=None, limit=None, balanced=False, workers=DEFAULT_WORKERS,
                retry_unavailable=False, progress=None, processes=None,
-               retry_incomplete=False):
+               retry_incomplete=False, cluster=None):
     """Cache the metrics of a job's runs; returns a summary dict.
 
     :param data_path: a :class:`ciml.paths.DataPath`.
@@ -604,6 +680,12 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         fetching threads).  ``None`` chooses from the workers and the cores,
         and starts the processes only after :data:`AUTO_PROCESSES_AFTER`
         runs, so that small jobs do not pay for them.
+    :param cluster: a :class:`ciml.executor.Cluster`: each run is fetched,
+        parsed and stored by a Dask worker (the listing and the index's
+        bookkeeping of failures stay here); ``workers`` then bounds the
+        runs on the cluster at once and is raised to twice its threads.
+        The metric source must be a registered plugin, and every worker
+        must reach ``data_path``.
     :return: ``selected`` (runs the source listed), ``cached`` (newly),
         ``skipped_cached``, ``skipped_unavailable``, ``unavailable``
         (newly recorded), ``transient`` (failed, to retry later),
@@ -615,11 +697,18 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
     workers = int(workers or DEFAULT_WORKERS)
     if workers < 1:
         raise CimlError("--workers must be at least 1")
-    processes, start_after = _plan_processes(processes, workers, metric_source)
+    if cluster is not None:
+        if not _rebuildable(metric_source):
+            raise CimlError(f"metric source {metric_source.name!r} is not a registered plugin "
+                            "that a Dask worker can build; cache without --scheduler")
+        processes, start_after = 0, 0
+        workers = max(workers, 2 * cluster.threads())
+    else:
+        processes, start_after = _plan_processes(processes, workers, metric_source)
     job = _CacheJob(data_path, source, metric_source, build_name, workers=workers,
                     processes=processes, start_after=start_after,
                     retry_unavailable=retry_unavailable, progress=progress, limit=limit,
-                    retry_incomplete=retry_incomplete)
+                    retry_incomplete=retry_incomplete, cluster=cluster)
     try:
         listing = source.list_runs(build_name, since=since, until=until, filters=filters,
                                    limit=limit, balanced=balanced)

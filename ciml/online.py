@@ -407,8 +407,72 @@ def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
     return run, fetched, frame
 
 
+#: Runs a predict task on a Dask worker takes at once.
+CLUSTER_BATCH = 32
+
+
+def _cluster_predictor(data_path, dataset, experiment, unusual_percentile, build_name):
+    from ciml.executor import data_path_key, worker_cached
+
+    def load():
+        predictor = Predictor.load(data_path, dataset, experiment,
+                                   unusual_percentile=unusual_percentile)
+        if build_name:
+            predictor.build_name = build_name
+        return predictor
+
+    return worker_cached(("predict", data_path_key(data_path), dataset, experiment,
+                          unusual_percentile, build_name), load)
+
+
+def predict_batch(data_path, dataset, experiment, unusual_percentile, build_name, items):
+    """A Dask task: prediction records for ``items``, in order.
+
+    Each item is ``(ref, run, frame)``; a ``None`` run is a cached run
+    read here from the shared raw cache (the common case: nothing but its
+    id crosses the network).  The model is loaded once per worker process.
+    """
+    from ciml.cache import RawCache
+    from ciml.executor import data_path_key, worker_cached
+    from ciml.human_labels import apply
+
+    predictor = _cluster_predictor(data_path, dataset, experiment, unusual_percentile,
+                                   build_name)
+    cache = worker_cached(("raw-cache", data_path_key(data_path)),
+                          lambda: RawCache(data_path))
+    records = []
+    for ref, run, frame in items:
+        try:
+            if run is None:
+                (run,), _ = apply(cache, [cache.record(ref)])
+                frame = cache.frame(ref)
+            records.append(predictor.record(run, frame))
+        except CimlError as exc:
+            records.append(predictor.error_record(exc, run=run, run_id=ref))
+    return records
+
+
+def _predict_on_cluster(cluster, data_path, loaded, predictor):
+    """Records for ``loaded`` (as :func:`predict_runs` gathers them), predicted by workers."""
+    args = (data_path, predictor.dataset_name, predictor.experiment_name,
+            predictor.unusual_percentile, predictor.build_name)
+    todo = [(i, (ref, run, frame)) for i, (ref, run, frame, error) in enumerate(loaded)
+            if error is None]
+    records = [None] * len(loaded)
+    batches = [todo[k:k + CLUSTER_BATCH] for k in range(0, len(todo), CLUSTER_BATCH)]
+    futures = [cluster.submit(predict_batch, *args, [item for _, item in batch])
+               for batch in batches]
+    for batch, future in zip(batches, futures):
+        for (i, _), record in zip(batch, future.result()):
+            records[i] = record
+    for i, (ref, run, _frame, error) in enumerate(loaded):
+        if error is not None:
+            records[i] = predictor.error_record(error, run=run, run_id=ref)
+    return records
+
+
 def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor=None,
-                 call_hook=True, url_policy=None, frames=None):
+                 call_hook=True, url_policy=None, frames=None, cluster=None):
     """Predict each run; returns one prediction record per run, in order.
 
     A run that cannot be predicted gives a record with ``error`` rather than
@@ -418,13 +482,29 @@ def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor
     the estimator is never loaded).  ``frames``, a list, receives each
     run's metrics frame (``None`` where none was read), in order, for a
     caller that uses them again (``predict --plot``) without a second fetch.
+
+    With ``cluster`` (a :class:`ciml.executor.Cluster`) the Dask workers
+    load the model and predict, :data:`CLUSTER_BATCH` runs a task; cached
+    runs are read by the workers from the shared data path, other runs
+    (files, runs found through ``source``) are read here and sent.  The
+    records are the same as without it, in the same order.
     """
     from ciml.plugins import get_manager
 
     predictor = predictor or Predictor.load(data_path, dataset, experiment, lazy=True)
     loaded = []
+    cache = None
+    if cluster is not None:
+        from ciml.cache import RawCache
+
+        cache = RawCache(data_path)
     for ref in runs:
         run = None
+        if cache is not None and not pathlib.Path(ref).is_file() \
+                and cache.state(ref) == "cached":
+            # Read by the worker from the shared cache: only the id travels.
+            loaded.append((ref, None, None, None))
+            continue
         try:
             run, _fetched, frame = load_run(ref, predictor=predictor, data_path=data_path,
                                             source=source, url_policy=url_policy)
@@ -434,6 +514,13 @@ def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor
             loaded.append((ref, run, None, exc))
     if frames is not None:
         frames.extend(frame for _, _, frame, _ in loaded)
+    if cluster is not None:
+        cache.close()
+        records = _predict_on_cluster(cluster, data_path, loaded, predictor)
+        if call_hook:
+            for record in records:
+                get_manager().call_lifecycle("ciml_prediction_made", prediction=record)
+        return records
     if any(error is None for *_, error in loaded):
         predictor.model  # noqa: B018 -- a model that cannot load fails the command, not a run
     records = []

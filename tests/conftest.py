@@ -209,6 +209,31 @@ def mosquitto():
 # -- the CLI -------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """A real Dask scheduler and two one-thread worker processes on loopback, for the session.
+
+    :class:`ciml.testing.dask_cluster.LoopbackDaskCluster`: started with
+    Dask's own ``dask scheduler`` / ``dask worker`` commands, so tasks
+    cross a real network and real pickling.  A test that kills a worker
+    waits for its nanny to bring it back (``wait_for_workers``) before the
+    next test gets the cluster.
+    """
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        skip_or_fail("Dask is not installed (pip install 'ciml[dask]')")
+    from ciml.testing.dask_cluster import LoopbackDaskCluster
+
+    cluster = LoopbackDaskCluster(workers=2, threads=1,
+                                  directory=tmp_path_factory.mktemp("dask"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
 def _run_in_process(args, env=None, stdin=None):
     from ciml import shell
 

@@ -41,6 +41,7 @@ class CacheData(ShowOne):
 
     def get_parser(self, prog_name):
         from ciml.collect import DEFAULT_WORKERS
+        from ciml.executor import add_scheduler_option
 
         parser = super().get_parser(prog_name)
         parser.add_argument("--source", default="subunit2sql", metavar="NAME",
@@ -73,12 +74,14 @@ class CacheData(ShowOne):
         parser.add_argument("--retry-incomplete", action="store_true",
                             help="complete again the metadata of every cached run of the "
                                  "job that is incomplete, not only of those listed now")
+        add_scheduler_option(parser)
         add_component_options(parser, "result_source", "result source options")
         add_component_options(parser, "metric_source", "metric source options")
         return parser
 
     def take_action(self, parsed_args):
         from ciml.collect import cache_data
+        from ciml.executor import connect
 
         since = parse_when(parsed_args.since, "--since")
         until = parse_when(parsed_args.until, "--until")
@@ -92,6 +95,7 @@ class CacheData(ShowOne):
         metrics = build_component("metric_source", parsed_args.metric_source, parsed_args)
         path = data_path(self, create=True)
         before = _cached_count(path, parsed_args.build_name)
+        cluster = connect(parsed_args.scheduler)
         try:
             summary = cache_data(
                 path, source, metrics, parsed_args.build_name,
@@ -99,7 +103,7 @@ class CacheData(ShowOne):
                 balanced=parsed_args.balanced, workers=parsed_args.workers,
                 retry_unavailable=parsed_args.retry_unavailable,
                 retry_incomplete=parsed_args.retry_incomplete,
-                processes=parsed_args.processes)
+                processes=parsed_args.processes, cluster=cluster)
         except KeyboardInterrupt:
             # Every run stored before Ctrl-C is complete in the cache (stores
             # are atomic), and a rerun skips it.
@@ -107,6 +111,9 @@ class CacheData(ShowOne):
             raise Interrupted(
                 f"{max(0, after - before)} runs cached ({after} of "
                 f"{parsed_args.build_name} in the cache), rerun to continue") from None
+        finally:
+            if cluster is not None:
+                cluster.close()
         summary["source"] = parsed_args.source
         reasons = summary.pop("reasons")
         columns = ["build_name", "source", "selected", "cached", "skipped_cached",
@@ -114,6 +121,8 @@ class CacheData(ShowOne):
                    "incomplete", "total_cached",
                    "total_unavailable", "workers", "processes", "elapsed_s", "runs_per_s",
                    "data_path"]
+        if summary.get("scheduler"):
+            columns.insert(columns.index("processes"), "scheduler")
         values = [summary[c] for c in columns]
         columns.append("reasons")
         values.append(dict(reasons or {}))

@@ -143,14 +143,18 @@ class BuildDataset(ShowOne):
         "by one, 'ciml dataset show NAME' keeps the list.")
 
     def get_parser(self, prog_name):
-        return add_build_options(super().get_parser(prog_name))
+        from ciml.executor import add_scheduler_option
+
+        return add_scheduler_option(add_build_options(super().get_parser(prog_name)))
 
     def take_action(self, parsed_args):
         from ciml.dataset import build_dataset, store
         from ciml.errors import Interrupted
+        from ciml.executor import connect
 
         path = data_path(self)
         existed = store.is_dataset(path.dataset(parsed_args.dataset))
+        cluster = connect(parsed_args.scheduler)
         try:
             summary = build_dataset(
                 path, parsed_args.dataset, parsed_args.build_name,
@@ -161,13 +165,16 @@ class BuildDataset(ShowOne):
                 split=parsed_args.split, seed=parsed_args.seed, force=parsed_args.force,
                 scale=parsed_args.scale, visualize=parsed_args.visualize,
                 scale_per=parsed_args.scale_per, fixed_length=parsed_args.fixed_length,
-                plot_dir=parsed_args.plot_dir)
+                plot_dir=parsed_args.plot_dir, cluster=cluster)
         except KeyboardInterrupt:
             # The build writes into a staging folder it removes on the way out.
             raise Interrupted(
                 f"nothing was written; dataset {parsed_args.dataset!r} "
                 + ("is unchanged" if existed else "was not created")
                 + ", rerun build-dataset to build it") from None
+        finally:
+            if cluster is not None:
+                cluster.close()
         # Skipped runs and dropped features were logged once by the build.
         columns = ["name", "path", "runs", "examples", "skipped", "skipped_by_reason",
                    "example_shape", "classes", "class_balance", "features",

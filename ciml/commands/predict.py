@@ -104,7 +104,9 @@ class Predict(Lister):
         parser.add_argument("--plot", metavar="DIR", default=None,
                             help="Also draw, per run, its top features against the passed "
                                  "runs' typical band, the windows that mattered shaded")
-        return parser
+        from ciml.executor import add_scheduler_option
+
+        return add_scheduler_option(parser)
 
     def take_action(self, parsed_args):
         from ciml import online
@@ -114,21 +116,27 @@ class Predict(Lister):
         # The estimator (TensorFlow) loads only once a run's metrics were read.
         predictor = load_predictor(self, parsed_args, lazy=True)
         source = build_source(parsed_args)
+        from ciml.executor import connect
+
         # --plot draws from the metrics predict already read: no second fetch.
         frames = [] if parsed_args.plot else None
+        cluster = None
         try:
+            cluster = connect(parsed_args.scheduler)
             with storing(self, parsed_args):
                 records = online.predict_runs(data_path(self), parsed_args.dataset,
                                               predictor.experiment_name, parsed_args.runs,
                                               source=source, predictor=predictor,
                                               url_policy=url_policy(parsed_args),
-                                              frames=frames)
+                                              frames=frames, cluster=cluster)
             if parsed_args.plot:
                 from ciml.explain_plot import plot_records
 
                 for path in plot_records(predictor, records, frames, parsed_args.plot):
                     self.app.stderr.write(f"plot written to {path}\n")
         finally:
+            if cluster is not None:
+                cluster.close()
             if source is not None:
                 source.close()
         self._errors = [r for r in records if r.get("error")]

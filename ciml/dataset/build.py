@@ -753,7 +753,7 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
                   tdt_split=(6, 2, 2), split="random", seed=0, force=False,
                   normalizers=None, progress=None, visualize=False, scale="range",
                   workers=None, executor=None, cache=None, plot_dir=None,
-                  fixed_length=None, scale_per="auto"):
+                  fixed_length=None, scale_per="auto", cluster=None):
     """Build the dataset ``name`` from the cached runs of ``build_name``; returns a summary.
 
     ``normalizers``: extra normalizer steps (names, ``{"name", "params"}``
@@ -767,6 +767,9 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
     ``executor``: ``process``, ``thread`` or ``serial`` (default: processes
     when there are enough runs and cores).  ``cache``: a raw cache object
     (default: :class:`ciml.cache.RawCache` of ``data_path``).
+    ``cluster``: a :class:`ciml.executor.Cluster`; its workers transform the
+    runs and write the examples (:mod:`ciml.dataset.distributed`), with the
+    same result as a local build.  Every worker must reach ``data_path``.
     """
     from ciml.paths import DataPath
 
@@ -793,13 +796,21 @@ def build_dataset(data_path, name, build_name, *, slicer=None, features_regex=No
         datasets_dir.mkdir(parents=True, exist_ok=True)
         storage.remove_abandoned(datasets_dir, name)
         tmp = datasets_dir / fileutil.work_name("tmp", name)
-        loader = build._loader()
+        loader = build._loader() if cluster is None else None
         try:
-            build.stream(tmp, loader)
-            loader.close()
+            if loader is None:
+                from ciml.dataset.distributed import ClusterStream
+
+                ClusterStream(build, cluster).run(tmp)
+            else:
+                build.stream(tmp, loader)
+                loader.close()
             build.finalize(tmp)
         except BaseException:
-            loader.close()
+            if loader is not None:
+                loader.close()
+            else:
+                cluster.cancel()
             storage.rmtree(tmp)
             raise
     finally:
