@@ -65,12 +65,17 @@ def _outcome_of(cache, run, exc):
 _PROCESS = {}
 
 
-def _init_process(cls, metric_params, data_root, owner_pid):
+def _init_process(cls, metric_params, data_root, owner_pid, environ):
     import signal
 
     from ciml import procutil
     from ciml.paths import DataPath
 
+    # Workers fork from the fork server, which keeps the environment of the
+    # first command that started one in this process: the storage
+    # credentials (AWS_*) and settings (CIML_*) are this command's.
+    os.environ.clear()
+    os.environ.update(environ)
     procutil.die_with_parent(owner_pid)
     # Ctrl-C is the parent's to handle: it stops handing out work.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -203,7 +208,7 @@ def _process_pool(processes, metric_source, data_root):
     return cf.ProcessPoolExecutor(
         max_workers=processes, mp_context=ctx, initializer=_init_process,
         initargs=(cls, metric_source.get_params(include_secrets=True), data_root,
-                  os.getpid()))
+                  os.getpid(), dict(os.environ)))
 
 
 class _ParsePool:
