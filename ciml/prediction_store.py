@@ -106,8 +106,19 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return _utc(text)  # type: ignore[return-value]
 
 
+class NoDefaultStore(ConfigError):
+    """The data path is on object storage, where the default SQLite store cannot live."""
+
+
 def default_uri(data_path: Any) -> str:
     """The SQLite URL of the store in ``data_path``."""
+    from ciml.storage import is_remote
+
+    if is_remote(getattr(data_path, "root", data_path)):
+        raise NoDefaultStore(
+            f"the data path {data_path} is on object storage, where the prediction store "
+            "cannot be a SQLite file: give --store-uri (a shared database; or "
+            f"{ENV_VAR}, or uri in the config file's [store] table)")
     # A DataPath or a plain path: both are os.PathLike (a Path's .root is "/").
     return "sqlite:///" + os.path.join(os.fspath(data_path), DEFAULT_FILE)
 

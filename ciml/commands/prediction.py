@@ -1,11 +1,14 @@
 """``ciml prediction list|show|prune|stats``: the predictions ``predict`` and ``watch`` stored."""
 
 import contextlib
+import logging
 
 from cliff.lister import Lister
 from cliff.show import ShowOne
 
 from ciml.commands.base import data_path
+
+LOG = logging.getLogger(__name__)
 
 
 def add_store_option(parser):
@@ -42,13 +45,19 @@ def storing(cmd, parsed_args):
     prediction before another reporter (Gerrit) links to it.
     """
     from ciml.plugins import get_manager
-    from ciml.prediction_store import StoreReporter
+    from ciml.prediction_store import NoDefaultStore, StoreReporter
 
     if getattr(parsed_args, "no_store", False):
         yield None
         return
-    reporter = StoreReporter(open_store(cmd, parsed_args, create=True),
-                             retention=retention())
+    try:
+        store = open_store(cmd, parsed_args, create=True)
+    except NoDefaultStore as exc:
+        # Predicting still works; only keeping the records needs a database.
+        LOG.warning("predictions are not stored: %s; --no-store silences this", exc)
+        yield None
+        return
+    reporter = StoreReporter(store, retention=retention())
     manager = get_manager()
     manager.add_plugin(reporter, STORE_PLUGIN)
     try:

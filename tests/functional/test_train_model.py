@@ -87,7 +87,7 @@ def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path, sample_data):
     assert meta["estimator_version"] and meta["ciml_version"]
     assert meta["seed"] == 7 and meta["params"]["hidden_layers"] == "16/8"
     assert meta["dataset_fingerprint"] and meta["training_time_s"] > 0
-    with open(folder / "predictions.csv", newline="") as fh:
+    with (folder / "predictions.csv").open("r", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert set(rows[0]) == {"dataset", "split", "run_id", "true", "predicted", "most_likely",
                             "p_passed", "p_failed"}
@@ -133,8 +133,10 @@ def test_train_binary_dnn_end_to_end(run_ciml, datasets, tmp_path, sample_data):
 
     inputs = keras.Input(shape=tuple(meta["example_shape"]))
     x = keras.layers.Lambda(lambda t: t + 1.0)(keras.layers.Flatten()(inputs))
-    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(
-        folder / "estimator" / "model.keras")
+    # Keras writes local files only: saved here, put where the model lives.
+    bad = tmp_path / "bad.keras"
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(bad)
+    (folder / "estimator" / "model.keras").write_bytes(bad.read_bytes())
     with pytest.raises(CimlError, match="safe mode") as info:
         TrainedModel.load(dp, "ds", "dnn")
     # One line in ciml's words; Keras' page-long message is for the debug log.

@@ -312,3 +312,12 @@ def test_the_hook_never_waits_for_a_database_that_stops_and_comes_back(private_m
     assert reporter.stats["stored"] == 11 and reporter.stats["lost"] == 0
     assert store.count() == 11
     reporter.close()
+
+
+def test_a_data_path_on_object_storage_has_no_default_store():
+    """SQLite cannot live on object storage: the error says what to give instead."""
+    from ciml.paths import DataPath
+    from ciml.prediction_store import NoDefaultStore, default_uri
+
+    with pytest.raises(NoDefaultStore, match="--store-uri"):
+        default_uri(DataPath("memory://ciml-no-default-store"))
