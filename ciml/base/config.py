@@ -221,9 +221,10 @@ class Config:
             if data_path is None:
                 return cls()
             # A DataPath's root may be on an object store (ciml.storage).
-            root = getattr(data_path, "root", None)
-            if root is None:
-                root = pathlib.Path(os.fspath(data_path))
+            from ciml.paths import DataPath
+
+            root = data_path.root if isinstance(data_path, DataPath) \
+                else pathlib.Path(os.fspath(data_path))
             file = root / DEFAULT_FILE
             try:
                 present = file.is_file()

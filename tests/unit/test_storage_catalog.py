@@ -117,12 +117,35 @@ def _claim(uri, run_id, barrier, results):
     catalog.close()
 
 
+def _own_mariadb_database(request):
+    """A database of this test's own: the session's holds a subunit2sql ``runs`` table."""
+    import uuid
+
+    import pymysql
+
+    base = request.getfixturevalue("mariadb_url")
+    name = f"ciml_catalog_{uuid.uuid4().hex[:12]}"
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+
+    def drop():
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.close()
+
+    request.addfinalizer(drop)
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
 @pytest.mark.parametrize("db", ["sqlite", "mariadb", "postgresql"])
 def test_only_the_first_writer_of_a_run_wins(db, tmp_path, request):
     if db == "sqlite":
         uri = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    elif db == "mariadb":
+        uri = _own_mariadb_database(request)
     else:
-        uri = request.getfixturevalue(f"{'postgres' if db == 'postgresql' else db}_url")
+        uri = request.getfixturevalue("postgres_url")
     catalog = Catalog(uri)
     unavailable = f"u-{tmp_path.name}"
     catalog.mark_unavailable(unavailable, "job", "gone", "404", "", {})
