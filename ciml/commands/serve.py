@@ -142,6 +142,13 @@ class Serve(Watch):
             return token, f"${TOKEN_ENV}"
         if parsed_args.token_file:
             return read_token(parsed_args.token_file), parsed_args.token_file
+        if path.is_remote:
+            # A generated token is kept in a 0600 file; on a shared object
+            # store anyone who can read the bucket would hold the write token.
+            raise ConfigError(
+                f"the data path {path} is on object storage, where ciml serve keeps no "
+                f"token: give the write token in ${TOKEN_ENV} or --token-file FILE (a "
+                "local file of your own, readable only by you)")
         default = os.path.join(path.state, DEFAULT_TOKEN_FILE)
         if os.path.exists(default):
             return read_token(default), default
