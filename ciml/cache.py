@@ -21,7 +21,7 @@ Why it is built this way:
   CSV, and it takes about half the bytes of a gzipped dstat CSV (the
   uncompressed ``series.npz`` of older caches took 3-4 times them; those
   are still read, and :meth:`RawCache.upgrade_series` converts them).
-* The index is a catalog behind SQLAlchemy (:mod:`ciml.catalog`): SQLite
+* The index is a catalog (:mod:`ciml.catalog`): SQLite through sqlite3
   in WAL mode in a local data path, so readers never block writers and two
   ``cache-data`` processes can share a data path; a shared database
   (``--catalog-uri``) when the data path is on an object store.  There a
