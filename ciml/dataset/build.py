@@ -280,7 +280,9 @@ def head_values(head, data, frames=None):
     values = np.asarray(block.values)
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
         raise MetricsUnavailable("empty", "no samples or no columns after normalization")
-    return values.astype("float32"), block, length
+    # C order: a batch stacks whole examples with plain copies (the values,
+    # not their layout, are the example).
+    return values.astype("float32", order="C"), block, length
 
 
 def apply_head(head, frame):

@@ -449,7 +449,22 @@ class ScaleNormalizer(Normalizer):
     def transform_array(self, values):
         """Scale an array ``(t, f)`` or ``(n, t, f)``; returns float32."""
         mean, scale, constant = self._params()
-        # The same two operations in float64, in place: one temporary, not three.
+        values = np.asarray(values)
+        if (values.ndim == 3 and mean.ndim == scale.ndim == constant.ndim == 2
+                and np.broadcast_shapes(values.shape[1:], mean.shape, scale.shape,
+                                        constant.shape) == values.shape[1:]):
+            # A batch, one example at a time: the same float64 arithmetic on
+            # an example that stays in the CPU's cache, written straight into
+            # the float32 result.
+            out = np.empty(values.shape, dtype="float32")
+            for i, example in enumerate(values):
+                out[i] = self._scaled(example, mean, scale, constant)
+            return out
+        return self._scaled(values, mean, scale, constant).astype("float32")
+
+    @staticmethod
+    def _scaled(values, mean, scale, constant):
+        """``(values - mean) / scale`` in float64, 0 where the feature was constant."""
         out = np.array(values, dtype="float64")
         if np.broadcast_shapes(out.shape, mean.shape, scale.shape) == out.shape:
             out -= mean
@@ -458,9 +473,12 @@ class ScaleNormalizer(Normalizer):
             out = (out - mean) / scale
         if constant.shape == out.shape[-constant.ndim:]:
             out[..., constant] = 0.0
+        elif constant.ndim and all(d == 1 for d in constant.shape[:-1]) \
+                and constant.shape[-1] == out.shape[-1]:
+            out[..., constant.reshape(-1)] = 0.0  # a constant feature: its whole column
         else:
             out = np.where(constant, 0.0, out)
-        return out.astype("float32")
+        return out
 
     def transform(self, frame):
         import pandas as pd
