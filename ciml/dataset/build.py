@@ -1013,11 +1013,14 @@ def _choose_executor(cpus, total, example_shape, cache_is_raw):
     """Threads when there are cores and runs enough, else serial; processes only on request.
 
     Per run, a build now reads one compressed series into arrays and runs
-    numpy on it (zstd and numpy release the GIL); a worker process costs
-    an interpreter with pandas (about 0.9 s each) and pickles every example
-    back.  Measured on 2 cores (benchmarks/bench_build_dataset.py, 1000
-    one-hour runs, CPU per run): at 1 s threads 8.6 ms, processes 13.2 ms;
-    at 1 min 8.7 against 10.1 ms; aggregated 8.9 against 11.1 ms.
+    numpy on it (zstd and numpy release the GIL).  Worker processes are
+    forked with everything loaded, 8 runs a task, but pickle every example
+    back and double the resident memory counted per process.  Measured on
+    2 busy cores (benchmarks/bench_build_dataset.py, 1000 one-hour runs,
+    series.bin v2, CPU per run of the whole command, load 21-25): at 1 s
+    threads 5.8 ms, processes 6.9 ms; at 1 min 3.8 against 4.5 ms;
+    aggregated 4.3 against 6.4 ms.  Which gives more runs a second on
+    idle cores is not measured yet (``--executors thread process``).
     """
     if cpus < 2 or total < 64:
         return "serial"
