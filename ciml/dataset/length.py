@@ -23,6 +23,11 @@ def interval_seconds(sample_interval):
     """Seconds per time step (the raw series has one sample a second)."""
     if not sample_interval:
         return 1.0
+    from ciml.base.component import fixed_interval_ns
+
+    step = fixed_interval_ns(sample_interval)
+    if step is not None:
+        return step / 1e9
     import pandas as pd
 
     return float(pd.Timedelta(pd.tseries.frequencies.to_offset(sample_interval))
