@@ -133,7 +133,7 @@ def _decoded(body):
     return gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
 
 
-def _paths(rng):
+def _paths(rng, kinds=("home", "api")):
     """One request: (kind, path)."""
     query = {}
     roll = rng.random()
@@ -143,18 +143,18 @@ def _paths(rng):
         query["class"] = rng.choice(CLASSES)
     elif roll < 0.55:
         query["unusual"] = "true"
-    if rng.random() < 0.5:
+    if kinds == ("home",) or (kinds != ("api",) and rng.random() < 0.5):
         return "home", "/" + ("?" + urllib.parse.urlencode(query) if query else "")
     query["limit"] = "50"
     return "api", "/api/v1/predictions?" + urllib.parse.urlencode(query)
 
 
-async def _client(host, port, deadline, results, seed):
+async def _client(host, port, deadline, results, seed, kinds):
     rng = random.Random(seed)
     client = Client(host, port)
     try:
         while time.monotonic() < deadline:
-            kind, path = _paths(rng)
+            kind, path = _paths(rng, kinds)
             pages = rng.choice((1, 1, 2, 4)) if kind == "api" else 1
             for _ in range(pages):
                 t0 = time.perf_counter()
@@ -176,10 +176,10 @@ async def _client(host, port, deadline, results, seed):
         client.close()
 
 
-async def _load(host, port, clients, duration):
+async def _load(host, port, clients, duration, kinds=("home", "api")):
     results = []
     deadline = time.monotonic() + duration
-    await asyncio.gather(*[_client(host, port, deadline, results, seed)
+    await asyncio.gather(*[_client(host, port, deadline, results, seed, kinds)
                            for seed in range(clients)])
     return results
 
@@ -249,6 +249,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=1,
                         help="ciml serve --processes (default: 1)")
+    parser.add_argument("--only", choices=("home", "api"), default=None,
+                        help="ask for one kind only (CPU per request of that endpoint)")
     parser.add_argument("--keep", metavar="DIR", default=None,
                         help="data path to fill (reused if its store is already full)")
     args = parser.parse_args(argv)
@@ -269,9 +271,10 @@ def main(argv=None):
     else:
         print(f"store: {have} predictions (reused)")
 
+    kinds = (args.only,) if args.only else ("home", "api")
     proc, host, port = start_server(folder, args.processes)
     try:
-        asyncio.run(_load(host, port, args.clients, args.warmup))
+        asyncio.run(_load(host, port, args.clients, args.warmup, kinds))
         load_before = open("/proc/loadavg").read().split()[:3]
         rss0, cpu0 = _proc_figures(proc.pid)
         samples = []
@@ -284,7 +287,9 @@ def main(argv=None):
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         wall0 = time.perf_counter()
-        results = asyncio.run(_load(host, port, args.clients, args.duration))
+        client0 = os.times()
+        results = asyncio.run(_load(host, port, args.clients, args.duration, kinds))
+        client1 = os.times()
         wall = time.perf_counter() - wall0
         stop.set()
         sampler.join()
@@ -316,6 +321,10 @@ def main(argv=None):
           f"a request); RSS {rss0:.0f} MiB at start, first tenth "
           f"{first:.0f} MiB, last tenth {last:.0f} MiB, peak {max(samples):.0f} MiB: "
           f"{'flat' if last <= first * 1.10 else 'GROWING'}")
+    client_cpu = (client1.user - client0.user) + (client1.system - client0.system)
+    print(f"  client CPU {client_cpu:.1f} s (user+sys) in {wall:.1f} s "
+          f"({client_cpu / wall:.2f} cores, {client_cpu / len(results) * 1000:.1f} ms a "
+          "request)")
     p99 = _pct([r[1] * 1000 for r in results], 99)
     print(f"  target p99 <= 300 ms: {'met' if p99 <= 300 else 'NOT met'} ({p99:.0f} ms); "
           f"zero errors: {'met' if not errors else 'NOT met'}")

@@ -203,6 +203,9 @@ class Serve(Watch):
             root_path=parsed_args.root_path, proxy_headers=True,
             forwarded_allow_ips=parsed_args.forwarded_allow_ips,
             log_level="warning" if self.app.options.verbose_level <= 1 else "info",
+            # A line per request only when asked (-v): at warning level uvicorn still
+            # builds each one's arguments before the logger drops it.
+            access_log=self.app.options.verbose_level > 1,
             server_header=False, timeout_graceful_shutdown=10)
         if parsed_args.host not in ("127.0.0.1", "localhost", "::1"):
             LOG.warning("listening on %s: other machines can reach this server; put it "

@@ -275,6 +275,7 @@ def _predict_cached(state, model_name, run_id, store):
     record["trigger"] = "serve"
     if store:
         state.store.add(record)
+        state.copies.clear()  # the next list shows it
     return _record_response(record)
 
 

@@ -40,6 +40,8 @@ SECRET_ENV = "CIML_SERVE_SECRET"
 THREADS = 16
 #: Seconds the store's per-job and per-class counts are reused by the pages.
 SUMMARY_TTL = 5.0
+#: Oldest counts a page is given while they are read again in the background.
+SUMMARY_MAX_AGE = 2 * SUMMARY_TTL
 
 
 @dataclasses.dataclass
@@ -95,7 +97,7 @@ class ServeState:
         self.data_path = settings.data_path
         if store is None:
             store = PredictionStore(resolve_uri(settings.store_uri, self.data_path),
-                                    create=True)
+                                    create=True, pool_size=THREADS)
         self.store = store
         # A sign-in lasts as long as the server: a restart asks for the token again.
         self.secret = settings.session_secret or secrets.token_bytes(32)
@@ -112,9 +114,10 @@ class ServeState:
         self._summary_at = 0.0
         self._summary_lock = threading.Lock()
         self._refreshing = False
-        from ciml.serve.pages import HOME_PAGES, HOME_TTL, PageCache
+        from ciml.serve.cache import Copies
 
-        self.home_pages = PageCache(HOME_TTL, HOME_PAGES)
+        #: Shared copies of the home page and prediction lists (ciml.serve.cache).
+        self.copies = Copies()
 
     @property
     def cache(self):
@@ -148,14 +151,15 @@ class ServeState:
         Both are aggregates over every row (a fifth of a second at 100,000
         predictions); the home page needs them on each view.  Once read, a
         stale copy is served while one thread reads them again, so no
-        request waits for the aggregate.
+        request waits for the aggregate; never a copy older than
+        :data:`SUMMARY_MAX_AGE` s (after a quiet spell the view waits).
         """
         with self._summary_lock:
             summary, age = self._summary, time.monotonic() - self._summary_at
             refresh = summary is not None and age >= SUMMARY_TTL and not self._refreshing
             if refresh:
                 self._refreshing = True
-        if summary is None:
+        if summary is None or age >= SUMMARY_MAX_AGE:
             return self._read_summary()
         if refresh:
             threading.Thread(target=self._refresh_summary, name="ciml-serve-summary",
@@ -177,9 +181,6 @@ class ServeState:
         finally:
             with self._summary_lock:
                 self._refreshing = False
-        from ciml.serve.pages import HOME_PAGES, HOME_TTL, PageCache
-
-        self.home_pages = PageCache(HOME_TTL, HOME_PAGES)
 
     def close(self):
         if self._cache is not None:
@@ -291,6 +292,11 @@ def create_app(data_path: Any = None, *, settings: ServeSettings | None = None,
     pages.setup_templates(templates)
     app.state.templates = templates
     _install_error_handlers(app)
+    from ciml.serve.cache import ResponseCache
+
+    # Inside the guard (its headers on every answer) and the gzip middleware.
+    app.add_middleware(ResponseCache, copies=state.copies,
+                       enabled=not settings.protect_reads)
     security.install(app, settings)
     # Pages and SVG plots shrink five to ten times: the dashboard stays quick on a slow
     # link.  Level 5: most of level 9's gain at a third of its CPU.

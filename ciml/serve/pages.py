@@ -9,10 +9,7 @@ as safe.  Plots are ``<img>`` tags pointing at SVG routes drawn by
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
-import threading
-import time
 import urllib.parse
 from typing import Annotated, Any
 
@@ -38,7 +35,7 @@ def _state(request: Request):
 def _render(request: Request, name: str, context: dict[str, Any], status: int = 200,
             headers: dict | None = None):
     state = _state(request)
-    context = {"csrf": security.csrf_value(request), "root": root_of(request),
+    context = {"csrf": _Csrf(request), "root": root_of(request),
                "signed_in": security.has_session(request),
                "writes": bool(state.settings.token), **context}
     return request.app.state.templates.TemplateResponse(request, name, context,
@@ -46,6 +43,22 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
 
 
 # -- template helpers ---------------------------------------------------------
+
+
+class _Csrf:
+    """The form's CSRF value, made when a template writes it: pages without a form
+    set no cookie (and a cached page holds none)."""
+
+    def __init__(self, request: Request):
+        self.request = request
+
+    def __str__(self) -> str:
+        return security.csrf_value(self.request)
+
+    def __html__(self) -> str:
+        import markupsafe
+
+        return str(markupsafe.escape(str(self)))
 
 
 def root_of(request: Request) -> str:
@@ -111,49 +124,11 @@ def _filter_values(request: Request) -> dict[str, str]:
     return {k: request.query_params.get(k, "") for k in keys}
 
 
-class PageCache:
-    """Rendered pages kept :data:`HOME_TTL` seconds, per URL (at most :data:`HOME_PAGES`).
-
-    Many people (and wall screens) look at the same home page: it is
-    rendered once every couple of seconds per filter combination rather
-    than once per view.  Only pages that hold nothing per visitor go here.
-    """
-
-    def __init__(self, ttl, size):
-        self.ttl, self.size = ttl, size
-        self._pages: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            hit = self._pages.get(key)
-            if hit is None or time.monotonic() - hit[0] > self.ttl:
-                return None
-            return hit[1]
-
-    def put(self, key, body):
-        with self._lock:
-            self._pages[key] = (time.monotonic(), body)
-            self._pages.move_to_end(key)
-            while len(self._pages) > self.size:
-                self._pages.popitem(last=False)
-
-
-#: Seconds a rendered home page is reused, and how many filter combinations are kept.
-HOME_TTL = 2.0
-HOME_PAGES = 256
-
-
 @router.get("/", summary="Recent predictions per job")
 def home(request: Request, filters: Annotated[dict, Depends(prediction_filters)]):
-    state = _state(request)
-    key = (root_of(request), tuple(sorted(request.query_params.multi_items())))
-    body = state.home_pages.get(key)
-    if body is None:
-        response = _home(request, filters)
-        state.home_pages.put(key, response.body)
-        return response
-    return HTMLResponse(body)
+    # Kept and shared for a couple of seconds by ciml.serve.cache: many people and
+    # wall screens watch this page, and nothing on it is per visitor.
+    return _home(request, filters)
 
 
 def _home(request: Request, filters):

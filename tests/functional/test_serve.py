@@ -512,7 +512,9 @@ def test_serve_hosts_the_watcher_and_measures_it(tmp_path):
         url, _ = _listening(proc)
         deadline = time.monotonic() + 300
         while True:
-            rows = requests.get(url + "/api/v1/predictions", timeout=30).json()["items"]
+            answer = requests.get(url + "/api/v1/predictions", timeout=30)
+            assert "items" in answer.json(), (answer.status_code, answer.text)
+            rows = answer.json()["items"]
             if len(rows) >= WATCHED or time.monotonic() > deadline:
                 break
             time.sleep(1)
