@@ -18,6 +18,7 @@ figures are pessimistic).
 
     python benchmarks/bench_serve.py [--predictions 100000] [--clients 50]
                                      [--duration 60] [--processes 1] [--keep DIR]
+                                     [--cache-ttl S] [--only home|api]
 
 Targets (issue 16): p99 <= 300 ms and zero errors at 50 clients on a
 2-core machine; memory flat.
@@ -217,12 +218,12 @@ def _proc_figures(pid):
     return rss, cpu
 
 
-def start_server(data_path, processes=1):
+def start_server(data_path, processes=1, cache_ttl=None):
     env = {**os.environ, "CIML_SERVE_TOKEN": "bench-token"}
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from ciml.shell import main; sys.exit(main())",
          "--data-path", str(data_path), "serve", "--port", "0", "--processes",
-         str(processes)],
+         str(processes)] + ([] if cache_ttl is None else ["--cache-ttl", str(cache_ttl)]),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:
         match = re.search(r"listening on http://([\d.]+):(\d+)/", line)
@@ -249,6 +250,9 @@ def main(argv=None):
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=1,
                         help="ciml serve --processes (default: 1)")
+    parser.add_argument("--cache-ttl", type=float, default=None,
+                        help="ciml serve --cache-ttl (default: the server's; 0: no "
+                             "shared copies, every request queried and rendered)")
     parser.add_argument("--only", choices=("home", "api"), default=None,
                         help="ask for one kind only (CPU per request of that endpoint)")
     parser.add_argument("--keep", metavar="DIR", default=None,
@@ -272,7 +276,7 @@ def main(argv=None):
         print(f"store: {have} predictions (reused)")
 
     kinds = (args.only,) if args.only else ("home", "api")
-    proc, host, port = start_server(folder, args.processes)
+    proc, host, port = start_server(folder, args.processes, args.cache_ttl)
     try:
         asyncio.run(_load(host, port, args.clients, args.warmup, kinds))
         load_before = open("/proc/loadavg").read().split()[:3]
@@ -299,7 +303,8 @@ def main(argv=None):
         proc.terminate()
         proc.wait(30)
 
-    print(f"{args.clients} clients, {args.processes} server process(es), for {wall:.1f} s; "
+    print(f"{args.clients} clients, {args.processes} server process(es), cache TTL "
+          f"{'default' if args.cache_ttl is None else args.cache_ttl}, for {wall:.1f} s; "
           f"load average before "
           f"{' '.join(load_before)}, after {' '.join(load_after)} "
           f"({os.cpu_count()} CPUs)")

@@ -65,6 +65,9 @@ class ServeSettings:
     trusted_origins: tuple[str, ...] = ()
     #: Set the cookies' ``Secure`` flag (behind a TLS proxy).
     secure_cookies: bool = False
+    #: Seconds the home page and prediction lists are answered from a shared copy
+    #: (:mod:`ciml.serve.cache`); 0: every request is answered afresh.
+    cache_ttl: float = 2.0
     #: Key of the session cookies' digest; ``None``: a random one per process.
     #: Worker processes of one server share one, so a session holds in each.
     session_secret: bytes | None = None
@@ -117,7 +120,7 @@ class ServeState:
         from ciml.serve.cache import Copies
 
         #: Shared copies of the home page and prediction lists (ciml.serve.cache).
-        self.copies = Copies()
+        self.copies = Copies(ttl=settings.cache_ttl)
 
     @property
     def cache(self):
@@ -296,7 +299,7 @@ def create_app(data_path: Any = None, *, settings: ServeSettings | None = None,
 
     # Inside the guard (its headers on every answer) and the gzip middleware.
     app.add_middleware(ResponseCache, copies=state.copies,
-                       enabled=not settings.protect_reads)
+                       enabled=settings.cache_ttl > 0 and not settings.protect_reads)
     security.install(app, settings)
     # Pages and SVG plots shrink five to ten times: the dashboard stays quick on a slow
     # link.  Level 5: most of level 9's gain at a third of its CPU.
