@@ -180,17 +180,10 @@ def runs_page(request: Request, job: str | None = None, labelled: bool = False,
                                           "labelled": labelled})
 
 
-@router.get("/runs/{run_id}", summary="A run")
-def run_page(request: Request, run_id: str, saved: str | None = None):
-    detail = views.run_detail(_state(request), run_id)
-    plots = _plots_module()
-    with_plot = [p for p in detail["predictions"]
-                 if plots is not None and (p.get("record") or {}).get("explanation")]
-    return _render(request, "run.html", {"d": detail, "with_plot": with_plot,
-                                         "saved": saved})
-
-
-@router.post("/runs/{run_id}/labels", summary="Correct a run's label (form)")
+# Run ids may hold "/" (Jenkins folders, "org/repo#12"): links quote it as %2F, which
+# arrives decoded, so the id is a path parameter and the routes under a run come
+# before the run's own page.
+@router.post("/runs/{run_id:path}/labels", summary="Correct a run's label (form)")
 async def label_form(request: Request, run_id: str):
     from starlette.concurrency import run_in_threadpool
 
@@ -208,7 +201,7 @@ async def label_form(request: Request, run_id: str):
     return response
 
 
-@router.get("/runs/{run_id}/plot.svg", response_class=Response,
+@router.get("/runs/{run_id:path}/plot.svg", response_class=Response,
             summary="The run's key series against the passed runs' band (SVG)")
 def run_plot(request: Request, run_id: str, model: str):
     plots = _plots_module()
@@ -219,6 +212,17 @@ def run_plot(request: Request, run_id: str, model: str):
         raise HTTPException(404, f"no prediction of run {run_id!r} by model {model!r}")
     svg = plots.run_plot(_state(request).data_path, rows[0]["record"])
     return _svg(svg, f"nothing to draw for run {run_id!r}")
+
+
+@router.get("/runs/{run_id:path}", summary="A run")
+def run_page(request: Request, run_id: str, saved: str | None = None):
+    detail = views.run_detail(_state(request), run_id)
+    plots = _plots_module()
+    with_plot = [p for p in detail["predictions"]
+                 if plots is not None and (p.get("record") or {}).get("explanation")]
+    return _render(request, "run.html", {"d": detail, "with_plot": with_plot,
+                                         "saved": saved})
+
 
 
 def _svg(svg, missing):
@@ -313,6 +317,18 @@ def _local(target: str) -> str:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return "/"
     return target
+
+
+@open_router.get("/favicon.ico", response_class=Response, include_in_schema=False)
+def favicon():
+    # Pages link static/favicon.svg; browsers and tools that ask for the classic
+    # path get the same picture instead of a 404 per page.
+    from fastapi.responses import FileResponse
+
+    from ciml.serve.app import HERE
+
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
 
 
 @open_router.get("/healthz", response_class=Response, summary="Alive, and the store answers")
