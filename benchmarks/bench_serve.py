@@ -311,6 +311,8 @@ def main(argv=None):
     errors = [r for r in results if not r[2]]
     for kind in ("home", "api", "all"):
         lat = [r[1] * 1000 for r in results if kind in ("all", r[0])]
+        if not lat:
+            continue  # --only the other kind
         print(f"  {kind:5s} {len(lat):6d} requests  p50 {_pct(lat, 50):7.1f} ms  "
               f"p90 {_pct(lat, 90):7.1f} ms  p99 {_pct(lat, 99):7.1f} ms  "
               f"max {max(lat):7.1f} ms  mean {statistics.fmean(lat):6.1f} ms")
