@@ -100,6 +100,8 @@ def _quote(value):
 
 def setup_templates(templates) -> None:
     env = templates.env
+    # The templates ship with the package: no need to stat each file on every render.
+    env.auto_reload = False
     env.filters["when"] = _when
     env.filters["pct"] = _pct
     env.filters["num"] = _num
