@@ -295,15 +295,16 @@ def create_app(data_path: Any = None, *, settings: ServeSettings | None = None,
     pages.setup_templates(templates)
     app.state.templates = templates
     _install_error_handlers(app)
-    from ciml.serve.cache import ResponseCache
-
-    # Inside the guard (its headers on every answer) and the gzip middleware.
-    app.add_middleware(ResponseCache, copies=state.copies,
-                       enabled=settings.cache_ttl > 0 and not settings.protect_reads)
     security.install(app, settings)
     # Pages and SVG plots shrink five to ten times: the dashboard stays quick on a slow
     # link.  Level 5: most of level 9's gain at a third of its CPU.
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
+    from ciml.serve.cache import ResponseCache
+
+    # Outside the guard and gzip: a copy holds the guard's headers and is gzipped once,
+    # so an answer from a copy passes through neither.
+    app.add_middleware(ResponseCache, copies=state.copies,
+                       enabled=settings.cache_ttl > 0 and not settings.protect_reads)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(pages.router)

@@ -101,8 +101,9 @@ class Copies:
 class ResponseCache:
     """Pure ASGI middleware answering ``GET`` of :data:`PATHS` from :class:`Copies`.
 
-    It sits inside the security guard (whose headers every answer gets) and
-    the gzip middleware (which leaves an answer it already encoded alone).
+    It sits outside the security guard and the gzip middleware: a copy keeps
+    the guard's headers, and the app makes it uncompressed (this middleware
+    gzips it once).  An answer that is not kept is passed on uncompressed.
     """
 
     def __init__(self, app: Any, copies: Copies, enabled: bool = True):
@@ -160,8 +161,11 @@ class ResponseCache:
             await send(message)
 
         entry = None
+        # Made uncompressed: the copy is gzipped once, here, for every client.
+        plain = {**scope, "headers": [(k, v) for k, v in scope.get("headers") or ()
+                                      if k.lower() != b"accept-encoding"]}
         try:
-            await self.app(scope, receive, capture)
+            await self.app(plain, receive, capture)
             headers = list(start.get("headers", []))
             shareable = start.get("status") == 200 and sent and not any(
                 k.lower() in (b"set-cookie", b"content-encoding") for k, _ in headers)
