@@ -144,11 +144,11 @@ def _next_cursor(body, check=False):
     client must cost the shared cores little.  One page in twenty (``check``)
     is parsed whole and must agree.
     """
-    found = None
-    for found in _CURSOR.finditer(body, max(0, len(body) - 400)):
-        pass  # the last one: the page's, after its items
-    if found is None:
+    # The last one: the page's, after its items.
+    matches = list(_CURSOR.finditer(body, max(0, len(body) - 400)))
+    if not matches:
         return False
+    found = matches[-1]
     cursor = found.group(2).decode() if found.group(2) is not None else None
     if check:
         try:
