@@ -387,7 +387,9 @@ def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
 
             # A person's correction is the run's actual class here too.
             (run,), _ = apply(cache, [cache.record(ref)])
-            return run, None, cache.frame(ref)
+            # The arrays the dataset was built from, as the build reads them:
+            # the same example bit for bit, and no DataFrame (nor pandas).
+            return run, None, cache.series(ref)
     if source is None:
         raise NotFoundError(
             f"run {ref!r} is neither a file nor a cached run; give --source to look it up")
@@ -405,6 +407,17 @@ def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
     policy.check(run.artifacts_url, "artifacts URL")
     fetched, frame = predictor.metric_source.load(run)
     return run, fetched, frame
+
+
+def _as_frame(metrics):
+    """A run's metrics as a DataFrame (a cached run's are a :class:`ciml.series.Series`)."""
+    from ciml.series import Series
+
+    if isinstance(metrics, Series):
+        from ciml.cache import arrays_to_frame
+
+        return arrays_to_frame(*metrics)
+    return metrics
 
 
 #: Runs a predict task on a Dask worker takes at once.
@@ -513,7 +526,7 @@ def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor
             LOG.debug("cannot read run %s", ref, exc_info=True)
             loaded.append((ref, run, None, exc))
     if frames is not None:
-        frames.extend(frame for _, _, frame, _ in loaded)
+        frames.extend(_as_frame(frame) for _, _, frame, _ in loaded)
     if cluster is not None:
         cache.close()
         records = _predict_on_cluster(cluster, data_path, loaded, predictor)
