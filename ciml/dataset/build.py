@@ -537,7 +537,9 @@ class _Build:
     def select(self):
         """Runs, labels, features, splits and the example layout."""
         opts = self.opts
-        runs = sorted(self.cache.runs(self.build_name),
+        # One query for the whole index (a RawCache), not several per run.
+        listing = getattr(self.cache, "remember", None) or self.cache.runs
+        runs = sorted(listing(self.build_name),
                       key=lambda r: (_start_key(r), r.id))[self.slice]
         if not runs:
             raise CimlError(f"no cached runs for build name {self.build_name!r} "
