@@ -150,7 +150,8 @@ def test_predicting_with_gbdt_never_imports_tensorflow(tmp_path):
 
     A cached run is read as the arrays the dataset was built from: no
     pandas, no zarr (the fitted scaler is read from its chunk), no
-    lightgbm package (the C library predicts), no scipy.  A dstat file
+    lightgbm package (the C library predicts), no scipy, no SQLAlchemy
+    (the local raw cache's index is read with sqlite3).  A dstat file
     still goes through the dstat reader (pandas).
     """
     pytest.importorskip("lightgbm")
@@ -186,7 +187,7 @@ def test_predicting_with_gbdt_never_imports_tensorflow(tmp_path):
     run_file.write_bytes(gzip.compress(synthetic_dstat("0.7.2", rows=90, seed=99).encode()))
 
     heavy = {"tensorflow", "keras", "lightgbm", "zarr", "matplotlib", "pandas", "scipy",
-             "narwhals"}
+             "narwhals", "sqlalchemy", "dask"}
     results = {}
     for what, ref in (("cached", "run-24"), ("file", str(run_file))):
         results[what] = _run(f"""
