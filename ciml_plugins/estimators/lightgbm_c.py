@@ -73,20 +73,16 @@ def _library():
     with _lib_lock:
         if _lib is None:
             _lib = False
-            if "lightgbm" in sys.modules:
-                # Already paid for: use the package's own handle.
-                path = None
-                lib = sys.modules["lightgbm"].basic._LIB
-            else:
-                path = _library_file()
-                lib = None
+            # Already imported: the package's own handle on the library.
+            lib = getattr(getattr(sys.modules.get("lightgbm"), "basic", None), "_LIB", None)
             try:
-                if lib is None and path is not None:
+                path = _library_file() if lib is None else None
+                if path is not None:
                     lib = ctypes.cdll.LoadLibrary(str(path))
                 if lib is not None and all(hasattr(lib, f) for f in _FUNCTIONS):
                     lib.LGBM_GetLastError.restype = ctypes.c_char_p
                     _lib = lib
-            except OSError:
+            except (OSError, ImportError, ValueError):  # no usable library: the package
                 pass
         return _lib or None
 
