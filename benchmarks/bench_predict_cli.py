@@ -24,6 +24,9 @@ installed ciml never pays.  ``--no-compile`` skips that.  Target (issue
 (``python -X importtime``, cumulative, top level) are listed once.
 
 Usage: ``python benchmarks/bench_predict_cli.py [--dir D] [--repeat 7] [--imports]``.
+The commands run as ``python -c``, whose module path starts with the
+current directory: run it from the checkout to measure the checkout, and
+from elsewhere with ``PYTHONPATH=OTHER_CHECKOUT`` to measure another.
 """
 
 import argparse
