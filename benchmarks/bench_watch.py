@@ -32,6 +32,7 @@ import json
 import os
 import pathlib
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -146,6 +147,9 @@ def main():
     parser.add_argument("--busy", type=int, nargs="?", const=1, default=0, metavar="N",
                         help="run N CPU-bound processes beside the watcher (default "
                              "without the option: none; with it: 1)")
+    parser.add_argument("--thread-cpu", action="store_true",
+                        help="also report the watcher's CPU seconds per thread "
+                             "(benchmarks/thread_cpu.py)")
     args = parser.parse_args()
 
     import paho.mqtt.client as mqtt
@@ -179,8 +183,11 @@ def main():
     sub.loop_start()
     subscribed.wait(10)
 
+    threads_path = root / "watch-threads.json"
+    runner = [str(pathlib.Path(__file__).with_name("thread_cpu.py")), str(threads_path)] \
+        if args.thread_cpu else ["-c", "import sys; from ciml.shell import main; sys.exit(main())"]
     watch_cmd = [
-        sys.executable, "-c", "import sys; from ciml.shell import main; sys.exit(main())",
+        sys.executable, *runner,
         "--data-path", str(data_path.root), "watch", "--dataset", "bench",
         "--experiment", "bench", "--trigger", "mqtt", "--mqtt-host", args.mqtt_host,
         "--mqtt-port", str(args.mqtt_port), "--topic", f"{topic_root}/gearman-subunit/#",
@@ -246,6 +253,8 @@ def main():
 
     threading.Thread(target=sample, daemon=True).start()
     load_before = os.getloadavg()[0]
+    if args.thread_cpu:
+        os.kill(proc.pid, signal.SIGUSR1)  # thread_cpu.py: the stream starts now
     t_first = time.monotonic()
     sent = send(reports, args.rate)
     t_sent = time.monotonic()
@@ -301,6 +310,11 @@ def main():
           f"max RSS {usage.ru_maxrss / 1024:.0f} MiB")
     print(f"  machine load average at the start of the stream: {load_before:.1f} "
           f"(other processes share the {os.cpu_count()} CPUs)")
+    if args.thread_cpu and threads_path.is_file():
+        threads = json.loads(threads_path.read_text())["since_signal"]
+        print("  watch CPU ms per report by thread (stream and drain): " + ", ".join(
+            f"{k} {1000 * v / max(1, len(latencies)):.1f}" for k, v in threads.items()
+            if v >= 0.01))
     tail = [line for line in err_path.read_text().splitlines() if line.startswith("ciml watch:")]
     if tail:
         print(f"  last status line: {tail[-1]}")

@@ -53,14 +53,15 @@ def windows(n_steps, max_windows=MAX_WINDOWS):
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def occlusion(estimator, X, reference, target=None):
+def occlusion(estimator, X, reference, target=None, base=None):
     """Model-agnostic contributions: the drop in ``p(target)`` when a cell group is typical.
 
     The time axis is cut in :func:`windows`; each (window, feature) group is
     replaced by the reference's values and the example predicted again.
     The drop in the target class's probability is shared evenly among the
     group's cells.  Cost: ``windows x features`` predictions per example,
-    batched.
+    batched.  ``base``, when given, is ``estimator.predict_proba(X)``
+    already computed (a prediction just made): it is not computed again.
     """
     X = np.asarray(X, dtype=np.float32)
     if X.ndim == 2:
@@ -70,7 +71,7 @@ def occlusion(estimator, X, reference, target=None):
     out = np.zeros(X.shape, dtype=np.float64)
     if n == 0:
         return out
-    base = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+    base = np.asarray(estimator.predict_proba(X) if base is None else base, dtype=np.float64)
     target = base.argmax(axis=1) if target is None else \
         np.broadcast_to(np.asarray(target, dtype=np.int64), (n,))
     groups = [(a, b, j) for a, b in windows(t) for j in range(f)]
@@ -365,9 +366,19 @@ class Explainer:
         self.method = "occlusion" if own is Estimator.explain else \
             getattr(estimator, "explain_method", estimator.name or "estimator")
 
-    def __call__(self, example, length, predicted_index, predicted):
-        contrib = self.estimator.explain(np.asarray(example, np.float32)[None],
-                                         self.reference["median"], target=[predicted_index])
+    def __call__(self, example, length, predicted_index, predicted, proba=None):
+        """The explanation record; ``proba``: the estimator's own (uncalibrated)
+        probabilities for ``example``, when the caller just computed them."""
+        X = np.asarray(example, np.float32)[None]
+        if self.method == "occlusion" and proba is not None:
+            # The estimator's explain is the default one: hand it the
+            # prediction already made rather than run the model once more
+            # (one forward pass in three, per watched run).
+            contrib = occlusion(self.estimator, X, self.reference["median"],
+                                target=[predicted_index], base=np.asarray(proba)[None])
+        else:
+            contrib = self.estimator.explain(X, self.reference["median"],
+                                             target=[predicted_index])
         return explanation(np.asarray(contrib)[0], example, length, self.dataset,
                            self.reference, predicted, unscale=self.unscale,
                            method=self.method)

@@ -515,11 +515,14 @@ class TrainedModel:
 
     def predict_examples(self, X):
         """Class probabilities ``(n, n_classes)`` for examples shaped like the dataset's."""
+        return _operating_point.calibrate(self.decision, self._estimator_proba(X))
+
+    def _estimator_proba(self, X):
+        """The estimator's own probabilities, before the operating point's calibration."""
         X = np.asarray(X, dtype=np.float32) if not hasattr(X, "chunks") else X
         if X.ndim == 2:
             X = X[None, ...]
-        proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
-        return _operating_point.calibrate(self.decision, proba)
+        return np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
 
     @property
     def explainer(self):
@@ -546,22 +549,25 @@ class TrainedModel:
         (:func:`ciml.explain.explanation`).
         """
         example, length = self.dataset.example_from_frame(frame, with_length=True)
-        proba = self.predict_examples(example[None, ...])[0]
+        raw = self._estimator_proba(example[None, ...])
+        proba = _operating_point.calibrate(self.decision, raw)[0]
         predicted, extra = _operating_point.label(self.decision, proba, self.classes)
         out = {"predicted": predicted,
                "probabilities": {c: float(p) for c, p in zip(self.classes, proba)},
                "unusual": self.dataset.unusual(example, length, unusual_percentile),
                **extra}
         if explain:
-            out["explanation"] = self.explain_example(example, length, proba)
+            out["explanation"] = self.explain_example(example, length, proba, raw[0])
         return out
 
-    def explain_example(self, example, length, proba):
+    def explain_example(self, example, length, proba, estimator_proba=None):
         """The explanation record of one example toward the class predicted for it.
 
         That is the class at the operating point (a run below the failed
         threshold is explained as passed even if failed is its most likely
         class), and the most likely one for an ``uncertain`` run.
+        ``estimator_proba``: the estimator's own probabilities for the
+        example, when known (the model is then not asked again).
         """
         explainer = self.explainer
         if explainer is None:
@@ -570,7 +576,7 @@ class TrainedModel:
         if top < 0:
             top = int(np.argmax(proba))
         try:
-            return explainer(example, length, top, self.classes[top])
+            return explainer(example, length, top, self.classes[top], proba=estimator_proba)
         except Exception as exc:  # a third-party explain may fail in its own ways
             # The verdict stands without its explanation.
             LOG.warning("cannot explain this prediction: %s", exc)

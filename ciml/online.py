@@ -387,7 +387,9 @@ def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
 
             # A person's correction is the run's actual class here too.
             (run,), _ = apply(cache, [cache.record(ref)])
-            return run, None, cache.frame(ref)
+            # The arrays the dataset was built from, as the build reads them:
+            # the same example bit for bit, and no DataFrame (nor pandas).
+            return run, None, cache.series(ref)
     if source is None:
         raise NotFoundError(
             f"run {ref!r} is neither a file nor a cached run; give --source to look it up")
@@ -405,6 +407,38 @@ def load_run(ref, *, predictor, data_path=None, source=None, url_policy=None):
     policy.check(run.artifacts_url, "artifacts URL")
     fetched, frame = predictor.metric_source.load(run)
     return run, fetched, frame
+
+
+def load_series(source, run):
+    """``(fetched, metrics)`` of a new run, as ``source.load(run)`` but as arrays where it can.
+
+    A source that reads its format into arrays (dstat's
+    :meth:`~ciml.base.MetricSource.parse_series`) spares the watcher a
+    DataFrame per run, and the example is then made exactly as the build
+    makes it from the raw cache (which stores those arrays).  A source
+    that overrides ``load`` itself is asked through it.
+    """
+    from ciml.base import MetricSource
+    from ciml.series import Series
+
+    cls = type(source)
+    if getattr(cls, "load", None) is not MetricSource.load \
+            or getattr(cls, "parse_series", None) is MetricSource.parse_series:
+        return source.load(run)
+    fetched = source.stamp(source.fetch(run))
+    stamps, values, columns = source.parse_series(fetched.data, run)
+    return fetched, Series(stamps, values, list(columns))
+
+
+def _as_frame(metrics):
+    """A run's metrics as a DataFrame (a cached run's are a :class:`ciml.series.Series`)."""
+    from ciml.series import Series
+
+    if isinstance(metrics, Series):
+        from ciml.cache import arrays_to_frame
+
+        return arrays_to_frame(*metrics)
+    return metrics
 
 
 #: Runs a predict task on a Dask worker takes at once.
@@ -513,7 +547,7 @@ def predict_runs(data_path, dataset, experiment, runs, *, source=None, predictor
             LOG.debug("cannot read run %s", ref, exc_info=True)
             loaded.append((ref, run, None, exc))
     if frames is not None:
-        frames.extend(frame for _, _, frame, _ in loaded)
+        frames.extend(_as_frame(frame) for _, _, frame, _ in loaded)
     if cluster is not None:
         cache.close()
         records = _predict_on_cluster(cluster, data_path, loaded, predictor)
@@ -814,7 +848,7 @@ class Watcher:
     def fetch(self, run):
         source = self.predictor.metric_source
         return self._retrying(
-            f"fetching the metrics of run {run.id}", lambda: source.load(run),
+            f"fetching the metrics of run {run.id}", lambda: load_series(source, run),
             lambda e: isinstance(e, MetricsUnavailable)
             and (e.transient or e.reason in RETRY_REASONS))
 

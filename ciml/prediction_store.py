@@ -823,6 +823,10 @@ class StoreReporter:
     PRUNE_EVERY = 3600.0
     #: Longest wait between two tries of a store that is away.
     MAX_DELAY = 30.0
+    #: Seconds the writer waits, once woken, for more records to write in
+    #: the same transaction: at 20 predictions a second, one commit per
+    #: record cost ~1 ms of CPU each on SQLite, one per ten 0.13 ms.
+    BATCH_WINDOW = 0.2
 
     def __init__(self, store: PredictionStore, *, backlog: int | None = None,
                  retention: dt.timedelta | None = None, background: bool = True):
@@ -840,6 +844,7 @@ class StoreReporter:
         self._pruned_at: float | None = None
         self._stopping = False
         self._wake = threading.Event()
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(target=self._writer, name="ciml-store",
@@ -901,6 +906,8 @@ class StoreReporter:
         delay = 0.0
         while True:
             self._wake.wait(delay or None)
+            if not delay and self.BATCH_WINDOW and not self._stopping:
+                self._closing.wait(self.BATCH_WINDOW)
             self._wake.clear()
             try:
                 ok = self.flush()
@@ -933,6 +940,7 @@ class StoreReporter:
 
         if self._thread is not None:
             self._stopping = True
+            self._closing.set()
             self._wake.set()
             self._thread.join(timeout)
         deadline = time.monotonic() + (0 if self._thread is not None else timeout)

@@ -308,13 +308,20 @@ def _index_labels(block):
 
 
 def apply_tail(tail, values, index, columns):
-    """Run the stateful tail on a batch ``(n, t, f)``; returns float32."""
+    """Run the stateful tail on a batch ``(n, t, f)``; returns float32.
+
+    ``index`` may be a function returning the index labels: then it is
+    called only if a step needs a DataFrame (the built-in ones do not, and
+    a one-run ``predict`` spares itself pandas).
+    """
     for step in tail:
         if hasattr(step, "transform_array"):
             values = step.transform_array(values)
         else:
             import pandas as pd
 
+            if callable(index):
+                index = index()
             values = np.stack([
                 step.transform(pd.DataFrame(v, index=index, columns=columns))
                 .to_numpy(dtype="float32") for v in values])
@@ -334,9 +341,10 @@ def make_example(chain, frame):
     ``(time or aggregate, feature)``.
     """
     head, tail = split_chain(chain)
-    values, index, columns, length = apply_head(head, frame)
+    values, block, length = head_values(head, frame)
+    columns = list(block.columns)
     if tail:
-        values = apply_tail(tail, values[None, ...], index, columns)[0]
+        values = apply_tail(tail, values[None, ...], block.index, columns)[0]
     return values, columns, length
 
 

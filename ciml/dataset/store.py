@@ -216,10 +216,75 @@ def open_split(path, split):
 
 def read_state_array(path, key):
     """A fitted normalizer array stored by :meth:`DatasetWriter.finish`."""
+    value = _local_state_array(path, key)
+    if value is not None:
+        return value
     import zarr
 
     group = zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
     return np.asarray(group[STATE_GROUP][key][...])
+
+
+#: Zarr v3 data types the direct reader takes (numpy's names for them).
+_PLAIN_TYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                          "uint32", "uint64", "float32", "float64"})
+
+
+def _local_state_array(path, key):
+    """A local state array read from its one chunk, or ``None`` to ask zarr.
+
+    ``predict`` needs the fitted scaler of the dataset (a few KB) and
+    nothing else of zarr, whose import costs about a quarter of a second.
+    What :meth:`DatasetWriter.finish` writes is one chunk the size of the
+    array, encoded ``bytes`` then ``zstd`` (zarr's defaults); the Zarr v3
+    specification fixes how that lies on disk (``zarr.json``, the chunk
+    ``c/0/0``).  Anything else (another codec, several chunks, a missing
+    chunk that zarr would fill, an object store) goes to zarr.
+    """
+    import json
+    import pathlib
+
+    if not isinstance(path, pathlib.Path) or not key or "/" in key or "\\" in key \
+            or key in (".", ".."):
+        return None
+    folder = path / STATE_GROUP / key
+    try:
+        with open(folder / "zarr.json", "rb") as fh:
+            meta = json.load(fh)
+        shape = [int(d) for d in meta["shape"]]
+        grid = meta["chunk_grid"]
+        encoding = meta["chunk_key_encoding"]
+        codecs = meta["codecs"]
+        if meta.get("zarr_format") != 3 or meta.get("node_type") != "array" \
+                or meta.get("storage_transformers") or meta["data_type"] not in _PLAIN_TYPES \
+                or grid.get("name") != "regular" \
+                or [int(d) for d in grid["configuration"]["chunk_shape"]] != shape \
+                or min(shape, default=1) < 1 or encoding.get("name") != "default" \
+                or not codecs or codecs[0].get("name") != "bytes" \
+                or [c.get("name") for c in codecs[1:]] not in ([], ["zstd"]):
+            return None
+        separator = (encoding.get("configuration") or {}).get("separator", "/")
+        endian = (codecs[0].get("configuration") or {}).get("endian", "little")
+        if separator not in ("/", ".") or endian not in ("little", "big"):
+            return None
+        chunk = folder.joinpath(*separator.join(["c"] + ["0"] * len(shape)).split("/"))
+        with open(chunk, "rb") as fh:
+            data = fh.read()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if len(codecs) == 2:
+        from numcodecs import zstd
+
+        try:
+            data = zstd.decompress(data)
+        except RuntimeError:
+            return None
+    dtype = np.dtype(meta["data_type"]).newbyteorder("<" if endian == "little" else ">")
+    if len(data) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+        return None
+    value = np.frombuffer(data, dtype=dtype).reshape(shape)
+    # Native byte order, writable: what zarr hands back.
+    return value.astype(dtype.newbyteorder("="))
 
 
 def read_all(array):

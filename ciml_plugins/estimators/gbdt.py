@@ -315,13 +315,32 @@ class GBDTEstimator(Estimator):
             if not model_file.is_file():
                 raise NotFoundError(f"no saved {cls.name} model in {path} (expected "
                                     f"{MODEL_FILE})")
+            est.booster_ = _load_booster(model_file)
+        return est
+
+
+def _load_booster(model_file):
+    """The booster saved in ``model_file``: through LightGBM's C API where it can be.
+
+    Predicting needs no more than the C library, and importing the
+    ``lightgbm`` package costs more than the rest of a one-run ``ciml
+    predict`` (:mod:`ciml_plugins.estimators.lightgbm_c`).
+    """
+    from ciml_plugins.estimators import lightgbm_c
+
+    try:
+        text = model_file.read_text()
+        booster = lightgbm_c.load(text)
+        if booster is None:
             lgb = _lgb()
             try:
-                est.booster_ = lgb.Booster(model_str=model_file.read_text())
-            except (lgb.basic.LightGBMError, UnicodeDecodeError) as exc:
-                raise CimlError(f"{model_file} is not a LightGBM text model: "
-                                f"{str(exc).strip()[:200]}") from None
-        return est
+                booster = lgb.Booster(model_str=text)
+            except lgb.basic.LightGBMError as exc:
+                raise lightgbm_c.LightGBMError(str(exc)) from None
+    except (lightgbm_c.LightGBMError, UnicodeDecodeError) as exc:
+        raise CimlError(f"{model_file} is not a LightGBM text model: "
+                        f"{str(exc).strip()[:200]}") from None
+    return booster
 
 
 @hookimpl

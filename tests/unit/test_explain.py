@@ -30,6 +30,30 @@ def test_occlusion_finds_the_informative_feature_and_window():
     assert per_step[20:].sum() > 5 * abs(per_step[:20].sum())
 
 
+def test_occlusion_given_the_prediction_made_gives_the_same_and_asks_the_model_less():
+    X, y = make_examples(60, 3, shape=(8, 4), seed=3)
+    est = NearestCentroidEstimator().fit(X, y, classes=["a", "b", "c"])
+    calls = []
+    real = est.predict_proba
+
+    def counting(batch):
+        calls.append(len(batch))
+        return real(batch)
+
+    est.predict_proba = counting
+    reference = np.median(X, axis=0)
+    for i in range(3):
+        example = X[i:i + 1]
+        calls.clear()
+        without = explain.occlusion(est, example, reference, target=[1])
+        asked = len(calls)
+        calls.clear()
+        base = real(example)
+        with_base = explain.occlusion(est, example, reference, target=[1], base=base)
+        assert with_base.tobytes() == without.tobytes()
+        assert len(calls) == asked - 1
+
+
 def test_occlusion_of_a_typical_run_is_zero():
     X, y = make_examples(40, 2, seed=2)
     est = NearestCentroidEstimator().fit(X, y, classes=["a", "b"])

@@ -146,51 +146,67 @@ def test_train_model_device_choice_is_the_estimators_not_the_core(tmp_path):
 
 
 def test_predicting_with_gbdt_never_imports_tensorflow(tmp_path):
-    """``ciml predict`` with a gbdt model loads LightGBM, never TensorFlow (nor zarr)."""
+    """``ciml predict`` with a gbdt model needs neither TensorFlow nor LightGBM's Python package.
+
+    A cached run is read as the arrays the dataset was built from: no
+    pandas, no zarr (the fitted scaler is read from its chunk), no
+    lightgbm package (the C library predicts), no scipy, no SQLAlchemy
+    (the local raw cache's index is read with sqlite3).  A dstat file
+    still goes through the dstat reader (pandas).
+    """
     pytest.importorskip("lightgbm")
     import gzip
 
+    from ciml.base import FetchedMetrics
+    from ciml.cache import RawCache
     from ciml.dataset import build_dataset
     from ciml.experiment import Experiment
     from ciml.generator import synthetic_dstat
     from ciml.model import train_model
+    from ciml.paths import DataPath
     from ciml.records import FAILED, PASSED, RunRecord
-    from ciml.testing.estimators import _MemoryCache
-    from ciml_plugins.metrics.dstat import parse_dstat
+    from ciml_plugins.metrics.dstat import parse_dstat_arrays
 
-    runs, frames = [], {}
-    for i in range(24):
+    root = str(tmp_path / "data")
+    cache = RawCache(DataPath(root))
+    for i in range(25):
         failed = i % 3 == 0
         run = RunRecord(id=f"run-{i:02d}", build_name="tempest-full",
                         status=FAILED if failed else PASSED, source="test")
-        text = synthetic_dstat("0.7.3", rows=90, seed=i,
-                               cause="oom" if failed else "passed")
-        frames[run.id] = parse_dstat(text.encode())
-        runs.append(run)
-    root = str(tmp_path / "data")
+        data = synthetic_dstat("0.7.3", rows=90, seed=i,
+                               cause="oom" if failed else "passed").encode()
+        cache.store(run, FetchedMetrics(name="dstat-csv_log.txt", data=data, url="test:"),
+                    parse_dstat_arrays(data))
+    cache.close()
     build_dataset(root, "ds", "tempest-full", features_regex=r"^(cpu_(usr|sys|idl|wai)|mem_)",
                   aggregation_functions=("mean", "max"), seed=0, executor="serial",
-                  cache=_MemoryCache(runs, frames))
+                  slicer=":24")
     Experiment.create("gb", "gbdt", {"trees": 5, "min_data_in_leaf": 2}).save(root)
     train_model(root, "ds", "gb")
     run_file = tmp_path / "dstat-csv_log.txt.gz"
     run_file.write_bytes(gzip.compress(synthetic_dstat("0.7.2", rows=90, seed=99).encode()))
 
-    result = _run(f"""
-        import contextlib, io, json, sys
-        from ciml.shell import main
+    heavy = {"tensorflow", "keras", "lightgbm", "zarr", "matplotlib", "pandas", "scipy",
+             "narwhals", "sqlalchemy", "dask"}
+    results = {}
+    for what, ref in (("cached", "run-24"), ("file", str(run_file))):
+        results[what] = _run(f"""
+            import contextlib, io, json, sys
+            from ciml.shell import main
 
-        out = io.StringIO()
-        err = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(["--data-path", {root!r}, "predict", "--dataset", "ds",
-                       "--experiment", "gb", {str(run_file)!r}, "-f", "json"])
-        print(json.dumps({{
-            "rc": rc, "err": err.getvalue(), "rows": json.loads(out.getvalue() or "[]"),
-            "loaded": sorted({{m.split(".")[0] for m in sys.modules}}
-                             & {{"tensorflow", "keras", "lightgbm", "zarr", "matplotlib"}}),
-        }}))
-    """)
-    assert result["rc"] == 0, result["err"]
-    assert [row["predicted"] for row in result["rows"]] in (["passed"], ["failed"])
-    assert result["loaded"] == ["lightgbm"]
+            out = io.StringIO()
+            err = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                rc = main(["--data-path", {root!r}, "predict", "--dataset", "ds",
+                           "--experiment", "gb", "--no-store", {ref!r}, "-f", "json"])
+            print(json.dumps({{
+                "rc": rc, "err": err.getvalue(), "rows": json.loads(out.getvalue() or "[]"),
+                "loaded": sorted({{m.split(".")[0] for m in sys.modules}}
+                                 & set({sorted(heavy)!r})),
+            }}))
+        """)
+    for result in results.values():
+        assert result["rc"] == 0, result["err"]
+        assert [row["predicted"] for row in result["rows"]] in (["passed"], ["failed"])
+    assert results["cached"]["loaded"] == []
+    assert results["file"]["loaded"] == ["pandas"]

@@ -257,6 +257,28 @@ def test_the_reporter_keeps_predictions_while_the_store_is_away_and_stores_them_
     reporter.close()
 
 
+def test_the_background_writer_stores_a_burst_in_few_transactions(tmp_path):
+    store = PredictionStore(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    batches = []
+    real = store.add_many
+
+    def counting(records, **kw):
+        records = list(records)
+        batches.append(len(records))
+        return real(records, **kw)
+
+    store.add_many = counting
+    reporter = StoreReporter(store)
+    # Longer than the test: closing must end the wait, and write what came.
+    reporter.BATCH_WINDOW = 600.0
+    for i in range(20):
+        reporter.ciml_prediction_made(record(i))
+    reporter.close()
+    assert store.count() == 20 and reporter.stats["stored"] == 20
+    # What arrived while the writer waited went in one transaction.
+    assert batches == [20]
+
+
 def test_the_reporter_prunes_with_a_retention(tmp_path):
     store = PredictionStore(f"sqlite:///{tmp_path / 'p.sqlite'}")
     store.add(record(1, when=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)))

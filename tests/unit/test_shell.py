@@ -212,3 +212,25 @@ def test_help_with_an_unknown_plugin_says_which_exist(run_ciml, csvdir):
     assert rc == 1
     assert "unknown metric source 'csvdri'" in err
     assert "did you mean 'csvdir'?" in err
+
+
+def test_only_the_command_that_runs_is_imported(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from ciml.shell import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    rc = main(['--data-path', {str(tmp_path)!r}, 'dataset', 'list', '-f', 'json'])\n"
+        "print(json.dumps([rc, sorted(m for m in sys.modules\n"
+        "                             if m.startswith('ciml.commands.'))]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    rc, modules = json.loads(out)
+    assert rc == 0
+    # complete is added by the app itself; base is what every command uses.
+    assert set(modules) <= {"ciml.commands.base", "ciml.commands.complete",
+                            "ciml.commands.dataset"}
+    assert "ciml.commands.dataset" in modules
