@@ -98,12 +98,13 @@ class RunShow(ShowOne):
             columns = list(data)
             values = [data[c] if data[c] is not None else "" for c in columns]
             sizes = cache.sizes(parsed_args.id)
-            columns += ["state", "samples", "first", "last", "raw_file", "fetched_from",
-                        "bytes_fetched", "bytes_series", "bytes_on_disk", "disk_per_fetched",
-                        "metric_columns", "metadata"]
+            columns += ["state", "samples", "first", "last", "raw_file", "raw_packed",
+                        "fetched_from", "bytes_fetched", "bytes_raw", "bytes_series",
+                        "bytes_on_disk", "disk_per_fetched", "metric_columns", "metadata"]
             values += ["cached", info.get("samples"), info.get("first") or "",
                        info.get("last") or "", str(cache.raw_file(parsed_args.id)),
-                       redact_url(info.get("url") or ""), sizes["fetched"],
+                       info.get("raw_packed") or "as-fetched",
+                       redact_url(info.get("url") or ""), sizes["fetched"], sizes["raw"],
                        sizes["series"], sizes["total"],
                        round(sizes["total"] / sizes["fetched"], 3) if sizes["fetched"] else "",
                        list(info.get("columns") or ()), dict(sorted(metadata.items()))]

@@ -117,7 +117,10 @@ def test_run_show(app, data_path):
     on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
     assert shown["bytes_series"] == on_disk["series.bin"]
     assert shown["bytes_on_disk"] == sum(on_disk.values())
-    assert shown["bytes_fetched"] == on_disk[RawCache(data_path).raw_file("run-1").name]
+    raw_file = RawCache(data_path).raw_file("run-1")
+    assert shown["bytes_raw"] == on_disk[raw_file.name]
+    assert shown["raw_packed"] == RawCache(data_path).info("run-1")["raw_packed"]
+    assert shown["bytes_fetched"] == RawCache(data_path).info("run-1")["bytes"]
     assert shown["disk_per_fetched"] == round(shown["bytes_on_disk"] / shown["bytes_fetched"], 3)
     columns, values = cmd.take_action(cmd.get_parser("x").parse_args(["run-9"]))
     assert dict(zip(columns, values))["reason"] == "html"
