@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_cache_data.py    # 235 and 2000 runs, the default workers (8)
     python benchmarks/bench_cache_data.py --runs 500 --workers 1 16 --latency 0.05
     python benchmarks/bench_cache_data.py --source zuul --runs 500   # Zuul's API instead
+    python benchmarks/bench_cache_data.py --as-fetched   # files kept as fetched, not packed
 
 A generated CI history (``ciml.generator``, one job, realistic 10-30 minute
 dstat files in every layout, gzipped or not, at the real artifact paths) is
