@@ -107,6 +107,11 @@ def _unplanes(raw, n, width, rows):
     return np.ascontiguousarray(planes.transpose(0, 2, 1)).view(dtype).reshape(n, rows)
 
 
+def _per_line(commas, starts, ends):
+    """How many of the (sorted) ``commas`` each line ``[start, end)`` holds."""
+    return np.searchsorted(commas, ends) - np.searchsorted(commas, starts)
+
+
 def _table(buf):
     """``(line starts, line ends, table line numbers, cell starts, cell ends, commas a line)``.
 
@@ -118,8 +123,8 @@ def _table(buf):
     commas = np.flatnonzero(buf == _COMMA)
     if commas.size == 0:
         return None
-    line_of = np.searchsorted(newlines, commas)
-    per_line = np.bincount(line_of, minlength=starts.size)
+    per_line = _per_line(commas, starts, ends)
+    line_of = np.repeat(np.arange(starts.size), per_line)
     counts = np.bincount(per_line)
     counts[0] = 0
     width = int(counts.argmax())
@@ -286,8 +291,9 @@ def _unpack_table(header, blocks, size):
     if n_lines and (table[0] < 0 or table[-1] >= starts.size
                     or (np.diff(table) <= 0).any()):
         raise RawPackError("bad table lines")
-    line_of = np.searchsorted(newlines, commas)
-    per_line = np.bincount(line_of, minlength=starts.size)
+    ends = np.concatenate([newlines, [text.size]])
+    per_line = _per_line(commas, starts, ends)
+    line_of = np.repeat(np.arange(starts.size), per_line)
     if n_lines and (per_line[table] != width).any():
         raise RawPackError("the text does not hold the table's commas")
     in_table = np.zeros(starts.size, dtype=bool)
