@@ -510,6 +510,45 @@ class RawCache:
         fileutil.fsync_dir(folder)
         return before - after
 
+    def pack_fetched(self, run_id):
+        """Pack a run's fetched file kept as fetched (an older cache); returns the bytes saved.
+
+        ``None`` when there is nothing to do (already packed, or packing
+        would not shrink it).  The packed file is checked to unpack to the
+        very content before anything changes (the fetched bytes go away), then
+        written beside the old one (synced, renamed into place), then the
+        record names it (record.json, then the catalog row, which readers
+        follow), and only then is the old file removed.  A crash at any
+        step leaves the run readable; a file left behind by a crash between
+        the last two steps is removed by the next call.
+        """
+        with self._locked_store():
+            folder, record = self._cached_row(run_id)
+            info = dict(record.get("cache") or {})
+            if info.get("raw_packed", "as-fetched") != "as-fetched":
+                leftover = info.get("fetched_name")
+                if leftover and leftover != info.get("raw_file") and (folder / leftover).exists():
+                    (folder / leftover).unlink()
+                return None
+            old = folder / info["raw_file"]
+            data = old.read_bytes()
+            packed, how = rawpack.pack(data)
+            if how["packed"] == "as-fetched" or \
+                    rawpack.unpack(packed) != rawpack.content_of(data)[0]:
+                return None
+            new = folder / (info["raw_file"] + PACKED_SUFFIX)
+            with fileutil.atomic_open(new, "wb") as fh:
+                fh.write(packed)
+            info.update(raw_file=new.name, raw_packed=how["packed"],
+                        fetched_name=info.get("fetched_name") or old.name)
+            info.setdefault("bytes", len(data))
+            record["cache"] = info
+            fileutil.atomic_write_json(folder / RECORD_FILE, record)
+            self.catalog.update_record(run_id, record, RunRecord.from_dict(record).incomplete)
+            old.unlink()
+            fileutil.fsync_dir(folder)
+        return len(data) - len(packed)
+
     def counts(self, build_name=None):
         """``{"cached": n, "unavailable": m}`` (of a build name)."""
         return self.catalog.counts(build_name)

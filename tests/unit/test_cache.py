@@ -345,3 +345,35 @@ def test_fetched_files_are_packed_and_come_back(cache, sample_data, monkeypatch)
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(MetricsUnavailable, match="unreadable"):
         cache.fetched_content("run-001")
+
+
+def test_an_older_cache_s_fetched_files_are_packed_in_place(cache, sample_data, monkeypatch):
+    """pack_fetched turns a file kept as fetched into the packed one, the record
+    last but one, the old file last; a crash between those two leaves a file that
+    the next call removes; nothing is done twice."""
+    import gzip
+
+    plain = (sample_data / "dstat" / "dstat-csv_log.dstat-0.7.2.generated.txt").read_bytes()
+    zipped = gzip.compress(plain, 6)
+    monkeypatch.setattr(RawCache, "pack_raw", False)
+    cache.store(run(1), fetched(zipped), frame())
+    cache.store(run(2), fetched(b"tiny"), frame())
+    folder = cache.raw_file("run-001").parent
+    assert cache.raw_file("run-001").name == "dstat-csv_log.txt.gz"
+    saved = cache.pack_fetched("run-001")
+    assert saved == len(zipped) - cache.raw_file("run-001").stat().st_size > 0
+    assert cache.raw_file("run-001").name == "dstat-csv_log.txt.gz.cimlraw"
+    assert not (folder / "dstat-csv_log.txt.gz").exists()
+    assert cache.fetched_content("run-001") == plain
+    assert cache.info("run-001")["raw_packed"] == "table"
+    assert RawCache(cache.data_path).info("run-001")["raw_packed"] == "table"  # the catalog too
+    assert cache.sizes("run-001")["fetched"] == len(zipped)
+    assert cache.record("run-001") == run(1)
+    assert cache.pack_fetched("run-001") is None
+    assert cache.pack_fetched("run-002") is None  # would not shrink: kept as fetched
+    assert cache.fetched_content("run-002") == b"tiny"
+    # A crash after the record named the packed file, before the old one went.
+    (folder / "dstat-csv_log.txt.gz").write_bytes(zipped)
+    assert cache.fetched_content("run-001") == plain
+    assert cache.pack_fetched("run-001") is None
+    assert not (folder / "dstat-csv_log.txt.gz").exists()
