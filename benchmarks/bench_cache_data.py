@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_cache_data.py    # 235 and 2000 runs, the default workers (8)
     python benchmarks/bench_cache_data.py --runs 500 --workers 1 16 --latency 0.05
     python benchmarks/bench_cache_data.py --source zuul --runs 500   # Zuul's API instead
+    python benchmarks/bench_cache_data.py --as-fetched   # files kept as fetched, not packed
 
 A generated CI history (``ciml.generator``, one job, realistic 10-30 minute
 dstat files in every layout, gzipped or not, at the real artifact paths) is
@@ -50,6 +51,7 @@ def child(args):
     import resource
 
     from ciml import collect
+    from ciml.cache import RawCache
     from ciml.collect import cache_data
     from ciml.paths import DataPath
     from ciml.plugins import get_manager
@@ -83,6 +85,7 @@ def child(args):
         return pool
 
     collect._process_pool = watched_pool
+    RawCache.pack_raw = not args.as_fetched
 
     manager = get_manager()
     if args.zuul_url:
@@ -133,7 +136,8 @@ def _run_requests(server):
     return sum(server.hits(pattern) for pattern in _RUN_FILES)
 
 
-def measure(db_uri, workers, server, workdir, processes=None, zuul_url=None):
+def measure(db_uri, workers, server, workdir, processes=None, zuul_url=None,
+            as_fetched=False):
     data_path = tempfile.mkdtemp(prefix=f"data-w{workers}-", dir=workdir)
     before = _run_requests(server)
     machine_before = _machine_cpu_s()
@@ -142,7 +146,8 @@ def measure(db_uri, workers, server, workdir, processes=None, zuul_url=None):
         [sys.executable, __file__, "--child", "--db-uri", db_uri, "--data-path", data_path,
          "--workers", str(workers),
          *([] if processes is None else ["--processes", str(processes)]),
-         *([] if zuul_url is None else ["--zuul-url", zuul_url])],
+         *([] if zuul_url is None else ["--zuul-url", zuul_url]),
+         *(["--as-fetched"] if as_fetched else [])],
         capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit(f"child failed:\n{proc.stderr}")
@@ -176,6 +181,8 @@ def main(argv=None):
     parser.add_argument("--source", choices=("subunit2sql", "zuul"), default="subunit2sql",
                         help="result source: the generated subunit2sql database, or the "
                              "same runs from a Zuul API server")
+    parser.add_argument("--as-fetched", action="store_true",
+                        help="keep fetched files as they came (no ciml.rawpack packing)")
     parser.add_argument("--zuul-url", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db-uri", help=argparse.SUPPRESS)
@@ -209,7 +216,8 @@ def main(argv=None):
             counts = args.workers if n_runs == min(args.runs) else [max(args.workers)]
             for workers in counts:
                 result = measure(history.db_uri, workers, server, workdir, args.processes,
-                                 zuul_url=api.zuul_url if api else None)
+                                 zuul_url=api.zuul_url if api else None,
+                                 as_fetched=args.as_fetched)
                 result["runs"] = n_runs
                 rows.append(result)
                 print(json.dumps({k: result[k] for k in (

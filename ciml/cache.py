@@ -1,11 +1,11 @@
-"""The raw cache: fetched metrics kept as fetched, run records, parsed series and their index.
+"""The raw cache: fetched metrics, run records, parsed series and their index.
 
 Layout under ``<data>/raw/``::
 
     index.sqlite                  which runs are cached / unavailable, and why
     runs/<safe run id>/
         record.json               the run record, plus where the bytes came from
-        <file as fetched>         e.g. dstat-csv_log.txt.gz, byte for byte
+        <file>.cimlraw            the fetched file's content, packed (ciml.rawpack)
         series.bin                the parsed series, compressed (ciml.series)
 
 Why it is built this way:
@@ -15,6 +15,13 @@ Why it is built this way:
   everything it needs is on disk, so an interruption at any moment (Ctrl-C,
   ``kill -9``, a full disk) leaves nothing that reads as data.  Leftover
   temporary folders of dead processes are removed by :meth:`RawCache.cleanup`.
+* The fetched file is kept as its content (gunzipped), packed by column
+  (:mod:`ciml.rawpack`: byte-identical when unpacked, CRC-checked): about
+  half the bytes of the gzipped file, so that the fetched content and its
+  series together take about what was fetched.  Caches written before keep
+  the file as fetched (``e.g. dstat-csv_log.txt.gz``), and so does a file
+  that packing would not shrink; :meth:`RawCache.fetched_content` reads
+  either.
 * ``series.bin`` is the parsed series, losslessly compressed per column
   (:mod:`ciml.series`): reading it back is a decompression and a cumulative
   sum into arrays, so building many datasets from one cache never re-parses
@@ -43,7 +50,7 @@ import time
 
 import numpy as np
 
-from ciml import fileutil, storage
+from ciml import fileutil, rawpack, storage
 from ciml.catalog import CACHED, UNAVAILABLE  # noqa: F401 -- re-exported: ciml.cache.UNAVAILABLE
 from ciml.errors import MetricsUnavailable, NotFoundError
 from ciml.records import RunRecord
@@ -55,6 +62,8 @@ SERIES_FILE = "series.bin"
 #: The series file of caches written before ciml.series (read, never written).
 LEGACY_SERIES_FILE = "series.npz"
 RECORD_FILE = "record.json"
+#: Added to the fetched file's name when it is stored packed (ciml.rawpack).
+PACKED_SUFFIX = ".cimlraw"
 
 class NotCommitted(Exception):
     """:meth:`RawCache.store` was told not to commit (``commit_if`` returned false)."""
@@ -129,6 +138,10 @@ def arrays_to_frame(stamps, values, columns):
 class RawCache:
     """The raw cache under a data path; safe to share between threads and processes."""
 
+    #: Store fetched files packed (:mod:`ciml.rawpack`): about half the
+    #: bytes of a gzipped dstat file; ``False`` keeps them as fetched.
+    pack_raw = True
+
     def __init__(self, data_path):
         from ciml.catalog import Catalog, catalog_uri
 
@@ -174,7 +187,7 @@ class RawCache:
     # -- writing ---------------------------------------------------------------
 
     def store(self, run, fetched, frame, *, commit_if=None):
-        """Keep a run: raw bytes as fetched, its record and its parsed series.
+        """Keep a run: the fetched file (packed), its record and its parsed series.
 
         ``frame`` is the parsed series: a frame, or the ``(timestamps,
         values, columns)`` of :meth:`ciml.base.MetricSource.parse_series`.
@@ -194,12 +207,24 @@ class RawCache:
         stamps, values, columns = frame_to_arrays(frame)
         self._known.pop(run.id, None)
         final = self.run_dir(run.id)
-        raw_name = fileutil.safe_filename(fetched.name or "metrics")
+        fetched_name = fileutil.safe_filename(fetched.name or "metrics")
+        raw_name = fetched_name
         if raw_name in (SERIES_FILE, LEGACY_SERIES_FILE, RECORD_FILE):
             raw_name = "raw-" + raw_name
+        raw_data, packed = fetched.data, "as-fetched"
+        if self.pack_raw:
+            raw_data, how = rawpack.pack(fetched.data)
+            packed = how["packed"]
+            if packed != "as-fetched":
+                raw_name += PACKED_SUFFIX
         record = run.to_dict()
         record["cache"] = {
             "raw_file": raw_name,
+            # What the raw file holds: the bytes as fetched, or their content
+            # (gunzipped) packed by ciml.rawpack; RawCache.fetched_content
+            # gives the content back either way.
+            "raw_packed": packed,
+            "fetched_name": fetched_name,
             "url": fetched.url,
             "bytes": len(fetched.data),
             "samples": int(len(stamps)),
@@ -220,7 +245,7 @@ class RawCache:
             series_bytes = write_series(buf, stamps, values, columns)
             record["cache"]["series_bytes"] = series_bytes
             text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
-            _write_synced(tmp / raw_name, fetched.data)
+            _write_synced(tmp / raw_name, raw_data)
             _write_synced(tmp / SERIES_FILE, buf.getvalue())
             _write_synced(tmp / RECORD_FILE, text.encode("utf-8"))
             fileutil.fsync_dir(tmp)
@@ -418,9 +443,34 @@ class RawCache:
         return dict(record.get("cache") or {})
 
     def raw_file(self, run_id):
-        """The path of a cached run's metrics, byte for byte as fetched."""
+        """The path of a cached run's metrics file: as fetched, or packed.
+
+        Packed (``info(run_id)["raw_packed"]`` is ``"table"`` or ``"zstd"``,
+        the name ends with :data:`PACKED_SUFFIX`) it holds the fetched
+        content in :mod:`ciml.rawpack`'s format: read it with
+        :meth:`fetched_content`.
+        """
         folder, record = self._cached_row(run_id)
         return folder / record["cache"]["raw_file"]
+
+    def fetched_content(self, run_id):
+        """A cached run's metrics file as fetched, gunzipped if it was gzipped.
+
+        Byte for byte what was fetched for a plain file, what ``gunzip``
+        gives for a gzipped one (packed files keep the content, not the
+        gzip stream; files cached before packing, or stored unpacked, are
+        gunzipped here the same way).
+        """
+        path = self.raw_file(run_id)
+        data = path.read_bytes()
+        if rawpack.is_packed(data) and path.name.endswith(PACKED_SUFFIX):
+            try:
+                return rawpack.unpack(data)
+            except rawpack.RawPackError as exc:
+                raise MetricsUnavailable(
+                    "corrupt-cache", f"cached metrics of run {run_id} at {path} are "
+                    f"unreadable: {exc}") from None
+        return rawpack.content_of(data)[0]
 
     def frame(self, run_id):
         """The parsed series of a cached run as a DataFrame (never re-parsed)."""
@@ -457,21 +507,26 @@ class RawCache:
                 f"{type(exc).__name__}: {exc}") from None
 
     def sizes(self, run_id):
-        """Bytes on disk of a cached run: ``{"fetched", "series", "record", "total"}``.
+        """Bytes of a cached run: ``{"fetched", "raw", "series", "record", "total"}``.
 
-        ``fetched`` is the file as fetched; ``series`` the parsed series
-        (``series.bin``, or ``series.npz`` in a cache not upgraded yet).
+        ``fetched`` is how many bytes were fetched; the others are on disk:
+        ``raw`` the metrics file (packed, or as fetched), ``series`` the
+        parsed series (``series.bin``, or ``series.npz`` in a cache not
+        upgraded yet), ``total`` the three files.
         """
         folder, record = self._cached_row(run_id)
-        raw = (record.get("cache") or {}).get("raw_file")
-        out = {"fetched": 0, "series": 0, "record": 0}
+        cache = record.get("cache") or {}
+        raw = cache.get("raw_file")
+        out = {"raw": 0, "series": 0, "record": 0}
         for path in folder.iterdir():
-            kind = ("fetched" if path.name == raw else "record" if path.name == RECORD_FILE
+            kind = ("raw" if path.name == raw else "record" if path.name == RECORD_FILE
                     else "series" if path.name in (SERIES_FILE, LEGACY_SERIES_FILE)
                     else None)
             if kind is not None:
                 out[kind] += path.stat().st_size
-        out["total"] = out["fetched"] + out["series"] + out["record"]
+        out["total"] = out["raw"] + out["series"] + out["record"]
+        # Records before packing have no need to tell: the file is as fetched.
+        out["fetched"] = int(cache.get("bytes") or out["raw"])
         return out
 
     def upgrade_series(self, run_id):
@@ -497,6 +552,46 @@ class RawCache:
         legacy.unlink()
         fileutil.fsync_dir(folder)
         return before - after
+
+    def pack_fetched(self, run_id):
+        """Pack a run's fetched file kept as fetched (an older cache); returns the bytes saved.
+
+        ``None`` when there is nothing to do (already packed, or packing
+        would not shrink it).  The packed file is checked to unpack to the
+        very content before anything changes (the fetched bytes go away), then
+        written beside the old one (synced, renamed into place), then the
+        record names it (record.json, then the catalog row, which readers
+        follow), and only then is the old file removed.  A crash at any
+        step leaves the run readable; a file left behind by a crash between
+        the last two steps is removed by the next call.
+        """
+        self._known.pop(run_id, None)
+        with self._locked_store():
+            folder, record = self._cached_row(run_id)
+            info = dict(record.get("cache") or {})
+            if info.get("raw_packed", "as-fetched") != "as-fetched":
+                leftover = info.get("fetched_name")
+                if leftover and leftover != info.get("raw_file") and (folder / leftover).exists():
+                    (folder / leftover).unlink()
+                return None
+            old = folder / info["raw_file"]
+            data = old.read_bytes()
+            packed, how = rawpack.pack(data)
+            if how["packed"] == "as-fetched" or \
+                    rawpack.unpack(packed) != rawpack.content_of(data)[0]:
+                return None
+            new = folder / (info["raw_file"] + PACKED_SUFFIX)
+            with fileutil.atomic_open(new, "wb") as fh:
+                fh.write(packed)
+            info.update(raw_file=new.name, raw_packed=how["packed"],
+                        fetched_name=info.get("fetched_name") or old.name)
+            info.setdefault("bytes", len(data))
+            record["cache"] = info
+            fileutil.atomic_write_json(folder / RECORD_FILE, record)
+            self.catalog.update_record(run_id, record, RunRecord.from_dict(record).incomplete)
+            old.unlink()
+            fileutil.fsync_dir(folder)
+        return len(data) - len(packed)
 
     def counts(self, build_name=None):
         """``{"cached": n, "unavailable": m}`` (of a build name)."""

@@ -107,6 +107,11 @@ def _unplanes(raw, n, width, rows):
     return np.ascontiguousarray(planes.transpose(0, 2, 1)).view(dtype).reshape(n, rows)
 
 
+def _per_line(commas, starts, ends):
+    """How many of the (sorted) ``commas`` each line ``[start, end)`` holds."""
+    return np.searchsorted(commas, ends) - np.searchsorted(commas, starts)
+
+
 def _table(buf):
     """``(line starts, line ends, table line numbers, cell starts, cell ends, commas a line)``.
 
@@ -118,8 +123,8 @@ def _table(buf):
     commas = np.flatnonzero(buf == _COMMA)
     if commas.size == 0:
         return None
-    line_of = np.searchsorted(newlines, commas)
-    per_line = np.bincount(line_of, minlength=starts.size)
+    per_line = _per_line(commas, starts, ends)
+    line_of = np.repeat(np.arange(starts.size), per_line)
     counts = np.bincount(per_line)
     counts[0] = 0
     width = int(counts.argmax())
@@ -132,12 +137,12 @@ def _table(buf):
     return starts, ends, table, cell_starts, cell_ends, width
 
 
-#: Per byte: 1 for a digit, 64 for a dot, 4096 for a minus; differences of
-#: the running sum over a cell of at most 20 bytes count each (modulo 2**32).
-_CLASS = np.zeros(256, dtype=np.uint32)
+#: Per byte: 1 for a digit, 32 for a dot, 1024 for a minus; differences of
+#: the running sum over a cell of at most 20 bytes count each (modulo 2**16).
+_CLASS = np.zeros(256, dtype=np.uint16)
 _CLASS[_ZERO:_ZERO + 10] = 1
-_CLASS[_DOT] = 64
-_CLASS[_MINUS] = 4096
+_CLASS[_DOT] = 32
+_CLASS[_MINUS] = 1024
 _LONGEST = MAX_DIGITS + 2
 
 
@@ -147,12 +152,12 @@ def _numbers(buf, s, e):
     Also a mask of the bytes in number cells.
     """
     n = buf.size
-    running = np.zeros(n + 1, dtype=np.uint32)
+    running = np.zeros(n + 1, dtype=np.uint16)
     np.cumsum(_CLASS[buf], out=running[1:])
     counts = running[e] - running[s]
-    nd = (counts & 63).astype(np.int64)
-    ndots = (counts >> 6) & 63
-    nneg = (counts >> 12).astype(np.int64)
+    nd = (counts & 31).astype(np.int64)
+    ndots = (counts >> 5) & 31
+    nneg = (counts >> 10).astype(np.int64)
     length = e - s
     ok = (length <= _LONGEST) & (nd >= 1) & (nd <= MAX_DIGITS) & (ndots <= 1) & (nneg <= 1)
     ok &= nd + ndots + nneg == length
@@ -166,24 +171,38 @@ def _numbers(buf, s, e):
     s, e, nd, nneg = s[ok], e[ok], nd[ok], nneg[ok]
     has_dot = ndots[ok] == 1
     decimals = np.zeros(s.shape, dtype=np.int64)
-    if has_dot.any():
-        dots = np.flatnonzero(buf == _DOT)
-        at = dots[np.searchsorted(dots, s[has_dot])]
-        decimals[has_dot] = e[has_dot] - at - 1
+    # The dot is 1, 2, 3... bytes before the end: look there, cells still
+    # without their dot only (a few rounds: numbers print few decimals).
+    todo = np.flatnonzero(has_dot)
+    for back in range(1, _LONGEST):
+        if todo.size == 0:
+            break
+        found = padded[e[todo] - 1 - back] == _DOT
+        decimals[todo[found]] = back
+        todo = todo[~found]
     in_number = np.zeros(n + 1, dtype=np.int8)
     # (Starts are distinct, and so are ends: plain indexing adds once each.)
     in_number[s] += 1
     in_number[e] -= 1
     mask = np.cumsum(in_number[:n], dtype=np.int8).view(bool)
-    # The magnitudes: each digit times ten to the number of digits after it
-    # in its cell, summed per cell.
-    digits = buf[mask]
-    digits = digits[(digits >= _ZERO)]  # drop the dots and minus signs
-    last = np.cumsum(nd) - 1
-    power = np.repeat(last, nd) - np.arange(digits.size)
-    terms = (digits - _ZERO).astype(np.int64) * _POW10[power]
-    magnitude = np.add.reduceat(terms, last - nd + 1) if digits.size else \
-        np.zeros(0, dtype=np.int64)
+    # The magnitudes, by Horner's rule one digit position at a time over the
+    # cells that have that many digits (longest first, so those are a prefix):
+    # work on arrays of cells, never on one as long as the text.
+    order = np.argsort(MAX_DIGITS - nd.astype(np.uint8), kind="stable")
+    first = (s + nneg)[order]
+    point = (nd - decimals)[order]  # digits before the dot
+    left = np.bincount(nd, minlength=MAX_DIGITS + 2)[::-1].cumsum()[::-1]  # cells with > k
+    acc = np.zeros(order.size, dtype=np.int64)
+    for k in range(int(nd.max(initial=0))):
+        count = int(left[k + 1])
+        at = first[:count] + k
+        at += k >= point[:count]  # past the dot
+        part = acc[:count]
+        part *= 10
+        part += padded[at]
+        part -= _ZERO
+    magnitude = np.empty_like(acc)
+    magnitude[order] = acc
     return ok, magnitude, decimals, nneg == 1, mask
 
 
@@ -272,8 +291,9 @@ def _unpack_table(header, blocks, size):
     if n_lines and (table[0] < 0 or table[-1] >= starts.size
                     or (np.diff(table) <= 0).any()):
         raise RawPackError("bad table lines")
-    line_of = np.searchsorted(newlines, commas)
-    per_line = np.bincount(line_of, minlength=starts.size)
+    ends = np.concatenate([newlines, [text.size]])
+    per_line = _per_line(commas, starts, ends)
+    line_of = np.repeat(np.arange(starts.size), per_line)
     if n_lines and (per_line[table] != width).any():
         raise RawPackError("the text does not hold the table's commas")
     in_table = np.zeros(starts.size, dtype=bool)

@@ -98,12 +98,13 @@ class RunShow(ShowOne):
             columns = list(data)
             values = [data[c] if data[c] is not None else "" for c in columns]
             sizes = cache.sizes(parsed_args.id)
-            columns += ["state", "samples", "first", "last", "raw_file", "fetched_from",
-                        "bytes_fetched", "bytes_series", "bytes_on_disk", "disk_per_fetched",
-                        "metric_columns", "metadata"]
+            columns += ["state", "samples", "first", "last", "raw_file", "raw_packed",
+                        "fetched_from", "bytes_fetched", "bytes_raw", "bytes_series",
+                        "bytes_on_disk", "disk_per_fetched", "metric_columns", "metadata"]
             values += ["cached", info.get("samples"), info.get("first") or "",
                        info.get("last") or "", str(cache.raw_file(parsed_args.id)),
-                       redact_url(info.get("url") or ""), sizes["fetched"],
+                       info.get("raw_packed") or "as-fetched",
+                       redact_url(info.get("url") or ""), sizes["fetched"], sizes["raw"],
                        sizes["series"], sizes["total"],
                        round(sizes["total"] / sizes["fetched"], 3) if sizes["fetched"] else "",
                        list(info.get("columns") or ()), dict(sorted(metadata.items()))]
@@ -116,7 +117,8 @@ class RunShow(ShowOne):
 
 
 class RunUpgradeSeries(ShowOne):
-    """Rewrite the series.npz of runs cached by an older ciml as compressed series.bin"""
+    """Rewrite the series.npz of runs cached by an older ciml as compressed series.bin,
+    and pack the fetched files it kept as fetched"""
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -126,11 +128,12 @@ class RunUpgradeSeries(ShowOne):
     def take_action(self, parsed_args):
         from tqdm import tqdm
 
+        from ciml import rawpack
         from ciml.cache import RawCache
         from ciml.errors import MetricsUnavailable
 
         cache = RawCache(data_path(self))
-        upgraded = unreadable = saved = 0
+        upgraded = unreadable = saved = packed = saved_files = 0
         if cache.exists():
             with cache:
                 runs = cache.runs(parsed_args.build_name)
@@ -147,5 +150,14 @@ class RunUpgradeSeries(ShowOne):
                             if gained is not None:
                                 upgraded += 1
                                 saved += gained
+                        try:
+                            gained = cache.pack_fetched(run.id)
+                        except (OSError, rawpack.RawPackError) as exc:
+                            self.log.warning("run %s: fetched file not packed: %s", run.id, exc)
+                        else:
+                            if gained is not None:
+                                packed += 1
+                                saved_files += gained
                         bar.update(1)
-        return (("upgraded", "unreadable", "bytes_saved"), (upgraded, unreadable, saved))
+        return (("upgraded", "unreadable", "bytes_saved", "files_packed", "bytes_saved_files"),
+                (upgraded, unreadable, saved, packed, saved_files))

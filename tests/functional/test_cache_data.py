@@ -1,5 +1,6 @@
 """``ciml cache-data`` end to end: real databases, a faulty log server, kill -9, two processes."""
 
+import gzip
 import json
 import os
 import signal
@@ -87,10 +88,15 @@ def test_every_rejection_reason_is_indexed(served, data_path, run_ciml, processe
             rec = cache.record(run["run_id"])
             assert rec.status == run["status"]
             assert rec.metadata["node_provider"] == run["node_provider"]
-            # Kept exactly as the server holds it.
+            # Its content kept exactly as the server holds it (gunzipped), packed.
             served_file = history.logs_dir / rec.artifacts_url[len(server.url):] / run[
                 "dstat_path"]
-            assert cache.raw_file(run["run_id"]).read_bytes() == served_file.read_bytes()
+            served = served_file.read_bytes()
+            if served[:2] == b"\x1f\x8b":
+                served = gzip.decompress(served)
+            assert cache.fetched_content(run["run_id"]) == served
+            sizes = cache.sizes(run["run_id"])
+            assert sizes["fetched"] == served_file.stat().st_size
             assert len(cache.frame(run["run_id"])) == run["rows"]
     # The second run skips everything it knows.
     rc, out, err = run_ciml(args(data_path, history.db_uri))

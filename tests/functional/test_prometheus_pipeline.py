@@ -57,7 +57,9 @@ def test_cache_data_records_unknown_nodes_and_keeps_answers(run_ciml, data_path,
     assert summary["cached"] == len(history.runs) - len(missing)
     with RawCache(data_path) as cache:
         run = cache.runs(JOB)[0]
-        assert cache.raw_file(run.id).name == "prometheus.json"
+        assert cache.info(run.id)["fetched_name"] == "prometheus.json"
+        assert cache.raw_file(run.id).name.startswith("prometheus.json")
+        assert cache.fetched_content(run.id)[:1] in (b"{", b"[")
         assert {"cpu_usr", "mem_used", "net_recv"} <= set(cache.frame(run.id).columns)
     assert TOKEN not in out + err
     assert all(a == f"Bearer {TOKEN}" for a in prometheus.authorizations)

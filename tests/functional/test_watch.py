@@ -371,7 +371,9 @@ def test_end_to_end_firehose_with_subunit2sql_and_predict(pipeline, mosquitto, r
     from ciml.cache import RawCache
 
     cached_id = RawCache(data_path).runs()[0].id
-    local = RawCache(data_path).raw_file(cached_id)
+    # The cached file's content, as a local file (the cache keeps it packed).
+    local = data_path.root.parent / "local-dstat-csv_log.txt"
+    local.write_bytes(RawCache(data_path).fetched_content(cached_id))
     rc, out, err = run_ciml([
         "--data-path", data_path.root, "predict", "--dataset", "ds",
         "--source", "subunit2sql", "--db-uri", history.db_uri,
@@ -382,7 +384,7 @@ def test_end_to_end_firehose_with_subunit2sql_and_predict(pipeline, mosquitto, r
     assert rows[0]["predicted"] == records[runs[0]["run_id"]]["predicted"]
     assert rows[0]["p_passed"] == pytest.approx(
         records[runs[0]["run_id"]]["probabilities"]["passed"], abs=1e-5)
-    # The cached run and its raw file give the same prediction.
+    # The cached run and its fetched file give the same prediction.
     assert rows[1]["p_failed"] == pytest.approx(rows[2]["p_failed"], abs=1e-5)
 
 

@@ -47,8 +47,11 @@ def test_store_keeps_raw_bytes_record_and_series(cache):
     payload = bytes(range(256)) * 3
     cache.store(r, fetched(payload), f)
     assert cache.state(r.id) == "cached"
-    assert cache.raw_file(r.id).read_bytes() == payload
-    assert cache.raw_file(r.id).name == "dstat-csv_log.txt.gz"
+    # Packed (one frame: no table in it) and given back byte for byte.
+    assert cache.fetched_content(r.id) == payload
+    assert cache.raw_file(r.id).name == "dstat-csv_log.txt.gz.cimlraw"
+    assert cache.info(r.id)["raw_packed"] == "zstd"
+    assert cache.info(r.id)["fetched_name"] == "dstat-csv_log.txt.gz"
     assert cache.record(r.id) == r
     got = cache.frame(r.id)
     pd.testing.assert_frame_equal(got, f, check_freq=False)
@@ -72,7 +75,8 @@ def test_series_is_compressed_and_exact(cache):
     sizes = cache.sizes("run-001")
     assert sizes["series"] == (folder / "series.bin").stat().st_size
     assert sizes["series"] == cache.info("run-001")["series_bytes"]
-    assert sizes["total"] == sizes["fetched"] + sizes["series"] + sizes["record"]
+    assert sizes["total"] == sizes["raw"] + sizes["series"] + sizes["record"]
+    assert sizes["fetched"] == len(fetched().data)
 
 
 def _legacy(cache, i, f):
@@ -181,8 +185,8 @@ def test_run_ids_never_escape_the_cache(cache, data_path, run_id):
 def test_distinct_ids_stay_distinct(cache):
     cache.store(RunRecord(id="a/b", build_name="b", status="passed"), fetched(b"1"), frame())
     cache.store(RunRecord(id="a_b", build_name="b", status="passed"), fetched(b"2"), frame())
-    assert cache.raw_file("a/b").read_bytes() == b"1"
-    assert cache.raw_file("a_b").read_bytes() == b"2"
+    assert cache.fetched_content("a/b") == b"1"
+    assert cache.fetched_content("a_b") == b"2"
 
 
 def test_corrupt_series_is_reported_not_crashing(cache):
@@ -223,7 +227,7 @@ def test_folder_without_index_entry_is_not_data(cache):
     assert cache.runs() == []
     # The next store replaces it cleanly.
     cache.store(run(1), fetched(b"new"), frame())
-    assert cache.raw_file("run-001").read_bytes() == b"new"
+    assert cache.fetched_content("run-001") == b"new"
 
 
 def test_cleanup_removes_dead_processes_leftovers(cache):
@@ -312,6 +316,67 @@ def test_an_index_from_before_incomplete_metadata_is_upgraded(data_path):
         assert cache.state("old") == "unavailable"
         cache.store(run(1), fetched(), frame())
         assert cache.state("run-001") == "cached"
+
+
+def test_fetched_files_are_packed_and_come_back(cache, sample_data, monkeypatch):
+    """A gzipped dstat file is kept as its content packed by column: smaller than
+    the gzip, its content byte for byte; without packing, or in a cache from
+    before, the file is as fetched and reads the same."""
+    import gzip
+
+    plain = (sample_data / "dstat" / "dstat-csv_log.dstat-0.7.2.generated.txt").read_bytes()
+    zipped = gzip.compress(plain, 6)
+    cache.store(run(1), fetched(zipped), frame())
+    cache.store(run(2), fetched(plain), frame())
+    for run_id, data in (("run-001", zipped), ("run-002", plain)):
+        assert cache.fetched_content(run_id) == plain
+        assert cache.raw_file(run_id).name.endswith(".cimlraw")
+        sizes = cache.sizes(run_id)
+        assert sizes["fetched"] == len(data)
+        assert sizes["raw"] == cache.raw_file(run_id).stat().st_size < 0.8 * len(zipped)
+    monkeypatch.setattr(RawCache, "pack_raw", False)
+    cache.store(run(3), fetched(zipped), frame())
+    assert cache.raw_file("run-003").read_bytes() == zipped
+    assert cache.raw_file("run-003").name == "dstat-csv_log.txt.gz"
+    assert cache.fetched_content("run-003") == plain
+    assert cache.sizes("run-003")["raw"] == cache.sizes("run-003")["fetched"] == len(zipped)
+    # A packed file damaged on disk is a clear error, not wrong bytes.
+    path = cache.raw_file("run-001")
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(MetricsUnavailable, match="unreadable"):
+        cache.fetched_content("run-001")
+
+
+def test_an_older_cache_s_fetched_files_are_packed_in_place(cache, sample_data, monkeypatch):
+    """pack_fetched turns a file kept as fetched into the packed one, the record
+    last but one, the old file last; a crash between those two leaves a file that
+    the next call removes; nothing is done twice."""
+    import gzip
+
+    plain = (sample_data / "dstat" / "dstat-csv_log.dstat-0.7.2.generated.txt").read_bytes()
+    zipped = gzip.compress(plain, 6)
+    monkeypatch.setattr(RawCache, "pack_raw", False)
+    cache.store(run(1), fetched(zipped), frame())
+    cache.store(run(2), fetched(b"tiny"), frame())
+    folder = cache.raw_file("run-001").parent
+    assert cache.raw_file("run-001").name == "dstat-csv_log.txt.gz"
+    saved = cache.pack_fetched("run-001")
+    assert saved == len(zipped) - cache.raw_file("run-001").stat().st_size > 0
+    assert cache.raw_file("run-001").name == "dstat-csv_log.txt.gz.cimlraw"
+    assert not (folder / "dstat-csv_log.txt.gz").exists()
+    assert cache.fetched_content("run-001") == plain
+    assert cache.info("run-001")["raw_packed"] == "table"
+    assert RawCache(cache.data_path).info("run-001")["raw_packed"] == "table"  # the catalog too
+    assert cache.sizes("run-001")["fetched"] == len(zipped)
+    assert cache.record("run-001") == run(1)
+    assert cache.pack_fetched("run-001") is None
+    assert cache.pack_fetched("run-002") is None  # would not shrink: kept as fetched
+    assert cache.fetched_content("run-002") == b"tiny"
+    # A crash after the record named the packed file, before the old one went.
+    (folder / "dstat-csv_log.txt.gz").write_bytes(zipped)
+    assert cache.fetched_content("run-001") == plain
+    assert cache.pack_fetched("run-001") is None
+    assert not (folder / "dstat-csv_log.txt.gz").exists()
 
 
 def test_remember_answers_lookups_of_the_listed_runs_without_the_catalog(cache, monkeypatch):

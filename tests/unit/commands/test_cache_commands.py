@@ -117,7 +117,10 @@ def test_run_show(app, data_path):
     on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
     assert shown["bytes_series"] == on_disk["series.bin"]
     assert shown["bytes_on_disk"] == sum(on_disk.values())
-    assert shown["bytes_fetched"] == on_disk[RawCache(data_path).raw_file("run-1").name]
+    raw_file = RawCache(data_path).raw_file("run-1")
+    assert shown["bytes_raw"] == on_disk[raw_file.name]
+    assert shown["raw_packed"] == RawCache(data_path).info("run-1")["raw_packed"]
+    assert shown["bytes_fetched"] == RawCache(data_path).info("run-1")["bytes"]
     assert shown["disk_per_fetched"] == round(shown["bytes_on_disk"] / shown["bytes_fetched"], 3)
     columns, values = cmd.take_action(cmd.get_parser("x").parse_args(["run-9"]))
     assert dict(zip(columns, values))["reason"] == "html"
@@ -139,5 +142,30 @@ def test_run_upgrade_series(app, data_path):
     assert shown["upgraded"] == 1 and shown["unreadable"] == 0 and shown["bytes_saved"] > 0
     assert not (folder / "series.npz").exists()
     assert cache.series("run-0").values.tobytes() == before.values.tobytes()
+    # _fill's one-byte files would not shrink: none is packed.
+    assert shown["files_packed"] == 0 and shown["bytes_saved_files"] == 0
     columns, values = cmd.take_action(cmd.get_parser("x").parse_args([]))
     assert dict(zip(columns, values))["upgraded"] == 0
+
+
+def test_run_upgrade_series_packs_files_kept_as_fetched(app, data_path, sample_data,
+                                                        monkeypatch):
+    import gzip
+
+    plain = (sample_data / "dstat" / "dstat-csv_log.dstat-0.7.3.generated.txt").read_bytes()
+    monkeypatch.setattr(RawCache, "pack_raw", False)  # as an older ciml kept them
+    with RawCache(data_path) as cache:
+        run = RunRecord(id="old-1", build_name="tempest-full", status="passed")
+        frame = pd.DataFrame({"cpu_usr": np.ones(3)}, index=pd.date_range(
+            "2024-01-01", periods=3, freq="s", tz="UTC").as_unit("ns"))
+        cache.store(run, FetchedMetrics("dstat-csv_log.txt.gz", gzip.compress(plain), "x"),
+                    frame)
+        before = cache.sizes("old-1")
+    cmd = RunUpgradeSeries(app, None)
+    shown = dict(zip(*cmd.take_action(cmd.get_parser("x").parse_args([]))))
+    assert shown["files_packed"] == 1 and shown["upgraded"] == 0
+    with RawCache(data_path) as cache:
+        assert shown["bytes_saved_files"] == before["raw"] - cache.sizes("old-1")["raw"] > 0
+        assert cache.fetched_content("old-1") == plain
+    shown = dict(zip(*cmd.take_action(cmd.get_parser("x").parse_args([]))))
+    assert shown["files_packed"] == 0
