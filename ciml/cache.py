@@ -21,7 +21,7 @@ Why it is built this way:
   CSV, and it takes about half the bytes of a gzipped dstat CSV (the
   uncompressed ``series.npz`` of older caches took 3-4 times them; those
   are still read, and :meth:`RawCache.upgrade_series` converts them).
-* The index is a catalog behind SQLAlchemy (:mod:`ciml.catalog`): SQLite
+* The index is a catalog (:mod:`ciml.catalog`): SQLite through sqlite3
   in WAL mode in a local data path, so readers never block writers and two
   ``cache-data`` processes can share a data path; a shared database
   (``--catalog-uri``) when the data path is on an object store.  There a
@@ -139,6 +139,8 @@ class RawCache:
         self.remote = storage.is_remote(self.root)
         self.catalog = Catalog(catalog_uri(data_path))
         self._store_lock = threading.Lock()
+        # Rows read by remember(): run id -> (folder name, the record's "cache" part).
+        self._known = {}
 
     def __repr__(self):
         return f"RawCache({str(self.data_path)!r})"
@@ -154,6 +156,7 @@ class RawCache:
 
     def close(self):
         """Close the catalog's connections.  Idempotent."""
+        self._known = {}
         self.catalog.close()
 
     def __enter__(self):
@@ -192,6 +195,7 @@ class RawCache:
             their own runs).
         """
         stamps, values, columns = frame_to_arrays(frame)
+        self._known.pop(run.id, None)
         final = self.run_dir(run.id)
         raw_name = fileutil.safe_filename(fetched.name or "metrics")
         if raw_name in (SERIES_FILE, LEGACY_SERIES_FILE, RECORD_FILE):
@@ -269,6 +273,7 @@ class RawCache:
 
         :return: ``False`` if the run is not cached (nothing to update).
         """
+        self._known.pop(run.id, None)
         with self._locked_store():
             try:
                 folder, old = self._cached_row(run.id)
@@ -360,6 +365,30 @@ class RawCache:
         return [{"run": RunRecord.from_dict(json.loads(record)), "samples": samples}
                 for samples, record in self.catalog.cached(build_name)]
 
+    def remember(self, build_name=None):
+        """The cached runs (of a build name), as :meth:`runs`, read in one query.
+
+        What the query read also answers :meth:`info` and :meth:`series` for
+        these runs from then on, without asking the catalog again: a build
+        asks the index once, not several times per run.  A run stored or
+        updated through this cache is asked again; :meth:`close` forgets
+        them all.  What is kept per run is its folder name and the record's
+        ``cache`` part (column lists shared between runs that have the same).
+        """
+        runs, known, shared = [], {}, {}
+        for run_id, folder, record in self.catalog.cached(build_name,
+                                                          ("run_id", "dir", "record")):
+            data = json.loads(record)
+            info = data.get("cache") or {}
+            columns = info.get("columns")
+            if columns is not None:
+                columns = tuple(columns)
+                info["columns"] = shared.setdefault(columns, columns)
+            known[run_id] = (folder, info)
+            runs.append(RunRecord.from_dict(data))
+        self._known.update(known)
+        return runs
+
     def unavailable(self, build_name=None):
         """Runs known to be unavailable: ``run_id, build_name, reason, message, time``."""
         return [{"run_id": r[0], "build_name": r[1], "reason": r[2], "message": r[3],
@@ -373,6 +402,13 @@ class RawCache:
                                 f"{self.data_path}")
         return self.runs_dir / row[0], json.loads(row[1])
 
+    def _folder(self, run_id):
+        row = self.catalog.cached_row(run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} is not in the raw cache under "
+                                f"{self.data_path}")
+        return self.runs_dir / row[0]
+
     def record(self, run_id):
         """The :class:`RunRecord` of a cached run; :class:`NotFoundError` if absent."""
         _, record = self._cached_row(run_id)
@@ -380,6 +416,9 @@ class RawCache:
 
     def info(self, run_id):
         """What the cache knows about a cached run's files (raw file, url, columns...)."""
+        known = self._known.get(run_id)
+        if known is not None:
+            return dict(known[1])
         _, record = self._cached_row(run_id)
         return dict(record.get("cache") or {})
 
@@ -397,7 +436,11 @@ class RawCache:
 
         What the dataset build reads: no CSV, no DataFrame.
         """
-        folder, _ = self._cached_row(run_id)
+        known = self._known.get(run_id)
+        if known is not None:
+            folder = self.runs_dir / known[0]
+        else:
+            folder = self._folder(run_id)
         # series.bin, else the series.npz of an older cache, else series.bin
         # again: an upgrade may have replaced one by the other meanwhile.
         names = (SERIES_FILE, LEGACY_SERIES_FILE, SERIES_FILE)

@@ -108,7 +108,16 @@ def _reference_rows(ds):
 
 
 def fit_reference(ds):
-    """``{"median", "low", "high"}`` arrays ``(t, f)`` over the reference training runs."""
+    """``{"median", "low", "high", "covered"}`` over the reference training runs.
+
+    ``median``, ``low`` and ``high`` are arrays ``(t, f)``: per time step,
+    over the runs that last that long.  Shorter runs are padded to the
+    dataset's length, and their padding is not what a typical run does
+    there: counted in, it dragged the band towards the padding value where
+    the shorter runs end.  ``covered`` ``(t,)`` counts the runs behind each
+    step; a step no run reaches keeps the padded runs' statistics (what a
+    padded example holds there), and the pictures draw no band over it.
+    """
     from ciml.dataset import iter_batches
 
     train, rows = _reference_rows(ds)
@@ -122,8 +131,18 @@ def fit_reference(ds):
         pos += len(x)
     sample = np.concatenate(parts) if parts else np.zeros((1, *ds.example_shape), np.float32)
     low, median, high = np.percentile(sample, [10, 50, 90], axis=0)
+    steps = sample.shape[1]
+    lengths = np.asarray(train.lengths)[rows] if parts else np.array([steps])
+    lengths = np.clip(lengths.astype(np.int64), 1, steps)
+    covers = np.arange(steps)[None, :] < lengths[:, None]  # (runs, t)
+    covered = covers.sum(axis=0)
+    partial = np.flatnonzero((covered > 0) & (covered < len(sample)))
+    for i in partial:
+        # Only the runs still going at step i (steps every run covers stay as they were).
+        low[i], median[i], high[i] = np.percentile(sample[covers[:, i], i], [10, 50, 90],
+                                                   axis=0)
     return {"median": median.astype(np.float32), "low": low.astype(np.float32),
-            "high": high.astype(np.float32)}
+            "high": high.astype(np.float32), "covered": covered.astype(np.int32)}
 
 
 def save_reference(folder, reference):

@@ -174,11 +174,15 @@ def run_figure(model, example, length, record, title=None):
         steps = max(1, min(int(length or len(t)), len(t)))
         fig, axes = plt.subplots(len(items), 1, figsize=(8, 2.4 * len(items)), sharex=True,
                                  squeeze=False)
+        # The band stops where the last reference run ends (older models: drawn whole).
+        covered = reference.get("covered")
+        band = len(t) if covered is None else max(1, int(np.count_nonzero(covered)))
         for ax, item in zip(axes[:, 0], items):
             j = ds.features.index(item["feature"])
-            ax.fill_between(t, low[:, j], high[:, j], alpha=0.25, color="tab:green",
-                            label="passed runs (p10-p90)")
-            ax.plot(t, med[:, j], color="tab:green", linewidth=1, label="passed runs (median)")
+            ax.fill_between(t[:band], low[:band, j], high[:band, j], alpha=0.25,
+                            color="tab:green", label="passed runs (p10-p90)")
+            ax.plot(t[:band], med[:band, j], color="tab:green", linewidth=1,
+                    label="passed runs (median)")
             ax.plot(t[:steps], raw[:steps, j], color="tab:red", linewidth=1.2,
                     label="this run")
             for w in why.get("windows") or []:

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import time
 
+from subprocesses import stop_process
+
 #: Where Debian puts the server, which is not on a normal user's PATH.
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/usr/local/mysql/bin")
 
@@ -124,12 +126,7 @@ class PrivateMariaDB:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, grace=60)
 
     def close(self):
         self.stop()

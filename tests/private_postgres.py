@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 import time
 
+from subprocesses import stop_process
+
 
 def find(name):
     """A PostgreSQL program on PATH or in Debian's versioned folder."""
@@ -98,11 +100,5 @@ class PrivatePostgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=30)
         shutil.rmtree(self.folder, ignore_errors=True)

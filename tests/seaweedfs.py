@@ -7,15 +7,15 @@ for the session, so that the tests also see what wrong credentials do.
 """
 
 import json
-import os
 import pathlib
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
+
+from subprocesses import stop_process
 
 
 def find_weed():
@@ -139,22 +139,5 @@ class SeaweedFS:
 
     def stop(self, grace=5.0):
         """SIGTERM, then SIGKILL after ``grace`` seconds (weed may ignore the first)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with _suppress():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with _suppress():
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        return kind is not None and issubclass(kind, ProcessLookupError)
+        stop_process(self.proc, grace=grace, group=True)
 

@@ -28,9 +28,16 @@ def normalized_length(sample_interval: str | None = None,
     """
     if not sample_interval:
         return base_length
+    from ciml.base.component import fixed_interval_ns, interval
+
+    step = fixed_interval_ns(sample_interval)
+    if step is not None:
+        # Bins from the first sample (midnight, so pandas' day-aligned bins
+        # start there too) to the last, empty ones included: what the
+        # resample below counts, without importing pandas.
+        return (base_length - 1) * 1_000_000_000 // step + 1
     import pandas as pd
 
-    from ciml.base.component import interval
     from ciml.errors import ConfigError
 
     try:

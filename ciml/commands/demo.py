@@ -49,6 +49,11 @@ class Demo(Command):
                  "database and dstat logs, the default) or github (GitHub Actions jobs "
                  "through a local GitHub API, node metrics through a local Prometheus "
                  "API).")
+        parser.add_argument(
+            "--work-dir", metavar="DIR",
+            help="A local folder for the generated history (its SQLite database and "
+                 "log files) and the plots: by default the data path itself, or "
+                 "~/.cache/ciml/demo when the data path is on object storage.")
         return parser
 
     def take_action(self, parsed_args):
@@ -60,7 +65,8 @@ class Demo(Command):
             return _GitHubDemo(self.app, parsed_args).run()
         data_path = self.app.data_path
         out = self.app.stdout
-        history_dir = data_path.root / "demo-history"
+        work_dir = _work_dir(data_path, parsed_args)
+        history_dir = work_dir / "demo-history"
         step = _Steps(out)
 
         step.title(f"1. Generating a CI history of {parsed_args.runs} runs in {history_dir}")
@@ -125,7 +131,7 @@ class Demo(Command):
         picked = {}
         for run_id in Dataset.open(data_path, cause_ds).split("test").ids:
             picked.setdefault(cause_of.get(run_id), run_id)
-        plot_dir = data_path.root / "demo-plots"
+        plot_dir = work_dir / "demo-plots"
         step.title("11. Predicting held-out runs: why they failed (the evidence), and are "
                    "they unusual?")
         explained = ["--plot", str(plot_dir / "explained")] if parsed_args.plots else []
@@ -157,11 +163,11 @@ class Demo(Command):
         _run_plan(self.app, step, plan)
 
         if parsed_args.plots:
-            pngs = sorted(p.relative_to(data_path.root) for p in plot_dir.rglob("*.png"))
+            pngs = sorted(p.relative_to(plot_dir) for p in plot_dir.rglob("*.png"))
             step.say(f"{len(pngs)} plots under {plot_dir}:")
             for png in pngs:
                 step.say(f"  {png}")
-        dp = f"{_program()} --data-path {data_path.root} "
+        dp = _data_path_argv(data_path)
         step.title(f"Done in {step.elapsed():.0f} s. Keep exploring:")
         run_id = next(r["run_id"] for r in reversed(history.good_runs(build)))
         # The last few runs, so that the poll example has something to predict.
@@ -179,7 +185,7 @@ class Demo(Command):
                 "--allow-scheme file",
                 f"tensorboard --logdir {data_path.model(status_ds, exp) / 'logs'}"):
             step.say("  " + line)
-        _say_serve(step, dp)
+        _say_serve(step, dp, data_path)
 
 
 class _GitHubDemo:
@@ -205,7 +211,7 @@ class _GitHubDemo:
 
         args, step = self.args, self.step
         data_path = self.app.data_path
-        history_dir = data_path.root / "demo-history"
+        history_dir = _work_dir(data_path, args) / "demo-history"
         step.title(f"1. Generating a CI history of {args.runs} runs in {history_dir}, "
                    "served as GitHub Actions jobs with their runners' metrics in Prometheus")
         if history_dir.exists():
@@ -226,7 +232,7 @@ class _GitHubDemo:
             step.say(f"Prometheus API (local): {prometheus.url}, node_exporter series of "
                      f"{len(prometheus.nodes)} runners")
             self._pipeline(github, prometheus, build)
-        dp = f"{_program()} --data-path {data_path.root} "
+        dp = _data_path_argv(data_path)
         step.title(f"Done in {step.elapsed():.0f} s. Keep exploring (the local servers "
                    "are gone; the raw cache, datasets and models stay):")
         for line in (f"{dp}run list --build-name {build}",
@@ -236,7 +242,7 @@ class _GitHubDemo:
                      f"{dp}predict --dataset demo-gh-status --experiment demo-dnn "
                      f"{self.newest_cached}"):
             step.say("  " + line)
-        _say_serve(step, dp)
+        _say_serve(step, dp, data_path)
 
     def _pipeline(self, github, prometheus, build):
         args, step = self.args, self.step
@@ -304,7 +310,7 @@ class _GitHubDemo:
                       "-c", "unusual", "-c", "percentile", *self.held_out]))
         _run_plan(self.app, step, plan)
         if args.plots:
-            plot_dir = data_path.root / "demo-plots"
+            plot_dir = _work_dir(data_path, args) / "demo-plots"
             plots = [("12. Plots", ["dataset", "plot", status_ds, "--output-dir",
                                     str(plot_dir / status_ds)])]
             plots += [(None, ["model", "plot", "--dataset", dataset, "--experiment",
@@ -318,9 +324,43 @@ class _GitHubDemo:
 SERVE_PORT = 8080
 
 
-def _say_serve(step, dp):
+def _data_path_argv(data_path):
+    """The start of a command line that reaches this demo's data path (secrets redacted)."""
+    from ciml.storage import redact_url
+
+    argv = f"{_program()} --data-path {data_path} "
+    if data_path.catalog_uri:
+        argv += f"--catalog-uri {redact_url(data_path.catalog_uri)} "
+    return argv
+
+
+def _work_dir(data_path, args):
+    """The local folder of the generated history and the plots.
+
+    The history is a SQLite database and a tree of log files that the
+    sources read as local files, and the plots are PNGs for a person to
+    open: neither can live on an object store, whereas the raw cache,
+    datasets and models the demo makes go to the data path wherever it is.
+    """
+    import pathlib
+
+    if args.work_dir:
+        return pathlib.Path(args.work_dir).expanduser().resolve()
+    if not data_path.is_remote:
+        return data_path.root
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(cache) / "ciml" / "demo"
+
+
+def _say_serve(step, dp, data_path):
     """The last lines: the command that shows the demo's predictions in a browser."""
     step.say("")
+    if data_path.is_remote:
+        # The default prediction store is a SQLite file in a local data path.
+        step.say("Predictions are stored only in a database when the data path is on object "
+                 "storage: give predict, watch and serve --store-uri "
+                 "(mysql+pymysql://... or postgresql://...) to keep and see them.")
+        return
     step.say("See the predictions, runs and models in a browser (Ctrl-C stops it):")
     step.say(f"  {dp}serve --port {SERVE_PORT}")
     step.say(f"  then open http://127.0.0.1:{SERVE_PORT}/")

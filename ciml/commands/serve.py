@@ -128,6 +128,10 @@ class Serve(Watch):
         group.add_argument("--forwarded-allow-ips", metavar="IPS", default=None,
                            help="Proxies whose X-Forwarded-For/-Proto headers are "
                                 "trusted, comma-separated (default: 127.0.0.1)")
+        group.add_argument("--cache-ttl", metavar="SECONDS", type=float, default=None,
+                           help="The home page and the prediction lists are answered "
+                                "from a copy at most this old, shared by every visitor "
+                                "(default: 2; 0: never)")
         group.add_argument("--processes", metavar="N", type=positive_int, default=None,
                            help="Processes that answer requests (default: 1); one per "
                                 "core serves many concurrent users.  Not with --watch")
@@ -142,6 +146,13 @@ class Serve(Watch):
             return token, f"${TOKEN_ENV}"
         if parsed_args.token_file:
             return read_token(parsed_args.token_file), parsed_args.token_file
+        if path.is_remote:
+            # A generated token is kept in a 0600 file; on a shared object
+            # store anyone who can read the bucket would hold the write token.
+            raise ConfigError(
+                f"the data path {path} is on object storage, where ciml serve keeps no "
+                f"token: give the write token in ${TOKEN_ENV} or --token-file FILE (a "
+                "local file of your own, readable only by you)")
         default = os.path.join(path.state, DEFAULT_TOKEN_FILE)
         if os.path.exists(default):
             return read_token(default), default
@@ -170,6 +181,7 @@ class Serve(Watch):
                 ("secure_cookies", "secure_cookies", parse_bool, False),
                 ("root_path", "root_path", str, ""),
                 ("forwarded_allow_ips", "forwarded_allow_ips", str, "127.0.0.1"),
+                ("cache_ttl", "cache_ttl", float, 2.0),
                 ("processes", "processes", positive_int, 1)):
             if getattr(parsed_args, dest) is None:
                 setattr(parsed_args, dest, conf.get(key, kind, default))
@@ -189,6 +201,8 @@ class Serve(Watch):
                               "ciml watch beside ciml serve, sharing the store")
         if not 0 <= parsed_args.port <= 65535:
             raise ConfigError(f"--port must be between 0 and 65535, not {parsed_args.port}")
+        if not 0 <= parsed_args.cache_ttl <= 3600:
+            raise ConfigError("--cache-ttl must be between 0 and 3600 seconds")
         if parsed_args.max_upload <= 0:
             raise ConfigError("--max-upload must be more than 0 MiB")
         path = data_path(self, create=True)
@@ -198,11 +212,14 @@ class Serve(Watch):
             protect_reads=parsed_args.protect_reads,
             max_upload=int(parsed_args.max_upload * 1024 * 1024),
             trusted_origins=tuple(o.rstrip("/") for o in parsed_args.trusted_origin),
-            secure_cookies=parsed_args.secure_cookies)
+            secure_cookies=parsed_args.secure_cookies, cache_ttl=parsed_args.cache_ttl)
         options = dict(
             root_path=parsed_args.root_path, proxy_headers=True,
             forwarded_allow_ips=parsed_args.forwarded_allow_ips,
             log_level="warning" if self.app.options.verbose_level <= 1 else "info",
+            # A line per request only when asked (-v): at warning level uvicorn still
+            # builds each one's arguments before the logger drops it.
+            access_log=self.app.options.verbose_level > 1,
             server_header=False, timeout_graceful_shutdown=10)
         if parsed_args.host not in ("127.0.0.1", "localhost", "::1"):
             LOG.warning("listening on %s: other machines can reach this server; put it "

@@ -280,7 +280,9 @@ def head_values(head, data, frames=None):
     values = np.asarray(block.values)
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
         raise MetricsUnavailable("empty", "no samples or no columns after normalization")
-    return values.astype("float32"), block, length
+    # C order: a batch stacks whole examples with plain copies (the values,
+    # not their layout, are the example).
+    return values.astype("float32", order="C"), block, length
 
 
 def apply_head(head, frame):
@@ -293,14 +295,26 @@ def apply_head(head, frame):
     return values, block.index(), list(block.columns), length
 
 
+def _index_labels(block):
+    """``[str(label)]`` of the rows of ``block``, as its pandas index would give them.
+
+    pandas is needed only while the rows are still time stamps.
+    """
+    if block.timed:
+        return [str(i) for i in block.index()]
+    if block.labels is None:
+        return [str(i) for i in range(len(block.values))]
+    return [str(i) for i in block.labels]
+
+
 def apply_tail(tail, values, index, columns):
     """Run the stateful tail on a batch ``(n, t, f)``; returns float32."""
-    import pandas as pd
-
     for step in tail:
         if hasattr(step, "transform_array"):
             values = step.transform_array(values)
         else:
+            import pandas as pd
+
             values = np.stack([
                 step.transform(pd.DataFrame(v, index=index, columns=columns))
                 .to_numpy(dtype="float32") for v in values])
@@ -348,6 +362,14 @@ def _init_worker(cache_root, head_specs, owner_pid):
     _WORKER["head"] = make_chain(head_specs)
 
 
+def _init_forked(cache, head, owner_pid):
+    from ciml import procutil
+
+    procutil.die_with_parent(owner_pid)
+    _WORKER["cache"] = cache
+    _WORKER["head"] = head
+
+
 def load_example(cache, head, run_id, frames=None):
     """``(run_id, values float32, length, error)`` for one run; never raises for bad data.
 
@@ -377,8 +399,8 @@ def transform_runs(cache, head_specs, run_ids):
     return [load_example(cache, head, run_id) for run_id in run_ids]
 
 
-def _worker_load(run_id):
-    return load_example(_WORKER["cache"], _WORKER["head"], run_id)
+def _worker_load_many(run_ids):
+    return [load_example(_WORKER["cache"], _WORKER["head"], run_id) for run_id in run_ids]
 
 
 class _Loader:
@@ -393,14 +415,24 @@ class _Loader:
         if executor == "process":
             import multiprocessing
 
-            # forkserver: no inherited threads (zarr runs an event loop thread)
-            # or open SQLite handles in the workers.
-            ctx = multiprocessing.get_context("forkserver")
+            if "fork" in multiprocessing.get_all_start_methods():
+                # Forked workers start in milliseconds with everything imported
+                # and the runs' rows read (RawCache.remember); they only
+                # decode and transform, never touch zarr's event loop thread,
+                # and the catalog opens its own connection in a new process.
+                ctx = multiprocessing.get_context("fork")
+                init, args = _init_forked, (cache, self.head, os.getpid())
+            else:
+                ctx = multiprocessing.get_context("forkserver")
+                init, args = _init_worker, (cache_root, head_specs, os.getpid())
             self.pool = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_init_worker,
-                initargs=(cache_root, head_specs, os.getpid()))
+                workers, mp_context=ctx, initializer=init, initargs=args)
         elif executor == "thread":
             self.pool = concurrent.futures.ThreadPoolExecutor(workers)
+
+    #: Runs per task sent to a worker process: a task's round trip costs
+    #: about what transforming a run at 1 min does.
+    PROCESS_BATCH = 8
 
     def map(self, run_ids):
         if self.pool is None:
@@ -409,14 +441,22 @@ class _Loader:
             return
         window = collections.deque()
         limit = 4 * self.workers
-        fn = _worker_load if self.kind == "process" else (
-            lambda rid: load_example(self.cache, self.head, rid))
-        for run_id in run_ids:
-            window.append(self.pool.submit(fn, run_id))
+        if self.kind == "process":
+            batch = self.PROCESS_BATCH
+            tasks = [run_ids[i:i + batch] for i in range(0, len(run_ids), batch)]
+            fn = _worker_load_many
+        else:
+            tasks = [[run_id] for run_id in run_ids]
+            fn = self._load_many
+        for task in tasks:
+            window.append(self.pool.submit(fn, task))
             if len(window) >= limit:
-                yield window.popleft().result()
+                yield from window.popleft().result()
         while window:
-            yield window.popleft().result()
+            yield from window.popleft().result()
+
+    def _load_many(self, run_ids):
+        return [load_example(self.cache, self.head, run_id) for run_id in run_ids]
 
     def close(self):
         if self.pool is not None:
@@ -529,7 +569,9 @@ class _Build:
     def select(self):
         """Runs, labels, features, splits and the example layout."""
         opts = self.opts
-        runs = sorted(self.cache.runs(self.build_name),
+        # One query for the whole index (a RawCache), not several per run.
+        listing = getattr(self.cache, "remember", None) or self.cache.runs
+        runs = sorted(listing(self.build_name),
                       key=lambda r: (_start_key(r), r.id))[self.slice]
         if not runs:
             raise CimlError(f"no cached runs for build name {self.build_name!r} "
@@ -593,8 +635,9 @@ class _Build:
         probe_rejects = {}
         for run, _ in self.parts["training"]:
             try:
-                _values, index, features, _ = apply_head(self.head, self.cache.frame(run.id))
-                index_labels = [str(i) for i in index]
+                _values, block, _ = head_values(self.head, _read(self.cache, run.id))
+                features = list(block.columns)
+                index_labels = _index_labels(block)
                 break
             except (MetricsUnavailable, CimlError, ValueError, KeyError) as exc:
                 probe_rejects[run.id] = str(exc)
@@ -970,11 +1013,14 @@ def _choose_executor(cpus, total, example_shape, cache_is_raw):
     """Threads when there are cores and runs enough, else serial; processes only on request.
 
     Per run, a build now reads one compressed series into arrays and runs
-    numpy on it (zstd and numpy release the GIL); a worker process costs
-    an interpreter with pandas (about 0.9 s each) and pickles every example
-    back.  Measured on 2 cores (benchmarks/bench_build_dataset.py, 1000
-    one-hour runs, CPU per run): at 1 s threads 8.6 ms, processes 13.2 ms;
-    at 1 min 8.7 against 10.1 ms; aggregated 8.9 against 11.1 ms.
+    numpy on it (zstd and numpy release the GIL).  Worker processes are
+    forked with everything loaded, 8 runs a task, but pickle every example
+    back and double the resident memory counted per process.  Measured on
+    2 busy cores (benchmarks/bench_build_dataset.py, 1000 one-hour runs,
+    series.bin v2, CPU per run of the whole command, load 21-25): at 1 s
+    threads 5.8 ms, processes 6.9 ms; at 1 min 3.8 against 4.5 ms;
+    aggregated 4.3 against 6.4 ms.  Which gives more runs a second on
+    idle cores is not measured yet (``--executors thread process``).
     """
     if cpus < 2 or total < 64:
         return "serial"
@@ -1010,6 +1056,9 @@ class _SplitStream:
         self.fitting = split == "training"
         self.written = 0
         self.ids = []
+        # The small arrays are kept for the whole split and written once at
+        # close: a zarr write per chunk of examples cost more than the data.
+        self.codes, self.lengths = [], []
         self.buf = ([], [], [], [])  # values, codes, ids, lengths
 
     def add(self, run_id, values, code, length):
@@ -1036,17 +1085,21 @@ class _SplitStream:
             # Unscaled training examples wait in a plain file until the
             # statistics are complete: cheaper than compressing them twice.
             self.staging.append(batch)
-            batch = None
-        elif self.tail:
-            batch = apply_tail(self.tail, batch, self.index, self.features)
-        self.writer.write(self.split, self.written, batch, codes, ids, lengths)
+        else:
+            if self.tail:
+                batch = apply_tail(self.tail, batch, self.index, self.features)
+            self.writer.write_x(self.split, self.written, batch)
         self.written += len(codes)
         self.ids.extend(ids)
+        self.codes.extend(codes)
+        self.lengths.extend(lengths)
         for buf in self.buf:
             buf.clear()
 
     def close(self):
         self.flush()
+        if self.written:
+            self.writer.write(self.split, 0, None, self.codes, self.ids, self.lengths)
         return self.written, self.ids
 
 
@@ -1062,7 +1115,8 @@ class _Staging:
     def append(self, batch):
         if self.fh is None:
             self.fh = open(self.path, "w+b")
-        self.fh.write(np.ascontiguousarray(batch, dtype="float32").tobytes())
+        # The array's own buffer: tobytes() would copy a chunk of examples first.
+        self.fh.write(memoryview(np.ascontiguousarray(batch, dtype="float32")).cast("B"))
 
     def read(self, start, stop):
         self.fh.flush()

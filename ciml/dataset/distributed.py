@@ -217,10 +217,9 @@ class ClusterStream:
         for split in b.splits:
             code_of = {run.id: b.code[label] for run, label in b.parts[split]}
             entries = written[split]
-            for start in range(0, len(entries), chunk):
-                part = entries[start:start + chunk]
-                writer.write(split, start, None, [code_of[r] for _, r, _ in part],
-                             [r for _, r, _ in part], [n for _, _, n in part])
+            if entries:  # one write of each small array, not one per chunk
+                writer.write(split, 0, None, [code_of[r] for _, r, _ in entries],
+                             [r for _, r, _ in entries], [n for _, _, n in entries])
             b.counts[split] = len(entries)
             b.ids_by_split[split] = [r for _, r, _ in entries]
         storage.rmtree(tmp / STAGING)

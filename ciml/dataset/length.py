@@ -10,6 +10,7 @@ is stored in the dataset's chain: prediction pads or cuts each new run to
 exactly that length.
 """
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -22,6 +23,11 @@ def interval_seconds(sample_interval):
     """Seconds per time step (the raw series has one sample a second)."""
     if not sample_interval:
         return 1.0
+    from ciml.base.component import fixed_interval_ns
+
+    step = fixed_interval_ns(sample_interval)
+    if step is not None:
+        return step / 1e9
     import pandas as pd
 
     return float(pd.Timedelta(pd.tseries.frequencies.to_offset(sample_interval))
@@ -38,12 +44,9 @@ def _span_seconds(cache, run_id):
             info = {}
     first, last = info.get("first"), info.get("last")
     if first and last:
-        import pandas as pd
-
-        try:
-            return (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds()
-        except (ValueError, TypeError):
-            pass
+        span = _seconds_between(str(first), str(last))
+        if span is not None:
+            return span
     from ciml.errors import CimlError, MetricsUnavailable
 
     try:
@@ -54,6 +57,30 @@ def _span_seconds(cache, run_id):
     if len(frame.index) == 0:
         return None
     return (frame.index[-1] - frame.index[0]).total_seconds()
+
+
+def _seconds_between(first, last):
+    """``last - first`` in seconds, as pandas computes it; ``None`` if unreadable.
+
+    The record's stamps are what ``str()`` of a datetime writes; the standard
+    library reads them in microseconds, and ``total_seconds`` of the same
+    span in microseconds is the same float pandas gives (both divide the
+    same integer exactly once).  Nanosecond stamps, which datetime would
+    cut, go to pandas.
+    """
+    if any(len(part.split(".", 1)[1].split("+")[0].split("-")[0]) > 6
+           for part in (first, last) if "." in part):
+        import pandas as pd
+
+        try:
+            return (pd.Timestamp(last) - pd.Timestamp(first)).total_seconds()
+        except (ValueError, TypeError):
+            return None
+    try:
+        return (dt.datetime.fromisoformat(last) - dt.datetime.fromisoformat(first)) \
+            .total_seconds()
+    except (ValueError, TypeError):
+        return None
 
 
 def training_length(cache, run_ids, sample_interval=None, percentile=PERCENTILE):

@@ -142,22 +142,23 @@ def runs(request: Request, job: str | None = None, labelled: bool = False,
                                         labelled=labelled, limit=limit, offset=offset))
 
 
-@router.get("/runs/{run_id}", summary="A run: record, labels, predictions, reports")
-def run(request: Request, run_id: str):
-    return JSONResponse(views.run_detail(_state(request), run_id))
-
-
 class LabelRequest(BaseModel):
     labels: dict[str, str] = Field(..., description="key: value, e.g. {\"cause\": \"oom\"}",
                                    min_length=1, max_length=32)
     who: str | None = Field(None, max_length=128, description="who gives the label")
 
 
-@router.post("/runs/{run_id}/labels", summary="Correct a run's label (needs the token)",
+# Run ids may hold "/": a path parameter, the labels route first.
+@router.post("/runs/{run_id:path}/labels", summary="Correct a run's label (needs the token)",
              dependencies=[Depends(security.require_token_header)])
 def label_run(request: Request, run_id: str, body: LabelRequest):
     rows = views.set_labels(_state(request), run_id, body.labels, body.who or "ciml-serve")
     return JSONResponse({"items": rows})
+
+
+@router.get("/runs/{run_id:path}", summary="A run: record, labels, predictions, reports")
+def run(request: Request, run_id: str):
+    return JSONResponse(views.run_detail(_state(request), run_id))
 
 
 @router.get("/datasets", summary="Datasets: summary of each")
@@ -275,6 +276,7 @@ def _predict_cached(state, model_name, run_id, store):
     record["trigger"] = "serve"
     if store:
         state.store.add(record)
+        state.copies.clear()  # the next list shows it
     return _record_response(record)
 
 

@@ -40,6 +40,8 @@ SECRET_ENV = "CIML_SERVE_SECRET"
 THREADS = 16
 #: Seconds the store's per-job and per-class counts are reused by the pages.
 SUMMARY_TTL = 5.0
+#: Oldest counts a page is given while they are read again in the background.
+SUMMARY_MAX_AGE = 2 * SUMMARY_TTL
 
 
 @dataclasses.dataclass
@@ -63,6 +65,9 @@ class ServeSettings:
     trusted_origins: tuple[str, ...] = ()
     #: Set the cookies' ``Secure`` flag (behind a TLS proxy).
     secure_cookies: bool = False
+    #: Seconds the home page and prediction lists are answered from a shared copy
+    #: (:mod:`ciml.serve.cache`); 0: every request is answered afresh.
+    cache_ttl: float = 2.0
     #: Key of the session cookies' digest; ``None``: a random one per process.
     #: Worker processes of one server share one, so a session holds in each.
     session_secret: bytes | None = None
@@ -95,7 +100,7 @@ class ServeState:
         self.data_path = settings.data_path
         if store is None:
             store = PredictionStore(resolve_uri(settings.store_uri, self.data_path),
-                                    create=True)
+                                    create=True, pool_size=THREADS)
         self.store = store
         # A sign-in lasts as long as the server: a restart asks for the token again.
         self.secret = settings.session_secret or secrets.token_bytes(32)
@@ -112,9 +117,10 @@ class ServeState:
         self._summary_at = 0.0
         self._summary_lock = threading.Lock()
         self._refreshing = False
-        from ciml.serve.pages import HOME_PAGES, HOME_TTL, PageCache
+        from ciml.serve.cache import Copies
 
-        self.home_pages = PageCache(HOME_TTL, HOME_PAGES)
+        #: Shared copies of the home page and prediction lists (ciml.serve.cache).
+        self.copies = Copies(ttl=settings.cache_ttl)
 
     @property
     def cache(self):
@@ -148,14 +154,15 @@ class ServeState:
         Both are aggregates over every row (a fifth of a second at 100,000
         predictions); the home page needs them on each view.  Once read, a
         stale copy is served while one thread reads them again, so no
-        request waits for the aggregate.
+        request waits for the aggregate; never a copy older than
+        :data:`SUMMARY_MAX_AGE` s (after a quiet spell the view waits).
         """
         with self._summary_lock:
             summary, age = self._summary, time.monotonic() - self._summary_at
             refresh = summary is not None and age >= SUMMARY_TTL and not self._refreshing
             if refresh:
                 self._refreshing = True
-        if summary is None:
+        if summary is None or age >= SUMMARY_MAX_AGE:
             return self._read_summary()
         if refresh:
             threading.Thread(target=self._refresh_summary, name="ciml-serve-summary",
@@ -177,9 +184,6 @@ class ServeState:
         finally:
             with self._summary_lock:
                 self._refreshing = False
-        from ciml.serve.pages import HOME_PAGES, HOME_TTL, PageCache
-
-        self.home_pages = PageCache(HOME_TTL, HOME_PAGES)
 
     def close(self):
         if self._cache is not None:
@@ -295,6 +299,12 @@ def create_app(data_path: Any = None, *, settings: ServeSettings | None = None,
     # Pages and SVG plots shrink five to ten times: the dashboard stays quick on a slow
     # link.  Level 5: most of level 9's gain at a third of its CPU.
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
+    from ciml.serve.cache import ResponseCache
+
+    # Outside the guard and gzip: a copy holds the guard's headers and is gzipped once,
+    # so an answer from a copy passes through neither.
+    app.add_middleware(ResponseCache, copies=state.copies,
+                       enabled=settings.cache_ttl > 0 and not settings.protect_reads)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(pages.router)

@@ -9,10 +9,7 @@ as safe.  Plots are ``<img>`` tags pointing at SVG routes drawn by
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
-import threading
-import time
 import urllib.parse
 from typing import Annotated, Any
 
@@ -38,7 +35,7 @@ def _state(request: Request):
 def _render(request: Request, name: str, context: dict[str, Any], status: int = 200,
             headers: dict | None = None):
     state = _state(request)
-    context = {"csrf": security.csrf_value(request), "root": root_of(request),
+    context = {"csrf": _Csrf(request), "root": root_of(request),
                "signed_in": security.has_session(request),
                "writes": bool(state.settings.token), **context}
     return request.app.state.templates.TemplateResponse(request, name, context,
@@ -46,6 +43,22 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
 
 
 # -- template helpers ---------------------------------------------------------
+
+
+class _Csrf:
+    """The form's CSRF value, made when a template writes it: pages without a form
+    set no cookie (and a cached page holds none)."""
+
+    def __init__(self, request: Request):
+        self.request = request
+
+    def __str__(self) -> str:
+        return security.csrf_value(self.request)
+
+    def __html__(self) -> str:
+        import markupsafe
+
+        return str(markupsafe.escape(str(self)))
 
 
 def root_of(request: Request) -> str:
@@ -87,6 +100,8 @@ def _quote(value):
 
 def setup_templates(templates) -> None:
     env = templates.env
+    # The templates ship with the package: no need to stat each file on every render.
+    env.auto_reload = False
     env.filters["when"] = _when
     env.filters["pct"] = _pct
     env.filters["num"] = _num
@@ -111,49 +126,11 @@ def _filter_values(request: Request) -> dict[str, str]:
     return {k: request.query_params.get(k, "") for k in keys}
 
 
-class PageCache:
-    """Rendered pages kept :data:`HOME_TTL` seconds, per URL (at most :data:`HOME_PAGES`).
-
-    Many people (and wall screens) look at the same home page: it is
-    rendered once every couple of seconds per filter combination rather
-    than once per view.  Only pages that hold nothing per visitor go here.
-    """
-
-    def __init__(self, ttl, size):
-        self.ttl, self.size = ttl, size
-        self._pages: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            hit = self._pages.get(key)
-            if hit is None or time.monotonic() - hit[0] > self.ttl:
-                return None
-            return hit[1]
-
-    def put(self, key, body):
-        with self._lock:
-            self._pages[key] = (time.monotonic(), body)
-            self._pages.move_to_end(key)
-            while len(self._pages) > self.size:
-                self._pages.popitem(last=False)
-
-
-#: Seconds a rendered home page is reused, and how many filter combinations are kept.
-HOME_TTL = 2.0
-HOME_PAGES = 256
-
-
 @router.get("/", summary="Recent predictions per job")
 def home(request: Request, filters: Annotated[dict, Depends(prediction_filters)]):
-    state = _state(request)
-    key = (root_of(request), tuple(sorted(request.query_params.multi_items())))
-    body = state.home_pages.get(key)
-    if body is None:
-        response = _home(request, filters)
-        state.home_pages.put(key, response.body)
-        return response
-    return HTMLResponse(body)
+    # Kept and shared for a couple of seconds by ciml.serve.cache: many people and
+    # wall screens watch this page, and nothing on it is per visitor.
+    return _home(request, filters)
 
 
 def _home(request: Request, filters):
@@ -205,17 +182,10 @@ def runs_page(request: Request, job: str | None = None, labelled: bool = False,
                                           "labelled": labelled})
 
 
-@router.get("/runs/{run_id}", summary="A run")
-def run_page(request: Request, run_id: str, saved: str | None = None):
-    detail = views.run_detail(_state(request), run_id)
-    plots = _plots_module()
-    with_plot = [p for p in detail["predictions"]
-                 if plots is not None and (p.get("record") or {}).get("explanation")]
-    return _render(request, "run.html", {"d": detail, "with_plot": with_plot,
-                                         "saved": saved})
-
-
-@router.post("/runs/{run_id}/labels", summary="Correct a run's label (form)")
+# Run ids may hold "/" (Jenkins folders, "org/repo#12"): links quote it as %2F, which
+# arrives decoded, so the id is a path parameter and the routes under a run come
+# before the run's own page.
+@router.post("/runs/{run_id:path}/labels", summary="Correct a run's label (form)")
 async def label_form(request: Request, run_id: str):
     from starlette.concurrency import run_in_threadpool
 
@@ -233,7 +203,7 @@ async def label_form(request: Request, run_id: str):
     return response
 
 
-@router.get("/runs/{run_id}/plot.svg", response_class=Response,
+@router.get("/runs/{run_id:path}/plot.svg", response_class=Response,
             summary="The run's key series against the passed runs' band (SVG)")
 def run_plot(request: Request, run_id: str, model: str):
     plots = _plots_module()
@@ -244,6 +214,17 @@ def run_plot(request: Request, run_id: str, model: str):
         raise HTTPException(404, f"no prediction of run {run_id!r} by model {model!r}")
     svg = plots.run_plot(_state(request).data_path, rows[0]["record"])
     return _svg(svg, f"nothing to draw for run {run_id!r}")
+
+
+@router.get("/runs/{run_id:path}", summary="A run")
+def run_page(request: Request, run_id: str, saved: str | None = None):
+    detail = views.run_detail(_state(request), run_id)
+    plots = _plots_module()
+    with_plot = [p for p in detail["predictions"]
+                 if plots is not None and (p.get("record") or {}).get("explanation")]
+    return _render(request, "run.html", {"d": detail, "with_plot": with_plot,
+                                         "saved": saved})
+
 
 
 def _svg(svg, missing):
@@ -338,6 +319,18 @@ def _local(target: str) -> str:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return "/"
     return target
+
+
+@open_router.get("/favicon.ico", response_class=Response, include_in_schema=False)
+def favicon():
+    # Pages link static/favicon.svg; browsers and tools that ask for the classic
+    # path get the same picture instead of a 404 per page.
+    from fastapi.responses import FileResponse
+
+    from ciml.serve.app import HERE
+
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
 
 
 @open_router.get("/healthz", response_class=Response, summary="Alive, and the store answers")

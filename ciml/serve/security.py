@@ -70,11 +70,6 @@ class Guard:
                 too_big = True
             if too_big:
                 return await _refuse(send, 413, f"request body over {limit} bytes")
-        new_csrf = None
-        if CSRF_COOKIE.encode() + b"=" not in headers.get(b"cookie", b""):
-            new_csrf = secrets.token_urlsafe(24)
-            # The page rendered for this request embeds the value it will set.
-            scope.setdefault("state", {})["csrf"] = new_csrf
         received = 0
         started = False
 
@@ -92,6 +87,9 @@ class Guard:
             if message["type"] == "http.response.start":
                 started = True
                 extra = list(_HEADERS)
+                # Made by csrf_value() only when a page with a form needed one: the
+                # API and pages without forms set no cookie and spend no random bytes.
+                new_csrf = scope.get("state", {}).get("csrf")
                 if new_csrf is not None:
                     extra.append((b"set-cookie", _cookie(CSRF_COOKIE, new_csrf,
                                                          self.settings).encode()))
@@ -207,8 +205,17 @@ async def require_read(request: Request) -> None:
 
 
 def csrf_value(request: Request) -> str:
-    """The value a form embeds: the browser's CSRF cookie (or the one set now)."""
-    return request.cookies.get(CSRF_COOKIE) or request.scope.get("state", {}).get("csrf", "")
+    """The value a form embeds: the browser's CSRF cookie, or one made now.
+
+    A value made now is set as the cookie by the response of this request.
+    """
+    given = request.cookies.get(CSRF_COOKIE)
+    if given:
+        return given
+    state = request.scope.setdefault("state", {})
+    if state.get("csrf") is None:
+        state["csrf"] = secrets.token_urlsafe(24)
+    return state["csrf"]
 
 
 def _origin_allowed(request: Request) -> bool:

@@ -363,7 +363,9 @@ class ScaleNormalizer(Normalizer):
         chunk order, and a distributed build that folds the same chunks'
         states in the same order gets the same bits.
         """
-        values = np.asarray(values, dtype="float64")
+        values = np.asarray(values)
+        if values.dtype not in (np.float32, np.float64):
+            values = values.astype("float64")
         if values.ndim == 2:
             values = values[None]
         if self.per == "feature":
@@ -372,12 +374,17 @@ class ScaleNormalizer(Normalizer):
         n = values.shape[0]
         if n == 0:
             return {"n": 0}
-        mean = values.mean(axis=0)
+        # float32 examples are summed in float64 as they are read, in the same
+        # order as a float64 copy would be (the reduction runs along the first
+        # axis either way), and their minimum and maximum are exact in float32:
+        # no float64 copy of the batch.
+        mean = values.mean(axis=0, dtype=np.float64)
         # The range method needs no second moment: skip its extra pass.
-        m2 = (((values - mean) ** 2).sum(axis=0) if self.method == "zscore"
-              else np.zeros_like(mean))
-        return {"n": n, "mean": mean, "m2": m2, "min": values.min(axis=0),
-                "max": values.max(axis=0)}
+        m2 = (((values.astype("float64") - mean) ** 2).sum(axis=0)
+              if self.method == "zscore" else np.zeros_like(mean))
+        return {"n": n, "mean": mean, "m2": m2,
+                "min": values.min(axis=0).astype("float64"),
+                "max": values.max(axis=0).astype("float64")}
 
     def merge_state(self, part):
         """Fold one :meth:`partial_state` into the fit (the first one starts it)."""
@@ -442,12 +449,36 @@ class ScaleNormalizer(Normalizer):
     def transform_array(self, values):
         """Scale an array ``(t, f)`` or ``(n, t, f)``; returns float32."""
         mean, scale, constant = self._params()
-        out = (np.asarray(values, dtype="float64") - mean) / scale
+        values = np.asarray(values)
+        if (values.ndim == 3 and mean.ndim == scale.ndim == constant.ndim == 2
+                and np.broadcast_shapes(values.shape[1:], mean.shape, scale.shape,
+                                        constant.shape) == values.shape[1:]):
+            # A batch, one example at a time: the same float64 arithmetic on
+            # an example that stays in the CPU's cache, written straight into
+            # the float32 result.
+            out = np.empty(values.shape, dtype="float32")
+            for i, example in enumerate(values):
+                out[i] = self._scaled(example, mean, scale, constant)
+            return out
+        return self._scaled(values, mean, scale, constant).astype("float32")
+
+    @staticmethod
+    def _scaled(values, mean, scale, constant):
+        """``(values - mean) / scale`` in float64, 0 where the feature was constant."""
+        out = np.array(values, dtype="float64")
+        if np.broadcast_shapes(out.shape, mean.shape, scale.shape) == out.shape:
+            out -= mean
+            out /= scale
+        else:
+            out = (out - mean) / scale
         if constant.shape == out.shape[-constant.ndim:]:
             out[..., constant] = 0.0
+        elif constant.ndim and all(d == 1 for d in constant.shape[:-1]) \
+                and constant.shape[-1] == out.shape[-1]:
+            out[..., constant.reshape(-1)] = 0.0  # a constant feature: its whole column
         else:
             out = np.where(constant, 0.0, out)
-        return out.astype("float32")
+        return out
 
     def transform(self, frame):
         import pandas as pd

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pandas as pd
+from subprocesses import stop_process
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -73,12 +74,7 @@ class PrivateBroker:
 
     def stop(self):
         if self.proc is not None:
-            self.proc.terminate()  # SIGTERM: mosquitto saves its persistence file
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)  # SIGTERM first: mosquitto saves its persistence file
             self.proc = None
             self._log_fh.close()
             wait_port(self.port, up=False)

@@ -20,6 +20,8 @@ import time
 import urllib.error
 import urllib.request
 
+from subprocesses import stop_process
+
 BUILD = "tempest-full"
 DATASET = "demo-status"
 EXPERIMENT = "demo-gbdt"
@@ -153,13 +155,7 @@ def serving(data_path, *extra, env=None, log=None, timeout=120):
             time.sleep(0.3)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace=20)
 
 
 def _tail(log):

@@ -263,3 +263,41 @@ def test_raw_cache_cleanup_keeps_claimed_and_fresh_run_folders(s3_data_path):
         assert cache.cleanup(grace_s=1.0) == 1
         assert [p.name for p in cache.runs_dir.iterdir()] == [cache.raw_file("r1").parent.name]
         assert len(cache.frame("r1")) == 5
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_demo_on_an_object_store_keeps_its_history_local(s3_data_path, tmp_path,
+                                                          run_ciml_subprocess):
+    """The demo's raw cache, datasets and models go to S3; the generated history
+    (a SQLite database and log files the sources read) and plots to a local folder."""
+    work = tmp_path / "work"
+    rc, out, err = run_ciml_subprocess(
+        ["--data-path", str(s3_data_path), "demo", "--runs", "60", "--epochs", "2",
+         "--work-dir", str(work)], timeout=900)
+    assert rc == 0, err[-3000:]
+    assert f"Generating a CI history of 60 runs in {work / 'demo-history'}" in out
+    assert (work / "demo-history" / "subunit2sql.db").is_file()
+    assert list((work / "demo-plots").rglob("*.png"))
+    for name, exp in (("demo-status", "demo-dnn"), ("demo-cause", "demo-gbdt")):
+        assert (s3_data_path.dataset(name) / "zarr.json").exists(), name
+        assert (s3_data_path.model(name, exp) / "metadata.json").exists(), name
+    assert not (s3_data_path.root / "demo-history").exists()
+    # The suggested commands name the catalog too: without it they could not
+    # find the raw cache (the test's catalog comes from $CIML_CATALOG_URI).
+    explore = out.split("Keep exploring:", 1)[1]
+    run_list = next(line.split() for line in explore.splitlines() if " run list " in line)
+    assert "--catalog-uri" in run_list
+    rc, listed, err = run_ciml_subprocess(run_list[1:])
+    assert rc == 0 and "tempest-full" in listed, err[-2000:]
+    # No SQLite prediction store on S3: the last lines say what to give instead.
+    assert "--store-uri" in out.split("Keep exploring:", 1)[1]
+
+
+def test_serve_on_an_object_store_wants_a_token_it_does_not_keep(s3_data_path, monkeypatch,
+                                                                  run_ciml):
+    monkeypatch.delenv("CIML_SERVE_TOKEN", raising=False)
+    rc, out, err = run_ciml(["--data-path", str(s3_data_path), "serve", "--port", "0"])
+    assert rc == 1
+    assert "CIML_SERVE_TOKEN" in err and "--token-file" in err
+    assert "Traceback" not in err

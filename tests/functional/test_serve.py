@@ -284,12 +284,18 @@ def test_every_page_renders(server, http):
         r = _html(http, url + path)
         assert r.status_code == 200, (path, r.text[:300])
         assert "<main>" in r.text
+        # Every page names its icon, so no browser asks for a missing /favicon.ico.
+        assert 'rel="icon" href="/static/favicon.svg"' in r.text, path
     assert _html(http, url + "/runs/nosuch").status_code == 404
     assert _html(http, url + "/models/ds/nosuch").status_code == 404
     spec = http.get(url + "/api/v1/openapi.json", timeout=30).json()
     assert "/api/v1/predictions" in spec["paths"]
     assert "/api/v1/runs/{run_id}/labels" in spec["paths"]
     assert http.get(url + "/healthz", timeout=30).text == "ok\n"
+    for icon in ("/static/favicon.svg", "/favicon.ico"):
+        r = http.get(url + icon, timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml", icon
+        assert r.text.startswith("<svg")
 
 
 def test_label_form_with_csrf_token_and_session(server, http, served_data):
@@ -512,7 +518,9 @@ def test_serve_hosts_the_watcher_and_measures_it(tmp_path):
         url, _ = _listening(proc)
         deadline = time.monotonic() + 300
         while True:
-            rows = requests.get(url + "/api/v1/predictions", timeout=30).json()["items"]
+            answer = requests.get(url + "/api/v1/predictions", timeout=30)
+            assert "items" in answer.json(), (answer.status_code, answer.text)
+            rows = answer.json()["items"]
             if len(rows) >= WATCHED or time.monotonic() > deadline:
                 break
             time.sleep(1)

@@ -14,7 +14,9 @@ import time
 
 import pandas as pd
 
+# mqtt_helpers lives beside this script and imports tests/subprocesses.py.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from mqtt_helpers import FakeModel  # noqa: E402
 

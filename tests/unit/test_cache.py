@@ -312,3 +312,25 @@ def test_an_index_from_before_incomplete_metadata_is_upgraded(data_path):
         assert cache.state("old") == "unavailable"
         cache.store(run(1), fetched(), frame())
         assert cache.state("run-001") == "cached"
+
+
+def test_remember_answers_lookups_of_the_listed_runs_without_the_catalog(cache, monkeypatch):
+    for i in range(3):
+        cache.store(run(i), fetched(), frame(seed=i))
+    expected = {r.id: (cache.info(r.id), cache.series(r.id)) for r in cache.runs()}
+    runs = cache.remember("tempest-full")
+    assert [r.id for r in runs] == [r.id for r in cache.runs("tempest-full")]
+    asked = []
+    monkeypatch.setattr(cache.catalog, "cached_row", lambda run_id: asked.append(run_id))
+    for r in runs:
+        info, series = expected[r.id]
+        assert cache.info(r.id) == {**info, "columns": tuple(info["columns"])}
+        got = cache.series(r.id)
+        assert (got.values == series.values).all() and got.columns == series.columns
+    assert asked == []
+    # A run stored again is asked for again; close() forgets them all.
+    monkeypatch.undo()
+    cache.store(run(0), fetched(), frame(seed=0))
+    assert "run-000" not in cache._known and "run-001" in cache._known
+    cache.close()
+    assert cache._known == {}

@@ -132,3 +132,34 @@ def test_prediction_table_shows_why_and_the_candidates_of_an_uncertain_run():
     assert table[0]["predicted"] == "uncertain (a or b)"
     assert table[0]["why"] == "usr:max 90 (typ 20)"
     assert table[1]["predicted"] == "c" and table[1]["why"] == ""
+
+
+def test_the_reference_band_uses_only_the_runs_that_last_to_each_step():
+    """Shorter passed runs are padded; their padding must not pull the band to 0."""
+    import types
+
+    from ciml.explain import fit_reference
+
+    steps, features = 12, 2
+    X = np.zeros((12, steps, features), np.float32)
+    lengths = np.array([10] * 6 + [4] * 6)
+    rng = np.random.default_rng(0)
+    for k, n in enumerate(lengths):
+        X[k, :n] = 5.0 + rng.normal(0, 0.1, (n, features))  # padding stays 0 after n
+    class Split(types.SimpleNamespace):
+        def __len__(self):
+            return len(self.y)
+
+    train = Split(X=X, y=np.zeros(12, np.int64), lengths=lengths)
+    ds = types.SimpleNamespace(split=lambda name: train, classes=["passed", "failed"],
+                               example_shape=(steps, features))
+    ref = fit_reference(ds)
+    assert ref["covered"].tolist() == [12] * 4 + [6] * 6 + [0] * 2
+    # Where only the long runs go on, the band is theirs: around 5, never 0.
+    for key in ("low", "median", "high"):
+        assert (ref[key][:10] > 4.5).all() and (ref[key][:10] < 5.5).all(), key
+    # Steps every run covers are what the plain percentile over all runs gives.
+    np.testing.assert_array_equal(ref["median"][:4],
+                                  np.percentile(X, 50, axis=0)[:4].astype(np.float32))
+    # No run reaches the last two steps: the padded runs' statistics (0) stay.
+    assert (ref["median"][10:] == 0).all()

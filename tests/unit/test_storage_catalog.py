@@ -185,3 +185,88 @@ def test_the_poll_triggers_state_lives_in_an_object_store_data_path():
     path.write_bytes(b"not json")
     with pytest.raises(Exception, match="poll state memory://.* is unreadable"):
         PollCursor(path)
+
+
+def _exercise(catalog):
+    """Every catalog method once; returns what each answered (rows as tuples)."""
+    catalog.mark_unavailable("u1", "job", "missing", "404", "2025-01-01", {"id": "u1"})
+    first = catalog.commit_cached("r1", "job", "r1", "2025-01-02", 5, {"id": "r1"}, None)
+    again = catalog.commit_cached("r1", "job", "r1-other", "2025-01-02", 5, {"id": "r1"},
+                                  None)
+    catalog.commit_cached("r2", "other", "r2", "2025-01-03", 7, {"id": "r2"}, "inventory")
+    catalog.commit_cached("r3", "job", "r3", "2025-01-01", 3, {"id": "r3"}, None)
+    updated = catalog.update_record("r1", {"id": "r1", "x": 1}, None)
+    not_cached = catalog.update_record("u1", {}, None)
+    catalog.mark_unavailable("r1", "job", "missing", "404", "", {})  # stays cached
+    catalog.put_labels([("r1", "cause", "oom", "me", "t1"), ("r1", "cause", "disk", "you",
+                                                              "t2")])
+    return {
+        "first": first, "again": again, "updated": updated, "not_cached": not_cached,
+        "state": [catalog.state(i) for i in ("r1", "u1", "nosuch")],
+        "states": catalog.states(), "states_job": catalog.states("job"),
+        "cached": [tuple(r) for r in catalog.cached()],
+        "cached_job": [tuple(r) for r in catalog.cached("job", ("run_id", "dir", "samples"))],
+        "incomplete": catalog.incomplete_ids(), "incomplete_job": catalog.incomplete_ids("job"),
+        "unavailable": [tuple(r)[:4] for r in catalog.unavailable("job")],
+        "row": catalog.cached_row("r1"), "no_row": catalog.cached_row("u1"),
+        "counts": catalog.counts(), "counts_other": catalog.counts("other"),
+        "dirs": catalog.dirs(), "labels": [tuple(r) for r in catalog.labels()],
+    }
+
+
+def test_the_sqlite3_catalog_answers_as_the_sqlalchemy_one(tmp_path):
+    from ciml.catalog import SqlAlchemyCatalog, SqliteCatalog
+
+    fast = Catalog(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    slow = SqlAlchemyCatalog(f"sqlite:///{tmp_path / 'b.sqlite'}")
+    assert isinstance(fast, SqliteCatalog)
+    assert _exercise(fast) == _exercise(slow)
+    fast.close()
+    slow.close()
+    schema = [sqlite3.connect(tmp_path / name).execute(
+        "SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        for name in ("a.sqlite", "b.sqlite")]
+    assert schema[0] == schema[1]
+    # Either side opens what the other made.
+    assert SqlAlchemyCatalog(f"sqlite:///{tmp_path / 'a.sqlite'}").counts() == \
+        Catalog(f"sqlite:///{tmp_path / 'b.sqlite'}").counts() == {"cached": 3,
+                                                                   "unavailable": 1}
+
+
+def test_a_catalog_uri_with_a_query_goes_through_sqlalchemy(tmp_path):
+    from ciml.catalog import SqlAlchemyCatalog, sqlite_file
+
+    assert sqlite_file(f"sqlite:///{tmp_path}/x.sqlite") == f"{tmp_path}/x.sqlite"
+    for uri in (f"sqlite:///{tmp_path}/x.sqlite?timeout=5", "sqlite://", "sqlite:///:memory:",
+                "mysql+pymysql://u:p@h/db"):
+        assert sqlite_file(uri) is None
+    assert isinstance(Catalog(f"sqlite:///{tmp_path}/x.sqlite?timeout=5"), SqlAlchemyCatalog)
+
+
+def test_a_local_raw_cache_never_imports_sqlalchemy(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, types
+import numpy as np
+from ciml.cache import RawCache
+from ciml.paths import DataPath
+from ciml.records import RunRecord
+from ciml import human_labels
+with RawCache(DataPath({str(tmp_path)!r})) as cache:
+    fetched = types.SimpleNamespace(name="m.csv", url="file:///m.csv", data=b"x", source=None)
+    series = (np.arange(3, dtype=np.int64) * 10**9, np.ones((3, 2)), ["a", "b"])
+    cache.store(RunRecord(id="r1", build_name="job", status="passed"), fetched, series)
+    cache.mark_unavailable(RunRecord(id="r2", build_name="job", status="failed"), "missing", "404")
+    assert [r.id for r in cache.runs("job")] == ["r1"]
+    assert cache.series("r1").values.shape == (3, 2)
+    assert cache.counts() == {{"cached": 1, "unavailable": 1}}
+    cache.catalog.put_labels([("r1", "cause", "oom", "me", "now")])
+    assert human_labels.labels_of(cache)["r1"]["cause"]["value"] == "oom"
+    print(repr(cache.catalog))
+assert "sqlalchemy" not in sys.modules, "sqlalchemy imported"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "index.sqlite" in done.stdout

@@ -177,13 +177,15 @@ def test_reproducible_with_a_seed(data_path, history):
     assert da.split("training").ids != dc.split("training").ids
 
 
-def test_thread_executor_gives_the_same_dataset(data_path, history):
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_parallel_executors_give_the_same_dataset(data_path, history, executor):
     a = build(data_path, history, name="serial", executor="serial", sample_interval="10s")
-    b = build(data_path, history, name="threads", executor="thread", workers=2,
+    b = build(data_path, history, name=executor, executor=executor, workers=2,
               sample_interval="10s")
     assert a["fingerprint"] == b["fingerprint"]
-    np.testing.assert_array_equal(Dataset.open(data_path, "serial").split("test").X[:],
-                                  Dataset.open(data_path, "threads").split("test").X[:])
+    for split in ("training", "test"):
+        np.testing.assert_array_equal(Dataset.open(data_path, "serial").split(split).X[:],
+                                      Dataset.open(data_path, executor).split(split).X[:])
 
 
 def test_bad_runs_are_reported_and_left_out(data_path, history):

@@ -17,6 +17,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from subprocesses import stop_process
 
 from ciml.columns import COMMON_COLUMNS
 from ciml.errors import MetricsUnavailable
@@ -116,13 +117,7 @@ class _Stack:
 
     def stop(self):
         for proc in (self.exporter, self.prometheus):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
         self.log.close()
 
 

@@ -265,3 +265,17 @@ def test_scale_fit_is_a_fold_of_per_chunk_states(method):
     for state in reversed(states):  # another order is another (close) fit
         other.merge_state(state)
     np.testing.assert_allclose(other.mean_, local.mean_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("interval", ["1s", "7s", "10s", "59s", "61s", "1min", "7min", "13min",
+                                      "91min", "1h", "25h", "500ms", "1500ms", "1 min", "1D"])
+@pytest.mark.parametrize("base", [1, 2, 100, 3601, 5500])
+def test_normalized_length_without_pandas_counts_the_bins_pandas_counts(interval, base):
+    from ciml.base.component import fixed_interval_ns
+
+    index = pd.date_range("2012-01-01", periods=base, freq="s")
+    expected = int(pd.Series(np.ones(base), index=index).resample(interval).sum().shape[0])
+    assert builtin.normalized_length(interval, base) == expected
+    step = fixed_interval_ns(interval)
+    if step is not None:  # the plain spellings: the same duration pandas reads
+        assert step == pd.Timedelta(interval).value

@@ -71,7 +71,7 @@ def test_settings_travel_to_worker_processes(tmp_path, monkeypatch):
 
     settings = ServeSettings(data_path=DataPath(tmp_path), token="tok", protect_reads=True,
                              trusted_origins=("https://ciml.example.org",),
-                             session_secret=b"k" * 32, max_upload=1234)
+                             session_secret=b"k" * 32, max_upload=1234, cache_ttl=0.5)
     env = settings.to_environment()
     assert "tok" not in env["CIML_SERVE_SETTINGS"]
     for key, value in env.items():
@@ -79,6 +79,7 @@ def test_settings_travel_to_worker_processes(tmp_path, monkeypatch):
     app = app_from_environment()
     rebuilt = app.state.ciml.settings
     assert rebuilt.token == "tok" and rebuilt.protect_reads and rebuilt.max_upload == 1234
+    assert rebuilt.cache_ttl == 0.5 and app.state.ciml.copies.ttl == 0.5
     assert rebuilt.trusted_origins == ("https://ciml.example.org",)
     assert app.state.ciml.secret == b"k" * 32
     assert str(rebuilt.data_path.root) == str(tmp_path)
@@ -114,3 +115,12 @@ def test_serve_reads_its_config_table(run_ciml, data_path):
     (data_path.root / "ciml.toml").write_text('[serve]\ntrusted_origins = 3\n')
     rc, _, err = run_ciml(["--data-path", str(data_path.root), "serve"])
     assert rc == 1 and "trusted_origins" in err and "serve" in err
+
+
+def test_serve_checks_the_cache_ttl(run_ciml, data_path):
+    rc, _, err = run_ciml(["--data-path", str(data_path.root), "serve", "--cache-ttl", "-1"])
+    assert rc == 1 and "--cache-ttl must be between 0 and 3600" in err
+    data_path.root.mkdir(parents=True, exist_ok=True)
+    (data_path.root / "ciml.toml").write_text('[serve]\ncache_ttl = 7200\n')
+    rc, _, err = run_ciml(["--data-path", str(data_path.root), "serve"])
+    assert rc == 1 and "--cache-ttl must be between 0 and 3600" in err
