@@ -53,15 +53,22 @@ BATCHES_PER_THREAD = 4
 PROGRESS_EVERY_S = 0.5
 
 
-def batch_size(handed_out, threads):
+def batch_size(handed_out, threads, left=None):
     """How many runs the next task carries, ``handed_out`` runs after the start.
 
     One run a task at first, then growing so that the runs handed out so
     far made :data:`BATCHES_PER_THREAD` batches per worker thread, up to
     :data:`MAX_BATCH`: with 2 threads, 1 run a task for the first 16 runs,
-    8 after 64, the full 64 after 512.
+    8 after 64, the full 64 after 512.  When the runs still to come are
+    known to be at most ``left`` (``--limit``), batches shrink again
+    towards the end, to half a thread's share of them, so that no worker
+    is left alone with a full batch while the others idle.
     """
-    return max(1, min(MAX_BATCH, handed_out // (BATCHES_PER_THREAD * max(1, threads))))
+    threads = max(1, threads)
+    size = min(MAX_BATCH, handed_out // (BATCHES_PER_THREAD * threads))
+    if left is not None:
+        size = min(size, left // (2 * threads))
+    return max(1, size)
 
 
 class _Batch(collections.namedtuple("_Batch", "number results")):
@@ -180,6 +187,7 @@ class DaskCacheJob(_CacheJob):
     def __init__(self, data_path, source, metric_source, build_name, *, cluster, **kwargs):
         super().__init__(data_path, source, metric_source, build_name, cluster=cluster,
                          **kwargs)
+        self.limit = kwargs.get("limit")
         self.writer = f"cache-data@{uuid.uuid4().hex}"
         # Progress events only when a bar shows them.
         self.topic = f"ciml-{self.writer}" if self.bar is not None else None
@@ -200,7 +208,8 @@ class DaskCacheJob(_CacheJob):
     def submit(self, run):
         """Add one run to the batch; hand the batch out once it is full."""
         self.batch.append(run)
-        if len(self.batch) >= batch_size(self.counts["submitted"], self.threads):
+        left = self.limit - self.counts["selected"] if self.limit else None
+        if len(self.batch) >= batch_size(self.counts["submitted"], self.threads, left):
             self.flush()
 
     def flush(self):
@@ -276,11 +285,16 @@ class DaskCacheJob(_CacheJob):
         return summary
 
 
-def expected_tasks(runs, threads):
-    """How many tasks :class:`DaskCacheJob` submits for ``runs`` runs (for docs and tests)."""
+def expected_tasks(runs, threads, limit=None):
+    """How many tasks :class:`DaskCacheJob` submits for ``runs`` fresh runs (for tests)."""
     handed, tasks = 0, 0
     while handed < runs:
-        handed += min(batch_size(handed, threads), runs - handed)
+        # The run that fills a batch is counted selected before the check.
+        size = 1
+        while (handed + size < runs and size < batch_size(
+                handed, threads, None if limit is None else limit - handed - size)):
+            size += 1
+        handed += size
         tasks += 1
     return tasks
 

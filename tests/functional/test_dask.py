@@ -141,7 +141,7 @@ def test_a_worker_killed_mid_batch_counts_its_stored_runs_once(history, tmp_path
     """
     from ciml import dask_cache
 
-    monkeypatch.setattr(dask_cache, "batch_size", lambda handed_out, threads: 30)
+    monkeypatch.setattr(dask_cache, "batch_size", lambda handed_out, threads, left=None: 30)
     local, remote = tmp_path / "local", tmp_path / "remote"
     rc, out, err = run_ciml(cache_args(local, history.db_uri))
     assert rc == 0, err
@@ -203,6 +203,11 @@ def test_batch_sizes_grow_with_the_runs_and_shrink_with_the_threads():
     # 20,000 runs on 2 threads: a few hundred tasks, not 20,000.
     assert 20_000 / MAX_BATCH < expected_tasks(20_000, 2) < 20_000 / MAX_BATCH + 100
     assert expected_tasks(3, 2) == 3
+    # With --limit known, batches shrink towards the end: no full last batch
+    # for one worker while the other idles.
+    assert batch_size(512, 2, left=1000) == 64
+    assert [batch_size(512, 2, left=n) for n in (200, 40, 3)] == [50, 10, 1]
+    assert expected_tasks(1000, 2, limit=1000) > expected_tasks(1000, 2)
 
 
 def test_progress_counts_each_run_once(history, tmp_path, dask_cluster, capsys):
