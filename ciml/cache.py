@@ -186,7 +186,7 @@ class RawCache:
 
     # -- writing ---------------------------------------------------------------
 
-    def store(self, run, fetched, frame, *, commit_if=None):
+    def store(self, run, fetched, frame, *, commit_if=None, writer=None):
         """Keep a run: the fetched file (packed), its record and its parsed series.
 
         ``frame`` is the parsed series: a frame, or the ``(timestamps,
@@ -200,6 +200,9 @@ class RawCache:
         :param commit_if: called just before the run is moved into place
             and indexed; when it returns false, nothing is stored and
             :class:`NotCommitted` is raised (a worker whose command died).
+        :param writer: recorded as the record's ``cache.writer``: who stored
+            the run (a Dask cache-data's token, so that a retried task tells
+            a run its own dead worker stored from one another command did).
         :return: ``True`` if this call stored the run, ``False`` if it was
             already cached (so that concurrent writers each count only
             their own runs).
@@ -235,6 +238,8 @@ class RawCache:
             # 12.8: how the metrics were read; the dataset and prediction reuse it.
             "metric_source": getattr(fetched, "source", None),
         }
+        if writer is not None:
+            record["cache"]["writer"] = writer
         tmp, final = self._new_folder(run.id)
         try:
             # The temporary folder is invisible to readers until it is renamed

@@ -125,7 +125,7 @@ def _error_verdict(exc):
     return ("bug", "error", f"{type(exc).__name__}: {exc}", True)
 
 
-def _parse_store_verdict(metric_source, cache, run, fetched, commit_if=None):
+def _parse_store_verdict(metric_source, cache, run, fetched, commit_if=None, writer=None):
     """Parse and store one run away from the job's process: ``None`` (stored),
     :data:`ALREADY_CACHED` or an error tuple (:func:`_error_verdict`)."""
     try:
@@ -133,7 +133,7 @@ def _parse_store_verdict(metric_source, cache, run, fetched, commit_if=None):
     except Exception as exc:
         return _error_verdict(exc)
     try:
-        stored = cache.store(run, fetched, series, commit_if=commit_if)
+        stored = cache.store(run, fetched, series, commit_if=commit_if, writer=writer)
     except NotCommitted:
         raise
     except Exception as exc:
@@ -151,28 +151,6 @@ def _process_parse_store(run, fetched):
     except NotCommitted:
         # Whoever asked for this run is gone: nothing of it may be indexed.
         os._exit(1)
-
-
-def _cluster_fetch_store(run, metric_cls, metric_params, data_path):
-    """A Dask task: fetch, validate, parse and store one run on a worker.
-
-    The worker builds the metric source and opens the raw cache once per
-    process (:func:`ciml.executor.worker_cached`) and stores the run
-    itself; the client gets the verdict of :func:`_parse_store_verdict`.
-    Storing is atomic, so a worker killed half way leaves nothing that
-    reads as data, and the scheduler's second try stores the run whole.
-    """
-    from ciml.executor import data_path_key, worker_cached
-
-    key = ("cache-data", metric_cls, repr(sorted(metric_params.items())),
-           data_path_key(data_path))
-    metric_source, cache = worker_cached(
-        key, lambda: (metric_cls(**metric_params), RawCache(data_path)))
-    try:
-        fetched = metric_source.stamp(metric_source.fetch(run))
-    except Exception as exc:
-        return _error_verdict(exc)
-    return _parse_store_verdict(metric_source, cache, run, fetched)
 
 
 class _StoreFailed(CimlError):
@@ -379,30 +357,6 @@ def _fetch_one(cache, source, metric_source, run, stop, parse_pool=None):
     return _parse_store_here(cache, metric_source, run, fetched)
 
 
-def _fetch_on_cluster(cache, source, run, stop, cluster, metric_spec):
-    """Complete one run here, then fetch, parse and store it on a Dask worker.
-
-    Runs in one of the job's threads, which waits for the task: the threads
-    bound how many runs are on the cluster at once, as they bound the
-    fetches in flight locally.  A worker that dies is the scheduler's to
-    handle (it runs the task again elsewhere); only a task that failed on
-    every try (:class:`distributed.KilledWorker`) comes back as an error,
-    counted as transient so that the next cache-data tries the run again.
-    """
-    if stop.is_set():
-        return _Result("cancelled", None, None, run)
-    run = complete_run(source, run)
-    metric_cls, metric_params, data_path = metric_spec
-    future = cluster.submit(_cluster_fetch_store, run, metric_cls, metric_params, data_path)
-    try:
-        verdict = future.result()
-    except Exception as exc:
-        if stop.is_set() or future.cancelled():
-            return _Result("cancelled", None, None, run)
-        return _Result(*_outcome_of(cache, run, exc), run)
-    return _verdict_result(cache, run, verdict)
-
-
 def _progress_bar(progress, total, desc):
     if progress is False:
         return None
@@ -476,11 +430,6 @@ class _CacheJob:
         self.pending = set()
         self.handoffs = {}   # process future -> _Handoff
         self.cluster = cluster
-        if cluster is not None:
-            # The workers build the metric source from its class and options.
-            self.metric_spec = (_registered_class(metric_source),
-                                metric_source.get_params(include_secrets=True),
-                                data_path)
         self.parse_pool = _ParsePool(processes, metric_source, data_path)
         if start_after == 0:
             self.parse_pool.start()
@@ -516,10 +465,6 @@ class _CacheJob:
         if self.counts["submitted"] == self.start_after:
             self.parse_pool.start()
         self.counts["submitted"] += 1
-        if self.cluster is not None:
-            self._submit(_fetch_on_cluster, self.cache, self.source, run, self.stop,
-                         self.cluster, self.metric_spec)
-            return
         self._submit(_fetch_one, self.cache, self.source, self.metric_source, run, self.stop,
                      self.parse_pool)
 
@@ -572,33 +517,38 @@ class _CacheJob:
         return result
 
     def collect(self, done):
-        from ciml.plugins import get_manager
-
         for future in done:
             result = self._result(future)
-            if result is None or result.outcome == "cancelled":
-                continue
-            if result.outcome in (COMPLETED, "still-incomplete"):
-                self.counts[COMPLETED if result.outcome == COMPLETED else "incomplete"] += 1
-                self._tick(1)
-                continue
-            if result.outcome == ALREADY_CACHED:
-                # Another cache-data stored it first: its run, not ours.
-                self.counts["skipped_cached"] += 1
-                self._tick(1)
-                continue
-            self.counts[result.outcome] += 1
-            self.counts["fetched"] += 1
-            if result.reason:
-                self.reasons[result.reason] += 1
-                LOG.debug("%s", result.message)
-            if result.outcome == CACHED and result.run.incomplete is not None:
-                self.counts["incomplete"] += 1
-            if result.outcome == CACHED:
-                get_manager().call_lifecycle("ciml_run_cached", run=result.run,
-                                             data_path=self.data_path)
-            self._tick(1)
+            if result is not None:
+                self._record(result)
         self._tick(0)
+
+    def _record(self, result):
+        """Count what became of one run and move the bar."""
+        from ciml.plugins import get_manager
+
+        if result.outcome == "cancelled":
+            return
+        if result.outcome in (COMPLETED, "still-incomplete"):
+            self.counts[COMPLETED if result.outcome == COMPLETED else "incomplete"] += 1
+            self._tick(1)
+            return
+        if result.outcome == ALREADY_CACHED:
+            # Another cache-data stored it first: its run, not ours.
+            self.counts["skipped_cached"] += 1
+            self._tick(1)
+            return
+        self.counts[result.outcome] += 1
+        self.counts["fetched"] += 1
+        if result.reason:
+            self.reasons[result.reason] += 1
+            LOG.debug("%s", result.message)
+        if result.outcome == CACHED and result.run.incomplete is not None:
+            self.counts["incomplete"] += 1
+        if result.outcome == CACHED:
+            get_manager().call_lifecycle("ciml_run_cached", run=result.run,
+                                         data_path=self.data_path)
+        self._tick(1)
 
     # -- report --------------------------------------------------------------------
 
@@ -685,19 +635,21 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         fetching threads).  ``None`` chooses from the workers and the cores,
         and starts the processes only after :data:`AUTO_PROCESSES_AFTER`
         runs, so that small jobs do not pay for them.
-    :param cluster: a :class:`ciml.executor.Cluster`: each run is fetched,
-        parsed and stored by a Dask worker (the listing and the index's
-        bookkeeping of failures stay here); ``workers`` then bounds the
-        runs on the cluster at once and is raised to twice its threads.
-        The metric source must be a registered plugin, and every worker
-        must reach ``data_path``.
+    :param cluster: a :class:`ciml.executor.Cluster`: runs are fetched,
+        parsed and stored by Dask workers, in batches
+        (:mod:`ciml.dask_cache`; the listing and the index's bookkeeping of
+        failures stay here); ``workers`` then bounds the batches on the
+        cluster at once and is raised to twice its threads.  The metric
+        source must be a registered plugin, and every worker must reach
+        ``data_path``.
     :return: ``selected`` (runs the source listed), ``cached`` (newly),
         ``skipped_cached``, ``skipped_unavailable``, ``unavailable``
         (newly recorded), ``transient`` (failed, to retry later),
         ``completed`` (cached runs whose metadata is complete now),
         ``incomplete`` (runs left with incomplete metadata, to retry later),
         ``reasons`` ({reason: count} of this run's failures), ``total_cached``,
-        ``elapsed_s``, ``runs_per_s`` (fetched runs per second), ``workers``.
+        ``elapsed_s``, ``runs_per_s`` (fetched runs per second), ``workers``;
+        with a cluster also ``scheduler`` and ``batches`` (tasks submitted).
     """
     workers = int(workers or DEFAULT_WORKERS)
     if workers < 1:
@@ -710,7 +662,11 @@ def cache_data(data_path, source, metric_source, build_name, *, since=None, unti
         workers = max(workers, 2 * cluster.threads())
     else:
         processes, start_after = _plan_processes(processes, workers, metric_source)
-    job = _CacheJob(data_path, source, metric_source, build_name, workers=workers,
+    if cluster is not None:
+        from ciml.dask_cache import DaskCacheJob as job_class
+    else:
+        job_class = _CacheJob
+    job = job_class(data_path, source, metric_source, build_name, workers=workers,
                     processes=processes, start_after=start_after,
                     retry_unavailable=retry_unavailable, progress=progress, limit=limit,
                     retry_incomplete=retry_incomplete, cluster=cluster)

@@ -123,6 +123,7 @@ class CacheData(ShowOne):
                    "data_path"]
         if summary.get("scheduler"):
             columns.insert(columns.index("processes"), "scheduler")
+            columns.insert(columns.index("processes"), "batches")
         values = [summary[c] for c in columns]
         columns.append("reasons")
         values.append(dict(reasons or {}))

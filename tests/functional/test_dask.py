@@ -44,6 +44,7 @@ def cache_contents(root):
                 folder = cache.run_dir(run_id)
                 record = json.loads((folder / "record.json").read_text())
                 record["cache"].pop("stored")  # when, not what
+                record["cache"].pop("writer", None)  # which command, not what
                 entry["record"] = record
                 entry["files"] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())
                                   if p.name != "record.json"}
@@ -66,6 +67,10 @@ def test_cache_data_on_the_cluster_equals_local(history, tmp_path, run_ciml, das
     assert f"dashboard: http://127.0.0.1:{dask_cluster.dashboard_port}/status" in err
     here, there = json.loads(out), json.loads(out2)
     assert there["scheduler"] == dask_cluster.address and "scheduler" not in here
+    # Runs went out in batches, not one task a run.
+    from ciml.dask_cache import expected_tasks
+
+    assert there["batches"] == expected_tasks(there["selected"], 2) < there["selected"] / 2
     for key in ("selected", "cached", "unavailable", "reasons", "total_cached"):
         assert here[key] == there[key], key
     assert here["unavailable"] > 0 and here["cached"] > 40
@@ -125,6 +130,106 @@ def test_a_worker_killed_mid_cache_loses_nothing(history, tmp_path, run_ciml, da
     # The killed worker's temporary folder (if it was writing) is removed by the
     # next cache-data's cleanup; it never counts as a run.
     assert all(name.startswith(".tmp@") for name in leftovers)
+
+
+def test_a_worker_killed_mid_batch_counts_its_stored_runs_once(history, tmp_path, run_ciml,
+                                                               dask_cluster, monkeypatch):
+    """Two batches of 30, one per worker; one worker dies after both stored some runs.
+
+    Its batch runs again on the other worker: the runs it had stored are
+    this command's (cached, not skipped_cached) and are not fetched again.
+    """
+    from ciml import dask_cache
+
+    monkeypatch.setattr(dask_cache, "batch_size", lambda handed_out, threads, left=None: 30)
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    rc, out, err = run_ciml(cache_args(local, history.db_uri))
+    assert rc == 0, err
+    here = json.loads(out)
+    thread, killed = _kill_when(dask_cluster, lambda: _cached_count(remote) >= 12)
+    rc, out, err = run_ciml(cache_args(remote, history.db_uri, "--scheduler",
+                                       dask_cluster.address))
+    thread.join()
+    dask_cluster.wait_for_workers()
+    assert rc == 0, err + dask_cluster.logs()
+    assert killed, "the cache finished before a worker could be killed"
+    there = json.loads(out)
+    assert there["batches"] == 2
+    assert there["skipped_cached"] == 0 and there["transient"] == 0
+    for key in ("selected", "cached", "unavailable", "reasons", "total_cached"):
+        assert here[key] == there[key], key
+    assert cache_contents(local) == cache_contents(remote)
+
+
+def test_a_retried_batch_skips_what_its_command_stored(history, tmp_path, monkeypatch):
+    """The worker's side of a retry, in this process: runs the first try stored
+    are counted stored for the same writer, already cached for another, and
+    not fetched again in either case."""
+    from ciml.collect import ALREADY_CACHED
+    from ciml.dask_cache import fetch_store_batch
+    from ciml.plugins import get_manager
+
+    source = get_manager().get("result_source", "subunit2sql").from_options(
+        {"db_uri": history.db_uri})
+    runs = list(source.list_runs(JOB, limit=12))
+    source.close()
+    cls = type(get_manager().get("metric_source", "dstat").from_options({}))
+    fetched = []
+    real_fetch = cls.fetch
+    monkeypatch.setattr(cls, "fetch", lambda self, run: fetched.append(run.id) or
+                        real_fetch(self, run))
+    data_path = DataPath(tmp_path / "data")
+    first = fetch_store_batch(runs[:5], cls, {}, data_path, "cache-data@one")
+    stored = [run.id for run, verdict in zip(runs[:5], first) if verdict is None]
+    assert stored, first  # the dead worker's first try stored some runs
+    fetched.clear()
+    again = fetch_store_batch(runs, cls, {}, data_path, "cache-data@one")
+    assert [v for run, v in zip(runs, again) if run.id in stored] == [None] * len(stored)
+    assert not set(fetched) & set(stored)
+    assert sorted(fetched) == sorted(r.id for r in runs[5:])
+    other = fetch_store_batch(runs[:5], cls, {}, data_path, "cache-data@two")
+    assert [v for run, v in zip(runs, other) if run.id in stored] == \
+        [ALREADY_CACHED] * len(stored)
+    with RawCache(data_path) as cache:
+        assert {cache.info(run_id)["writer"] for run_id in stored} == {"cache-data@one"}
+
+
+def test_batch_sizes_grow_with_the_runs_and_shrink_with_the_threads():
+    from ciml.dask_cache import MAX_BATCH, batch_size, expected_tasks
+
+    assert [batch_size(n, 2) for n in (0, 7, 8, 16, 64, 511, 512, 10**6)] == \
+        [1, 1, 1, 2, 8, 63, 64, MAX_BATCH]
+    assert batch_size(64, 8) == 2 < batch_size(64, 2)
+    # 20,000 runs on 2 threads: a few hundred tasks, not 20,000.
+    assert 20_000 / MAX_BATCH < expected_tasks(20_000, 2) < 20_000 / MAX_BATCH + 100
+    assert expected_tasks(3, 2) == 3
+    # With --limit known, batches shrink towards the end: no full last batch
+    # for one worker while the other idles.
+    assert batch_size(512, 2, left=1000) == 64
+    assert [batch_size(512, 2, left=n) for n in (200, 40, 3)] == [50, 10, 1]
+    assert expected_tasks(1000, 2, limit=1000) > expected_tasks(1000, 2)
+
+
+def test_progress_counts_each_run_once(history, tmp_path, dask_cluster, capsys):
+    """The bar moves per run (workers' events) and ends at the runs listed, not past."""
+    from ciml.collect import cache_data
+    from ciml.executor import Cluster
+    from ciml.plugins import get_manager
+
+    manager = get_manager()
+    source = manager.get("result_source", "subunit2sql").from_options(
+        {"db_uri": history.db_uri})
+    metrics = manager.get("metric_source", "dstat").from_options({})
+    with Cluster(dask_cluster.address) as cluster:
+        summary = cache_data(DataPath(tmp_path / "d"), source, metrics, JOB, progress=True,
+                             cluster=cluster)
+    import re
+
+    err = capsys.readouterr().err
+    n = summary["selected"]
+    shown = [int(count) for count in re.findall(r"tempest-full: (\d+)run", err)]
+    assert shown[-1] == n and max(shown) == n, shown
+    assert summary["cached"] + summary["unavailable"] == n
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path, run_ciml, history):
