@@ -237,18 +237,19 @@ AUTO_PROCESSES_AFTER = 16
 def auto_processes(workers, metric_source=None):
     """How many parse processes ``processes=None`` means for this many workers.
 
-    None on one or two cores: there, starting the processes (a fork server
-    that imports pandas) and handing each file over cost more CPU than
-    parsing in the threads saves (measured on 235 runs: 17.8 ms of CPU a
-    run with two processes, the fork server's start aside, against 15.4 ms
-    in threads), and the fetching threads need a core of their own anyway.
-    Past that, one core is left to the fetching threads.
+    None on one core.  Otherwise all cores but one, the fetching threads'
+    (at most 8, at most one per worker), and one on two cores: parsing and
+    packing a file (:mod:`ciml.rawpack`) in the threads keeps cache-data on
+    one core, the GIL's.  Measured with ``benchmarks/bench_cache_data.py`` on
+    two idle cores (fetched files packed): 68-73 % of the latency bound in
+    threads, 82-90 % with one process (235 and 2,000 runs), at no more CPU
+    per run.  Before packing, processes cost more CPU than they saved there.
     """
     if metric_source is not None and not _rebuildable(metric_source):
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
-    if workers < 4 or cores < 3:
+    if workers < 4 or cores < 2:
         return 0
     return min(cores - 1, 8, workers)
 

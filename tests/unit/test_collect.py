@@ -266,8 +266,8 @@ def test_automatic_processes(data_path):
 
     assert auto_processes(1) == 0
     assert auto_processes(3) == 0
-    # Two cores parse in the threads; more leave one core to the fetching threads.
-    for cores, workers, expected in ((1, 8, 0), (2, 8, 0), (2, 16, 0), (3, 8, 2), (4, 8, 3),
+    # One core parses in the threads; more leave one core to the fetching threads.
+    for cores, workers, expected in ((1, 8, 0), (2, 8, 1), (2, 16, 1), (3, 8, 2), (4, 8, 3),
                                      (16, 8, 8), (16, 4, 4), (64, 16, 8)):
         with pytest.MonkeyPatch.context() as patched:
             patched.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)),
