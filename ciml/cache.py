@@ -397,16 +397,25 @@ class RawCache:
         these runs from then on, without asking the catalog again: a build
         asks the index once, not several times per run.  A run stored or
         updated through this cache is asked again; :meth:`close` forgets
-        them all.  What is kept per run is its folder name and the record's
-        ``cache`` part as compact JSON: a build of a million runs holds all of
-        them, and the text is a third of the dict it parses into.
+        them all.  A build of a million runs holds all of them, so what is
+        kept per run is small: its folder name, its column list (one tuple
+        shared by the runs that have the same) and the rest of the record's
+        ``cache`` part as compact JSON; the metadata keys, the same in every
+        run of a job, are one string each.
         """
-        runs, known = [], {}
+        runs, known, shared, keys = [], {}, {}, {}
         for run_id, folder, record in self.catalog.cached(build_name,
                                                           ("run_id", "dir", "record")):
             data = json.loads(record)
-            known[run_id] = (folder, json.dumps(data.get("cache") or {},
-                                                separators=(",", ":")))
+            info = data.get("cache") or {}
+            columns = info.pop("columns", None)
+            if columns is not None:
+                columns = tuple(columns)
+                columns = shared.setdefault(columns, columns)
+            known[run_id] = (folder, columns, json.dumps(info, separators=(",", ":")))
+            metadata = data.get("metadata")
+            if isinstance(metadata, dict):
+                data["metadata"] = {keys.setdefault(k, k): v for k, v in metadata.items()}
             runs.append(RunRecord.from_dict(data))
         self._known.update(known)
         return runs
@@ -440,7 +449,10 @@ class RawCache:
         """What the cache knows about a cached run's files (raw file, url, columns...)."""
         known = self._known.get(run_id)
         if known is not None:
-            return json.loads(known[1])
+            info = json.loads(known[2])
+            if known[1] is not None:
+                info["columns"] = list(known[1])
+            return info
         _, record = self._cached_row(run_id)
         return dict(record.get("cache") or {})
 
