@@ -404,8 +404,8 @@ class RawCache:
         run of a job, are one string each.
         """
         runs, known, shared, keys = [], {}, {}, {}
-        for run_id, folder, record in self.catalog.cached(build_name,
-                                                          ("run_id", "dir", "record")):
+        for run_id, folder, record in self.catalog.iter_cached(build_name,
+                                                               ("run_id", "dir", "record")):
             data = json.loads(record)
             info = data.get("cache") or {}
             columns = info.pop("columns", None)

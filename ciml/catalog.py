@@ -169,6 +169,11 @@ class Catalog:
     def __repr__(self):
         return f"Catalog({shown_uri(self.uri)!r})"
 
+    def iter_cached(self, build_name=None, columns=("samples", "record")):
+        """:meth:`cached`, row by row where the database allows: a build of a
+        million runs need not hold every record's text at once."""
+        return iter(self.cached(build_name, columns))
+
 
 class SqlAlchemyCatalog(Catalog):
     """A catalog behind SQLAlchemy: MariaDB, PostgreSQL, or SQLite by an unusual URL."""
@@ -654,6 +659,26 @@ class SqliteCatalog(Catalog):
         where, params = self._of_build(build_name, "state = ?")
         return self._rows(f"SELECT {', '.join(columns)} FROM runs{where} "
                           "ORDER BY start, run_id", [CACHED, *params])
+
+    def iter_cached(self, build_name=None, columns=("samples", "record")):
+        unknown = set(columns) - set(_RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"no such catalog column: {sorted(unknown)}")
+        where, params = self._of_build(build_name, "state = ?")
+        cursor = self._execute(f"SELECT {', '.join(columns)} FROM runs{where} "
+                               "ORDER BY start, run_id", [CACHED, *params])
+        try:
+            while True:
+                try:
+                    rows = cursor.fetchmany(1000)
+                except sqlite3.Error as exc:
+                    raise CatalogError(
+                        f"catalog {shown_uri(self.uri)}: {_reason(exc)}") from None
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            cursor.close()
 
     def incomplete_ids(self, build_name=None):
         where, params = self._of_build(build_name, "state = ? AND incomplete IS NOT NULL")
