@@ -22,6 +22,7 @@ prediction selects the same columns, in the same order, by name.
 
 import collections
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -586,9 +587,15 @@ class _Build:
                             f"(slice {opts['slicer'] or ':'}); run cache-data first")
         # What a person said about a run beats what its source said.
         runs, self.human = human_labels.apply(self.cache, runs)
-        self.runs = runs
+        self.runs_selected = len(runs)
         labelled = self._label(runs)
+        del runs
         labelled = self._pin_features(labelled)
+        # From here on a run is its id, start, status and source: its metadata
+        # (the labels are known) would be most of what a build of a million
+        # runs holds.
+        labelled = [(dataclasses.replace(run, metadata={}), label)
+                    for run, label in labelled]
         self.classes = labels_mod.class_names(opts["class_label"], [lb for _, lb in labelled])
         self.code = {c: i for i, c in enumerate(self.classes)}
         self.labelled = labelled
@@ -763,7 +770,7 @@ class _Build:
             "provenance": {
                 "source": sources[0] if len(sources) == 1 else sources,
                 "query": {"build_name": self.build_name, "slicer": opts["slicer"] or ":"},
-                "run_count": len(self.runs), "example_count": sum(self.counts.values()),
+                "run_count": self.runs_selected, "example_count": sum(self.counts.values()),
                 "human_labels": human_labels.human_count(
                     opts["class_label"], [i for s in self.splits for i in self.ids_by_split[s]],
                     self.human),
@@ -791,7 +798,7 @@ class _Build:
             "classes": self.classes, "features": self.features,
             "example_shape": list(self.example_shape),
             "class_balance": self.attrs["class_balance"], "config": self.config,
-            "runs_selected": len(self.runs), "skipped": self.skipped,
+            "runs_selected": self.runs_selected, "skipped": self.skipped,
             "skipped_by_reason": skipped_by_reason(self.skipped),
             "dropped_features": list(self.dropped),
             "fingerprint": self.attrs["fingerprint"],
