@@ -324,8 +324,14 @@ def decode(data) -> Series:
             values[members] = ints / scales[members][:, None]
         else:
             raise SeriesError(f"unknown block encoding {enc!r}")
-    # (column, time) was filled row by row; the transpose is the (time, column) view.
-    values = values.T
+    return _series(stamps, values, columns, dtype)
+
+
+def _series(stamps, by_column, columns, dtype):
+    """The :class:`Series` of values decoded as ``(column, time)`` rows."""
+    # Filled column by column; the transpose is the (time, column) view
+    # that the build and predict read, with no copy.
+    values = by_column.T
     if dtype == np.float32:
         values = values.astype(np.float32)
     return Series(stamps, values, columns)
@@ -382,10 +388,7 @@ def _decode_v1(data):
             np.divide(ints, 10.0 ** int(spec["k"]), out=values[j])
         else:
             raise SeriesError(f"unknown block encoding {enc!r}")
-    values = values.T
-    if dtype == np.float32:
-        values = values.astype(np.float32)
-    return Series(stamps, values, columns)
+    return _series(stamps, values, columns, dtype)
 
 
 def _decode_npz(data):
