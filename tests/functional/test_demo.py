@@ -105,9 +105,15 @@ def test_demo_ci_github_serves_github_actions_and_prometheus(tmp_path, run_ciml_
     for name, exp in (("demo-gh-status", "demo-dnn"), ("demo-gh-conclusion", "demo-gbdt"),
                       ("demo-gh-runner-group", "demo-gbdt")):
         assert (root / "models" / name / exp / "metrics.json").is_file()
-    raw = list((root / "raw").rglob("prometheus.json")) if (root / "raw").is_dir() else \
-        list(root.rglob("prometheus.json"))
-    assert raw, "the raw cache keeps Prometheus's answers"
+    # The raw cache keeps Prometheus's answers (packed: read them back as fetched).
+    from ciml.cache import RawCache
+    from ciml.paths import DataPath
+
+    with RawCache(DataPath(root)) as cache:
+        cached_run = cache.runs()[0]
+        assert cache.info(cached_run.id)["fetched_name"] == "prometheus.json"
+        kept = json.loads(cache.fetched_content(cached_run.id))
+    assert kept["format"] == "ciml-prometheus-1", "the raw cache keeps Prometheus's answers"
     # The suggested commands work offline, the servers being gone.
     explore, serve = out.split("Keep exploring", 1)[1].split("in a browser", 1)
     suggested = [line for line in explore.strip().splitlines()[1:] if line.strip()][:-1]

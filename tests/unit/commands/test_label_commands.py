@@ -145,7 +145,7 @@ def test_predict_reports_the_human_label_as_actual(data_path):
     class _Predictor:
         metric_source = None
 
-    run, _, frame = online.load_run("run-1", predictor=_Predictor(), data_path=data_path)
-    assert run.status == "passed" and len(frame) == 5
+    run, _, series = online.load_run("run-1", predictor=_Predictor(), data_path=data_path)
+    assert run.status == "passed" and len(series.values) == 5
     run, _, _ = online.load_run("run-0", predictor=_Predictor(), data_path=data_path)
     assert run.status == "failed"
