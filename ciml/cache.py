@@ -426,19 +426,21 @@ class RawCache:
                  "time": dt.datetime.fromtimestamp(r[4], dt.timezone.utc).isoformat()}
                 for r in self.catalog.unavailable(build_name)]
 
-    def _cached_row(self, run_id):
+    def _catalog_row(self, run_id):
+        """``(dir, record text)`` of a cached run; :class:`NotFoundError` if absent."""
         row = self.catalog.cached_row(run_id)
         if row is None:
             raise NotFoundError(f"run {run_id!r} is not in the raw cache under "
                                 f"{self.data_path}")
-        return self.runs_dir / row[0], json.loads(row[1])
+        return row
+
+    def _cached_row(self, run_id):
+        folder, record = self._catalog_row(run_id)
+        return self.runs_dir / folder, json.loads(record)
 
     def _folder(self, run_id):
-        row = self.catalog.cached_row(run_id)
-        if row is None:
-            raise NotFoundError(f"run {run_id!r} is not in the raw cache under "
-                                f"{self.data_path}")
-        return self.runs_dir / row[0]
+        # The folder alone: the record's JSON is not parsed.
+        return self.runs_dir / self._catalog_row(run_id)[0]
 
     def record(self, run_id):
         """The :class:`RunRecord` of a cached run; :class:`NotFoundError` if absent."""

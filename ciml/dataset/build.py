@@ -24,6 +24,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -276,7 +277,11 @@ def transform_with_length(steps, frame):
 
 
 def head_values(head, data, frames=None):
-    """The stateless steps on one run: ``(values float32, block, length)``."""
+    """The stateless steps on one run: ``(values float32, block, length)``.
+
+    ``length`` is the number of time steps the series had just before it
+    lost its time axis (cut/pad or aggregation): the original's example size.
+    """
     block, length = transform_block(head, data, frames=frames)
     values = np.asarray(block.values)
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
@@ -284,16 +289,6 @@ def head_values(head, data, frames=None):
     # C order: a batch stacks whole examples with plain copies (the values,
     # not their layout, are the example).
     return values.astype("float32", order="C"), block, length
-
-
-def apply_head(head, frame):
-    """Run the stateless steps; returns (values float32, index labels, columns, length).
-
-    ``length`` is the number of time steps the series had just before it
-    lost its time axis (cut/pad or aggregation): the original's example size.
-    """
-    values, block, length = head_values(head, frame)
-    return values, block.index(), list(block.columns), length
 
 
 def _index_labels(block):
@@ -404,12 +399,16 @@ def transform_runs(cache, head_specs, run_ids):
     features and the fixed length into them).  The result for a run does
     not depend on which other runs share its slice.
     """
-    head = make_chain(head_specs)
+    return load_examples(cache, make_chain(head_specs), run_ids)
+
+
+def load_examples(cache, head, run_ids):
+    """:func:`load_example` of each run, in order."""
     return [load_example(cache, head, run_id) for run_id in run_ids]
 
 
 def _worker_load_many(run_ids):
-    return [load_example(_WORKER["cache"], _WORKER["head"], run_id) for run_id in run_ids]
+    return load_examples(_WORKER["cache"], _WORKER["head"], run_ids)
 
 
 class _Loader:
@@ -456,16 +455,13 @@ class _Loader:
             fn = _worker_load_many
         else:
             tasks = [[run_id] for run_id in run_ids]
-            fn = self._load_many
+            fn = functools.partial(load_examples, self.cache, self.head)
         for task in tasks:
             window.append(self.pool.submit(fn, task))
             if len(window) >= limit:
                 yield from window.popleft().result()
         while window:
             yield from window.popleft().result()
-
-    def _load_many(self, run_ids):
-        return [load_example(self.cache, self.head, run_id) for run_id in run_ids]
 
     def close(self):
         if self.pool is not None:
