@@ -144,6 +144,37 @@ _RUN_COLUMNS = ("run_id", "build_name", "state", "reason", "message", "dir", "st
                 "samples", "record", "time", "incomplete")
 
 
+def _retry_locked(call, error, attempts=50):
+    """``call()``, again while SQLite answers ``error`` "database is locked".
+
+    Switching SQLite to WAL and creating the schema take an exclusive lock
+    that the busy handler does not always wait for.
+    """
+    for attempt in range(attempts):
+        try:
+            return call()
+        except error as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
+def _add_missing_columns(have, alter, error):
+    """Bring a ``runs`` table with the columns ``have`` up to the current ones.
+
+    ``alter(sql)`` runs one statement; ``error`` is what it raises when
+    another process added the column first, which is fine.
+    """
+    for name, sql_type in _ADDED_COLUMNS:
+        if name in have:
+            continue
+        try:
+            alter(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
+        except error as exc:
+            if "duplicate column" not in str(exc):
+                raise
+
+
 def _record_text(record):
     return json.dumps(record, sort_keys=True, default=str)
 
@@ -250,29 +281,15 @@ class SqlAlchemyCatalog(Catalog):
 
         with engine.connect() as conn:
             have = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(runs)")}
-            for name, sql_type in _ADDED_COLUMNS:
-                if name in have:
-                    continue
-                try:
-                    self._retry_locked(lambda name=name, sql_type=sql_type: conn.exec_driver_sql(
-                        f"ALTER TABLE runs ADD COLUMN {name} {sql_type}"))
-                except sa.exc.OperationalError as exc:
-                    if "duplicate column" not in str(exc):  # another process was first
-                        raise
+            _add_missing_columns(
+                have, lambda sql: self._retry_locked(lambda: conn.exec_driver_sql(sql)),
+                sa.exc.OperationalError)
 
     @staticmethod
-    def _retry_locked(call, attempts=50):
-        # Switching SQLite to WAL and creating the schema take an exclusive
-        # lock that the busy handler does not always wait for.
+    def _retry_locked(call):
         import sqlalchemy as sa
 
-        for attempt in range(attempts):
-            try:
-                return call()
-            except sa.exc.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05)
+        return _retry_locked(call, sa.exc.OperationalError)
 
     def _run(self, statement):
         return self._call(lambda conn: conn.execute(statement))
@@ -510,15 +527,9 @@ class SqliteCatalog(Catalog):
             for statement in _SQLITE_SCHEMA:
                 self._retry_locked(lambda statement=statement: conn.execute(statement))
             have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-            for name, sql_type in _ADDED_COLUMNS:
-                if name in have:
-                    continue
-                try:
-                    self._retry_locked(lambda name=name, sql_type=sql_type: conn.execute(
-                        f"ALTER TABLE runs ADD COLUMN {name} {sql_type}"))
-                except sqlite3.OperationalError as exc:
-                    if "duplicate column" not in str(exc):  # another process was first
-                        raise
+            _add_missing_columns(
+                have, lambda sql: self._retry_locked(lambda: conn.execute(sql)),
+                sqlite3.OperationalError)
         except sqlite3.Error as exc:
             raise CimlError(f"catalog {shown_uri(self.uri)} cannot be opened: "
                             f"{_reason(exc)}") from None
@@ -526,16 +537,8 @@ class SqliteCatalog(Catalog):
             conn.close()
 
     @staticmethod
-    def _retry_locked(call, attempts=50):
-        # Switching to WAL and creating the schema take an exclusive lock
-        # that the busy handler does not always wait for.
-        for attempt in range(attempts):
-            try:
-                return call()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05)
+    def _retry_locked(call):
+        return _retry_locked(call, sqlite3.OperationalError)
 
     def _execute(self, sql, params=()):
         conn = self._conn()
@@ -609,16 +612,9 @@ class SqliteCatalog(Catalog):
         values = {"build_name": build_name, "state": UNAVAILABLE, "reason": str(reason)[:255],
                   "message": str(message), "start": start, "time": time.time(),
                   "record": _record_text(record)}
-        try:
-            self._execute("INSERT INTO runs (run_id, dir, samples, build_name, state, reason, "
-                          "message, start, time, record) VALUES (?, NULL, NULL, ?, ?, ?, ?, "
-                          "?, ?, ?)", (str(run_id), *values.values()))
-            return
-        except sqlite3.IntegrityError:
-            pass
-        sets = ", ".join(f"{c} = ?" for c in values)
-        self._execute(f"UPDATE runs SET {sets} WHERE run_id = ? AND state != ?",
-                      (*values.values(), str(run_id), CACHED))
+        # A new row has no folder and no samples (NULL by default).
+        self._insert_or_update("runs", {"run_id": str(run_id)}, values,
+                               f" AND state != '{CACHED}'")
 
     def put_labels(self, rows):
         """Store human labels ``(run_id, key, value, who, time)``; one per run and key."""
@@ -651,22 +647,21 @@ class SqliteCatalog(Catalog):
         where, params = self._of_build(build_name)
         return dict(self._rows(f"SELECT run_id, state FROM runs{where}", params))
 
+    def _cached_query(self, build_name, columns):
+        """``(SQL, parameters)`` of the cached runs' ``columns``, by start then run id."""
+        unknown = set(columns) - set(_RUN_COLUMNS)
+        if unknown:
+            raise ValueError(f"no such catalog column: {sorted(unknown)}")
+        where, params = self._of_build(build_name, "state = ?")
+        return (f"SELECT {', '.join(columns)} FROM runs{where} ORDER BY start, run_id",
+                [CACHED, *params])
+
     def cached(self, build_name=None, columns=("samples", "record")):
         """Rows of cached runs (of a build name), by start time then run id."""
-        unknown = set(columns) - set(_RUN_COLUMNS)
-        if unknown:
-            raise ValueError(f"no such catalog column: {sorted(unknown)}")
-        where, params = self._of_build(build_name, "state = ?")
-        return self._rows(f"SELECT {', '.join(columns)} FROM runs{where} "
-                          "ORDER BY start, run_id", [CACHED, *params])
+        return self._rows(*self._cached_query(build_name, columns))
 
     def iter_cached(self, build_name=None, columns=("samples", "record")):
-        unknown = set(columns) - set(_RUN_COLUMNS)
-        if unknown:
-            raise ValueError(f"no such catalog column: {sorted(unknown)}")
-        where, params = self._of_build(build_name, "state = ?")
-        cursor = self._execute(f"SELECT {', '.join(columns)} FROM runs{where} "
-                               "ORDER BY start, run_id", [CACHED, *params])
+        cursor = self._execute(*self._cached_query(build_name, columns))
         try:
             while True:
                 try:
