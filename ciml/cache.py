@@ -44,6 +44,7 @@ import datetime as dt
 import io
 import json
 import logging
+import operator
 import os
 import threading
 import time
@@ -150,10 +151,9 @@ class RawCache:
         self.runs_dir = self.root / "runs"
         self.index_path = self.root / "index.sqlite"
         self.remote = storage.is_remote(self.root)
+        self._runs_root = None if self.remote else str(self.runs_dir)
         self.catalog = Catalog(catalog_uri(data_path))
         self._store_lock = threading.Lock()
-        # Rows read by remember(): run id -> (folder name, the record's "cache" part).
-        self._known = {}
 
     def __repr__(self):
         return f"RawCache({str(self.data_path)!r})"
@@ -169,7 +169,6 @@ class RawCache:
 
     def close(self):
         """Close the catalog's connections.  Idempotent."""
-        self._known = {}
         self.catalog.close()
 
     def __enter__(self):
@@ -208,7 +207,6 @@ class RawCache:
             their own runs).
         """
         stamps, values, columns = frame_to_arrays(frame)
-        self._known.pop(run.id, None)
         final = self.run_dir(run.id)
         fetched_name = fileutil.safe_filename(fetched.name or "metrics")
         raw_name = fetched_name
@@ -298,7 +296,6 @@ class RawCache:
 
         :return: ``False`` if the run is not cached (nothing to update).
         """
-        self._known.pop(run.id, None)
         with self._locked_store():
             try:
                 folder, old = self._cached_row(run.id)
@@ -390,35 +387,20 @@ class RawCache:
         return [{"run": RunRecord.from_dict(json.loads(record)), "samples": samples}
                 for samples, record in self.catalog.cached(build_name)]
 
-    def remember(self, build_name=None):
-        """The cached runs (of a build name), as :meth:`runs`, read in one query.
+    def scan(self, build_name=None):
+        """``(RunRecord, cache info, folder name)`` of each cached run (of a build name).
 
-        What the query read also answers :meth:`info` and :meth:`series` for
-        these runs from then on, without asking the catalog again: a build
-        asks the index once, not several times per run.  A run stored or
-        updated through this cache is asked again; :meth:`close` forgets
-        them all.  A build of a million runs holds all of them, so what is
-        kept per run is small: its folder name, its column list (one tuple
-        shared by the runs that have the same) and the rest of the record's
-        ``cache`` part as compact JSON; the metadata keys, the same in every
-        run of a job, are one string each.
+        Sorted by start then id and read from the catalog as a stream, a
+        thousand rows at a time: a build of a million runs reads them all
+        but never holds them all (:mod:`ciml.dataset.runs` keeps a few
+        bytes of each).  The cache info is the record's ``cache`` part
+        (what :meth:`info` gives).
         """
-        runs, known, shared, keys = [], {}, {}, {}
-        for run_id, folder, record in self.catalog.iter_cached(build_name,
-                                                               ("run_id", "dir", "record")):
+        for _run_id, folder, record in self.catalog.iter_cached(build_name,
+                                                                ("run_id", "dir", "record")):
             data = json.loads(record)
-            info = data.get("cache") or {}
-            columns = info.pop("columns", None)
-            if columns is not None:
-                columns = tuple(columns)
-                columns = shared.setdefault(columns, columns)
-            known[run_id] = (folder, columns, json.dumps(info, separators=(",", ":")))
-            metadata = data.get("metadata")
-            if isinstance(metadata, dict):
-                data["metadata"] = {keys.setdefault(k, k): v for k, v in metadata.items()}
-            runs.append(RunRecord.from_dict(data))
-        self._known.update(known)
-        return runs
+            info = data.pop("cache", None) or {}
+            yield RunRecord.from_dict(data), info, folder
 
     def unavailable(self, build_name=None):
         """Runs known to be unavailable: ``run_id, build_name, reason, message, time``."""
@@ -449,12 +431,6 @@ class RawCache:
 
     def info(self, run_id):
         """What the cache knows about a cached run's files (raw file, url, columns...)."""
-        known = self._known.get(run_id)
-        if known is not None:
-            info = json.loads(known[2])
-            if known[1] is not None:
-                info["columns"] = list(known[1])
-            return info
         _, record = self._cached_row(run_id)
         return dict(record.get("cache") or {})
 
@@ -492,25 +468,33 @@ class RawCache:
         """The parsed series of a cached run as a DataFrame (never re-parsed)."""
         return arrays_to_frame(*self.series(run_id))
 
-    def series(self, run_id):
+    def series(self, run_id, folder=None):
         """The parsed series of a cached run as arrays: a :class:`ciml.series.Series`.
 
-        What the dataset build reads: no CSV, no DataFrame.
+        What the dataset build reads: no CSV, no DataFrame.  ``folder``: the
+        run's folder name as :meth:`scan` gave it, which spares asking the
+        catalog (a round trip, with a shared database).
         """
-        known = self._known.get(run_id)
-        if known is not None:
-            folder = self.runs_dir / known[0]
+        if folder is None:
+            folder = self._catalog_row(run_id)[0]
+        if self.remote:
+            folder = self.runs_dir / folder
+            join, opener = operator.truediv, lambda path: path.open("rb")
         else:
-            folder = self._folder(run_id)
+            # Plain strings: a pathlib.Path per run would intern every run's
+            # folder name, and the interpreter's table of interned names
+            # only grows (about 100 bytes a run in a build).
+            folder = os.path.join(self._runs_root, folder)
+            join, opener = os.path.join, lambda path: open(path, "rb")
         # series.bin, else the series.npz of an older cache, else series.bin
         # again: an upgrade may have replaced one by the other meanwhile.
         names = (SERIES_FILE, LEGACY_SERIES_FILE, SERIES_FILE)
-        path = folder / SERIES_FILE
+        path = join(folder, SERIES_FILE)
         try:
             for i, name in enumerate(names):
-                path = folder / name
+                path = join(folder, name)
                 try:
-                    fh = path.open("rb")
+                    fh = opener(path)
                 except FileNotFoundError:
                     if i == len(names) - 1:
                         raise
@@ -581,7 +565,6 @@ class RawCache:
         step leaves the run readable; a file left behind by a crash between
         the last two steps is removed by the next call.
         """
-        self._known.pop(run_id, None)
         with self._locked_store():
             folder, record = self._cached_row(run_id)
             info = dict(record.get("cache") or {})

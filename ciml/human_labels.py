@@ -102,17 +102,18 @@ def apply(cache, runs):
     labels = labels_of(cache, {r.id for r in runs})
     if not labels:
         return list(runs), {}
-    out = []
-    for run in runs:
-        mine = labels.get(run.id)
-        if not mine:
-            out.append(run)
-            continue
-        fields = {k: v["value"] for k, v in mine.items() if k in FIELDS}
-        metadata = dict(run.metadata or {})
-        metadata.update({k: v["value"] for k, v in mine.items() if k not in FIELDS})
-        out.append(dataclasses.replace(run, metadata=metadata, **fields))
+    out = [relabelled(run, {k: v["value"] for k, v in labels[run.id].items()})
+           if labels.get(run.id) else run for run in runs]
     return out, {run_id: set(keys) for run_id, keys in labels.items()}
+
+
+def relabelled(run, labels):
+    """``run`` with what a person said of it (``{key: value}``): ``status`` and
+    ``result`` replace the record's fields, other keys go to its metadata."""
+    fields = {k: v for k, v in labels.items() if k in FIELDS}
+    metadata = dict(run.metadata or {})
+    metadata.update({k: v for k, v in labels.items() if k not in FIELDS})
+    return dataclasses.replace(run, metadata=metadata, **fields)
 
 
 def human_count(class_label, labelled_ids, human):

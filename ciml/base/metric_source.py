@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ciml.base.component import Component
@@ -139,6 +139,19 @@ def common_provenance(provenances: Iterable[dict[str, Any] | None]
         if item:
             key = json.dumps(item, sort_keys=True, default=str)
             counts[key] = counts.get(key, 0) + 1
+    return common_provenance_of_counts(counts)
+
+
+def common_provenance_of_counts(counts: Mapping[str, int]
+                                ) -> tuple[dict[str, Any] | None, int]:
+    """:func:`common_provenance` of runs counted by provenance.
+
+    :param counts: ``{provenance as sorted-key JSON: number of runs}``.
+    :return: ``(provenance or None, number of runs cached otherwise)``; a
+        tie goes to the greater JSON text.
+    """
+    import json
+
     if not counts:
         return None, 0
     best = max(counts, key=lambda k: (counts[k], k))

@@ -20,12 +20,14 @@ The sorted list is pinned in the filter step of the stored chain, so
 prediction selects the same columns, in the same order, by name.
 """
 
+import array
 import collections
 import concurrent.futures
 import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -36,6 +38,7 @@ import numpy as np
 import ciml
 from ciml import fileutil, human_labels, storage
 from ciml.dataset import labels as labels_mod
+from ciml.dataset import runs as runs_mod
 from ciml.dataset import store
 from ciml.dataset.profile import fit_profile
 from ciml.errors import AlreadyExistsError, CimlError, ConfigError, MetricsUnavailable
@@ -85,14 +88,14 @@ def check_tdt_split(tdt_split):
     return values
 
 
-def split_runs(runs, tdt_split, split="random", seed=0):
-    """Assign runs (sorted by start, id) to training, dev and test.
+def split_positions(n, tdt_split, split="random", seed=0):
+    """Assign ``n`` runs (sorted by start, id) to training, dev and test.
 
-    The sizes follow the original: ``int(n * training / 10)`` training runs,
-    ``int(n * dev / 10)`` dev runs, the rest test.  ``random`` is a seeded
-    permutation; ``time`` trains on the oldest runs and tests on the newest.
+    Returns ``{split: sorted positions in range(n)}``.  The sizes follow the
+    original: ``int(n * training / 10)`` training runs, ``int(n * dev / 10)``
+    dev runs, the rest test.  ``random`` is a seeded permutation; ``time``
+    trains on the oldest runs and tests on the newest.
     """
-    n = len(runs)
     n_train = int(n * tdt_split[0] / 10)
     n_dev = int(n * tdt_split[1] / 10)
     if tdt_split[2] == 0:
@@ -106,7 +109,7 @@ def split_runs(runs, tdt_split, split="random", seed=0):
         parts = idx[:n_train], idx[n_train:n_train + n_dev], idx[n_train + n_dev:]
     else:
         raise ConfigError(f"bad --split {split!r}: choose random or time")
-    return {name: [runs[i] for i in part] for name, part in zip(SPLITS, parts)}
+    return dict(zip(SPLITS, parts))
 
 
 # -- the chain ---------------------------------------------------------------
@@ -349,10 +352,15 @@ def make_example(chain, frame):
 _WORKER = {}
 
 
-def _read(cache, run_id):
-    """A cached run as arrays (a test double without ``series``: its frame)."""
+def _read(cache, run_id, folder=None):
+    """A cached run as arrays (a test double without ``series``: its frame).
+
+    ``folder``: where a raw cache keeps the run, when the build knows it.
+    """
     series = getattr(cache, "series", None)
-    return series(run_id) if series is not None else cache.frame(run_id)
+    if series is None:
+        return cache.frame(run_id)
+    return series(run_id) if folder is None else series(run_id, folder)
 
 
 def _init_worker(cache_root, head_specs, owner_pid):
@@ -374,13 +382,14 @@ def _init_forked(cache, head, owner_pid):
     _WORKER["head"] = head
 
 
-def load_example(cache, head, run_id, frames=None):
+def load_example(cache, head, run_id, frames=None, folder=None):
     """``(run_id, values float32, length, error)`` for one run; never raises for bad data.
 
     The per-run half of a build (see :func:`transform_runs`).
     """
     try:
-        values, _block, length = head_values(head, _read(cache, run_id), frames=frames)
+        values, _block, length = head_values(head, _read(cache, run_id, folder),
+                                             frames=frames)
         return run_id, values, length, None
     except MetricsUnavailable as exc:
         return run_id, None, None, (exc.reason, str(exc))
@@ -390,25 +399,27 @@ def load_example(cache, head, run_id, frames=None):
         return run_id, None, None, ("error", f"{type(exc).__name__}: {exc}")
 
 
-def transform_runs(cache, head_specs, run_ids):
+def transform_runs(cache, head_specs, run_ids, folders=None):
     """The stateless half of a build for a slice of runs: a list of :func:`load_example` results.
 
     What a worker of a distributed build runs on its share of the runs:
     ``cache`` is a raw cache (or anything with ``series`` or ``frame``),
     ``head_specs`` the build's ``head_specs`` (``_Build.select`` pins the
-    features and the fixed length into them).  The result for a run does
-    not depend on which other runs share its slice.
+    features and the fixed length into them), ``folders`` the runs' folder
+    names where the build knows them.  The result for a run does not depend
+    on which other runs share its slice.
     """
-    return load_examples(cache, make_chain(head_specs), run_ids)
+    return load_examples(cache, make_chain(head_specs), run_ids, folders)
 
 
-def load_examples(cache, head, run_ids):
+def load_examples(cache, head, run_ids, folders=None):
     """:func:`load_example` of each run, in order."""
-    return [load_example(cache, head, run_id) for run_id in run_ids]
+    return [load_example(cache, head, run_id, folder=folder)
+            for run_id, folder in zip(run_ids, folders or itertools.repeat(None))]
 
 
-def _worker_load_many(run_ids):
-    return load_examples(_WORKER["cache"], _WORKER["head"], run_ids)
+def _worker_load_many(run_ids, folders):
+    return load_examples(_WORKER["cache"], _WORKER["head"], run_ids, folders)
 
 
 class _Loader:
@@ -424,10 +435,10 @@ class _Loader:
             import multiprocessing
 
             if "fork" in multiprocessing.get_all_start_methods():
-                # Forked workers start in milliseconds with everything imported
-                # and the runs' rows read (RawCache.remember); they only
-                # decode and transform, never touch zarr's event loop thread,
-                # and the catalog opens its own connection in a new process.
+                # Forked workers start in milliseconds with everything imported;
+                # they only decode and transform, never touch zarr's event loop
+                # thread, and the catalog opens its own connection in a new
+                # process.
                 ctx = multiprocessing.get_context("fork")
                 init, args = _init_forked, (cache, self.head, os.getpid())
             else:
@@ -442,22 +453,22 @@ class _Loader:
     #: about what transforming a run at 1 min does.
     PROCESS_BATCH = 8
 
-    def map(self, run_ids):
+    def map(self, runs):
+        """:func:`load_example` of each of ``runs`` (``(run_id, folder or None)``
+        pairs, any iterable), in order."""
         if self.pool is None:
-            for run_id in run_ids:
-                yield load_example(self.cache, self.head, run_id)
+            for run_id, folder in runs:
+                yield load_example(self.cache, self.head, run_id, folder=folder)
             return
         window = collections.deque()
         limit = 4 * self.workers
         if self.kind == "process":
-            batch = self.PROCESS_BATCH
-            tasks = [run_ids[i:i + batch] for i in range(0, len(run_ids), batch)]
-            fn = _worker_load_many
+            batch, fn = self.PROCESS_BATCH, _worker_load_many
         else:
-            tasks = [[run_id] for run_id in run_ids]
-            fn = functools.partial(load_examples, self.cache, self.head)
-        for task in tasks:
-            window.append(self.pool.submit(fn, task))
+            batch, fn = 1, functools.partial(load_examples, self.cache, self.head)
+        runs = iter(runs)
+        while task := list(itertools.islice(runs, batch)):
+            window.append(self.pool.submit(fn, *zip(*task)))
             if len(window) >= limit:
                 yield from window.popleft().result()
         while window:
@@ -523,7 +534,15 @@ def fingerprint(attrs, ids, state_arrays=None):
                              sort_keys=True, default=str).encode())
     for split in SPLITS:
         digest.update(split.encode())
-        digest.update("\n".join(ids.get(split, ())).encode())
+        split_ids = ids.get(split, ())
+        if isinstance(split_ids, np.ndarray) and split_ids.dtype.kind == "S":
+            # UTF-8 bytes joined a batch at a time: the same bytes as the strings joined.
+            for start in range(0, len(split_ids), 4096):
+                if start:
+                    digest.update(b"\n")
+                digest.update(b"\n".join(split_ids[start:start + 4096].tolist()))
+        else:
+            digest.update("\n".join(split_ids).encode())
     return digest.hexdigest()[:16]
 
 
@@ -574,59 +593,63 @@ class _Build:
     def select(self):
         """Runs, labels, features, splits and the example layout."""
         opts = self.opts
-        # One query for the whole index (a RawCache), not several per run.
-        listing = getattr(self.cache, "remember", None) or self.cache.runs
-        runs = sorted(listing(self.build_name),
-                      key=lambda r: (_start_key(r), r.id))[self.slice]
-        if not runs:
+        # What a person said about a run beats what its source said.
+        human = human_labels.labels_of(self.cache)
+        self.human = {run_id: set(keys) for run_id, keys in human.items()}
+        # One streaming read of the index; a few bytes kept per run.
+        table = runs_mod.scan(self.cache, self.build_name, opts["class_label"],
+                              {run_id: {k: v["value"] for k, v in keys.items()}
+                               for run_id, keys in human.items()})
+        table = table.take(self.slice)
+        if not len(table):
             raise CimlError(f"no cached runs for build name {self.build_name!r} "
                             f"(slice {opts['slicer'] or ':'}); run cache-data first")
-        # What a person said about a run beats what its source said.
-        runs, self.human = human_labels.apply(self.cache, runs)
-        self.runs_selected = len(runs)
-        labelled = self._label(runs)
-        del runs
-        labelled = self._pin_features(labelled)
-        # From here on a run is its id, start, status and source: its metadata
-        # (the labels are known) would be most of what a build of a million
-        # runs holds.
-        labelled = [(dataclasses.replace(run, metadata={}), label)
-                    for run, label in labelled]
-        self.classes = labels_mod.class_names(opts["class_label"], [lb for _, lb in labelled])
+        self.runs_selected = len(table)
+        table = self._pin_features(self._label(table))
+        self.classes = labels_mod.class_names(
+            opts["class_label"], [table.labels[c] for c in np.unique(table.label)])
         self.code = {c: i for i, c in enumerate(self.classes)}
-        self.labelled = labelled
-        self.parts = split_runs(labelled, self.tdt, opts["split"], opts["seed"])
+        # A run's class code is its label code looked up here.
+        self.class_of_label = np.array([self.code.get(lb, -1) for lb in table.labels],
+                                       dtype="int64")
+        # What the attributes need of the whole selection; the splits hold the rest.
+        self.sources = sorted({table.sources[c] for c in np.unique(table.source)})
+        self.metric_source = _table_metric_source(table, self.name)
+        self.parts = {name: table.take(index) for name, index in
+                      split_positions(len(table), self.tdt, opts["split"],
+                                      opts["seed"]).items()}
         self.splits = tuple(s for s, share in zip(SPLITS, self.tdt) if share > 0)
         self.length_from = _set_fixed_length(self.head, self.cache, self.parts["training"],
                                              opts["sample_interval"], opts.get("fixed_length"))
         self._probe_layout()
 
-    def _label(self, runs):
-        class_label = self.opts["class_label"]
-        labelled = []
-        for run in runs:
-            label = labels_mod.run_label(run, class_label)
-            if label is None:
-                self.skipped.append({"run_id": run.id, "split": None, "reason": "unlabelled",
-                                     "message": f"run has no {class_label!r}"})
-            else:
-                labelled.append((run, label))
-        if not labelled:
-            raise CimlError(f"none of the {len(runs)} runs has a {class_label!r} label")
-        return labelled
+    def split_codes(self, split):
+        """The class code of each run planned for ``split``, in order."""
+        return self.class_of_label[self.parts[split].label]
 
-    def _pin_features(self, labelled):
+    def _label(self, table):
+        class_label = self.opts["class_label"]
+        unlabelled = table.label < 0
+        for i in np.flatnonzero(unlabelled):
+            self.skipped.append({"run_id": table.run_id(i), "split": None,
+                                 "reason": "unlabelled",
+                                 "message": f"run has no {class_label!r}"})
+        if unlabelled.all():
+            raise CimlError(f"none of the {len(table)} runs has a {class_label!r} label")
+        return table.take(~unlabelled)
+
+    def _pin_features(self, table):
         """Fix the features every run has; returns the runs that have some."""
         features_regex = self.opts["features_regex"]
         selector = next((s for s in self.chain if s.selects_features), None)
         if selector is None:
             raise ConfigError("no step of the normalizer chain selects the features")
-        selection = select_features(self.cache, [run.id for run, _ in labelled], selector)
-        for run_id in selection["unmatched"]:
-            self.skipped.append({"run_id": run_id, "split": None, "reason": "missing-columns",
+        table = _columns_asked(self.cache, table)
+        selection = select_features_by_sets(table.columns, table.column_sets, selector)
+        for i in selection["unmatched"]:
+            self.skipped.append({"run_id": table.run_id(i), "split": None,
+                                 "reason": "missing-columns",
                                  "message": _no_match_message(features_regex)})
-        unmatched = set(selection["unmatched"])
-        labelled = [(run, label) for run, label in labelled if run.id not in unmatched]
         if not selection["columns"]:
             raise CimlError(_no_common_message(self.build_name, features_regex, selection))
         # Pinned by name: every later run, here or at prediction time, gives these.
@@ -637,21 +660,23 @@ class _Build:
                         len(self.dropped),
                         ", ".join(f"{c} (missing in {n} of {selection['runs']} runs)"
                                   for c, n in self.dropped.items()))
-        return labelled
+        keep = np.ones(len(table), dtype=bool)
+        keep[selection["unmatched"]] = False
+        return table.take(keep)
 
     def _probe_layout(self):
         """The example layout (time steps or aggregates, output feature labels)
         from the first training run that goes through the head."""
         features = index_labels = None
         probe_rejects = {}
-        for run, _ in self.parts["training"]:
+        for run_id in self.parts["training"].iter_ids():
             try:
-                _values, block, _ = head_values(self.head, _read(self.cache, run.id))
+                _values, block, _ = head_values(self.head, _read(self.cache, run_id))
                 features = list(block.columns)
                 index_labels = _index_labels(block)
                 break
             except (MetricsUnavailable, CimlError, ValueError, KeyError) as exc:
-                probe_rejects[run.id] = str(exc)
+                probe_rejects[run_id] = str(exc)
                 continue
         if features is None:
             raise CimlError(
@@ -683,23 +708,25 @@ class _Build:
         """Every selected run through the chain into the dataset at ``tmp``."""
         name = self.name
         total = sum(len(self.parts[s]) for s in self.splits)
-        self.counts, self.ids_by_split = {}, {}
+        self.counts, self.ids_by_split, self.positions = {}, {}, {}
         self.writer = writer = store.DatasetWriter(
             tmp, {s: len(self.parts[s]) for s in self.splits}, self.example_shape)
         staging = _Staging(storage.scratch_file(tmp, "training.staging"), self.example_shape)
         bar = _progress(self.opts["progress"], total, f"building {name}")
         for split_name in self.splits:
             stream = _SplitStream(split_name, writer, staging, self.tail, self.features,
-                                  self.index_labels, self.example_shape)
-            labels_of = {run.id: self.code[label] for run, label in self.parts[split_name]}
-            for run_id, values, length, error in loader.map(list(labels_of)):
+                                  self.index_labels, self.example_shape,
+                                  self.parts[split_name].ids)
+            codes = self.split_codes(split_name)
+            results = loader.map(self.parts[split_name].iter_runs())
+            for position, (run_id, values, length, error) in enumerate(results):
                 bar.update(1)
                 if error is None:
-                    error = stream.add(run_id, values, labels_of[run_id], length)
+                    error = stream.add(position, values, int(codes[position]), length)
                 if error is not None:
                     self.skipped.append({"run_id": run_id, "split": split_name,
                                          "reason": error[0], "message": error[1]})
-            written, ids_written = stream.close()
+            written, ids_written, positions = stream.close()
             if split_name == "training":
                 if written == 0:
                     raise CimlError(f"no usable training run for {name!r}; "
@@ -710,6 +737,7 @@ class _Build:
                 staging.close()
             self.counts[split_name] = written
             self.ids_by_split[split_name] = ids_written
+            self.positions[split_name] = positions
         bar.close()
 
     # -- finalize ----------------------------------------------------------------
@@ -720,9 +748,7 @@ class _Build:
         # operator, or all of them when too few passed.
         train = self.writer.arrays["training"]
         n_train = self.counts["training"]
-        status_of = {run.id: run.status for run, _ in self.parts["training"]}
-        passed = np.array([status_of.get(i) == "passed"
-                           for i in self.ids_by_split["training"]])
+        passed = self.parts["training"].passed[self.positions["training"]]
         use_passed = passed.sum() >= MIN_PROFILE_RUNS
         return fit_profile(train["X"], np.asarray(train["length"][:n_train]),
                            "time" if self.time_axis else "aggregate", self.index_labels,
@@ -748,12 +774,9 @@ class _Build:
             "fixed_length_from": self.length_from, "scale_per": opts["scale_per"],
         }
         # 12.8: prediction reads new runs with the metric source these were cached with.
-        self.config.update(recorded_metric_source(
-            self.cache, [run.id for run, _ in self.labelled], self.name))
-        sources = sorted({str(getattr(r, "source", None) or "unknown")
-                          for r, _ in self.labelled})
-        balance = {s: _balance(self.classes, _codes_of(self.parts[s], self.ids_by_split[s],
-                                                       self.code))
+        self.config.update(self.metric_source)
+        sources = self.sources
+        balance = {s: _balance(self.classes, self.split_codes(s)[self.positions[s]])
                    for s in self.splits}
         attrs = {
             "name": self.name, "config": self.config, "features": self.features,
@@ -768,7 +791,8 @@ class _Build:
                 "query": {"build_name": self.build_name, "slicer": opts["slicer"] or ":"},
                 "run_count": self.runs_selected, "example_count": sum(self.counts.values()),
                 "human_labels": human_labels.human_count(
-                    opts["class_label"], [i for s in self.splits for i in self.ids_by_split[s]],
+                    opts["class_label"], itertools.chain.from_iterable(
+                        runs_mod.decoded(self.ids_by_split[s]) for s in self.splits),
                     self.human),
                 "ciml_version": ciml.__version__,
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -895,8 +919,12 @@ def _set_fixed_length(head, cache, training, sample_interval, fixed_length):
     if fixed_length:
         step.length = int(fixed_length)
         return "--fixed-length"
-    needed = length_mod.training_length(cache, [run.id for run, _ in training],
-                                        sample_interval)
+    spans = training.span.copy()
+    # Runs whose index has no first and last sample: their series tells.
+    for i in np.flatnonzero(np.isnan(spans)):
+        span = length_mod.span_seconds(cache, training.run_id(i))
+        spans[i] = np.nan if span is None else span
+    needed = length_mod.length_of_spans(spans, sample_interval)
     if needed is None:
         return "default"
     step.length = needed
@@ -906,21 +934,19 @@ def _set_fixed_length(head, cache, training, sample_interval, fixed_length):
 # -- features and reports ------------------------------------------------------
 
 
-def recorded_metric_source(cache, run_ids, name):
-    """``{"metric_source", "metric_source_options"}`` the runs were cached with.
+def _table_metric_source(table, name):
+    """``{"metric_source", "metric_source_options"}`` the table's runs were cached with.
 
     ``None`` values for runs cached before ciml recorded it (prediction then
     uses the default dstat source).
     """
-    from ciml.base.metric_source import common_provenance
+    from ciml.base.metric_source import common_provenance_of_counts
 
-    def provenance(run_id):
-        try:
-            return cache.info(run_id).get("metric_source")
-        except Exception:  # a cache without the record: the default applies
-            return None
-
-    found, others = common_provenance(provenance(i) for i in run_ids)
+    codes = table.provenance[table.provenance >= 0]
+    counts = np.bincount(codes, minlength=len(table.provenances))
+    found, others = common_provenance_of_counts(
+        {json.dumps(p, sort_keys=True, default=str): int(n)
+         for p, n in zip(table.provenances, counts) if n})
     if others:
         LOG.warning("%s: %d run(s) were cached with another metric source or other options "
                     "than %s; prediction uses %s", name, others, found["name"], found["name"])
@@ -953,24 +979,65 @@ def select_features(cache, run_ids, filter_step):
     read: the build reports them with the real reason when it loads them)
     and ``runs`` (how many runs the intersection was taken over).
     """
+    run_ids = list(run_ids)
+    sets = runs_mod.Codes()
+    codes = np.array([_columns_code(cache, run_id, sets) for run_id in run_ids], dtype="int64")
+    selection = select_features_by_sets(codes, sets.values, filter_step)
+    for key in ("unmatched", "unreadable"):
+        selection[key] = [run_ids[i] for i in selection[key]]
+    return selection
+
+
+#: A run whose columns could not be read (``_columns_code``).
+UNREADABLE = -2
+
+
+def _columns_code(cache, run_id, sets):
+    try:
+        return sets.code(tuple(run_columns(cache, run_id)))
+    except (MetricsUnavailable, CimlError, OSError, ValueError, KeyError):
+        return UNREADABLE
+
+
+def _columns_asked(cache, table):
+    """``table`` with the column lists its index lacked read from the runs themselves."""
+    unknown = np.flatnonzero(table.columns == runs_mod.UNKNOWN)
+    if not len(unknown):
+        return table
+    sets = runs_mod.Codes(table.column_sets)
+    codes = table.columns.copy()
+    for i in unknown:
+        codes[i] = _columns_code(cache, table.run_id(i), sets)
+    return dataclasses.replace(table, columns=codes, column_sets=sets.values)
+
+
+def select_features_by_sets(codes, column_sets, filter_step):
+    """:func:`select_features` of runs given as codes into ``column_sets``.
+
+    Each distinct column list goes through ``filter_step`` once.  ``unmatched``
+    and ``unreadable`` (code :data:`UNREADABLE`) are positions in ``codes``.
+    """
+    codes = np.asarray(codes, dtype="int64")
+    known = codes[codes >= 0]
+    counts = np.bincount(known, minlength=len(column_sets))
     seen = collections.Counter()
-    unmatched, unreadable, n = [], [], 0
-    for run_id in run_ids:
-        try:
-            columns = run_columns(cache, run_id)
-        except (MetricsUnavailable, CimlError, OSError, ValueError, KeyError):
-            unreadable.append(run_id)
+    empty, n = [], 0
+    for code, (columns, count) in enumerate(zip(column_sets, counts)):
+        if not count:
             continue
-        matched = set(filter_step.select(columns))
+        matched = set(filter_step.select(list(columns)))
         if not matched:
-            unmatched.append(run_id)
+            empty.append(code)
             continue
-        seen.update(matched)
-        n += 1
+        for column in matched:
+            seen[column] += int(count)
+        n += int(count)
     common = sorted(c for c, k in seen.items() if k == n)
     dropped = {c: n - k for c, k in sorted(seen.items()) if k < n}
-    return {"columns": common, "dropped": dropped, "unmatched": unmatched,
-            "unreadable": unreadable, "runs": n}
+    return {"columns": common, "dropped": dropped,
+            "unmatched": np.flatnonzero(np.isin(codes, empty)) if empty
+            else np.array([], dtype="int64"),
+            "unreadable": np.flatnonzero(codes == UNREADABLE), "runs": n}
 
 
 def _no_match_message(features_regex):
@@ -1038,15 +1105,6 @@ def _choose_executor(cpus, total, example_shape, cache_is_raw):
     return "thread"
 
 
-def _start_key(run):
-    start = getattr(run, "start", None)
-    if start is None:
-        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-    if start.tzinfo is None:
-        return start.replace(tzinfo=dt.timezone.utc)
-    return start
-
-
 def _fit_frames(step, batch, index, columns):
     import pandas as pd
 
@@ -1061,29 +1119,35 @@ class _SplitStream:
     unscaled, in the staging file; other splits are scaled as they pass.
     """
 
-    def __init__(self, split, writer, staging, tail, features, index, example_shape):
+    def __init__(self, split, writer, staging, tail, features, index, example_shape,
+                 planned_ids):
         self.split, self.writer, self.staging, self.tail = split, writer, staging, tail
         self.features, self.index, self.shape = features, index, tuple(example_shape)
+        self.planned_ids = planned_ids
         self.fitting = split == "training"
         self.written = 0
-        self.ids = []
-        # The small arrays are kept for the whole split and written once at
-        # close: a zarr write per chunk of examples cost more than the data.
-        self.codes, self.lengths = [], []
-        self.buf = ([], [], [], [])  # values, codes, ids, lengths
+        # The small arrays are written a whole chunk of theirs (4096 or more
+        # runs) at a time: a zarr write per chunk of examples cost more than
+        # the data, and holding a split's ids until its end would grow with
+        # the runs.  ``positions``: where each written run is in
+        # ``planned_ids`` (kept for the whole split: 8 bytes a run).
+        self.small_written = 0
+        self.codes, self.lengths = array.array("q"), array.array("q")
+        self.positions = array.array("q")
+        self.buf = ([], [], [], [])  # values, codes, lengths, positions
 
-    def add(self, run_id, values, code, length):
+    def add(self, position, values, code, length):
         """Buffer one example; returns an ``(reason, message)`` error or ``None``."""
         if values.shape != self.shape:
             return "shape", f"example shape {values.shape}, expected {self.shape}"
-        for buf, item in zip(self.buf, (values, code, run_id, length)):
+        for buf, item in zip(self.buf, (values, code, length, position)):
             buf.append(item)
         if len(self.buf[0]) >= self.writer.chunk:
             self.flush()
         return None
 
     def flush(self):
-        xs, codes, ids, lengths = self.buf
+        xs, codes, lengths, positions = self.buf
         if not xs:
             return
         batch = np.stack(xs)
@@ -1101,17 +1165,30 @@ class _SplitStream:
                 batch = apply_tail(self.tail, batch, self.index, self.features)
             self.writer.write_x(self.split, self.written, batch)
         self.written += len(codes)
-        self.ids.extend(ids)
         self.codes.extend(codes)
         self.lengths.extend(lengths)
+        self.positions.extend(positions)
         for buf in self.buf:
             buf.clear()
+        if len(self.codes) >= self.writer.small_chunk:
+            self._write_small(self.writer.small_chunk)
+
+    def _write_small(self, n):
+        """Write the first ``n`` pending labels, ids and lengths."""
+        start = self.small_written
+        positions = np.frombuffer(self.positions, dtype="int64")[start:start + n]
+        self.writer.write(self.split, start, None, self.codes[:n],
+                          self.planned_ids[positions], self.lengths[:n])
+        del self.codes[:n], self.lengths[:n]
+        self.small_written += n
 
     def close(self):
+        """Write what is left; returns ``(examples written, their ids, their positions)``."""
         self.flush()
-        if self.written:
-            self.writer.write(self.split, 0, None, self.codes, self.ids, self.lengths)
-        return self.written, self.ids
+        if self.codes:
+            self._write_small(len(self.codes))
+        positions = np.frombuffer(self.positions, dtype="int64")
+        return self.written, self.planned_ids[positions], positions
 
 
 class _Staging:
@@ -1162,11 +1239,6 @@ def _finish_tail_fit(writer, staging, tail, count, index, columns):
     for start, stop in blocks:
         writer.write_x("training", start,
                        apply_tail(tail, staging.read(start, stop), index, columns))
-
-
-def _codes_of(members, ids, code):
-    label = {run.id: lb for run, lb in members}
-    return [code[label[i]] for i in ids]
 
 
 def _balance(classes, codes):

@@ -34,7 +34,7 @@ def interval_seconds(sample_interval):
                  .total_seconds())
 
 
-def _span_seconds(cache, run_id):
+def span_seconds(cache, run_id):
     """Seconds from the run's first to its last sample (metadata first, frame if needed)."""
     info = {}
     if hasattr(cache, "info"):
@@ -42,11 +42,9 @@ def _span_seconds(cache, run_id):
             info = cache.info(run_id) or {}
         except Exception:  # an index without the figures: read the series instead
             info = {}
-    first, last = info.get("first"), info.get("last")
-    if first and last:
-        span = _seconds_between(str(first), str(last))
-        if span is not None:
-            return span
+    span = recorded_span(info)
+    if span is not None:
+        return span
     from ciml.errors import CimlError, MetricsUnavailable
 
     try:
@@ -57,6 +55,14 @@ def _span_seconds(cache, run_id):
     if len(frame.index) == 0:
         return None
     return (frame.index[-1] - frame.index[0]).total_seconds()
+
+
+def recorded_span(info):
+    """Seconds from first to last sample as a run's cache info records them, or ``None``."""
+    first, last = (info or {}).get("first"), (info or {}).get("last")
+    if first and last:
+        return _seconds_between(str(first), str(last))
+    return None
 
 
 def _seconds_between(first, last):
@@ -85,12 +91,17 @@ def _seconds_between(first, last):
 
 def training_length(cache, run_ids, sample_interval=None, percentile=PERCENTILE):
     """The :data:`PERCENTILE` of the runs' lengths in time steps (``None`` if unknown)."""
+    spans = [span_seconds(cache, run_id) for run_id in run_ids]
+    return length_of_spans(np.array([np.nan if s is None else s for s in spans],
+                                    dtype="float64"), sample_interval, percentile)
+
+
+def length_of_spans(spans, sample_interval=None, percentile=PERCENTILE):
+    """:func:`training_length` of the runs' spans in seconds (NaN: unknown, left out)."""
     step = interval_seconds(sample_interval)
-    steps = []
-    for run_id in run_ids:
-        span = _span_seconds(cache, run_id)
-        if span is not None and span >= 0:
-            steps.append(math.floor(span / step) + 1)
-    if not steps:
+    spans = np.asarray(spans, dtype="float64")
+    spans = spans[~np.isnan(spans) & (spans >= 0)]
+    if not len(spans):
         return None
+    steps = np.floor(spans / step) + 1
     return max(1, int(math.ceil(np.percentile(steps, percentile))))

@@ -24,6 +24,7 @@ otherwise turn any change into an infinite score.
 """
 
 import math
+import tempfile
 
 import numpy as np
 
@@ -80,10 +81,15 @@ def fit_profile(X, lengths, axis, steps, features, chunk=256, reference=None,
                 reference_name="training runs"):
     """The profile of a training split, read ``chunk`` examples at a time.
 
-    ``X`` may be a Zarr array larger than memory: only the summaries, a
-    few dozen numbers a run, are kept.  ``reference`` (booleans, one per
-    example) picks the runs that define normal, e.g. the passed ones.
-    Returns a JSON-able dict, or ``None`` when no run is left.
+    ``X`` may be a Zarr array larger than memory, and the runs many: the
+    summaries (a few dozen float64 a run) go to a temporary file and are
+    read back a chunk at a time, twice (their spread around the mean, then
+    each run's score); only the scores, one number a run, are held.  The
+    sums run row by row in the runs' order, as numpy's mean and standard
+    deviation over the first axis of the whole matrix add, so the profile
+    is the same to the bit.  ``reference`` (booleans, one per example)
+    picks the runs that define normal, e.g. the passed ones.  Returns a
+    JSON-able dict, or ``None`` when no run is left.
     """
     n = len(lengths)
     if reference is not None:
@@ -91,21 +97,52 @@ def fit_profile(X, lengths, axis, steps, features, chunk=256, reference=None,
     count = n if reference is None else int(reference.sum())
     if count == 0:
         return None
-    # ``X`` may be longer than ``lengths`` (rows reserved for skipped runs).
-    summaries = np.concatenate([
-        summarize(X[start:min(start + chunk, n)], lengths[start:start + chunk], axis)
-        for start in range(0, n, chunk)])
-    if reference is not None:
-        summaries = summaries[reference]
-    center = summaries.mean(axis=0)
-    scale = np.maximum(summaries.std(axis=0), MIN_SCALE)
-    profile = {"version": VERSION, "runs": count, "reference": reference_name,
-               "labels": summary_labels(axis, steps, features),
-               "center": center.tolist(), "scale": scale.tolist()}
+    with tempfile.TemporaryFile() as spill:
+        total = width = None
+        # ``X`` may be longer than ``lengths`` (rows reserved for skipped runs).
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            part = summarize(X[start:stop], lengths[start:stop], axis)
+            if reference is not None:
+                part = part[reference[start:stop]]
+            if len(part):
+                width = part.shape[1]
+                total = _add_rows(total, part)
+                spill.write(memoryview(np.ascontiguousarray(part)).cast("B"))
+        center = total / count
+        spread = None
+        for part in _spilled(spill, width, chunk):
+            spread = _add_rows(spread, np.square(part - center))
+        scale = np.maximum(np.sqrt(spread / count), MIN_SCALE)
+        profile = {"version": VERSION, "runs": count, "reference": reference_name,
+                   "labels": summary_labels(axis, steps, features),
+                   "center": center.tolist(), "scale": scale.tolist()}
+        run_scores = np.concatenate([_scores(_z(profile, part))
+                                     for part in _spilled(spill, width, chunk)])
     keep = min(QUANTILES, n)
     profile["scores"] = [float(v) for v in np.quantile(
-        _scores(_z(profile, summaries)), np.linspace(0, 1, keep), method="linear")]
+        run_scores, np.linspace(0, 1, keep), method="linear")]
     return profile
+
+
+def _add_rows(total, rows):
+    """``total`` plus each of ``rows`` in turn (``None``: start from the first row).
+
+    numpy reduces the first axis of a C-ordered matrix one row after the
+    other; stacking the running total on top of the rows keeps that order
+    across chunks.
+    """
+    if total is None:
+        return rows.sum(axis=0)
+    return np.concatenate([total[None, :], rows]).sum(axis=0)
+
+
+def _spilled(spill, width, chunk):
+    """The summaries written to ``spill``, ``chunk`` rows at a time."""
+    spill.seek(0)
+    size = width * 8
+    while data := spill.read(chunk * size):
+        yield np.frombuffer(data, dtype=np.float64).reshape(-1, width)
 
 
 def scores(profile, X, lengths, axis):

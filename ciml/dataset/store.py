@@ -23,6 +23,8 @@ from ciml.storage import zarr_store
 #: Target size of one X chunk; the example axis is chunked to about this.
 CHUNK_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_EXAMPLES = 1024
+#: The least examples per chunk of the small arrays (labels, ids, lengths).
+MIN_SMALL_CHUNK = 4096
 #: Where fitted normalizer arrays too large for attributes are kept.
 STATE_GROUP = "state"
 #: The completion marker: the root group's metadata, holding ``complete``.
@@ -56,6 +58,9 @@ class DatasetWriter:
         import zarr
 
         self.chunk = chunk or chunk_examples(example_shape)
+        #: Examples per chunk of the small arrays (labels, ids, lengths):
+        #: a build writes them a whole chunk at a time.
+        self.small_chunk = max(self.chunk, MIN_SMALL_CHUNK)
         self.group = zarr.open_group(zarr_store(path), mode="w", zarr_format=3)
         self.arrays = {}
         for split, size in split_sizes.items():
@@ -66,12 +71,12 @@ class DatasetWriter:
                                       chunks=(self.chunk, *example_shape), fill_value=0.0,
                                       compressors=_x_codec(), config=_EVERY_CHUNK),
                 "y": sub.create_array("y", shape=(n,), dtype="int64",
-                                      chunks=(max(self.chunk, 4096),), fill_value=-1,
+                                      chunks=(self.small_chunk,), fill_value=-1,
                                       config=_EVERY_CHUNK),
                 "ids": sub.create_array("ids", shape=(n,), dtype=str,
-                                        chunks=(max(self.chunk, 4096),), config=_EVERY_CHUNK),
+                                        chunks=(self.small_chunk,), config=_EVERY_CHUNK),
                 "length": sub.create_array("length", shape=(n,), dtype="int64",
-                                           chunks=(max(self.chunk, 4096),), fill_value=0,
+                                           chunks=(self.small_chunk,), fill_value=0,
                                            config=_EVERY_CHUNK),
             }
 
@@ -82,7 +87,7 @@ class DatasetWriter:
         if X is not None:
             arrays["X"][start:stop] = X
         arrays["y"][start:stop] = np.asarray(y, dtype="int64")
-        arrays["ids"][start:stop] = np.asarray(ids, dtype=str)
+        arrays["ids"][start:stop] = _as_text(ids)
         arrays["length"][start:stop] = np.asarray(lengths, dtype="int64")
 
     def write_x(self, split, start, X):
@@ -109,6 +114,16 @@ class DatasetWriter:
         # group read as a dataset.
         self.group.update_attributes(dict(attrs))
         self.group.update_attributes({"complete": True})
+
+
+def _as_text(ids):
+    """Run ids as a numpy string array (UTF-8 byte strings decoded)."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "S":
+        return np.char.decode(ids, "utf-8")
+    if ids.dtype.kind in "UTO":  # str, numpy's variable-width strings (zarr's), objects
+        return ids
+    return ids.astype(str)
 
 
 def verify(path, counts, ids):
@@ -142,8 +157,14 @@ def verify(path, counts, ids):
                 if array.nchunks_initialized < array.nchunks:
                     raise broken(f"{split}/{name} has {array.nchunks_initialized} of "
                                  f"{array.nchunks} chunks")
-            if list(read_all(sub["ids"])) != list(ids[split]):
-                raise broken(f"{split}/ids differ from the runs written")
+            # A chunk at a time: the ids of a million runs are hundreds of MB as text.
+            stored, expected, step = sub["ids"], ids[split], int(sub["ids"].chunks[0])
+            if len(expected) != count:
+                raise broken(f"{split} has {count} examples but {len(expected)} ids written")
+            for start in range(0, count, step):
+                if not np.array_equal(np.asarray(stored[start:start + step]),
+                                      _as_text(expected[start:start + step])):
+                    raise broken(f"{split}/ids differ from the runs written")
     except NotFoundError as exc:
         raise broken(str(exc)) from None
     except (KeyError, FileNotFoundError, ValueError, OSError) as exc:

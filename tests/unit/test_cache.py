@@ -379,23 +379,29 @@ def test_an_older_cache_s_fetched_files_are_packed_in_place(cache, sample_data, 
     assert not (folder / "dstat-csv_log.txt.gz").exists()
 
 
-def test_remember_answers_lookups_of_the_listed_runs_without_the_catalog(cache, monkeypatch):
+def test_scan_streams_what_runs_lists_with_each_runs_cache_info(cache):
     for i in range(3):
         cache.store(run(i), fetched(), frame(seed=i))
-    expected = {r.id: (cache.info(r.id), cache.series(r.id)) for r in cache.runs()}
-    runs = cache.remember("tempest-full")
-    assert [r.id for r in runs] == [r.id for r in cache.runs("tempest-full")]
+    scanned = list(cache.scan("tempest-full"))
+    assert [r.id for r, _, _ in scanned] == [r.id for r in cache.runs("tempest-full")]
+    for record, info, folder in scanned:
+        assert info == cache.info(record.id)
+        assert record == cache.record(record.id)
+        assert cache.run_dir(record.id).name == folder
+
+
+def test_series_in_a_folder_the_scan_named_does_not_ask_the_catalog(cache, monkeypatch):
+    for i in range(3):
+        cache.store(run(i), fetched(), frame(seed=i))
+    expected = {r.id: cache.series(r.id) for r in cache.runs()}
+    folders = {r.id: folder for r, _, folder in cache.scan()}
     asked = []
-    monkeypatch.setattr(cache.catalog, "cached_row", lambda run_id: asked.append(run_id))
-    for r in runs:
-        info, series = expected[r.id]
-        assert cache.info(r.id) == info  # the same answer as from the catalog
-        got = cache.series(r.id)
+    real = cache.catalog.cached_row
+    monkeypatch.setattr(cache.catalog, "cached_row",
+                        lambda run_id: asked.append(run_id) or real(run_id))
+    for run_id, series in expected.items():
+        got = cache.series(run_id, folders[run_id])
         assert (got.values == series.values).all() and got.columns == series.columns
     assert asked == []
-    # A run stored again is asked for again; close() forgets them all.
-    monkeypatch.undo()
-    cache.store(run(0), fetched(), frame(seed=0))
-    assert "run-000" not in cache._known and "run-001" in cache._known
-    cache.close()
-    assert cache._known == {}
+    cache.series("run-001")
+    assert asked == ["run-001"]
