@@ -28,6 +28,7 @@ worker and write the same bytes to the same regions, and everything is
 written under the build's hidden folder until the end.
 """
 
+import array
 import logging
 
 import numpy as np
@@ -70,8 +71,11 @@ def _worker_cache(data_path):
                          lambda: RawCache(data_path))
 
 
-def transform_slice(data_path, head_specs, run_ids, staging, start, shape):
+def transform_slice(data_path, head_specs, run_ids, staging, start, shape, folders=None):
     """Task: the head of the chain on ``run_ids``, written to ``staging`` from ``start``.
+
+    ``folders``: the runs' folder names, where the client knows them (on an
+    object store), so that the worker need not ask the catalog for each.
 
     Returns ``[(run_id, length, error)]``: ``error`` is ``None`` or the
     ``(reason, message)`` the local build would give.
@@ -80,7 +84,7 @@ def transform_slice(data_path, head_specs, run_ids, staging, start, shape):
     block = np.zeros((len(run_ids), *shape), dtype="float32")
     verdicts = []
     for i, (run_id, values, length, error) in enumerate(
-            transform_runs(_worker_cache(data_path), head_specs, run_ids)):
+            transform_runs(_worker_cache(data_path), head_specs, run_ids, folders)):
         if error is None and values.shape != shape:
             error = ("shape", f"example shape {values.shape}, expected {shape}")
         if error is None:
@@ -134,16 +138,47 @@ class ClusterStream:
         self.build = build
         self.cluster = cluster
 
-    def _gather(self, futures, bar=None, weight=None):
-        """Results of ``futures`` in their order; the bar advances as each one finishes."""
-        index = {f.key: i for i, f in enumerate(futures)}
-        out = [None] * len(futures)
-        for future in self.cluster.as_completed(futures):
-            i = index[future.key]
-            out[i] = future.result()
+    def _window(self):
+        # Tasks in flight at once: enough to keep every worker thread busy
+        # while results come back; the client's memory does not grow with
+        # the runs (a future and its result cost kilobytes on the client and
+        # the scheduler).
+        return 4 * self.cluster.threads()
+
+    def _results(self, tasks, bar=None):
+        """The results of ``tasks`` (``(weight, fn, *args)``, an iterable), in their order.
+
+        At most :meth:`_window` tasks are submitted or waiting to be handed
+        back at a time; the bar advances by a task's weight as it finishes.
+        """
+        import queue
+
+        done = queue.SimpleQueue()
+        limit, running, ready, turn = self._window(), {}, {}, 0
+        tasks = enumerate(tasks)
+        more = True
+        while True:
+            while more and len(running) + len(ready) < limit:
+                item = next(tasks, None)
+                if item is None:
+                    more = False
+                    break
+                i, (weight, fn, *args) = item
+                future = self.cluster.submit(fn, *args)
+                running[future.key] = (i, weight)
+                future.add_done_callback(done.put)
+            if turn in ready:
+                yield ready.pop(turn)
+                turn += 1
+                continue
+            if not running:
+                return
+            future = done.get()
+            i, weight = running.pop(future.key)
+            ready[i] = future.result()
+            del future
             if bar is not None:
-                bar.update(weight[i] if weight is not None else 1)
-        return out
+                bar.update(weight)
 
     def run(self, tmp):
         import zarr
@@ -171,31 +206,31 @@ class ClusterStream:
 
         # 1. transform: one task per chunk of planned runs, every split at once.
         bar = _progress(b.opts["progress"], total, f"building {b.name} on {self.cluster.address}")
-        slices, futures = [], []
-        for split in b.splits:
-            ids = [run.id for run, _ in b.parts[split]]
-            for start in range(0, len(ids), chunk):
-                part = ids[start:start + chunk]
-                slices.append((split, start, len(part)))
-                futures.append(self.cluster.submit(
-                    transform_slice, dp, b.head_specs, part, paths[split], start, shape))
-        results = self._gather(futures, bar, [n for *_, n in slices])
-        bar.close()
-
-        # Written positions: the runs that went through, in the build's order.
-        written = {s: [] for s in b.splits}   # [(planned position, run id, length)]
-        for (split, start, _n), verdicts in zip(slices, results):
-            for offset, (run_id, length, error) in enumerate(verdicts):
+        slices = [(split, start, min(chunk, len(b.parts[split]) - start))
+                  for split in b.splits for start in range(0, len(b.parts[split]), chunk)]
+        tasks = ((n, transform_slice, dp, b.head_specs,
+                  b.parts[split].run_ids(slice(start, start + n)), paths[split], start, shape,
+                  b.parts[split].folder_names(slice(start, start + n)))
+                 for split, start, n in slices)
+        # Per split, where each run that went through was planned, and its length.
+        written = {split: (array.array("q"), array.array("q")) for split in b.splits}
+        for (split, start, _n), verdicts in zip(slices, self._results(tasks, bar)):
+            positions, lengths = written[split]
+            for position, (run_id, length, error) in enumerate(verdicts, start):
                 if error is None:
-                    written[split].append((start + offset, run_id, length))
+                    positions.append(position)
+                    lengths.append(length)
                 else:
-                    b.skipped.append({"run_id": run_id, "split": split,
-                                      "reason": error[0], "message": error[1]})
-        if not written.get("training"):
+                    b.skipped.append({"run_id": run_id, "split": split, "reason": error[0],
+                                      "message": error[1]})
+        bar.close()
+        written = {split: tuple(np.asarray(a, dtype="int64") for a in arrays)
+                   for split, arrays in written.items()}
+        if not len(written["training"][0]):
             raise CimlError(f"no usable training run for {b.name!r}; "
                             f"{len(b.skipped)} run(s) skipped")
-        blocks = {s: [[p for p, _, _ in written[s][k:k + chunk]]
-                      for k in range(0, len(written[s]), chunk)] for s in b.splits}
+        blocks = {s: [written[s][0][k:k + chunk].tolist()
+                      for k in range(0, len(written[s][0]), chunk)] for s in b.splits}
 
         # 2. fit the stateful steps, each on the output of those before it.
         for i, step in enumerate(b.tail):
@@ -204,24 +239,26 @@ class ClusterStream:
 
         # 3. write X, chunk by chunk, and the small arrays here.
         tail_specs = [step_spec(s) for s in b.tail]
-        futures, weight = [], []
-        for split in b.splits:
-            for k, positions in enumerate(blocks[split]):
-                futures.append(self.cluster.submit(
-                    write_chunk, dp, paths[split], positions, tail_specs, b.index_labels,
-                    b.features, (*where, split, "X"), k * chunk))
-                weight.append(len(positions))
-        bar = _progress(b.opts["progress"], sum(weight), f"writing {b.name}")
-        self._gather(futures, bar, weight)
+        tasks = [(len(positions), write_chunk, dp, paths[split], positions, tail_specs,
+                  b.index_labels, b.features, (*where, split, "X"), k * chunk)
+                 for split in b.splits for k, positions in enumerate(blocks[split])]
+        bar = _progress(b.opts["progress"], sum(t[0] for t in tasks), f"writing {b.name}")
+        for _ in self._results(tasks, bar):
+            pass
         bar.close()
+        b.positions = {}
         for split in b.splits:
-            code_of = {run.id: b.code[label] for run, label in b.parts[split]}
-            entries = written[split]
-            if entries:  # one write of each small array, not one per chunk
-                writer.write(split, 0, None, [code_of[r] for _, r, _ in entries],
-                             [r for _, r, _ in entries], [n for _, _, n in entries])
-            b.counts[split] = len(entries)
-            b.ids_by_split[split] = [r for _, r, _ in entries]
+            positions, lengths = written[split]
+            ids = b.parts[split].ids[positions]
+            codes = b.split_codes(split)[positions]
+            # A chunk of the small arrays at a time, not one write per chunk of X.
+            for start in range(0, len(positions), writer.small_chunk):
+                stop = start + writer.small_chunk
+                writer.write(split, start, None, codes[start:stop], ids[start:stop],
+                             lengths[start:stop])
+            b.counts[split] = len(positions)
+            b.ids_by_split[split] = ids
+            b.positions[split] = positions
         storage.rmtree(tmp / STAGING)
 
     def _fit(self, step, before, staging, blocks):
@@ -229,10 +266,9 @@ class ClusterStream:
         b = self.build
         if hasattr(step, "partial_state") and hasattr(step, "merge_state"):
             specs = [step_spec(s) for s in before] + [step_spec(step)]
-            futures = [self.cluster.submit(partial_state_of, b.data_path, staging, positions,
-                                           specs, b.index_labels, b.features)
-                       for positions in blocks]
-            for state in self._gather(futures):
+            tasks = ((1, partial_state_of, b.data_path, staging, positions, specs,
+                      b.index_labels, b.features) for positions in blocks)
+            for state in self._results(tasks):
                 _fold(step, state, b.features)
             return
         # A step without partial states (a third-party one) is fitted here,
