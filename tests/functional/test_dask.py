@@ -223,6 +223,11 @@ def test_progress_counts_each_run_once(history, tmp_path, dask_cluster, capsys):
     with Cluster(dask_cluster.address) as cluster:
         summary = cache_data(DataPath(tmp_path / "d"), source, metrics, JOB, progress=True,
                              cluster=cluster)
+        # The client keeps few of its sent messages (each task carries a batch of runs).
+        from ciml.executor import CLIENT_LOG_MESSAGES
+
+        kept = cluster.client.scheduler_comm.recent_message_log
+        assert kept.maxlen == CLIENT_LOG_MESSAGES and len(kept) <= CLIENT_LOG_MESSAGES
     import re
 
     err = capsys.readouterr().err
