@@ -420,10 +420,6 @@ class RawCache:
         folder, record = self._catalog_row(run_id)
         return self.runs_dir / folder, json.loads(record)
 
-    def _folder(self, run_id):
-        # The folder alone: the record's JSON is not parsed.
-        return self.runs_dir / self._catalog_row(run_id)[0]
-
     def record(self, run_id):
         """The :class:`RunRecord` of a cached run; :class:`NotFoundError` if absent."""
         _, record = self._cached_row(run_id)

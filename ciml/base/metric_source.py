@@ -132,21 +132,26 @@ def common_provenance(provenances: Iterable[dict[str, Any] | None]
         for a run cached before ciml recorded it) per run.
     :return: ``(provenance or None, number of runs cached otherwise)``.
     """
-    import json
-
     counts: dict[str, int] = {}
     for item in provenances:
         if item:
-            key = json.dumps(item, sort_keys=True, default=str)
+            key = provenance_key(item)
             counts[key] = counts.get(key, 0) + 1
     return common_provenance_of_counts(counts)
+
+
+def provenance_key(provenance: dict[str, Any]) -> str:
+    """A provenance as the text :func:`common_provenance_of_counts` counts by."""
+    import json
+
+    return json.dumps(provenance, sort_keys=True, default=str)
 
 
 def common_provenance_of_counts(counts: Mapping[str, int]
                                 ) -> tuple[dict[str, Any] | None, int]:
     """:func:`common_provenance` of runs counted by provenance.
 
-    :param counts: ``{provenance as sorted-key JSON: number of runs}``.
+    :param counts: ``{provenance_key(provenance): number of runs}``.
     :return: ``(provenance or None, number of runs cached otherwise)``; a
         tie goes to the greater JSON text.
     """

@@ -669,9 +669,9 @@ class _Build:
         from the first training run that goes through the head."""
         features = index_labels = None
         probe_rejects = {}
-        for run_id in self.parts["training"].iter_ids():
+        for run_id, folder in self.parts["training"].iter_runs():
             try:
-                _values, block, _ = head_values(self.head, _read(self.cache, run_id))
+                _values, block, _ = head_values(self.head, _read(self.cache, run_id, folder))
                 features = list(block.columns)
                 index_labels = _index_labels(block)
                 break
@@ -716,13 +716,12 @@ class _Build:
         for split_name in self.splits:
             stream = _SplitStream(split_name, writer, staging, self.tail, self.features,
                                   self.index_labels, self.example_shape,
-                                  self.parts[split_name].ids)
-            codes = self.split_codes(split_name)
+                                  self.parts[split_name].ids, self.split_codes(split_name))
             results = loader.map(self.parts[split_name].iter_runs())
             for position, (run_id, values, length, error) in enumerate(results):
                 bar.update(1)
                 if error is None:
-                    error = stream.add(position, values, int(codes[position]), length)
+                    error = stream.add(position, values, length)
                 if error is not None:
                     self.skipped.append({"run_id": run_id, "split": split_name,
                                          "reason": error[0], "message": error[1]})
@@ -945,8 +944,7 @@ def _table_metric_source(table, name):
     codes = table.provenance[table.provenance >= 0]
     counts = np.bincount(codes, minlength=len(table.provenances))
     found, others = common_provenance_of_counts(
-        {json.dumps(p, sort_keys=True, default=str): int(n)
-         for p, n in zip(table.provenances, counts) if n})
+        {key: int(n) for key, n in zip(table.provenances, counts) if n})
     if others:
         LOG.warning("%s: %d run(s) were cached with another metric source or other options "
                     "than %s; prediction uses %s", name, others, found["name"], found["name"])
@@ -1120,34 +1118,34 @@ class _SplitStream:
     """
 
     def __init__(self, split, writer, staging, tail, features, index, example_shape,
-                 planned_ids):
+                 planned_ids, planned_codes):
         self.split, self.writer, self.staging, self.tail = split, writer, staging, tail
         self.features, self.index, self.shape = features, index, tuple(example_shape)
-        self.planned_ids = planned_ids
+        self.planned_ids, self.planned_codes = planned_ids, planned_codes
         self.fitting = split == "training"
         self.written = 0
         # The small arrays are written a whole chunk of theirs (4096 or more
         # runs) at a time: a zarr write per chunk of examples cost more than
         # the data, and holding a split's ids until its end would grow with
         # the runs.  ``positions``: where each written run is in
-        # ``planned_ids`` (kept for the whole split: 8 bytes a run).
+        # ``planned_ids`` and ``planned_codes`` (kept for the whole split:
+        # 8 bytes a run).
         self.small_written = 0
-        self.codes, self.lengths = array.array("q"), array.array("q")
-        self.positions = array.array("q")
-        self.buf = ([], [], [], [])  # values, codes, lengths, positions
+        self.lengths, self.positions = array.array("q"), array.array("q")
+        self.buf = ([], [], [])  # values, lengths, positions
 
-    def add(self, position, values, code, length):
+    def add(self, position, values, length):
         """Buffer one example; returns an ``(reason, message)`` error or ``None``."""
         if values.shape != self.shape:
             return "shape", f"example shape {values.shape}, expected {self.shape}"
-        for buf, item in zip(self.buf, (values, code, length, position)):
+        for buf, item in zip(self.buf, (values, length, position)):
             buf.append(item)
         if len(self.buf[0]) >= self.writer.chunk:
             self.flush()
         return None
 
     def flush(self):
-        xs, codes, lengths, positions = self.buf
+        xs, lengths, positions = self.buf
         if not xs:
             return
         batch = np.stack(xs)
@@ -1164,29 +1162,28 @@ class _SplitStream:
             if self.tail:
                 batch = apply_tail(self.tail, batch, self.index, self.features)
             self.writer.write_x(self.split, self.written, batch)
-        self.written += len(codes)
-        self.codes.extend(codes)
+        self.written += len(xs)
         self.lengths.extend(lengths)
         self.positions.extend(positions)
         for buf in self.buf:
             buf.clear()
-        if len(self.codes) >= self.writer.small_chunk:
+        if len(self.lengths) >= self.writer.small_chunk:
             self._write_small(self.writer.small_chunk)
 
     def _write_small(self, n):
         """Write the first ``n`` pending labels, ids and lengths."""
         start = self.small_written
         positions = np.frombuffer(self.positions, dtype="int64")[start:start + n]
-        self.writer.write(self.split, start, None, self.codes[:n],
+        self.writer.write(self.split, start, None, self.planned_codes[positions],
                           self.planned_ids[positions], self.lengths[:n])
-        del self.codes[:n], self.lengths[:n]
+        del self.lengths[:n]
         self.small_written += n
 
     def close(self):
         """Write what is left; returns ``(examples written, their ids, their positions)``."""
         self.flush()
-        if self.codes:
-            self._write_small(len(self.codes))
+        if self.lengths:
+            self._write_small(len(self.lengths))
         positions = np.frombuffer(self.positions, dtype="int64")
         return self.written, self.planned_ids[positions], positions
 

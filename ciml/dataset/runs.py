@@ -18,11 +18,11 @@ import array
 import dataclasses
 import datetime as dt
 import itertools
-import json
 import math
 
 import numpy as np
 
+from ciml.base.metric_source import provenance_key
 from ciml.dataset import labels as labels_mod
 from ciml.dataset.length import recorded_span
 from ciml.human_labels import relabelled
@@ -64,11 +64,10 @@ class Codes:
         for code, value in enumerate(self.values):
             self._code.setdefault(value, code)
 
-    def code(self, value, key=None):
-        key = value if key is None else key
-        found = self._code.get(key)
+    def code(self, value):
+        found = self._code.get(value)
         if found is None:
-            found = self._code[key] = len(self.values)
+            found = self._code[value] = len(self.values)
             self.values.append(value)
         return found
 
@@ -124,10 +123,6 @@ class RunTable:
             return None
         folders = self.folders if index is None else self.folders[index]
         return list(decoded(folders))
-
-    def iter_ids(self):
-        """The ids one at a time, decoded a batch at a time."""
-        return decoded(self.ids)
 
     def iter_runs(self):
         """``(run id, folder name or None)`` of each run, in order."""
@@ -237,4 +232,4 @@ def _provenance_code(provenances, info):
     found = (info or {}).get("metric_source")
     if not found:
         return -1
-    return provenances.code(found, key=json.dumps(found, sort_keys=True, default=str))
+    return provenances.code(provenance_key(found))

@@ -75,7 +75,7 @@ def test_scan_orders_labels_and_codes_as_the_records_say():
             else (dt.datetime.min.replace(tzinfo=UTC), r.id)
 
     expected = sorted(records, key=key)
-    assert table.run_ids() == [r.id for r in expected] == list(table.iter_ids())
+    assert table.run_ids() == [r.id for r in expected] == list(runs.decoded(table.ids))
     labels = [table.labels[c] for c in table.label]
     want = {r.id: "rax" if r.metadata["node_provider"] == "rax-dfw" else "ovh" for r in records}
     want["b"] = "vexxhost"  # what a person said wins
